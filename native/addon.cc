@@ -1,0 +1,55 @@
+// Module entry: exports NativeIndex, fp16 conversion and thread control.
+#include <faiss/Index.h>
+#include <omp.h>
+
+#include <string>
+
+#include "common.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace dfaiss {
+
+std::atomic<int> g_num_threads{0};
+
+void ApplyThreadCount() {
+  int n = g_num_threads.load(std::memory_order_relaxed);
+  if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+}
+
+// setNumThreads(n): OpenMP threads used by every later FAISS job, and OpenBLAS's pool
+// (FAISS calls sgemm for batches of 20+ queries). n <= 0 restores the default.
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  int64_t n = ArgInt(info, 0, "n");
+  static const int kDefault = omp_get_max_threads();
+  int value = n > 0 ? static_cast<int>(n) : kDefault;
+  g_num_threads.store(value);
+  omp_set_num_threads(value);
+  openblas_set_num_threads(value);
+  return info.Env().Undefined();
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  int n = g_num_threads.load();
+  return Napi::Number::New(info.Env(), n > 0 ? n : omp_get_max_threads());
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitNativeIndex(env, exports);
+  InitFp16(env, exports);
+  exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
+  exports.Set("faissVersion", Napi::String::New(env, std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." + std::to_string(FAISS_VERSION_PATCH)));
+#ifdef FAISS_GPU
+  exports.Set("gpuAvailable", Napi::Boolean::New(env, true));
+#else
+  exports.Set("gpuAvailable", Napi::Boolean::New(env, false));
+#endif
+  return exports;
+}
+
+}  // namespace dfaiss
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return dfaiss::Init(env, exports); }
+
+NODE_API_MODULE(dfaiss_native, InitModule)

@@ -1,0 +1,363 @@
+// NativeIndex: one faiss::Index behind a readers-writer lock. Searches share
+// the lock, everything that mutates the index takes it exclusively, so no
+// caller can corrupt an index by racing. Every FAISS call runs as async work.
+#include <faiss/AutoTune.h>
+#include <faiss/IVFlib.h>
+#include <faiss/Index.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/clone_index.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+#include <omp.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+
+#include "common.h"
+
+namespace dfaiss {
+
+using idx_t = faiss::Index::idx_t;
+
+namespace {
+
+struct Holder {
+  std::unique_ptr<faiss::Index> index;
+  std::shared_mutex mu;
+};
+
+// Reads an index straight from caller memory (VectorIOReader would copy it first).
+struct SpanReader : faiss::IOReader {
+  const uint8_t* data;
+  size_t size;
+  size_t pos = 0;
+  SpanReader(const uint8_t* d, size_t n) : data(d), size(n) { name = "<buffer>"; }
+  size_t operator()(void* ptr, size_t item, size_t nitems) override {
+    if (item == 0 || nitems == 0) return 0;
+    size_t avail = (size - pos) / item;
+    size_t n = nitems < avail ? nitems : avail;
+    std::memcpy(ptr, data + pos, n * item);
+    pos += n * item;
+    return n;
+  }
+};
+
+struct AddonData {
+  Napi::FunctionReference ctor;
+};
+
+}  // namespace
+
+class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeIndex",
+        {
+            StaticMethod<&NativeIndex::FromFactory>("fromFactory"),
+            StaticMethod<&NativeIndex::ReadFile>("readFile"),
+            StaticMethod<&NativeIndex::ReadBuffer>("readBuffer"),
+            InstanceMethod<&NativeIndex::Dim>("dim"),
+            InstanceMethod<&NativeIndex::Ntotal>("ntotal"),
+            InstanceMethod<&NativeIndex::MetricType>("metricType"),
+            InstanceMethod<&NativeIndex::IsTrained>("isTrained"),
+            InstanceMethod<&NativeIndex::Nlist>("nlist"),
+            InstanceMethod<&NativeIndex::Train>("train"),
+            InstanceMethod<&NativeIndex::Add>("add"),
+            InstanceMethod<&NativeIndex::AddWithIds>("addWithIds"),
+            InstanceMethod<&NativeIndex::Search>("search"),
+            InstanceMethod<&NativeIndex::SearchAndReconstruct>("searchAndReconstruct"),
+            InstanceMethod<&NativeIndex::Reconstruct>("reconstruct"),
+            InstanceMethod<&NativeIndex::RemoveIds>("removeIds"),
+            InstanceMethod<&NativeIndex::SetParameter>("setParameter"),
+            InstanceMethod<&NativeIndex::Centroids>("centroids"),
+            InstanceMethod<&NativeIndex::Reset>("reset"),
+            InstanceMethod<&NativeIndex::Clone>("clone"),
+            InstanceMethod<&NativeIndex::WriteFile>("writeFile"),
+            InstanceMethod<&NativeIndex::WriteBuffer>("writeBuffer"),
+        });
+  }
+
+  explicit NativeIndex(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeIndex>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      throw Napi::TypeError::New(info.Env(), "NativeIndex cannot be constructed directly; use fromFactory/readFile/readBuffer");
+    }
+    holder_ = *info[0].As<Napi::External<std::shared_ptr<Holder>>>().Data();
+  }
+
+ private:
+  std::shared_ptr<Holder> holder_;
+
+  static Napi::Object Wrap(Napi::Env env, std::unique_ptr<faiss::Index> index) {
+    auto holder = std::make_shared<Holder>();
+    holder->index = std::move(index);
+    Napi::External<std::shared_ptr<Holder>> ext = Napi::External<std::shared_ptr<Holder>>::New(
+        env, new std::shared_ptr<Holder>(holder), [](Napi::Env, std::shared_ptr<Holder>* p) { delete p; });
+    return env.GetInstanceData<AddonData>()->ctor.New({ext});
+  }
+
+  // Promise-returning job that takes the index lock (shared or exclusive) on the worker thread.
+  template <typename Fn>
+  PromiseWorker* Job(Napi::Env env, bool exclusive, Fn fn, PromiseWorker::DoneFn done = nullptr) {
+    std::shared_ptr<Holder> h = holder_;
+    return new PromiseWorker(
+        env,
+        [h, exclusive, fn]() {
+          if (exclusive) {
+            std::unique_lock<std::shared_mutex> lock(h->mu);
+            fn(h->index.get());
+          } else {
+            std::shared_lock<std::shared_mutex> lock(h->mu);
+            fn(h->index.get());
+          }
+        },
+        std::move(done));
+  }
+
+  // fromFactory(dim, description, metric) -> NativeIndex   (metric: 0 = inner product, 1 = L2)
+  static Napi::Value FromFactory(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t d = ArgInt(info, 0, "dim");
+    std::string desc = ArgString(info, 1, "description");
+    int64_t metric = ArgInt(info, 2, "metric");
+    if (d <= 0) throw Napi::RangeError::New(env, "dim must be positive");
+    try {
+      std::unique_ptr<faiss::Index> idx(
+          faiss::index_factory(static_cast<int>(d), desc.c_str(), static_cast<faiss::MetricType>(metric)));
+      return Wrap(env, std::move(idx));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  static Napi::Value ReadFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string path = ArgString(info, 0, "path");
+    auto out = std::make_shared<std::unique_ptr<faiss::Index>>();
+    auto* w = new PromiseWorker(
+        env, [path, out]() { out->reset(faiss::read_index(path.c_str(), 0)); },
+        [out](Napi::Env env) -> Napi::Value { return Wrap(env, std::move(*out)); });
+    return w->Start();
+  }
+
+  static Napi::Value ReadBuffer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto buf = ArgArray<uint8_t>(info, 0, napi_uint8_array, "buffer");
+    const uint8_t* data = buf.Data();
+    size_t size = buf.ByteLength();
+    auto out = std::make_shared<std::unique_ptr<faiss::Index>>();
+    auto* w = new PromiseWorker(
+        env,
+        [data, size, out]() {
+          SpanReader r(data, size);
+          out->reset(faiss::read_index(&r, 0));
+        },
+        [out](Napi::Env env) -> Napi::Value { return Wrap(env, std::move(*out)); });
+    w->Keep(buf);
+    return w->Start();
+  }
+
+  // Cheap reads; a concurrent add may be changing ntotal, which is fine for a count.
+  Napi::Value Dim(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), holder_->index->d); }
+  Napi::Value Ntotal(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(holder_->index->ntotal));
+  }
+  Napi::Value MetricType(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<int>(holder_->index->metric_type));
+  }
+  Napi::Value IsTrained(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), holder_->index->is_trained);
+  }
+  Napi::Value Nlist(const Napi::CallbackInfo& info) {
+    const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(holder_->index.get());
+    return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->nlist) : -1.0);
+  }
+
+  // train(x: Float32Array, n)
+  Napi::Value Train(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    const float* px = x.Data();
+    auto* w = Job(info.Env(), true, [n, px](faiss::Index* idx) { idx->train(n, px); });
+    w->Keep(x);
+    return w->Start();
+  }
+
+  // add(x: Float32Array, n)
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    const float* px = x.Data();
+    auto* w = Job(info.Env(), true, [n, px](faiss::Index* idx) { idx->add(n, px); });
+    w->Keep(x);
+    return w->Start();
+  }
+
+  // addWithIds(x: Float32Array, n, ids: BigInt64Array)
+  Napi::Value AddWithIds(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    auto ids = ArgArray<int64_t>(info, 2, napi_bigint64_array, "ids");
+    const float* px = x.Data();
+    const idx_t* pi = ids.Data();
+    auto* w = Job(info.Env(), true, [n, px, pi](faiss::Index* idx) { idx->add_with_ids(n, px, pi); });
+    w->Keep(x);
+    w->Keep(ids);
+    return w->Start();
+  }
+
+  // search(x, n, k, distances: Float32Array(n*k), labels: BigInt64Array(n*k))
+  Napi::Value Search(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    idx_t k = ArgInt(info, 2, "k");
+    auto dist = ArgArray<float>(info, 3, napi_float32_array, "distances");
+    auto labels = ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels");
+    const float* px = x.Data();
+    float* pd = dist.Data();
+    idx_t* pl = labels.Data();
+    auto* w = Job(info.Env(), false, [n, k, px, pd, pl](faiss::Index* idx) { idx->search(n, px, k, pd, pl); });
+    w->Keep(x);
+    w->Keep(dist);
+    w->Keep(labels);
+    return w->Start();
+  }
+
+  // searchAndReconstruct(x, n, k, distances, labels, recons: Float32Array(n*k*d))
+  Napi::Value SearchAndReconstruct(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    idx_t k = ArgInt(info, 2, "k");
+    auto dist = ArgArray<float>(info, 3, napi_float32_array, "distances");
+    auto labels = ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels");
+    auto recons = ArgArray<float>(info, 5, napi_float32_array, "recons");
+    const float* px = x.Data();
+    float* pd = dist.Data();
+    idx_t* pl = labels.Data();
+    float* pr = recons.Data();
+    auto* w = Job(info.Env(), false, [n, k, px, pd, pl, pr](faiss::Index* idx) {
+      idx->search_and_reconstruct(n, px, k, pd, pl, pr);
+    });
+    w->Keep(x);
+    w->Keep(dist);
+    w->Keep(labels);
+    w->Keep(recons);
+    return w->Start();
+  }
+
+  // reconstruct(ids: BigInt64Array, out: Float32Array(ids.length*d))
+  // IVF indexes need a direct map to look vectors up by id; it is built on first use
+  // (hash-table flavour, so remove_ids keeps working), hence the exclusive lock.
+  Napi::Value Reconstruct(const Napi::CallbackInfo& info) {
+    auto ids = ArgArray<int64_t>(info, 0, napi_bigint64_array, "ids");
+    auto out = ArgArray<float>(info, 1, napi_float32_array, "out");
+    const idx_t* pi = ids.Data();
+    size_t n = ids.ElementLength();
+    float* po = out.Data();
+    auto* w = Job(info.Env(), true, [pi, n, po](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+      if (ivf && ivf->direct_map.no()) ivf->set_direct_map_type(faiss::DirectMap::Hashtable);
+      for (size_t i = 0; i < n; i++) idx->reconstruct(pi[i], po + i * idx->d);
+    });
+    w->Keep(ids);
+    w->Keep(out);
+    return w->Start();
+  }
+
+  // removeIds(ids: BigInt64Array) -> number removed
+  Napi::Value RemoveIds(const Napi::CallbackInfo& info) {
+    auto ids = ArgArray<int64_t>(info, 0, napi_bigint64_array, "ids");
+    const idx_t* pi = ids.Data();
+    size_t n = ids.ElementLength();
+    auto removed = std::make_shared<size_t>(0);
+    auto* w = Job(
+        info.Env(), true,
+        [pi, n, removed](faiss::Index* idx) {
+          faiss::IDSelectorBatch sel(n, pi);
+          *removed = idx->remove_ids(sel);
+        },
+        [removed](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(*removed)); });
+    w->Keep(ids);
+    return w->Start();
+  }
+
+  // setParameter(name, value) through faiss::ParameterSpace (nprobe, efSearch, k_factor, ...)
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
+    std::string name = ArgString(info, 0, "name");
+    if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "argument 'value' must be a number");
+    double value = info[1].As<Napi::Number>().DoubleValue();
+    auto* w = Job(info.Env(), true, [name, value](faiss::Index* idx) {
+      faiss::ParameterSpace ps;
+      ps.set_index_parameter(idx, name, value);
+    });
+    return w->Start();
+  }
+
+  // centroids(out: Float32Array(nlist*d_quantizer)): the IVF coarse quantizer's vectors
+  Napi::Value Centroids(const Napi::CallbackInfo& info) {
+    auto out = ArgArray<float>(info, 0, napi_float32_array, "out");
+    float* po = out.Data();
+    size_t cap = out.ElementLength();
+    auto* w = Job(info.Env(), false, [po, cap](faiss::Index* idx) {
+      const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+      if (!ivf) throw std::runtime_error("index is not an IVF index; it has no centroids");
+      if (!ivf->is_trained) throw std::runtime_error("index is not trained yet; it has no centroids");
+      if (cap < ivf->nlist * static_cast<size_t>(ivf->quantizer->d)) throw std::runtime_error("centroid output buffer too small");
+      ivf->quantizer->reconstruct_n(0, ivf->nlist, po);
+    });
+    w->Keep(out);
+    return w->Start();
+  }
+
+  Napi::Value Reset(const Napi::CallbackInfo& info) {
+    return Job(info.Env(), true, [](faiss::Index* idx) { idx->reset(); })->Start();
+  }
+
+  // clone() -> NativeIndex (deep copy, e.g. to ship one trained, empty index to many shards)
+  Napi::Value Clone(const Napi::CallbackInfo& info) {
+    auto out = std::make_shared<std::unique_ptr<faiss::Index>>();
+    auto* w = Job(
+        info.Env(), false, [out](faiss::Index* idx) { out->reset(faiss::clone_index(idx)); },
+        [out](Napi::Env env) -> Napi::Value { return Wrap(env, std::move(*out)); });
+    return w->Start();
+  }
+
+  Napi::Value WriteFile(const Napi::CallbackInfo& info) {
+    std::string path = ArgString(info, 0, "path");
+    return Job(info.Env(), false, [path](faiss::Index* idx) { faiss::write_index(idx, path.c_str()); })->Start();
+  }
+
+  // writeBuffer() -> Buffer; the serialized bytes are handed to JS without a copy.
+  Napi::Value WriteBuffer(const Napi::CallbackInfo& info) {
+    auto bytes = std::make_shared<std::vector<uint8_t>>();
+    auto* w = Job(
+        info.Env(), false,
+        [bytes](faiss::Index* idx) {
+          faiss::VectorIOWriter writer;
+          faiss::write_index(idx, &writer);
+          bytes->swap(writer.data);
+        },
+        [bytes](Napi::Env env) -> Napi::Value {
+          auto* owned = new std::vector<uint8_t>(std::move(*bytes));
+          return Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(),
+                                            [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; }, owned);
+        });
+    return w->Start();
+  }
+};
+
+Napi::Object InitNativeIndex(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function ctor = NativeIndex::Define(env);
+  data->ctor = Napi::Persistent(ctor);
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("NativeIndex", ctor);
+  return exports;
+}
+
+}  // namespace dfaiss
