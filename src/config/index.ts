@@ -1,0 +1,18 @@
+/** Index configuration: IndexCfg parsing/serialization and the mapping to FAISS indexes. */
+export {
+  cfgExtra,
+  defaultIndexCfg,
+  DURABILITY_MODES,
+  EXTRA_DEFAULTS,
+  INDEX_BUILDER_TYPES,
+  INDEX_METRICS,
+  indexCfgToJSON,
+  indexCfgToSnakeObject,
+  loadIndexCfgFile,
+  parseIndexCfg,
+  TRAIN_MODES,
+} from './index-cfg.js';
+export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, KnownExtraKey, TrainMode } from './index-cfg.js';
+export { inferNumCentroids, resolveCentroids, resolveIndexSpec } from './builders.js';
+export type { IndexSpec, ResolveOptions } from './builders.js';
+export { createFaissIndex } from './create-index.js';
