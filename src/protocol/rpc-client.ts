@@ -1,0 +1,331 @@
+/**
+ * RPC client: one instance per server connection. Many calls can be in flight at once;
+ * replies are matched by request id, so they may arrive in any order. Opening a second
+ * client to the same server (e.g. bulk adds on one, searches on the other) is just another
+ * TCP connection, with its own queue and receive buffers.
+ */
+import { ConnectionError, DfaissError, ProtocolError, TimeoutError, ValidationError } from '../errors.js';
+import { isRequest } from './codec.js';
+import { errorFromWire } from './errors-wire.js';
+import { DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeFrame, type Attachment, type EncodedFrame } from './frame.js';
+import { HELLO_METHOD, helloResultSchema, type ServerInfo } from './hello.js';
+import type { PoolOptions } from './pool.js';
+import { TcpTransport, checkMaxFrameBytes, formatHostPort } from './tcp.js';
+import type { Connection, ReceivedFrame, Transport } from './transport.js';
+
+export interface RpcClientOptions {
+  transport?: Transport;
+  /** Deadline for TCP connect plus hello. Default 10 000 ms. */
+  connectTimeoutMs?: number;
+  /** Default per-call deadline; 0 = none. Default 120 000 ms. */
+  callTimeoutMs?: number;
+  /** Calls sent but not yet answered; further calls wait in a local FIFO. Default 32. */
+  maxInFlight?: number;
+  /** Largest reply frame accepted (told to the server in hello). Default 256 MiB. */
+  maxFrameBytes?: number;
+  /** Receive-buffer pool for large replies. */
+  pool?: PoolOptions;
+  /** Sent in hello; servers ignore it for now (placeholder for authentication). */
+  token?: string;
+  /** Sent in hello for the server's logs. */
+  clientName?: string;
+  /** Override for tests only. */
+  protocolVersion?: number;
+}
+
+export interface CallOptions {
+  /** Deadline for this call, queueing included; 0 = none. Defaults to the client's callTimeoutMs. */
+  timeoutMs?: number;
+  /** Aborting rejects the call locally (the server may still run it). */
+  signal?: AbortSignal;
+}
+
+export interface CallResult<R = unknown> {
+  /** The server's result, as sent (not validated here). */
+  result: R;
+  /** Zero-copy views into the reply frame. */
+  attachments: Attachment[];
+  /**
+   * Optional: lets the reply's receive buffer be reused for the next large reply. Only call
+   * it once you no longer use `attachments` (copy what you keep first).
+   */
+  release(): void;
+}
+
+interface PendingCall {
+  readonly method: string;
+  readonly args: unknown;
+  readonly attachments: readonly Attachment[];
+  readonly resolve: (r: CallResult) => void;
+  readonly reject: (e: Error) => void;
+  state: 'queued' | 'sent' | 'done';
+  id: number;
+  timer?: NodeJS.Timeout;
+  unlisten?: () => void;
+}
+
+export class RpcClient {
+  /** "host:port" of the server. */
+  readonly remote: string;
+  private info: ServerInfo | undefined;
+  private readonly conn: Connection;
+  private readonly version: number;
+  private readonly callTimeoutMs: number;
+  private readonly maxInFlight: number;
+  private readonly maxFrameBytes: number;
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly queue: PendingCall[] = [];
+  private lastId = 0;
+  private goodbye: DfaissError | undefined;
+  private closedBy: Error | undefined;
+  private isClosed = false;
+  private readonly closeHandlers: ((reason: Error | undefined) => void)[] = [];
+  private readonly closedPromise: Promise<void>;
+
+  /** Connects, exchanges hello, and resolves once the server accepted this client. */
+  static async connect(host: string, port: number, opts: RpcClientOptions = {}): Promise<RpcClient> {
+    const transport = opts.transport ?? new TcpTransport();
+    const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    const maxFrameBytes = checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    const started = Date.now();
+    const conn = await transport.connect(host, port, { timeoutMs: connectTimeoutMs, maxFrameBytes, pool: opts.pool });
+    const client = new RpcClient(conn, formatHostPort(host, port), opts);
+    try {
+      const remaining = Math.max(1, connectTimeoutMs - (Date.now() - started));
+      const { result } = await client.enqueue(
+        HELLO_METHOD,
+        { version: client.version, token: opts.token, maxFrameBytes, client: opts.clientName },
+        [],
+        { timeoutMs: remaining },
+      );
+      const parsed = helloResultSchema.safeParse(result);
+      if (!parsed.success) throw new ProtocolError(`server ${client.remote} sent a malformed hello reply; is it a dfaiss server?`);
+      if (parsed.data.version !== client.version) {
+        throw new ProtocolError(
+          `server ${client.remote} speaks protocol version ${parsed.data.version} but this client speaks version ${client.version}: run the same dfaiss version on clients and servers`,
+        );
+      }
+      client.info = parsed.data;
+      return client;
+    } catch (err) {
+      conn.close();
+      if (err instanceof ProtocolError && !err.message.includes(client.remote)) {
+        throw new ProtocolError(`handshake with ${client.remote} failed: ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  private constructor(conn: Connection, remote: string, opts: RpcClientOptions) {
+    this.conn = conn;
+    this.remote = remote;
+    this.version = opts.protocolVersion ?? PROTOCOL_VERSION;
+    this.callTimeoutMs = opts.callTimeoutMs ?? 120_000;
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 32);
+    this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.closedPromise = new Promise<void>((resolve) => {
+      conn.onClose((reason) => {
+        this.onClosed(reason);
+        resolve();
+      });
+    });
+    conn.onFrame((frame) => this.onFrame(frame));
+  }
+
+  /** What the server announced in hello (rank, version, capabilities, maxFrameBytes). */
+  get server(): ServerInfo {
+    return this.info as ServerInfo;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Calls sent and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Calls waiting for an in-flight slot. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Calls `method` on the server. Attachments are sent without copying: do not modify them
+   * until the returned promise settles. Rejects with the server's error rebuilt as its own
+   * class (ValidationError, UnknownIndexError, ...), TimeoutError after the deadline, or
+   * ConnectionError / ProtocolError when the connection is lost.
+   */
+  call<R = unknown>(method: string, args?: unknown, attachments: readonly Attachment[] = [], opts: CallOptions = {}): Promise<CallResult<R>> {
+    if (method === HELLO_METHOD) {
+      return Promise.reject(new ValidationError('method', `a method other than '${HELLO_METHOD}' (reserved for the handshake)`, method));
+    }
+    return this.enqueue(method, args, attachments, opts) as Promise<CallResult<R>>;
+  }
+
+  /** Calls fn when the connection is gone (reason undefined = closed by this client). */
+  onClose(fn: (reason: Error | undefined) => void): void {
+    if (this.isClosed) queueMicrotask(() => fn(this.closedBy));
+    else this.closeHandlers.push(fn);
+  }
+
+  /** Closes the connection; pending calls reject with ConnectionError. */
+  close(): Promise<void> {
+    if (!this.isClosed) {
+      this.closedBy ??= new ConnectionError(`the client closed its connection to ${this.remote}`);
+      this.conn.close();
+    }
+    return this.closedPromise;
+  }
+
+  private enqueue(method: string, args: unknown, attachments: readonly Attachment[], opts: CallOptions): Promise<CallResult> {
+    if (this.isClosed || this.closedBy) {
+      return Promise.reject(new ConnectionError(`cannot call '${method}': the connection to ${this.remote} is closed`));
+    }
+    return new Promise<CallResult>((resolve, reject) => {
+      const call: PendingCall = { method, args, attachments, resolve, reject, state: 'queued', id: 0 };
+      const timeoutMs = opts.timeoutMs ?? this.callTimeoutMs;
+      if (timeoutMs > 0) {
+        call.timer = setTimeout(() => {
+          this.abandon(call, new TimeoutError(`call '${method}' to ${this.remote} timed out after ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      const signal = opts.signal;
+      if (signal) {
+        const onAbort = (): void => {
+          const reason: unknown = signal.reason;
+          this.abandon(call, reason instanceof Error ? reason : new DfaissError(`call '${method}' to ${this.remote} was aborted`));
+        };
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        call.unlisten = () => signal.removeEventListener('abort', onAbort);
+      }
+      if (this.pending.size < this.maxInFlight) this.dispatch(call);
+      else this.queue.push(call);
+    });
+  }
+
+  private dispatch(call: PendingCall): void {
+    call.id = this.nextId();
+    let frame: EncodedFrame;
+    try {
+      frame = encodeFrame({ v: this.version, id: call.id, method: call.method, args: call.args }, call.attachments);
+      const limit = this.info?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+      if (frame.byteLength > limit) {
+        throw new ValidationError(
+          `request frame of '${call.method}'`,
+          `at most ${limit} bytes (the server's maxFrameBytes); split the data into smaller calls`,
+          frame.byteLength,
+        );
+      }
+    } catch (err) {
+      this.settle(call);
+      call.reject(err as Error);
+      return;
+    }
+    call.state = 'sent';
+    this.pending.set(call.id, call);
+    this.conn.send(frame.parts).catch(() => {
+      // The close handler rejects every pending call with the reason, once.
+    });
+  }
+
+  private nextId(): number {
+    do {
+      this.lastId = this.lastId >= 0xffffffff ? 1 : this.lastId + 1;
+    } while (this.pending.has(this.lastId));
+    return this.lastId;
+  }
+
+  /** Marks a call finished: timers and listeners off, slot freed. */
+  private settle(call: PendingCall): void {
+    if (call.state === 'sent') this.pending.delete(call.id);
+    call.state = 'done';
+    if (call.timer) clearTimeout(call.timer);
+    call.unlisten?.();
+  }
+
+  /** Gives up on a call locally (timeout/abort). A late reply for it is dropped. */
+  private abandon(call: PendingCall, err: Error): void {
+    if (call.state === 'done') return;
+    if (call.state === 'queued') {
+      const i = this.queue.indexOf(call);
+      if (i >= 0) this.queue.splice(i, 1);
+    }
+    this.settle(call);
+    call.reject(err);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0 && this.pending.size < this.maxInFlight && !this.isClosed) {
+      this.dispatch(this.queue.shift() as PendingCall);
+    }
+  }
+
+  private onFrame(frame: ReceivedFrame): void {
+    const env = frame.envelope;
+    if (isRequest(env)) {
+      frame.release();
+      this.fail(new ProtocolError(`server ${this.remote} sent a request ('${env.method}'), but servers may only reply`));
+      return;
+    }
+    if (env.id === 0) {
+      // Goodbye: the server tells why it is closing; pending calls get this reason.
+      frame.release();
+      if (!env.ok) this.goodbye = errorFromWire(env.error);
+      this.conn.close();
+      return;
+    }
+    if (this.info && env.v !== this.version) {
+      frame.release();
+      this.fail(new ProtocolError(`server ${this.remote} replied with protocol version ${env.v}, but this connection agreed on ${this.version}`));
+      return;
+    }
+    const call = this.pending.get(env.id);
+    if (call === undefined) {
+      frame.release(); // reply to a call that timed out or was aborted
+      return;
+    }
+    this.settle(call);
+    if (env.ok) {
+      if (frame.attachments.length === 0) frame.release();
+      call.resolve({ result: env.result, attachments: frame.attachments, release: frame.release });
+    } else {
+      frame.release();
+      call.reject(errorFromWire(env.error));
+    }
+    this.pump();
+  }
+
+  private fail(err: DfaissError): void {
+    this.closedBy ??= err;
+    this.conn.close(err);
+  }
+
+  private onClosed(reason: Error | undefined): void {
+    this.isClosed = true;
+    const cause = this.goodbye ?? this.closedBy ?? reason;
+    const calls = [...this.queue, ...this.pending.values()];
+    this.queue.length = 0;
+    for (const call of calls) {
+      this.settle(call);
+      call.reject(this.lostError(call.method, cause));
+    }
+    this.closedBy ??= cause ?? new ConnectionError(`connection to ${this.remote} closed by the server`);
+    for (const fn of this.closeHandlers.splice(0)) {
+      try {
+        fn(cause);
+      } catch {
+        // one listener's bug must not stop the others
+      }
+    }
+  }
+
+  private lostError(method: string, cause: Error | undefined): DfaissError {
+    const why = cause ? `: ${cause.message}` : ' (closed by the server)';
+    const message = `connection to server ${this.remote} lost while call '${method}' was pending${why}`;
+    return cause instanceof ProtocolError ? new ProtocolError(message, { cause }) : new ConnectionError(message, { cause });
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * RPC server: accepts connections, performs the hello exchange, and dispatches requests
+ * through an explicit method table only (a Map built from the table: no prototype or
+ * dynamic property lookup, so "constructor" or "__proto__" are just unknown methods).
+ *
+ * Per connection: requests run concurrently up to maxInFlight; at the limit the
+ * connection stops reading, so a fast client is slowed down by TCP itself rather than
+ * piling frames up in server memory. A request frame is released (its receive buffer
+ * reused) only after its handler settled and the reply was written, because the reply may
+ * reference the request's attachment views.
+ */
+import type { z } from 'zod';
+import { ConnectionError, DfaissError, ProtocolError, ValidationError } from '../errors.js';
+import { isRequest, type Envelope, type ReplyEnvelope, type RequestEnvelope } from './codec.js';
+import { errorFromWire, errorToWire } from './errors-wire.js';
+import { DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, dtypeOf, encodeFrame, type Attachment, type Dtype, type EncodedFrame } from './frame.js';
+import { HELLO_METHOD, helloArgsSchema, type ServerInfo } from './hello.js';
+import type { PoolOptions } from './pool.js';
+import { TcpTransport, checkMaxFrameBytes } from './tcp.js';
+import type { Connection, Listener, ReceivedFrame, Transport } from './transport.js';
+import { parseWith } from './validate.js';
+
+/** Frames before hello are tiny; a stranger must not make us allocate 256 MiB. */
+const PRE_HELLO_MAX_FRAME_BYTES = 64 * 1024;
+
+export interface CallContext {
+  readonly method: string;
+  readonly requestId: number;
+  /** Zero-copy views into the request frame, valid until the reply has been written. */
+  readonly attachments: readonly Attachment[];
+  /** "host:port" of the client. */
+  readonly remote: string;
+  /** Aborted when the client's connection closes (the reply would go nowhere). */
+  readonly signal: AbortSignal;
+  /** Distinguishes connections (e.g. to tell one client's bulk and search connections apart). */
+  readonly connectionId: number;
+}
+
+export interface HandlerReply<R = unknown> {
+  result?: R;
+  /**
+   * Written without copying, after the handler returns: do not modify this memory
+   * afterwards (allocate per reply rather than reusing a scratch buffer).
+   */
+  attachments?: readonly Attachment[];
+}
+
+/** Expected attachment dtypes in order; a trailing '?' marks an optional one (e.g. ['f32', 'i64?']). */
+export type AttachmentRule = readonly (Dtype | `${Dtype}?`)[];
+
+export interface MethodSpec<A = unknown, R = unknown> {
+  /** Validates `args`; failures reach the client as ValidationError naming e.g. "args.k". Must be synchronous. */
+  readonly schema: z.ZodType<A>;
+  /** When given, attachments are checked against it before the handler runs. */
+  readonly attachments?: AttachmentRule;
+  readonly handler: (args: A, ctx: CallContext) => HandlerReply<R> | void | Promise<HandlerReply<R> | void>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type MethodTable = Readonly<Record<string, MethodSpec<any, any>>>;
+
+/** Identity helper that infers the handler's args type from the schema. */
+export function defineMethod<S extends z.ZodType, R = unknown>(spec: {
+  schema: S;
+  attachments?: AttachmentRule;
+  handler: (args: z.output<S>, ctx: CallContext) => HandlerReply<R> | void | Promise<HandlerReply<R> | void>;
+}): MethodSpec<z.output<S>, R> {
+  return spec as MethodSpec<z.output<S>, R>;
+}
+
+export interface RpcServerOptions {
+  methods: MethodTable;
+  /** Reported in hello. Default 0. */
+  rank?: number;
+  /** Reported in hello, e.g. ['gpu', 'fp16']. */
+  capabilities?: readonly string[];
+  transport?: Transport;
+  /** Largest request frame accepted after hello. Default 256 MiB. */
+  maxFrameBytes?: number;
+  /** Concurrent requests per connection before it stops reading. Default 32. */
+  maxInFlight?: number;
+  /** A connection that sends no hello within this time is closed. Default 10 000 ms. */
+  helloTimeoutMs?: number;
+  maxConnections?: number;
+  /** Receive-buffer pool per connection. */
+  pool?: PoolOptions;
+  /**
+   * Problems worth logging: protocol violations by clients (ProtocolError), broken
+   * connections (ConnectionError), handler bugs (non-DfaissError throws). Never throws back.
+   */
+  onError?: (err: Error, info: { remote: string; method?: string }) => void;
+  /** Override for tests only. */
+  protocolVersion?: number;
+}
+
+export class RpcServer {
+  readonly rank: number;
+  private readonly methods: ReadonlyMap<string, MethodSpec<unknown, unknown>>;
+  private readonly capabilities: string[];
+  private readonly transport: Transport;
+  readonly maxFrameBytes: number;
+  readonly maxInFlight: number;
+  readonly helloTimeoutMs: number;
+  readonly version: number;
+  private readonly opts: RpcServerOptions;
+  private listener: Listener | undefined;
+  private readonly sessions = new Set<Session>();
+  private nextConnectionId = 1;
+  private closing: Promise<void> | undefined;
+
+  constructor(opts: RpcServerOptions) {
+    this.opts = opts;
+    this.rank = opts.rank ?? 0;
+    this.capabilities = [...(opts.capabilities ?? [])];
+    this.transport = opts.transport ?? new TcpTransport();
+    this.maxFrameBytes = checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 32);
+    this.helloTimeoutMs = opts.helloTimeoutMs ?? 10_000;
+    this.version = opts.protocolVersion ?? PROTOCOL_VERSION;
+    const methods = new Map<string, MethodSpec<unknown, unknown>>();
+    for (const [name, spec] of Object.entries(opts.methods)) {
+      if (name === HELLO_METHOD) throw new RangeError(`method name '${HELLO_METHOD}' is reserved for the handshake`);
+      if (typeof spec?.handler !== 'function' || typeof spec.schema?.safeParse !== 'function') {
+        throw new TypeError(`method '${name}' needs {schema: zod schema, handler: function}`);
+      }
+      methods.set(name, spec as MethodSpec<unknown, unknown>);
+    }
+    this.methods = methods;
+  }
+
+  /** Starts listening; port 0 picks a free port. Resolves with the bound address. */
+  async listen(host = '127.0.0.1', port = 0): Promise<{ host: string; port: number }> {
+    if (this.listener) throw new Error('RpcServer.listen() was already called');
+    this.listener = await this.transport.listen(host, port, (conn) => this.accept(conn), {
+      maxFrameBytes: PRE_HELLO_MAX_FRAME_BYTES,
+      pool: this.opts.pool,
+      maxConnections: this.opts.maxConnections,
+    });
+    return { host: this.listener.host, port: this.listener.port };
+  }
+
+  get port(): number | undefined {
+    return this.listener?.port;
+  }
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  get methodNames(): string[] {
+    return [...this.methods.keys()];
+  }
+
+  /**
+   * Stops accepting and closes every connection; clients get a ConnectionError "shutting
+   * down" for their pending calls. With graceMs > 0, requests already running get that long
+   * to finish and reply first (no new ones are read meanwhile).
+   */
+  close(opts: { graceMs?: number } = {}): Promise<void> {
+    this.closing ??= (async () => {
+      const listenerClosed = this.listener?.close();
+      const reason = new ConnectionError(`server rank ${this.rank} is shutting down`);
+      await Promise.all([...this.sessions].map((s) => s.shutdown(reason, opts.graceMs ?? 0)));
+      await listenerClosed;
+    })();
+    return this.closing;
+  }
+
+  /** Used by sessions. */
+  method(name: string): MethodSpec<unknown, unknown> | undefined {
+    return this.methods.get(name);
+  }
+
+  helloInfo(): ServerInfo {
+    return { version: this.version, rank: this.rank, capabilities: this.capabilities, maxFrameBytes: this.maxFrameBytes };
+  }
+
+  report(err: Error, info: { remote: string; method?: string }): void {
+    try {
+      this.opts.onError?.(err, info);
+    } catch {
+      // a logging bug must not take the server down
+    }
+  }
+
+  private accept(conn: Connection): void {
+    if (this.closing) {
+      conn.close(new ConnectionError(`server rank ${this.rank} is shutting down`));
+      return;
+    }
+    const session = new Session(this, conn, this.nextConnectionId++);
+    this.sessions.add(session);
+    session.closed.then(() => this.sessions.delete(session));
+  }
+}
+
+class Session {
+  private helloDone = false;
+  private inFlight = 0;
+  private paused = false;
+  private draining = false;
+  private readonly ids = new Set<number>();
+  private peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+  private readonly abort = new AbortController();
+  private helloTimer: NodeJS.Timeout | undefined;
+  private idle: (() => void) | undefined;
+  private reported: Error | undefined;
+  readonly closed: Promise<void>;
+
+  constructor(
+    private readonly server: RpcServer,
+    private readonly conn: Connection,
+    private readonly connectionId: number,
+  ) {
+    this.closed = new Promise<void>((resolve) => {
+      conn.onClose((reason) => {
+        if (this.helloTimer) clearTimeout(this.helloTimer);
+        this.abort.abort(reason ?? new ConnectionError(`connection to ${conn.remote} closed`));
+        if (reason && reason !== this.reported) this.server.report(reason, { remote: conn.remote });
+        resolve();
+      });
+    });
+    this.helloTimer = setTimeout(() => {
+      this.protocolError(`no hello within ${server.helloTimeoutMs} ms of connecting; closing the idle connection`);
+    }, server.helloTimeoutMs);
+    this.helloTimer.unref();
+    conn.onFrame((frame) => this.onFrame(frame));
+  }
+
+  async shutdown(reason: DfaissError, graceMs: number): Promise<void> {
+    if (graceMs > 0 && this.inFlight > 0 && !this.conn.closed) {
+      this.draining = true;
+      this.conn.pause();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.conn.close(reason);
+    await this.closed;
+  }
+
+  private onFrame(frame: ReceivedFrame): void {
+    const env = frame.envelope;
+    if (!isRequest(env)) {
+      frame.release();
+      if (env.id === 0 && !env.ok) {
+        // The client says why it is leaving; report it and let the close follow.
+        const err = errorFromWire(env.error);
+        this.reported = err;
+        this.server.report(err, { remote: this.conn.remote });
+        return;
+      }
+      this.protocolError(`client sent a reply (id ${env.id}) but clients may only send requests`);
+      return;
+    }
+    if (!this.helloDone) {
+      if (env.method !== HELLO_METHOD) {
+        frame.release();
+        this.protocolError(`the first request must be '${HELLO_METHOD}', got '${env.method}'`);
+        return;
+      }
+      this.hello(env, frame);
+      return;
+    }
+    if (env.v !== this.server.version) {
+      frame.release();
+      this.protocolError(`request uses protocol version ${env.v}, but this connection agreed on ${this.server.version}`);
+      return;
+    }
+    if (env.id === 0 || this.ids.has(env.id)) {
+      frame.release();
+      this.protocolError(env.id === 0 ? 'request id 0 is reserved' : `request id ${env.id} is already in flight on this connection`);
+      return;
+    }
+    const spec = env.method === HELLO_METHOD ? undefined : this.server.method(env.method);
+    if (spec === undefined) {
+      frame.release();
+      const err =
+        env.method === HELLO_METHOD
+          ? new ProtocolError("'hello' was already exchanged on this connection")
+          : new ValidationError('method', `one of: ${this.server.methodNames.join(', ') || '(none)'}`, env.method);
+      this.sendReply({ v: this.server.version, id: env.id, ok: false, error: errorToWire(err) }).catch(() => {});
+      return;
+    }
+    this.ids.add(env.id);
+    this.inFlight++;
+    if (this.inFlight >= this.server.maxInFlight && !this.paused) {
+      this.paused = true;
+      this.conn.pause();
+    }
+    void this.run(env, spec, frame);
+  }
+
+  private async run(env: RequestEnvelope, spec: MethodSpec<unknown, unknown>, frame: ReceivedFrame): Promise<void> {
+    const method = env.method;
+    let reply: EncodedFrame;
+    try {
+      const args = parseWith(spec.schema, env.args, 'args');
+      if (spec.attachments) checkAttachments(spec.attachments, frame.attachments);
+      const ctx: CallContext = {
+        method,
+        requestId: env.id,
+        attachments: frame.attachments,
+        remote: this.conn.remote,
+        signal: this.abort.signal,
+        connectionId: this.connectionId,
+      };
+      const out = await spec.handler(args, ctx);
+      reply = this.encodeReply({ v: this.server.version, id: env.id, ok: true, result: out?.result }, out?.attachments ?? [], method);
+    } catch (err) {
+      reply = this.errorReply(env.id, err, method);
+    }
+    try {
+      await this.conn.send(reply.parts);
+    } catch {
+      // The connection is gone; its close is reported once by the close handler.
+    } finally {
+      frame.release();
+      this.ids.delete(env.id);
+      this.inFlight--;
+      if (this.paused && this.inFlight < this.server.maxInFlight && !this.draining) {
+        this.paused = false;
+        this.conn.resume();
+      }
+      if (this.inFlight === 0) this.idle?.();
+    }
+  }
+
+  /** Encodes an ok reply, falling back to an error reply when it cannot be sent as is. */
+  private encodeReply(env: ReplyEnvelope, attachments: readonly Attachment[], method: string): EncodedFrame {
+    try {
+      const frame = encodeFrame(env, attachments);
+      if (frame.byteLength > this.peerMaxFrameBytes) {
+        throw new ProtocolError(
+          `the reply to '${method}' is ${frame.byteLength} bytes, more than the client's limit of ${this.peerMaxFrameBytes} bytes (maxFrameBytes): request less data per call`,
+        );
+      }
+      return frame;
+    } catch (err) {
+      return this.errorReply(env.id, err, method);
+    }
+  }
+
+  private errorReply(id: number, err: unknown, method: string): EncodedFrame {
+    if (!(err instanceof DfaissError)) {
+      this.server.report(err instanceof Error ? err : new Error(String(err)), { remote: this.conn.remote, method });
+    }
+    return encodeFrame({ v: this.server.version, id, ok: false, error: errorToWire(err) });
+  }
+
+  private sendReply(env: Envelope, attachments: readonly Attachment[] = []): Promise<void> {
+    return this.conn.send(encodeFrame(env, attachments).parts);
+  }
+
+  private hello(env: RequestEnvelope, frame: ReceivedFrame): void {
+    frame.release();
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    const version = this.server.version;
+    let err: DfaissError | undefined;
+    let args: z.infer<typeof helloArgsSchema> | undefined;
+    try {
+      args = parseWith(helloArgsSchema, env.args, 'args');
+    } catch (e) {
+      err = new ProtocolError(`bad hello from ${this.conn.remote}: ${(e as Error).message}`);
+    }
+    if (args && args.version !== version) {
+      err = new ProtocolError(
+        `client ${this.conn.remote} speaks protocol version ${args.version} but this server (rank ${this.server.rank}) speaks version ${version}: run the same dfaiss version on clients and servers`,
+      );
+    }
+    if (err || !args) {
+      const e = err ?? new ProtocolError('bad hello');
+      this.reported = e;
+      this.server.report(e, { remote: this.conn.remote, method: HELLO_METHOD });
+      // The error reply explains the refusal; close() flushes it before the FIN.
+      this.sendReply({ v: version, id: env.id, ok: false, error: errorToWire(e) }).catch(() => {});
+      this.conn.close();
+      return;
+    }
+    this.helloDone = true;
+    if (args.maxFrameBytes !== undefined) this.peerMaxFrameBytes = args.maxFrameBytes;
+    this.conn.setMaxFrameBytes(this.server.maxFrameBytes);
+    this.sendReply({ v: version, id: env.id, ok: true, result: this.server.helloInfo() }).catch(() => {});
+  }
+
+  private protocolError(message: string): void {
+    const err = new ProtocolError(message);
+    this.reported = err;
+    this.server.report(err, { remote: this.conn.remote });
+    this.conn.close(err);
+  }
+}
+
+function checkAttachments(rule: AttachmentRule, got: readonly Attachment[]): void {
+  const required = rule.filter((r) => !r.endsWith('?')).length;
+  if (got.length < required || got.length > rule.length) {
+    throw new ValidationError('attachments', `${required === rule.length ? '' : `${required} to `}${rule.length} attachments (${rule.join(', ')})`, got.length);
+  }
+  for (let i = 0; i < got.length; i++) {
+    const want = (rule[i] as string).replace('?', '');
+    const have = dtypeOf(got[i]);
+    if (have !== want) throw new ValidationError(`attachments[${i}]`, `dtype ${want}`, got[i]);
+  }
+}

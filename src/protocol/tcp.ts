@@ -1,0 +1,267 @@
+/**
+ * TCP transport over node:net: Nagle off (small search frames must not wait 40 ms for an
+ * ACK), TCP keep-alive on (dead peers surface as errors), frames written with cork/uncork
+ * so a header and its multi-MiB attachments go out as one writev without concatenation.
+ */
+import net from 'node:net';
+import { ConnectionError, DfaissError, ProtocolError, TimeoutError } from '../errors.js';
+import { FrameAssembler, type RawFrame } from './assembler.js';
+import { errorToWire } from './errors-wire.js';
+import { DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_BYTES_LIMIT, PROTOCOL_VERSION, decodeFrame, encodeFrame } from './frame.js';
+import { BufferPool } from './pool.js';
+import type { ConnectOptions, Connection, ConnectionOptions, ListenOptions, Listener, ReceivedFrame, Transport } from './transport.js';
+
+export function formatHostPort(host: string | undefined, port: number | undefined): string {
+  const h = host ?? '?';
+  return `${h.includes(':') ? `[${h}]` : h}:${port ?? '?'}`;
+}
+
+export function checkMaxFrameBytes(n: number): number {
+  if (!Number.isInteger(n) || n < 1024 || n > MAX_FRAME_BYTES_LIMIT) {
+    throw new RangeError(`maxFrameBytes must be an integer between 1024 and ${MAX_FRAME_BYTES_LIMIT}, got ${n}`);
+  }
+  return n;
+}
+
+/** A Connection over any stream socket (net.Socket or tls.TLSSocket). */
+export class SocketConnection implements Connection {
+  readonly remote: string;
+  private readonly assembler: FrameAssembler;
+  private frameHandler: ((frame: ReceivedFrame) => void) | undefined;
+  private readonly closeHandlers: ((reason: Error | undefined) => void)[] = [];
+  private readonly pendingSends = new Set<(err: Error) => void>();
+  private readonly closeGraceMs: number;
+  private closing = false;
+  private isClosed = false;
+  private reason: Error | undefined;
+  private graceTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly socket: net.Socket,
+    opts: ConnectionOptions = {},
+    remote?: string,
+  ) {
+    this.remote = remote ?? formatHostPort(socket.remoteAddress, socket.remotePort);
+    this.closeGraceMs = opts.closeGraceMs ?? 1000;
+    this.assembler = new FrameAssembler(
+      { maxFrameBytes: checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES), pool: new BufferPool(opts.pool) },
+      (raw) => this.deliver(raw),
+    );
+    socket.on('error', (err) => {
+      this.reason ??= new ConnectionError(`connection to ${this.remote} failed: ${err.message}`, { cause: err });
+    });
+    socket.on('end', () => {
+      if (this.closing) return;
+      const size = this.assembler.partialFrameSize;
+      const have = this.assembler.partialBytes;
+      if (have > 0) {
+        this.reason ??= new ProtocolError(
+          `${this.remote} closed the connection in the middle of a frame (${have} of ${size ?? 'at least 16'} bytes received)`,
+        );
+      }
+    });
+    socket.on('close', () => this.finish());
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  send(parts: readonly Uint8Array[]): Promise<void> {
+    const socket = this.socket;
+    if (this.closing || this.isClosed || !socket.writable) {
+      return Promise.reject(new ConnectionError(`cannot send to ${this.remote}: the connection is closed`));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const onClose = (err: Error): void => reject(err);
+      this.pendingSends.add(onClose);
+      const done = (err?: Error | null): void => {
+        this.pendingSends.delete(onClose);
+        if (err) reject(new ConnectionError(`writing to ${this.remote} failed: ${err.message}`, { cause: err }));
+        else resolve();
+      };
+      const last = parts.length - 1;
+      socket.cork();
+      for (let i = 0; i < last; i++) socket.write(parts[i] as Uint8Array);
+      socket.write(parts[last] ?? new Uint8Array(0), done);
+      socket.uncork();
+    });
+  }
+
+  onFrame(handler: (frame: ReceivedFrame) => void): void {
+    const first = this.frameHandler === undefined;
+    this.frameHandler = handler;
+    if (first) this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+  }
+
+  onClose(handler: (reason: Error | undefined) => void): void {
+    if (this.isClosed) queueMicrotask(() => handler(this.reason));
+    else this.closeHandlers.push(handler);
+  }
+
+  setMaxFrameBytes(bytes: number): void {
+    this.assembler.maxFrameBytes = checkMaxFrameBytes(bytes);
+  }
+
+  pause(): void {
+    this.assembler.pause();
+    this.socket.pause();
+  }
+
+  resume(): void {
+    // Without a 'data' listener, resuming the socket would drop bytes on the floor.
+    if (this.frameHandler && !this.closing) this.socket.resume();
+    this.assembler.resume();
+  }
+
+  close(reason?: DfaissError): void {
+    if (this.closing || this.isClosed) return;
+    this.closing = true;
+    if (reason) this.reason ??= reason;
+    this.assembler.destroy();
+    const socket = this.socket;
+    if (socket.destroyed) return; // 'close' is on its way
+    if (reason && socket.writable) {
+      try {
+        // Goodbye frame: an error reply with id 0 tells the peer why it is being dropped.
+        const { parts } = encodeFrame({ v: PROTOCOL_VERSION, id: 0, ok: false, error: errorToWire(reason) });
+        for (const p of parts) socket.write(p);
+      } catch {
+        // best effort
+      }
+    }
+    socket.end();
+    // Give the peer time to read the goodbye and close its side; closing first with unread
+    // input would make our kernel send RST, which can discard the goodbye on the peer.
+    this.graceTimer = setTimeout(() => socket.destroy(), this.closeGraceMs);
+    this.graceTimer.unref();
+    socket.resume(); // keep draining (and ignoring) input so the peer's FIN is seen
+  }
+
+  /** Immediate close without goodbye. */
+  destroy(reason?: Error): void {
+    if (reason) this.reason ??= reason;
+    this.closing = true;
+    this.assembler.destroy();
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    try {
+      this.assembler.push(chunk);
+    } catch (err) {
+      this.close(
+        err instanceof DfaissError
+          ? err
+          : new ConnectionError(`internal error handling data from ${this.remote}: ${(err as Error)?.message ?? err}`, { cause: err }),
+      );
+    }
+  }
+
+  private deliver(raw: RawFrame): void {
+    let frame: ReceivedFrame;
+    try {
+      const { envelope, attachments } = decodeFrame(raw.bytes);
+      frame = { envelope, attachments, byteLength: raw.bytes.byteLength, release: raw.release };
+    } catch (err) {
+      raw.release();
+      throw err;
+    }
+    (this.frameHandler as (frame: ReceivedFrame) => void)(frame);
+  }
+
+  private finish(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.closing = true;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.assembler.destroy();
+    const err = new ConnectionError(`connection to ${this.remote} closed`, { cause: this.reason });
+    for (const reject of this.pendingSends) reject(err);
+    this.pendingSends.clear();
+    for (const h of this.closeHandlers.splice(0)) {
+      try {
+        h(this.reason);
+      } catch {
+        // a close handler's bug must not stop the others
+      }
+    }
+  }
+}
+
+export interface TcpTransportOptions {
+  /** TCP_NODELAY. Default true. */
+  noDelay?: boolean;
+  /** TCP keep-alive initial delay in ms; 0 disables. Default 15 000. */
+  keepAliveMs?: number;
+}
+
+export class TcpTransport implements Transport {
+  private readonly noDelay: boolean;
+  private readonly keepAliveMs: number;
+
+  constructor(opts: TcpTransportOptions = {}) {
+    this.noDelay = opts.noDelay ?? true;
+    this.keepAliveMs = opts.keepAliveMs ?? 15_000;
+  }
+
+  connect(host: string, port: number, opts: ConnectOptions = {}): Promise<Connection> {
+    const remote = formatHostPort(host, port);
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    return new Promise<Connection>((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new TimeoutError(`connecting to ${remote} timed out after ${timeoutMs} ms: is the server up and reachable?`));
+      }, timeoutMs);
+      const onError = (err: Error): void => {
+        clearTimeout(timer);
+        reject(new ConnectionError(`cannot connect to ${remote}: ${err.message}`, { cause: err }));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', onError);
+        this.configure(socket);
+        try {
+          resolve(new SocketConnection(socket, opts, remote));
+        } catch (err) {
+          socket.destroy();
+          reject(err);
+        }
+      });
+    });
+  }
+
+  listen(host: string, port: number, onConnection: (conn: Connection) => void, opts: ListenOptions = {}): Promise<Listener> {
+    checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    return new Promise<Listener>((resolve, reject) => {
+      const server = net.createServer((socket) => {
+        this.configure(socket);
+        // An 'error' between accept and wrapping must not become an uncaught exception.
+        socket.on('error', () => {});
+        onConnection(new SocketConnection(socket, opts));
+      });
+      if (opts.maxConnections) server.maxConnections = opts.maxConnections;
+      const onError = (err: Error): void => reject(new ConnectionError(`cannot listen on ${formatHostPort(host, port)}: ${err.message}`, { cause: err }));
+      server.once('error', onError);
+      server.listen(port, host, () => {
+        server.off('error', onError);
+        server.on('error', () => {}); // accept errors (EMFILE...) are per-connection; keep serving
+        const addr = server.address() as net.AddressInfo;
+        let closing: Promise<void> | undefined;
+        resolve({
+          host,
+          port: addr.port,
+          close: () => (closing ??= new Promise<void>((res) => server.close(() => res()))),
+        });
+      });
+    });
+  }
+
+  private configure(socket: net.Socket): void {
+    socket.setNoDelay(this.noDelay);
+    if (this.keepAliveMs > 0) socket.setKeepAlive(true, this.keepAliveMs);
+  }
+}
