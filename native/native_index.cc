@@ -67,6 +67,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::MetricType>("metricType"),
             InstanceMethod<&NativeIndex::IsTrained>("isTrained"),
             InstanceMethod<&NativeIndex::Nlist>("nlist"),
+            InstanceMethod<&NativeIndex::QuantizerDim>("quantizerDim"),
             InstanceMethod<&NativeIndex::Train>("train"),
             InstanceMethod<&NativeIndex::Add>("add"),
             InstanceMethod<&NativeIndex::AddWithIds>("addWithIds"),
@@ -178,6 +179,12 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->nlist) : -1.0);
   }
 
+  // Dimension the IVF quantizer works in (smaller than dim after PCA), or -1.
+  Napi::Value QuantizerDim(const Napi::CallbackInfo& info) {
+    const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(holder_->index.get());
+    return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->quantizer->d) : -1.0);
+  }
+
   // train(x: Float32Array, n)
   Napi::Value Train(const Napi::CallbackInfo& info) {
     auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
@@ -278,8 +285,16 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     auto* w = Job(
         info.Env(), true,
         [pi, n, removed](faiss::Index* idx) {
-          faiss::IDSelectorBatch sel(n, pi);
-          *removed = idx->remove_ids(sel);
+          // A hash-table direct map (see reconstruct) only accepts IDSelectorArray;
+          // elsewhere IDSelectorBatch is faster (hashed membership instead of a scan).
+          const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+          if (ivf && ivf->direct_map.type == faiss::DirectMap::Hashtable) {
+            faiss::IDSelectorArray sel(n, pi);
+            *removed = idx->remove_ids(sel);
+          } else {
+            faiss::IDSelectorBatch sel(n, pi);
+            *removed = idx->remove_ids(sel);
+          }
         },
         [removed](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(*removed)); });
     w->Keep(ids);

@@ -93,7 +93,12 @@ export function packEnvelope(env: Envelope, att: readonly AttachmentDescriptor[]
     }
   }
   if (att.length > 0) wire.att = att;
-  return packr.pack(wire);
+  try {
+    return packr.pack(wire);
+  } catch (err) {
+    // e.g. a bigint beyond 64 bits
+    throw new ValidationError(isRequest(env) ? 'args' : 'result', `msgpack-encodable data (${(err as Error)?.message ?? err})`);
+  }
 }
 
 /** Parses and validates an envelope; every failure is a ProtocolError. */

@@ -167,7 +167,8 @@ export function decodeFrame(frame: Uint8Array, maxFrameBytes = MAX_FRAME_BYTES_L
   if (frameBytes !== frame.byteLength) {
     throw new ProtocolError(`frame length field says ${frameBytes} bytes but ${frame.byteLength} were given`);
   }
-  if (frame.byteOffset % FRAME_ALIGN !== 0) frame = frame.slice();
+  // Uint8Array's slice copies (Buffer's would return a view with the same misalignment).
+  if (frame.byteOffset % FRAME_ALIGN !== 0) frame = Uint8Array.prototype.slice.call(frame);
   const { envelope, att } = unpackEnvelope(frame.subarray(HEADER_BYTES, HEADER_BYTES + envelopeBytes));
   const attachments: Attachment[] = [];
   let offset = align8(HEADER_BYTES + envelopeBytes);

@@ -59,6 +59,8 @@ interface PendingCall {
   readonly resolve: (r: CallResult) => void;
   readonly reject: (e: Error) => void;
   state: 'queued' | 'sent' | 'done';
+  /** The request has been handed to the OS: the caller's attachment memory is free again. */
+  written: boolean;
   id: number;
   timer?: NodeJS.Timeout;
   unlisten?: () => void;
@@ -184,7 +186,7 @@ export class RpcClient {
       return Promise.reject(new ConnectionError(`cannot call '${method}': the connection to ${this.remote} is closed`));
     }
     return new Promise<CallResult>((resolve, reject) => {
-      const call: PendingCall = { method, args, attachments, resolve, reject, state: 'queued', id: 0 };
+      const call: PendingCall = { method, args, attachments, resolve, reject, state: 'queued', written: false, id: 0 };
       const timeoutMs = opts.timeoutMs ?? this.callTimeoutMs;
       if (timeoutMs > 0) {
         call.timer = setTimeout(() => {
@@ -226,9 +228,14 @@ export class RpcClient {
     }
     call.state = 'sent';
     this.pending.set(call.id, call);
-    this.conn.send(frame.parts).catch(() => {
-      // The close handler rejects every pending call with the reason, once.
-    });
+    this.conn.send(frame.parts).then(
+      () => {
+        call.written = true;
+      },
+      () => {
+        // The close handler rejects every pending call with the reason, once.
+      },
+    );
   }
 
   private nextId(): number {
@@ -253,7 +260,19 @@ export class RpcClient {
       const i = this.queue.indexOf(call);
       if (i >= 0) this.queue.splice(i, 1);
     }
+    const unwritten = call.state === 'sent' && !call.written && call.attachments.length > 0;
     this.settle(call);
+    if (unwritten) {
+      // The request still sits in the socket's send queue, referencing the caller's memory.
+      // Once we reject, the caller may reuse that memory, and the rest of the frame would go
+      // out with the new contents. Drop the connection instead: the server discards the
+      // truncated frame, and a send queue that did not drain within the deadline means the
+      // connection is stalled anyway.
+      this.closedBy ??= new ConnectionError(
+        `connection to ${this.remote} dropped: call '${call.method}' gave up (${err.message}) while its request was still being sent`,
+      );
+      this.conn.destroy(this.closedBy);
+    }
     call.reject(err);
     this.pump();
   }

@@ -138,7 +138,6 @@ export class SocketConnection implements Connection {
     socket.resume(); // keep draining (and ignoring) input so the peer's FIN is seen
   }
 
-  /** Immediate close without goodbye. */
   destroy(reason?: Error): void {
     if (reason) this.reason ??= reason;
     this.closing = true;
@@ -241,7 +240,11 @@ export class TcpTransport implements Transport {
         this.configure(socket);
         // An 'error' between accept and wrapping must not become an uncaught exception.
         socket.on('error', () => {});
-        onConnection(new SocketConnection(socket, opts));
+        try {
+          onConnection(new SocketConnection(socket, opts));
+        } catch {
+          socket.destroy(); // a bug in the acceptor must not become an uncaught exception
+        }
       });
       if (opts.maxConnections) server.maxConnections = opts.maxConnections;
       const onError = (err: Error): void => reject(new ConnectionError(`cannot listen on ${formatHostPort(host, port)}: ${err.message}`, { cause: err }));

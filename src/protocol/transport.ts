@@ -66,6 +66,11 @@ export interface Connection {
    * (id 0) so it can report why. Frames already delivered stay valid.
    */
   close(reason?: DfaissError): void;
+  /**
+   * Closes at once: unsent data is dropped, so memory passed to send() is no longer read
+   * once this returns.
+   */
+  destroy(reason?: Error): void;
 }
 
 export interface Listener {

@@ -3,34 +3,10 @@
  * centres, so IVF/PQ training sees real structure (uniform noise makes recall meaningless).
  */
 
-/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). Same seed, same sequence. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { gaussian, prng as mulberry32 } from '../../src/datasets/synthetic.js';
 
-/** Standard normal samples from a uniform PRNG (Box-Muller). */
-export function gaussian(rng: () => number): () => number {
-  let spare: number | null = null;
-  return () => {
-    if (spare !== null) {
-      const s = spare;
-      spare = null;
-      return s;
-    }
-    const u = 1 - rng(); // (0, 1]: log(0) would be -Infinity
-    const r = Math.sqrt(-2 * Math.log(u));
-    const theta = 2 * Math.PI * rng();
-    spare = r * Math.sin(theta);
-    return r * Math.cos(theta);
-  };
-}
+// The PRNGs live with the product's data generators (demo, benchmark); tests reuse them.
+export { gaussian, mulberry32 };
 
 export interface SyntheticOptions {
   /** Number of vectors. */

@@ -526,6 +526,27 @@ describe('rpc over tcp', () => {
     await assert.rejects(p, /caller gave up/);
   });
 
+  it('a call that times out while its request is still being written drops the connection', async () => {
+    const { server, port, errors } = await startServer(
+      {
+        hang: defineMethod({ schema: z.unknown(), handler: () => sleep(400) }),
+      },
+      // The first call fills the only slot, so the server stops reading this connection
+      // (and, not reading, notices the client's close only once the slot frees up).
+      { maxInFlight: 1 },
+    );
+    const c = await connect(port);
+    const first = assert.rejects(c.call('hang'), (e: unknown) => e instanceof ConnectionError && /still being sent/.test(e.message));
+    await sleep(20);
+    const big = new Float32Array(16 << 20); // 64 MiB: far more than the socket buffers hold
+    await assert.rejects(c.call('hang', {}, [big], { timeoutMs: 200 }), TimeoutError);
+    // The half-sent frame can no longer be completed with whatever the caller writes into `big` now.
+    await first;
+    await waitFor(() => c.closed && server.connectionCount === 0);
+    // The server saw a truncated frame and dropped it.
+    assert.ok(errors.some((r) => r.err instanceof ProtocolError && /middle of a frame/.test(r.err.message)), errors.map((r) => r.err.message).join());
+  });
+
   it('rejects pending calls with ConnectionError naming the server when the server shuts down', async () => {
     let aborted = 0;
     const { server, port } = await startServer({

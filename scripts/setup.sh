@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs whatever dfaiss is missing on this machine, then builds it. Idempotent and
+# quick when nothing changed, so `npm test` and `npm run demo` can both call it first.
+#   1. Debian packages: libfaiss-dev + libopenblas-dev (FAISS 1.7.3, static libfaiss.a),
+#      dataset-fashion-mnist (real data for the demo, tests and benchmark).
+#   2. npm dependencies (npm ci when node_modules is missing or older than the lockfile).
+#   3. The native addon (node-gyp) when missing or older than its sources.
+#   4. The TypeScript build (dist/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+for pkg in libfaiss-dev libopenblas-dev dataset-fashion-mnist; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "missing Debian packages: ${missing[*]}"
+    log "install them as root, then run this again:"
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  log "installing npm dependencies"
+  # --ignore-scripts: the native addon is built below, once, with a visible log.
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+fi
+
+addon=build/Release/dfaiss_native.node
+if [[ ! -f $addon || -n $(find native binding.gyp -newer "$addon" -print -quit) ]]; then
+  log "building the native addon (node-gyp)"
+  # npm puts its bundled node-gyp on PATH for scripts; the log lives outside build/,
+  # which `node-gyp rebuild` deletes first.
+  buildlog=${TMPDIR:-/tmp}/dfaiss-native-build.log
+  npm run --silent build:native -- -j "$(nproc)" >"$buildlog" 2>&1 \
+    || { cat "$buildlog" >&2; log "native build failed (log: $buildlog)"; exit 1; }
+fi
+
+if [[ ! -f dist/index.js || -n $(find src tsconfig.json -newer dist/index.js -print -quit) ]]; then
+  log "compiling TypeScript"
+  npx --no-install tsc -p tsconfig.json
+  touch dist/index.js
+fi

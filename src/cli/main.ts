@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+/** The `dfaiss` command line. Each subcommand lives in its own module under src/cli/. */
+import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
+
+export function buildProgram(): Command {
+  const program = new Command('dfaiss')
+    .description(pkg.description)
+    .version(pkg.version, '-V, --version', 'print the dfaiss version')
+    .showHelpAfterError()
+    .configureHelp({ sortSubcommands: true });
+
+  program
+    .command('info')
+    .description('print the linked FAISS version and native capabilities')
+    .action(async () => {
+      const native = await import('../native/index.js');
+      console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissVersion, gpu: native.gpuAvailable, ompThreads: native.getNumThreads() }, null, 2));
+    });
+
+  return program;
+}
+
+await buildProgram().parseAsync(process.argv);

@@ -1,0 +1,35 @@
+/**
+ * dfaiss public API. Everything exported here is supported; modules not re-exported
+ * here are internal and may change.
+ */
+export { FaissIndex, MAX_K, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, VectorsInput } from './native/index.js';
+
+export {
+  DURABILITY_MODES,
+  INDEX_BUILDER_TYPES,
+  INDEX_METRICS,
+  TRAIN_MODES,
+  defaultIndexCfg,
+  indexCfgToJSON,
+  loadIndexCfgFile,
+  parseIndexCfg,
+  resolveIndexSpec,
+  createFaissIndex,
+} from './config/index.js';
+export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, IndexSpec, TrainMode } from './config/index.js';
+
+export {
+  ConnectionError,
+  DfaissError,
+  FaissError,
+  GpuUnavailableError,
+  IndexStateError,
+  NativeLoadError,
+  ProtocolError,
+  RemoteError,
+  StorageError,
+  TimeoutError,
+  UnknownIndexError,
+  ValidationError,
+} from './errors.js';

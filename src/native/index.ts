@@ -1,0 +1,48 @@
+/** The FAISS binding: FaissIndex plus process-wide FAISS settings. */
+import { ValidationError } from '../errors.js';
+import { native } from './binding.js';
+
+export { FaissIndex, MAX_K, toIds, toMatrix } from './faiss-index.js';
+export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, VectorsInput } from './faiss-index.js';
+
+/** True when the linked FAISS has GPU support (Debian's libfaiss-dev 1.7.3 has none). */
+export const gpuAvailable: boolean = native.gpuAvailable;
+
+/** Version of the linked FAISS library, e.g. "1.7.3". */
+export const faissVersion: string = native.faissVersion;
+
+/**
+ * Sets the OpenMP (and OpenBLAS) thread count for every later FAISS call in this
+ * process. n <= 0 restores the default (one per core). With several servers on one
+ * machine, use cores / servers: oversubscribed OpenMP threads made batched search 20x slower here.
+ */
+export function setNumThreads(n: number): void {
+  if (!Number.isSafeInteger(n)) throw new ValidationError('threads', 'an integer (0 or less = default)', n);
+  native.setNumThreads(n);
+}
+
+/** OpenMP threads FAISS calls currently use. */
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
+
+/** Converts IEEE float16 values to float32 (F16C instructions where the CPU has them). */
+export function fp16ToFp32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
+  checkFp16Args(src, dst);
+  native.fp16ToFp32(src, dst);
+  return dst;
+}
+
+/** fp16ToFp32 on a worker thread, for large batches. */
+export async function fp16ToFp32Async(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Promise<Float32Array> {
+  checkFp16Args(src, dst);
+  await native.fp16ToFp32Async(src, dst);
+  return dst;
+}
+
+function checkFp16Args(src: Uint16Array, dst: Float32Array): void {
+  if (!(src instanceof Uint16Array)) throw new ValidationError('src', 'a Uint16Array of float16 bit patterns', src);
+  if (!(dst instanceof Float32Array) || dst.length < src.length) {
+    throw new ValidationError('dst', `a Float32Array with at least ${src.length} elements`, dst);
+  }
+}

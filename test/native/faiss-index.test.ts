@@ -1,0 +1,271 @@
+// The FAISS binding against real FAISS: exactness, recall, parameters, persistence,
+// concurrency, the event loop, and input validation.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FaissIndex, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from '../../src/native/index.js';
+import { FaissError, ValidationError } from '../../src/errors.js';
+import { SyntheticDataset, prng } from '../../src/datasets/synthetic.js';
+import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
+
+function uniform(n: number, dim: number, seed: number): Float32Array {
+  const r = prng(seed);
+  return Float32Array.from({ length: n * dim }, () => r() * 2 - 1);
+}
+
+for (const metric of ['l2', 'dot'] as const) {
+  test(`Flat (${metric}) equals brute force in TypeScript`, async () => {
+    const dim = 24;
+    const base = uniform(3000, dim, 1);
+    const queries = uniform(50, dim, 2);
+    const index = FaissIndex.fromFactory(dim, 'Flat', metric);
+    assert.equal(index.metric, metric);
+    await index.add(base);
+    const got = await index.search(queries, 10);
+    const want = exactSearch(base, queries, dim, 10, metric);
+    assert.deepEqual(got.labels, want.labels);
+    for (let i = 0; i < want.distances.length; i++) {
+      const w = want.distances[i]!;
+      assert.ok(Math.abs(got.distances[i]! - w) <= 1e-4 * Math.max(1, Math.abs(w)), `score ${i}: ${got.distances[i]} vs ${w}`);
+    }
+  });
+}
+
+test('k larger than ntotal pads with id -1', async () => {
+  const index = FaissIndex.fromFactory(4, 'Flat', 'l2');
+  await index.add([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2]]);
+  const r = await index.search([[0.9, 1, 1, 1]], 5);
+  assert.deepEqual([...r.labels], [1n, 0n, 2n, -1n, -1n]);
+});
+
+test('searchAndReconstruct returns the stored vectors of the hits; reconstruct by id', async () => {
+  const dim = 8;
+  const base = uniform(200, dim, 3);
+  const index = FaissIndex.fromFactory(dim, 'Flat', 'l2');
+  await index.add(base);
+  const r = await index.searchAndReconstruct(base.subarray(5 * dim, 7 * dim), 3);
+  assert.equal(r.labels[0], 5n);
+  assert.equal(r.labels[3], 6n);
+  for (let q = 0; q < 2; q++) {
+    for (let h = 0; h < 3; h++) {
+      const id = Number(r.labels[q * 3 + h]);
+      assert.deepEqual(r.vectors.subarray((q * 3 + h) * dim, (q * 3 + h + 1) * dim), base.subarray(id * dim, (id + 1) * dim));
+    }
+  }
+  const rec = await index.reconstruct([7, 9n]);
+  assert.deepEqual(rec, Float32Array.from([...base.subarray(7 * dim, 8 * dim), ...base.subarray(9 * dim, 10 * dim)]));
+});
+
+test('IVF: reconstruct, removeIds, centroids, addWithIds; HNSW refuses removal with FAISS message', async () => {
+  const data = new SyntheticDataset({ dim: 32, seed: 5 });
+  const base = data.base(4000);
+  const index = FaissIndex.fromFactory(32, 'IVF32,Flat', 'l2');
+  assert.equal(index.isTrained, false);
+  await assert.rejects(index.add(base), FaissError);
+  await index.train(base);
+  await index.add(base);
+  const c = await index.centroids();
+  assert.equal(c.nlist, 32);
+  assert.equal(c.dim, 32);
+  assert.equal(c.data.length, 32 * 32);
+  assert.deepEqual(await index.reconstruct([10]), base.subarray(10 * 32, 11 * 32));
+  assert.equal(await index.removeIds([10, 11, 999999]), 2);
+  assert.equal(index.ntotal, 3998);
+  await index.setParameter('nprobe', 32);
+  const r = await index.search(base.subarray(10 * 32, 11 * 32), 1);
+  assert.notEqual(r.labels[0], 10n);
+  await index.addWithIds(base.subarray(0, 2 * 32), [100000, 100001n]);
+  const again = await index.search(base.subarray(0, 32), 2);
+  assert.ok(new Set(again.labels).has(100000n));
+
+  const hnsw = FaissIndex.fromFactory(32, 'HNSW16', 'l2');
+  await hnsw.add(base.subarray(0, 100 * 32));
+  await assert.rejects(hnsw.removeIds([1]), (e: unknown) => e instanceof FaissError && /remove_ids not implemented/.test(e.message));
+  await assert.rejects(hnsw.centroids(), /not an IVF index/);
+});
+
+test('PCA+IVF centroids live in the reduced space', async () => {
+  const data = new SyntheticDataset({ dim: 64, seed: 6 });
+  const index = FaissIndex.fromFactory(64, 'PCA16,IVF8,Flat', 'l2');
+  await index.train(data.train(2000));
+  const c = await index.centroids();
+  assert.deepEqual([c.nlist, c.dim, c.data.length], [8, 16, 128]);
+});
+
+test('recall of IVF and HNSW against exact search on structured data; nprobe changes results', async () => {
+  const dim = 64;
+  const data = new SyntheticDataset({ dim, seed: 7, clusters: 100 });
+  const base = data.base(20000);
+  const queries = data.queries(100);
+  const truth = exactSearch(base, queries, dim, 10, 'l2');
+
+  const ivf = FaissIndex.fromFactory(dim, 'IVF128,Flat', 'l2');
+  await ivf.train(base);
+  await ivf.add(base);
+  const r1 = recallAtK(truth.labels, (await ivf.search(queries, 10)).labels, 100, 10);
+  await ivf.setParameter('nprobe', 64);
+  const r64 = recallAtK(truth.labels, (await ivf.search(queries, 10)).labels, 100, 10);
+  assert.ok(r64 >= 0.95, `IVF recall@10 at nprobe 64 = ${r64}`);
+  assert.ok(r1 < r64 - 0.05, `nprobe 1 (${r1}) should be clearly worse than nprobe 64 (${r64})`);
+  assert.deepEqual([...ivf.parameters], [['nprobe', 64]]);
+
+  const hnsw = FaissIndex.fromFactory(dim, 'HNSW32', 'l2');
+  await hnsw.add(base);
+  await hnsw.setParameter('efSearch', 128);
+  const rh = recallAtK(truth.labels, (await hnsw.search(queries, 10)).labels, 100, 10);
+  assert.ok(rh >= 0.95, `HNSW recall@10 at efSearch 128 = ${rh}`);
+});
+
+test('write/read through a file and a Buffer give identical search results', async () => {
+  const dim = 32;
+  const data = new SyntheticDataset({ dim, seed: 8 });
+  const base = data.base(3000);
+  const queries = data.queries(20);
+  const index = FaissIndex.fromFactory(dim, 'IVF16,PQ8np', 'dot');
+  await index.train(base);
+  await index.add(base);
+  await index.setParameter('nprobe', 4);
+  const before = await index.search(queries, 5);
+
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-test-'));
+  try {
+    const path = join(dir, 'index.faiss');
+    await index.writeFile(path);
+    const fromFile = await FaissIndex.readFile(path);
+    assert.equal(fromFile.metric, 'dot');
+    assert.equal(fromFile.ntotal, 3000);
+    await fromFile.setParameter('nprobe', 4); // search parameters are not part of the file
+    const a = await fromFile.search(queries, 5);
+    assert.deepEqual(a.labels, before.labels);
+    assert.deepEqual(a.distances, before.distances);
+
+    const fromBuf = await FaissIndex.fromBuffer(await index.toBuffer());
+    await fromBuf.setParameter('nprobe', 4);
+    const b = await fromBuf.search(queries, 5);
+    assert.deepEqual(b.labels, before.labels);
+    assert.deepEqual(b.distances, before.distances);
+    await assert.rejects(FaissIndex.readFile(join(dir, 'missing.faiss')), FaissError);
+    await assert.rejects(FaissIndex.fromBuffer(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8])), FaissError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the event loop keeps ticking during a multi-second train', async () => {
+  const dim = 64;
+  const data = new SyntheticDataset({ dim, seed: 9 });
+  const train = data.train(60000);
+  const index = FaissIndex.fromFactory(dim, 'IVF1024,Flat', 'l2');
+  let ticks = 0;
+  let maxGap = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    maxGap = Math.max(maxGap, now - last);
+    last = now;
+    ticks++;
+  }, 10);
+  const t0 = performance.now();
+  await index.train(train);
+  const elapsed = performance.now() - t0;
+  clearInterval(timer);
+  assert.ok(elapsed > 500, `train took only ${elapsed.toFixed(0)} ms; the check needs a long call`);
+  assert.ok(ticks >= elapsed / 10 / 3, `only ${ticks} ticks in ${elapsed.toFixed(0)} ms`);
+  assert.ok(maxGap < 250, `event loop stalled for ${maxGap.toFixed(0)} ms`);
+});
+
+test('concurrent searches overlap with exclusive adds without corrupting the index', async () => {
+  const dim = 16;
+  const base = uniform(20000, dim, 10);
+  const index = FaissIndex.fromFactory(dim, 'Flat', 'l2');
+  await index.add(base.subarray(0, 1000 * dim));
+  const ops: Promise<unknown>[] = [];
+  const seen: number[] = [];
+  for (let i = 1; i < 20; i++) {
+    ops.push(index.add(base.subarray(i * 1000 * dim, (i + 1) * 1000 * dim)));
+    for (let j = 0; j < 3; j++) {
+      ops.push(index.search(base.subarray(0, 10 * dim), 3).then((r) => {
+        assert.equal(r.labels[0], 0n);
+        seen.push(index.ntotal);
+      }));
+    }
+  }
+  await Promise.all(ops);
+  assert.equal(index.ntotal, 20000);
+  const r = await index.search(base.subarray(19999 * dim), 1);
+  assert.equal(r.labels[0], 19999n);
+});
+
+test('bad inputs get ValidationError naming the field', async () => {
+  const index = FaissIndex.fromFactory(4, 'Flat', 'l2');
+  await index.add([[1, 2, 3, 4]]);
+  const cases: Array<[string, () => unknown, RegExp]> = [
+    ['dim', () => FaissIndex.fromFactory(0, 'Flat'), /invalid dim: expected a positive integer/],
+    ['metric', () => FaissIndex.fromFactory(4, 'Flat', 'cosine' as never), /invalid metric: expected 'dot' or 'l2'/],
+    ['description', () => FaissIndex.fromFactory(4, ''), /invalid description/],
+    ['length', () => index.add(new Float32Array(6)), /invalid x: expected a Float32Array whose length is a multiple of dim=4/],
+    ['row', () => index.add([[1, 2, 3]]), /invalid x\[0\]: expected a vector of dim=4/],
+    ['empty', () => index.add(new Float32Array(0)), /invalid x: expected at least one vector/],
+    ['nan', () => index.add([[1, NaN, 3, 4]]), /invalid x\[0\]\[1\]: expected a finite number/],
+    ['inf', () => index.search([[1, 2, Infinity, 4]], 1), /invalid queries\[0\]\[2\]: expected a finite number/],
+    ['k0', () => index.search([[1, 2, 3, 4]], 0), /invalid k: expected an integer between 1/],
+    ['kfrac', () => index.search([[1, 2, 3, 4]], 1.5), /invalid k/],
+    ['khuge', () => index.search([[1, 2, 3, 4]], 1e12), /invalid k/],
+    ['param', () => index.setParameter('nprobe', NaN), /invalid nprobe: expected a finite number/],
+    ['ids', () => index.reconstruct([1.5]), /invalid ids\[0\]: expected an integer/],
+  ];
+  for (const [name, fn, re] of cases) {
+    await assert.rejects(async () => fn(), (e: unknown) => e instanceof ValidationError && re.test(e.message), name);
+  }
+  await assert.rejects(async () => FaissIndex.fromFactory(4, 'IVFxx,Flat'), (e: unknown) => e instanceof FaissError && /could not parse index string/.test(e.message));
+  await assert.rejects(index.setParameter('noSuchParameter', 1), (e: unknown) => e instanceof FaissError && /could not set parameter noSuchParameter/.test(e.message));
+  assert.equal(index.ntotal, 1, 'failed calls left the index untouched');
+});
+
+test('GPU factory strings fail clearly on this FAISS build', () => {
+  assert.equal(gpuAvailable, false);
+  assert.throws(() => FaissIndex.fromFactory(8, 'GPUIVF16,Flat'), /no GPU support/);
+});
+
+test('fp16 -> fp32 conversion matches a reference for all 65536 bit patterns', async () => {
+  const src = new Uint16Array(65536).map((_, i) => i);
+  const ref = new Float32Array(65536);
+  for (let i = 0; i < 65536; i++) {
+    const s = i & 0x8000 ? -1 : 1;
+    const e = (i >> 10) & 0x1f;
+    const m = i & 0x3ff;
+    ref[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  const sync = fp16ToFp32(src);
+  const asyncOut = await fp16ToFp32Async(src, new Float32Array(65536));
+  for (let i = 0; i < 65536; i++) {
+    assert.ok(Object.is(sync[i], ref[i]) || (Number.isNaN(sync[i]) && Number.isNaN(ref[i])), `pattern ${i}: ${sync[i]} vs ${ref[i]}`);
+  }
+  assert.deepEqual(asyncOut, sync);
+  assert.throws(() => fp16ToFp32(src, new Float32Array(10)), /invalid dst/);
+});
+
+test('thread count is set for FAISS worker threads', async () => {
+  setNumThreads(1);
+  assert.equal(getNumThreads(), 1);
+  setNumThreads(0);
+  assert.ok(getNumThreads() >= 1);
+});
+
+test('recall on real data: Fashion-MNIST (784-d images)', async (t) => {
+  const { fashionMnistAvailable, loadFashionMnist } = await import('../../src/datasets/fashion-mnist.js');
+  if (!fashionMnistAvailable()) {
+    t.skip('dataset-fashion-mnist is not installed (scripts/setup.sh installs it)');
+    return;
+  }
+  const { dim, train, test: queries } = loadFashionMnist({ trainLimit: 10000, testLimit: 50 });
+  const truth = exactSearch(train, queries, dim, 10, 'l2');
+  const ivf = FaissIndex.fromFactory(dim, 'IVF64,Flat', 'l2');
+  await ivf.train(train);
+  await ivf.add(train);
+  await ivf.setParameter('nprobe', 16);
+  const r = recallAtK(truth.labels, (await ivf.search(queries, 10)).labels, 50, 10);
+  assert.ok(r >= 0.9, `IVF64 nprobe 16 recall@10 on Fashion-MNIST = ${r}`);
+});
