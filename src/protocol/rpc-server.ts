@@ -26,8 +26,18 @@ const PRE_HELLO_MAX_FRAME_BYTES = 64 * 1024;
 export interface CallContext {
   readonly method: string;
   readonly requestId: number;
-  /** Zero-copy views into the request frame, valid until the reply has been written. */
+  /**
+   * Zero-copy views into the request frame. They stay valid until the reply has been
+   * written; after that the receive buffer is reused for later requests. To keep them
+   * longer (e.g. vectors buffered for a background add), call retainAttachments().
+   */
   readonly attachments: readonly Attachment[];
+  /**
+   * Takes ownership of the request's receive buffer: it will not be reused after the reply.
+   * Call the returned function once the attachments are no longer used (calling it is
+   * optional; without it the buffer is simply garbage collected, not recycled).
+   */
+  retainAttachments(): () => void;
   /** "host:port" of the client. */
   readonly remote: string;
   /** Aborted when the client's connection closes (the reply would go nowhere). */
@@ -298,6 +308,7 @@ class Session {
   private async run(env: RequestEnvelope, spec: MethodSpec<unknown, unknown>, frame: ReceivedFrame): Promise<void> {
     const method = env.method;
     let reply: EncodedFrame;
+    let retained = false;
     try {
       const args = parseWith(spec.schema, env.args, 'args');
       if (spec.attachments) checkAttachments(spec.attachments, frame.attachments);
@@ -308,6 +319,10 @@ class Session {
         remote: this.conn.remote,
         signal: this.abort.signal,
         connectionId: this.connectionId,
+        retainAttachments: () => {
+          retained = true;
+          return frame.release;
+        },
       };
       const out = await spec.handler(args, ctx);
       reply = this.encodeReply({ v: this.server.version, id: env.id, ok: true, result: out?.result }, out?.attachments ?? [], method);
@@ -319,7 +334,7 @@ class Session {
     } catch {
       // The connection is gone; its close is reported once by the close handler.
     } finally {
-      frame.release();
+      if (!retained) frame.release();
       this.ids.delete(env.id);
       this.inFlight--;
       if (this.paused && this.inFlight < this.server.maxInFlight && !this.draining) {

@@ -401,6 +401,35 @@ describe('rpc over tcp', () => {
     r.release();
   });
 
+  it('reuses request buffers after the reply unless the handler retains them', async () => {
+    const kept: Float32Array[] = [];
+    const seen: ArrayBufferLike[] = [];
+    const { port } = await startServer({
+      add: defineMethod({
+        schema: z.object({ keep: z.boolean() }),
+        attachments: ['f32'],
+        handler: ({ keep }, ctx) => {
+          const v = ctx.attachments[0] as Float32Array;
+          seen.push(v.buffer);
+          if (keep) {
+            ctx.retainAttachments();
+            kept.push(v); // e.g. buffered for a background add, no copy
+          }
+        },
+      }),
+    });
+    const c = await connect(port);
+    const batch = (x: number) => [new Float32Array(100_000).fill(x)];
+    await c.call('add', { keep: false }, batch(1));
+    await c.call('add', { keep: true }, batch(2));
+    assert.equal(seen[1], seen[0], 'released buffer was reused');
+    await c.call('add', { keep: false }, batch(3));
+    await c.call('add', { keep: false }, batch(4));
+    assert.notEqual(seen[2], seen[1], 'retained buffer is not handed out again');
+    assert.equal(seen[3], seen[2]);
+    assert.ok(kept[0]!.every((x) => x === 2), 'retained views still hold their data');
+  });
+
   it('validates args with the schema and names the field', async () => {
     const { port } = await startServer({
       search: defineMethod({
