@@ -19,6 +19,14 @@ export {
 } from './config/index.js';
 export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, IndexSpec, TrainMode } from './config/index.js';
 
+export { IndexClient } from './client/index-client.js';
+export type { AddOptions, IndexClientOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
+export { parseDiscovery, readDiscovery } from './client/discovery.js';
+export type { DiscoveryOptions, ServerAddress } from './client/discovery.js';
+export { IndexServer } from './server/index-server.js';
+export type { IndexServerOptions, IndexServerStartOptions } from './server/index-server.js';
+export { IndexState, aggregateStates } from './shard/state.js';
+
 export {
   ConnectionError,
   DfaissError,

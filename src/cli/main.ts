@@ -2,6 +2,7 @@
 /** The `dfaiss` command line. Each subcommand lives in its own module under src/cli/. */
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
 
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
       console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissVersion, gpu: native.gpuAvailable, ompThreads: native.getNumThreads() }, null, 2));
     });
 
+  registerServerCommand(program);
   return program;
 }
 

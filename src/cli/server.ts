@@ -1,0 +1,40 @@
+/** `dfaiss server`: run one index server in this process until SIGINT/SIGTERM. */
+import type { Command } from 'commander';
+import { IndexServer } from '../server/index-server.js';
+import { createLogger } from '../server/logger.js';
+import { intArg } from './args.js';
+
+export function registerServerCommand(program: Command): void {
+  program
+    .command('server')
+    .description('run one index server (holds shards of any number of indexes in RAM)')
+    .requiredOption('--rank <n>', 'server rank: picks the storage sub-folder {save-dir}/{index}/{rank}', intArg('--rank', 0))
+    .option('--port <n>', 'TCP port (0 = pick a free one)', intArg('--port', 0, 65535), 0)
+    .option('--host <addr>', "interface to bind ('0.0.0.0' to serve other machines)", '127.0.0.1')
+    .requiredOption('--save-dir <dir>', 'storage root for index folders')
+    .option('--discovery-config <file>', 'append "host,port" to this discovery file once listening')
+    .option('--load-index', 'load every index saved for this rank before serving', false)
+    .option('--threads <n>', 'OpenMP/BLAS threads for FAISS (cores / servers per machine)', intArg('--threads', 1, 1024), 1)
+    .action(async (opts: { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number }) => {
+      const logger = createLogger({ role: 'server' });
+      const server = new IndexServer(opts.rank, opts.saveDir, { threads: opts.threads, logger });
+      const addr = await server.start({ port: opts.port, host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig });
+      // One machine-readable line on stdout: launchers and tests read the bound port from it.
+      process.stdout.write(`${JSON.stringify({ event: 'listening', rank: opts.rank, host: addr.host, port: addr.port, pid: process.pid })}\n`);
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'shutting down');
+        server.stop().then(
+          () => process.exit(0),
+          (err: Error) => {
+            logger.error({ err: err.message }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+}

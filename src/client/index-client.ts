@@ -1,0 +1,396 @@
+/**
+ * IndexClient: all coordination lives here. Places batches on servers round-robin, fans
+ * every search out to all servers and merges the top-k, aggregates states and counts.
+ * Each server gets two connections: one for bulk traffic (adds, training, saves) and one
+ * for searches and small calls, so a search never queues behind a 16 MiB batch.
+ */
+import { defaultIndexCfg, type IndexCfg } from '../config/index.js';
+import { ConnectionError, IndexStateError, ValidationError } from '../errors.js';
+import { MAX_K, toMatrix, type Metric, type VectorsInput } from '../native/index.js';
+import { RpcClient, type RpcClientOptions } from '../protocol/index.js';
+import { decodeMetadataItem, encodeMetadata, offsetsBytes, offsetsView } from '../protocol/metadata.js';
+import { aggregateStates, type IndexState } from '../shard/state.js';
+import { readDiscovery, type ServerAddress } from './discovery.js';
+import { mergeQuery, type ShardHits } from './merge.js';
+
+export interface IndexClientOptions {
+  /** How long connect() waits for the discovery file to list every server. @default 7_200_000 (2 h) */
+  discoveryTimeoutMs?: number;
+  /** Deadline of each call to a server. @default 120_000 */
+  callTimeoutMs?: number;
+  /** TCP connect + hello deadline per server. @default 10_000 */
+  connectTimeoutMs?: number;
+  /** Batches being sent or stored at once across all servers; more addIndexData calls wait. @default 2 x servers */
+  maxAddsInFlight?: number;
+  /** Name shown in server logs. */
+  clientName?: string;
+}
+
+export interface SearchOptions {
+  /** Also return each hit's stored vector. @default false */
+  returnEmbeddings?: boolean;
+}
+
+export interface SearchResults {
+  /** Per query, the scores of its hits, best first (inner product for 'dot', squared L2 for 'l2'). */
+  scores: number[][];
+  /** Per query, the metadata of its hits (null for vectors added without metadata). */
+  metadata: unknown[][];
+  /** Per query, each hit's vector, with returnEmbeddings. */
+  embeddings?: Float32Array[][];
+}
+
+export type SearchFilter =
+  /** The original's form: drop hits whose metadata[filterPos] equals filterValue. */
+  | { filterPos: number; filterValue: unknown }
+  /** Keep only hits whose metadata passes the predicate. */
+  | { where: (metadata: unknown) => boolean };
+
+export interface AddOptions {
+  /** Training triggered by this batch runs in the background (true) or before the call returns. @default true */
+  trainAsync?: boolean;
+}
+
+interface ServerConn {
+  readonly address: ServerAddress;
+  readonly bulk: RpcClient;
+  readonly query: RpcClient;
+}
+
+interface IndexMeta {
+  dim: number;
+  metric: Metric;
+  /** Next server for round-robin placement. */
+  next: number;
+}
+
+export class IndexClient {
+  private readonly servers: ServerConn[];
+  private readonly indexes = new Map<string, IndexMeta>();
+  private readonly maxAddsInFlight: number;
+  private addsInFlight = 0;
+  private readonly addWaiters: Array<() => void> = [];
+  private closed = false;
+
+  private constructor(servers: ServerConn[], opts: IndexClientOptions) {
+    this.servers = servers;
+    this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
+  }
+
+  /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
+  static async connect(discoveryPath: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
+    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs });
+    return IndexClient.connectTo(addresses, opts);
+  }
+
+  /** Connects to an explicit list of servers. */
+  static async connectTo(addresses: readonly ServerAddress[], opts: IndexClientOptions = {}): Promise<IndexClient> {
+    if (addresses.length === 0) throw new ValidationError('servers', 'at least one server address');
+    const rpcOpts: RpcClientOptions = {
+      callTimeoutMs: opts.callTimeoutMs ?? 120_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      clientName: opts.clientName ?? `dfaiss-client-${process.pid}`,
+    };
+    const settled = await Promise.allSettled(
+      addresses.map(async (address) => {
+        const [bulk, query] = await Promise.all([
+          RpcClient.connect(address.host, address.port, rpcOpts),
+          RpcClient.connect(address.host, address.port, rpcOpts),
+        ]);
+        return { address, bulk, query };
+      }),
+    );
+    const failed = settled.find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) {
+      await Promise.allSettled(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.bulk.close(), s.value.query.close()] : [])));
+      throw failed.reason;
+    }
+    return new IndexClient(settled.map((s) => (s as PromiseFulfilledResult<ServerConn>).value), opts);
+  }
+
+  /** Number of servers. */
+  get numServers(): number {
+    return this.servers.length;
+  }
+
+  /** Creates the index on every server (a no-op where it exists with the same cfg). */
+  async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
+    const full = defaultIndexCfg(cfg);
+    await this.all('bulk', 'createIndex', { indexId, cfg: full as unknown as Record<string, unknown> });
+    this.indexes.set(indexId, { dim: full.dim, metric: full.metric, next: Math.floor(Math.random() * this.servers.length) });
+  }
+
+  /**
+   * Sends one batch to the next server (round-robin per index, starting at a random server)
+   * and resolves when that server has accepted it. Call it several times without awaiting
+   * to keep batches in flight to different servers (bounded by maxAddsInFlight).
+   * `vectors` is a row-major Float32Array (or one array per vector; a Uint16Array is sent as
+   * float16). `metadata`, when given, has one plain msgpack-able value per vector.
+   */
+  async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[], opts: AddOptions = {}): Promise<void> {
+    const meta = await this.indexMeta(indexId);
+    let data: Float32Array | Uint16Array;
+    let n: number;
+    if (vectors instanceof Uint16Array) {
+      if (vectors.length === 0 || vectors.length % meta.dim !== 0) {
+        throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${meta.dim}`, `length ${vectors.length}`);
+      }
+      data = vectors;
+      n = vectors.length / meta.dim;
+    } else {
+      ({ data, n } = toMatrix(vectors, meta.dim, 'vectors'));
+    }
+    const { blob, offsets } = encodeMetadata(metadata, n);
+    const server = this.servers[meta.next % this.servers.length]!;
+    meta.next = (meta.next + 1) % this.servers.length;
+    await this.acquireAddSlot();
+    try {
+      await server.bulk.call('addIndexData', { indexId, n, trainAsync: opts.trainAsync ?? true }, [data, blob, offsetsBytes(offsets)]);
+    } finally {
+      this.releaseAddSlot();
+    }
+  }
+
+  /** Trains every server's shard now on its buffered data; resolves when all are trained. */
+  async syncTrain(indexId: string): Promise<void> {
+    await this.all('bulk', 'syncTrain', { indexId });
+  }
+
+  /** Starts training on every server and returns at once; poll getState() for TRAINED. */
+  async asyncTrain(indexId: string): Promise<void> {
+    await this.all('bulk', 'asyncTrain', { indexId });
+  }
+
+  /** Adds every server's buffered vectors to its (trained) index. */
+  async addBufferToIndex(indexId: string): Promise<void> {
+    await this.all('bulk', 'addBufferToIndex', { indexId });
+  }
+
+  /** Cluster state with the original's aggregation rules. */
+  async getState(indexId: string): Promise<IndexState> {
+    const states = await this.all<IndexState>('query', 'getState', { indexId });
+    return aggregateStates(states);
+  }
+
+  /** Searchable vectors across all servers; 0 for an unknown index. */
+  async getNtotal(indexId: string): Promise<number> {
+    const counts = await this.all<number>('query', 'getNtotal', { indexId });
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Distinct metadata[customMetaIdIdx] values across all servers. */
+  async getIds(indexId: string): Promise<Set<unknown>> {
+    const lists = await this.all<unknown[]>('bulk', 'getIds', { indexId });
+    return new Set(lists.flat());
+  }
+
+  /** Each server's IVF centroids (nlist x dim, row-major). */
+  async getCentroids(indexId: string): Promise<Array<{ nlist: number; dim: number; data: Float32Array }>> {
+    return Promise.all(
+      this.servers.map(async (s) => {
+        const r = await s.query.call<{ nlist: number; dim: number }>('getCentroids', { indexId });
+        return { ...r.result, data: (r.attachments[0] as Float32Array).slice() };
+      }),
+    );
+  }
+
+  /** Sets nprobe (efSearch for hnswsq) on every server. */
+  async setNprobe(indexId: string, nprobe: number): Promise<void> {
+    await this.setSearchParameter(indexId, 'nprobe', nprobe);
+  }
+
+  /** Sets any FAISS ParameterSpace parameter ('nprobe', 'efSearch', 'k_factor', ...) cluster-wide. */
+  async setSearchParameter(indexId: string, name: string, value: number): Promise<void> {
+    await this.all('query', 'setSearchParameter', { indexId, name, value });
+  }
+
+  /** OpenMP threads per server for FAISS calls. */
+  async setOmpNumThreads(threads: number): Promise<void> {
+    await this.all('query', 'setOmpNumThreads', { threads });
+  }
+
+  async saveIndex(indexId: string): Promise<void> {
+    await this.all('bulk', 'saveIndex', { indexId });
+  }
+
+  /** Loads the index on every server from its storage folder; cfg overrides the stored cfg.json. */
+  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = false): Promise<void> {
+    const full = cfg ? defaultIndexCfg(cfg) : null;
+    await this.all('bulk', 'loadIndex', { indexId, cfg: full as unknown as Record<string, unknown> | null, forceReload });
+    this.indexes.delete(indexId);
+  }
+
+  /** Drops the index from memory and deletes its storage folder on every server. */
+  async dropIndex(indexId: string): Promise<void> {
+    await this.all('bulk', 'dropIndex', { indexId });
+    this.indexes.delete(indexId);
+  }
+
+  /** Per-server status: indexes, states, counts, memory. */
+  async status(): Promise<Array<{ address: ServerAddress } & Record<string, unknown>>> {
+    return Promise.all(
+      this.servers.map(async (s) => ({ address: s.address, ...((await s.query.call<Record<string, unknown>>('status', {})).result) })),
+    );
+  }
+
+  /**
+   * k nearest neighbours of each query across all servers. Each server returns its own
+   * top-k; the client merges them with a heap using the index's own metric.
+   */
+  async search(indexId: string, queries: VectorsInput, k: number, opts: SearchOptions = {}): Promise<SearchResults> {
+    const meta = await this.indexMeta(indexId);
+    const { data, n } = toMatrix(queries, meta.dim, 'queries');
+    checkK(k);
+    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false);
+    return this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
+  }
+
+  /**
+   * Like search(), but only hits that pass the filter count, and k of them are returned
+   * whenever k matching hits exist: the client over-fetches and, when too few survive,
+   * searches again with a larger k until it has enough or the index is exhausted.
+   */
+  async searchWithFilter(indexId: string, queries: VectorsInput, k: number, filter: SearchFilter, opts: SearchOptions = {}): Promise<SearchResults> {
+    const meta = await this.indexMeta(indexId);
+    const { data, n } = toMatrix(queries, meta.dim, 'queries');
+    checkK(k);
+    const keep = filterPredicate(filter);
+    const withVectors = opts.returnEmbeddings ?? false;
+    let fetchK = Math.min(MAX_K, k * 3);
+    for (;;) {
+      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors);
+      const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
+      const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+      let short = false;
+      for (let q = 0; q < n; q++) {
+        const scores: number[] = [];
+        const metas: unknown[] = [];
+        const embs: Float32Array[] = [];
+        const row = merged.metadata[q]!;
+        for (let i = 0; i < row.length && scores.length < k; i++) {
+          if (!keep(row[i])) continue;
+          scores.push(merged.scores[q]![i]!);
+          metas.push(row[i]);
+          if (withVectors) embs.push(merged.embeddings![q]![i]!);
+        }
+        // Too few survivors, and the shards may hold more beyond fetchK: fetch deeper.
+        if (scores.length < k && row.length === fetchK) short = true;
+        out.scores.push(scores);
+        out.metadata.push(metas);
+        out.embeddings?.push(embs);
+      }
+      const exhausted = fetchK >= replies.ntotal || fetchK >= MAX_K;
+      if (!short || exhausted) return out;
+      fetchK = Math.min(MAX_K, fetchK * 2);
+    }
+  }
+
+  /** Closes every connection. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled(this.servers.flatMap((s) => [s.bulk.close(), s.query.close()]));
+  }
+
+  // ---- internals ----
+
+  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean) {
+    const replies = await Promise.all(
+      this.servers.map((s) => s.query.call<{ n: number; k: number; metric: Metric; ntotal: number }>('search', { indexId, k, returnEmbeddings: withVectors }, [queries])),
+    );
+    let ntotal = 0;
+    let trained = false;
+    const shards = replies.map((r) => {
+      ntotal += r.result.ntotal;
+      if (r.result.ntotal > 0) trained = true;
+      const [distances, labels, blob, offBytes, vectors] = r.attachments as [Float32Array, BigInt64Array, Uint8Array, Uint8Array, Float32Array?];
+      return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric };
+    });
+    if (!trained) {
+      throw new IndexStateError(`index '${indexId}' has no searchable vectors yet: add data and wait until getState() is TRAINED`);
+    }
+    return { shards, ntotal };
+  }
+
+  private mergeReplies(
+    shards: Array<ShardHits & { blob: Uint8Array; offsets: Uint32Array; vectors?: Float32Array; metric: Metric }>,
+    n: number,
+    k: number,
+    meta: IndexMeta,
+    withVectors: boolean,
+  ): SearchResults {
+    const metric = shards[0]?.metric ?? meta.metric;
+    const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+    for (let q = 0; q < n; q++) {
+      const hits = mergeQuery(shards, q, k, metric);
+      out.scores.push(hits.map((h) => h.score));
+      out.metadata.push(
+        hits.map((h) => {
+          const s = shards[h.shard]!;
+          return decodeMetadataItem(s.blob.subarray(s.offsets[h.slot]!, s.offsets[h.slot + 1]!));
+        }),
+      );
+      if (withVectors) {
+        out.embeddings!.push(hits.map((h) => shards[h.shard]!.vectors!.slice(h.slot * meta.dim, (h.slot + 1) * meta.dim)));
+      }
+    }
+    return out;
+  }
+
+  /** Dimension and metric of an index: known from createIndex, else asked from a server. */
+  private async indexMeta(indexId: string): Promise<IndexMeta> {
+    this.checkOpen();
+    let meta = this.indexes.get(indexId);
+    if (!meta) {
+      const info = (await this.servers[0]!.query.call<{ dim: number; metric: Metric }>('getInfo', { indexId })).result;
+      meta = { dim: info.dim, metric: info.metric, next: Math.floor(Math.random() * this.servers.length) };
+      this.indexes.set(indexId, meta);
+    }
+    return meta;
+  }
+
+  private async all<R>(conn: 'bulk' | 'query', method: string, args: Record<string, unknown>): Promise<R[]> {
+    this.checkOpen();
+    const results = await Promise.all(this.servers.map((s) => s[conn].call<R>(method, args)));
+    return results.map((r) => r.result);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new ConnectionError('this IndexClient was closed; connect a new one');
+  }
+
+  private acquireAddSlot(): Promise<void> {
+    if (this.addsInFlight < this.maxAddsInFlight) {
+      this.addsInFlight++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.addWaiters.push(resolve));
+  }
+
+  private releaseAddSlot(): void {
+    const next = this.addWaiters.shift();
+    if (next) next();
+    else this.addsInFlight--;
+  }
+}
+
+function checkK(k: number): void {
+  if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);
+}
+
+function filterPredicate(filter: SearchFilter): (m: unknown) => boolean {
+  if ('where' in filter) {
+    if (typeof filter.where !== 'function') throw new ValidationError('filter.where', 'a function (metadata) => boolean', filter.where);
+    return filter.where;
+  }
+  if (!Number.isSafeInteger(filter.filterPos) || filter.filterPos < 0) {
+    throw new ValidationError('filter.filterPos', 'a non-negative integer position in the metadata', filter.filterPos);
+  }
+  const { filterPos, filterValue } = filter;
+  return (m) => !(Array.isArray(m) && isEqual(m[filterPos], filterValue));
+}
+
+function isEqual(a: unknown, b: unknown): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+

@@ -1,0 +1,82 @@
+/**
+ * Global top-k from per-server top-k lists. Each server's list for a query is sorted
+ * best-first, so a k-way merge with a heap of one head per server yields the global
+ * order in O(k log S). Ties break by server order, then position: the same inputs give
+ * the same result every time.
+ */
+import type { Metric } from '../native/index.js';
+
+export interface ShardHits {
+  /** n*k scores, row-major. */
+  distances: Float32Array;
+  /** n*k local ids, -1 for empty slots (which sort last). */
+  labels: BigInt64Array;
+  /** Hits per query in this shard's reply. */
+  k: number;
+}
+
+/** One merged hit: which shard, and which slot of its reply. */
+export interface MergedHit {
+  shard: number;
+  slot: number;
+  score: number;
+}
+
+/** Merges query q's lists; returns at most k hits, best first (l2: smallest, dot: largest). */
+export function mergeQuery(shards: readonly ShardHits[], q: number, k: number, metric: Metric): MergedHit[] {
+  const S = shards.length;
+  const heapShard = new Int32Array(S);
+  const heapPos = new Int32Array(S);
+  const heapScore = new Float64Array(S);
+  let size = 0;
+  const sign = metric === 'l2' ? 1 : -1; // compare sign*score ascending
+  const less = (a: number, b: number): boolean =>
+    heapScore[a]! < heapScore[b]! || (heapScore[a] === heapScore[b] && heapShard[a]! < heapShard[b]!);
+  const swap = (a: number, b: number): void => {
+    const s = heapShard[a]!, p = heapPos[a]!, v = heapScore[a]!;
+    heapShard[a] = heapShard[b]!; heapPos[a] = heapPos[b]!; heapScore[a] = heapScore[b]!;
+    heapShard[b] = s; heapPos[b] = p; heapScore[b] = v;
+  };
+  const up = (i: number): void => {
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!less(i, parent)) return;
+      swap(i, parent);
+      i = parent;
+    }
+  };
+  const down = (i: number): void => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < size && less(l, m)) m = l;
+      if (r < size && less(r, m)) m = r;
+      if (m === i) return;
+      swap(i, m);
+      i = m;
+    }
+  };
+  const push = (s: number, pos: number): void => {
+    const sh = shards[s]!;
+    if (pos >= sh.k || sh.labels[q * sh.k + pos]! < 0n) return;
+    heapShard[size] = s;
+    heapPos[size] = pos;
+    heapScore[size] = sign * sh.distances[q * sh.k + pos]!;
+    up(size++);
+  };
+  for (let s = 0; s < S; s++) push(s, 0);
+  const out: MergedHit[] = [];
+  while (out.length < k && size > 0) {
+    const s = heapShard[0]!;
+    const pos = heapPos[0]!;
+    out.push({ shard: s, slot: q * shards[s]!.k + pos, score: sign * heapScore[0]! });
+    size--;
+    if (size > 0) {
+      swap(0, size);
+      down(0);
+    }
+    push(s, pos + 1);
+  }
+  return out;
+}

@@ -1,0 +1,95 @@
+/**
+ * Per-vector metadata on the wire and at rest: each value is packed with msgpack on its
+ * own, and a batch travels as two u8 attachments: the concatenated bytes ("blob") and
+ * n+1 little-endian u32 offsets into it. The server stores the bytes as they came (no
+ * decode/re-encode, no JS object per vector) and returns them with search hits.
+ * Only plain data is allowed (no msgpack extension types), as in envelopes.
+ */
+import { Packr, Unpackr, type Options } from 'msgpackr';
+import { ValidationError } from '../errors.js';
+import { assertPlain } from './codec.js';
+
+const packr = new Packr({ useRecords: false, variableMapSize: true, encodeUndefinedAsNil: true } as Options);
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, structuredClone: false, int64AsType: 'auto' } as unknown as Options);
+
+/** msgpack nil: the metadata of a vector added without any. */
+export const NIL_METADATA = Uint8Array.of(0xc0);
+
+export interface EncodedMetadata {
+  blob: Uint8Array;
+  /** n+1 offsets; item i is blob[offsets[i], offsets[i+1]). */
+  offsets: Uint32Array;
+}
+
+/** Packs one metadata value per vector; `undefined` metadata means nil for every vector. */
+export function encodeMetadata(values: readonly unknown[] | undefined, n: number, field = 'metadata'): EncodedMetadata {
+  if (values !== undefined && (!Array.isArray(values) || values.length !== n)) {
+    throw new ValidationError(field, `an array with one entry per vector (${n})`, Array.isArray(values) ? `${values.length} entries` : values);
+  }
+  const parts: Uint8Array[] = [];
+  const offsets = new Uint32Array(n + 1);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    let bytes: Uint8Array = NIL_METADATA;
+    if (values !== undefined && values[i] !== undefined && values[i] !== null) {
+      assertPlain(values[i], `${field}[${i}]`);
+      try {
+        bytes = packr.pack(values[i]);
+      } catch (err) {
+        throw new ValidationError(`${field}[${i}]`, `msgpack-serialisable plain data (${(err as Error).message})`);
+      }
+    }
+    parts.push(bytes);
+    total += bytes.length;
+    if (total > 0xffffffff) throw new ValidationError(field, 'at most 4 GiB of packed metadata per batch');
+    offsets[i + 1] = total;
+  }
+  const blob = new Uint8Array(total);
+  let pos = 0;
+  for (const p of parts) {
+    blob.set(p, pos);
+    pos += p.length;
+  }
+  return { blob, offsets };
+}
+
+/** Views a u8 attachment of little-endian u32s as a Uint32Array (attachments are 8-aligned). */
+export function offsetsView(bytes: Uint8Array, field = 'metadata offsets'): Uint32Array {
+  if (bytes.byteLength % 4 !== 0) throw new ValidationError(field, 'a whole number of u32 values', `${bytes.byteLength} bytes`);
+  if (bytes.byteOffset % 4 === 0) return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  return new Uint32Array(bytes.slice().buffer);
+}
+
+/** The offsets as raw bytes, for sending as a u8 attachment. */
+export function offsetsBytes(offsets: Uint32Array): Uint8Array {
+  return new Uint8Array(offsets.buffer, offsets.byteOffset, offsets.byteLength);
+}
+
+/**
+ * Checks a received batch: n+1 monotone offsets within the blob, and every item a single
+ * plain msgpack value. Metadata is decoded by other clients later; garbage must be refused
+ * now, naming the bad entry, rather than break their searches.
+ */
+export function validateMetadata(blob: Uint8Array, offsets: Uint32Array, n: number, field = 'metadata'): void {
+  if (offsets.length !== n + 1) throw new ValidationError(field, `${n + 1} offsets for ${n} vectors (metadata length must equal the batch size)`, `${offsets.length} offsets`);
+  if (offsets[0] !== 0 || offsets[n] !== blob.byteLength) throw new ValidationError(field, `offsets from 0 to the blob length ${blob.byteLength}`);
+  for (let i = 0; i < n; i++) {
+    const a = offsets[i]!;
+    const b = offsets[i + 1]!;
+    if (b <= a) throw new ValidationError(`${field}[${i}]`, 'a non-empty msgpack value (increasing offsets)');
+    decodeMetadataItem(blob.subarray(a, b), `${field}[${i}]`);
+  }
+}
+
+/** Decodes one packed metadata value (exactly one msgpack value, plain data only). */
+export function decodeMetadataItem(bytes: Uint8Array, field = 'metadata'): unknown {
+  let values: unknown[];
+  try {
+    values = unpackr.unpackMultiple(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as unknown[];
+  } catch (err) {
+    throw new ValidationError(field, `one msgpack value (${(err as Error).message})`);
+  }
+  if (values.length !== 1) throw new ValidationError(field, 'exactly one msgpack value', `${values.length} values`);
+  assertPlain(values[0], field);
+  return values[0];
+}

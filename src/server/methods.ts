@@ -1,0 +1,202 @@
+/**
+ * The server's method table: the only things a client can ask for. Each entry has a zod
+ * schema for its arguments (validated before the handler runs) and, where tensors travel,
+ * the attachments it expects. docs/protocol.md lists the same table for other languages.
+ */
+import { z } from 'zod';
+import { parseIndexCfg } from '../config/index.js';
+import { ValidationError } from '../errors.js';
+import { MAX_K, fp16ToFp32Async, toMatrix } from '../native/index.js';
+import { defineMethod, type Attachment, type MethodTable } from '../protocol/index.js';
+import { decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
+import { checkBatch } from '../shard/shard.js';
+import type { IndexServer } from './index-server.js';
+
+const indexId = z.string().min(1).max(128);
+const cfgObject = z.record(z.string(), z.unknown());
+const byIndex = z.object({ indexId }).strict();
+
+export function buildMethods(server: IndexServer): MethodTable {
+  return {
+    createIndex: defineMethod({
+      schema: z.object({ indexId, cfg: cfgObject }).strict(),
+      handler: ({ indexId, cfg }) => ({ result: server.createIndex(indexId, parseIndexCfg(cfg)) }),
+    }),
+
+    /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
+    addIndexData: defineMethod({
+      schema: z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional() }).strict(),
+      handler: async ({ indexId, n, trainAsync }, ctx) => {
+        const shard = server.getShard(indexId);
+        const [raw, blob, offBytes] = ctx.attachments;
+        if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
+          throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
+        }
+        if (!(blob instanceof Uint8Array) || !(offBytes instanceof Uint8Array) || ctx.attachments.length !== 3) {
+          throw new ValidationError('metadata', 'two u8 attachments after the vectors: packed values and n+1 u32 offsets');
+        }
+        checkBatch(shard.cfg, raw, n);
+        const offsets = offsetsView(offBytes);
+        validateMetadata(blob, offsets, n);
+        // The shard keeps the vectors until FAISS has them, beyond this request's receive
+        // buffer: take an owned copy (fp16 is widened into it natively).
+        const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw.slice();
+        toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
+        const first = await shard.add(vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true });
+        return { result: { firstId: first, state: shard.state } };
+      },
+    }),
+
+    syncTrain: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }) => {
+        await server.getShard(indexId).syncTrain();
+      },
+    }),
+
+    asyncTrain: defineMethod({
+      schema: byIndex,
+      handler: ({ indexId }) => {
+        server.getShard(indexId).asyncTrain();
+      },
+    }),
+
+    addBufferToIndex: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }) => {
+        await server.getShard(indexId).addBufferToIndex();
+      },
+    }),
+
+    getState: defineMethod({
+      schema: byIndex,
+      handler: ({ indexId }) => ({ result: server.getShard(indexId).state }),
+    }),
+
+    /** ntotal of one index; 0 for an index this server does not have (as the original). */
+    getNtotal: defineMethod({
+      schema: byIndex,
+      handler: ({ indexId }) => ({ result: server.findShard(indexId)?.info.ntotal ?? 0 }),
+    }),
+
+    getInfo: defineMethod({
+      schema: byIndex,
+      handler: ({ indexId }) => {
+        const shard = server.getShard(indexId);
+        return { result: { ...shard.info, error: shard.error?.message ?? null } };
+      },
+    }),
+
+    /** Distinct metadata[customMetaIdIdx] values (the whole value when metadata is not an array). */
+    getIds: defineMethod({
+      schema: byIndex,
+      handler: ({ indexId }) => {
+        const shard = server.getShard(indexId);
+        const idx = shard.cfg.customMetaIdIdx;
+        const ids = new Set<unknown>();
+        for (let i = 0; i < shard.metadata.size; i++) {
+          const m = decodeMetadataItem(shard.metadata.get(i));
+          ids.add(Array.isArray(m) ? m[idx] : m);
+        }
+        return { result: [...ids] };
+      },
+    }),
+
+    getCentroids: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }) => {
+        const c = await server.getShard(indexId).centroids();
+        return { result: { nlist: c.nlist, dim: c.dim }, attachments: [c.data] };
+      },
+    }),
+
+    setSearchParameter: defineMethod({
+      schema: z.object({ indexId, name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), value: z.number().finite() }).strict(),
+      handler: async ({ indexId, name, value }) => {
+        await server.getShard(indexId).setParameter(name, value);
+      },
+    }),
+
+    setOmpNumThreads: defineMethod({
+      schema: z.object({ threads: z.number().int().min(1).max(1024) }).strict(),
+      handler: ({ threads }) => {
+        server.setThreads(threads);
+      },
+    }),
+
+    saveIndex: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }) => {
+        await server.saveIndex(indexId);
+      },
+    }),
+
+    loadIndex: defineMethod({
+      schema: z.object({ indexId, cfg: cfgObject.nullable().optional(), forceReload: z.boolean().optional() }).strict(),
+      handler: async ({ indexId, cfg, forceReload }) => ({
+        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? false),
+      }),
+    }),
+
+    dropIndex: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }) => {
+        await server.dropIndex(indexId);
+      },
+    }),
+
+    /** Every index on this server with its state and counts, plus process memory. */
+    status: defineMethod({
+      schema: z.object({}).strict().optional(),
+      handler: () => {
+        const indexes: Record<string, unknown> = {};
+        for (const id of server.indexIds()) indexes[id] = server.getShard(id).info;
+        const mem = process.memoryUsage();
+        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes } };
+      },
+    }),
+
+    /**
+     * attachments in: queries (f32, n*dim). out: distances (f32 n*k), labels (i64 n*k, this
+     * shard's ids, -1 = none), metadata blob + offsets (u8, n*k entries, empty for -1), and
+     * the hits' vectors (f32 n*k*dim) when returnEmbeddings.
+     */
+    search: defineMethod({
+      schema: z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional() }).strict(),
+      attachments: ['f32'],
+      handler: async ({ indexId, k, returnEmbeddings }, ctx) => {
+        const shard = server.getShard(indexId);
+        const queries = ctx.attachments[0] as Float32Array;
+        toMatrix(queries, shard.cfg.dim, 'queries');
+        const r = await shard.search(queries, k, returnEmbeddings ?? false);
+        const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
+        const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
+        if (r.vectors) attachments.push(r.vectors);
+        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal }, attachments };
+      },
+    }),
+  };
+}
+
+/** Packs the stored metadata of every hit (empty entries for -1) into blob + offsets. */
+function hitMetadata(store: { get(id: number): Uint8Array; size: number }, labels: BigInt64Array): { blob: Uint8Array; offsets: Uint32Array } {
+  const offsets = new Uint32Array(labels.length + 1);
+  const items: Uint8Array[] = [];
+  let total = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const id = Number(labels[i]);
+    if (id >= 0 && id < store.size) {
+      const b = store.get(id);
+      items.push(b);
+      total += b.byteLength;
+    }
+    offsets[i + 1] = total;
+  }
+  const blob = new Uint8Array(total);
+  let pos = 0;
+  for (const b of items) {
+    blob.set(b, pos);
+    pos += b.byteLength;
+  }
+  return { blob, offsets };
+}

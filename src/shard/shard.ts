@@ -1,0 +1,333 @@
+/**
+ * One shard: the part of one logical index that lives on one server.
+ *
+ * Life cycle as in the original (NOT_TRAINED -> TRAINING -> TRAINED, ADD while buffered
+ * vectors are being added), with two differences: training and adding always run in the
+ * background, off the event loop, and searches keep answering in every state with what
+ * is already indexed (the original refused to search during ADD).
+ *
+ * Ids: every vector gets an internal id in arrival order (its metadata's position). The
+ * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
+ */
+import { createFaissIndex, type IndexCfg } from '../config/index.js';
+import { IndexStateError, ValidationError } from '../errors.js';
+import { FaissIndex } from '../native/index.js';
+import { prng } from '../datasets/synthetic.js';
+import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
+import { IndexState } from './state.js';
+
+/** Largest chunk the background adder hands FAISS at once: an add holds the index's write
+ * lock, so smaller chunks let searches in between. */
+const MAX_ADD_CHUNK = 16384;
+
+export interface ShardSearchResult {
+  n: number;
+  k: number;
+  distances: Float32Array;
+  labels: BigInt64Array;
+  vectors?: Float32Array;
+}
+
+export interface ShardInfo {
+  state: IndexState;
+  /** Vectors searchable in FAISS. */
+  ntotal: number;
+  /** Vectors received but not yet in FAISS. */
+  buffered: number;
+  /** All vectors received (ntotal + buffered). */
+  total: number;
+  metric: 'dot' | 'l2';
+  dim: number;
+}
+
+export interface ShardOptions {
+  metadata?: MetadataStore;
+  /** Called with background failures (training or adding), which have no caller to reject. */
+  onError?: (err: Error) => void;
+}
+
+export class Shard {
+  readonly cfg: IndexCfg;
+  readonly metadata: MetadataStore;
+  private index: FaissIndex | null = null;
+  private stateValue: IndexState = IndexState.NOT_TRAINED;
+  /** Received vectors not yet handed to FAISS, oldest first. */
+  private pending: Float32Array[] = [];
+  private pendingCount = 0;
+  private training: Promise<void> | null = null;
+  private adding: Promise<void> | null = null;
+  /** Parameters to (re)apply to every FAISS index this shard builds, e.g. nprobe. */
+  private readonly params = new Map<string, number>();
+  private readonly onError: (err: Error) => void;
+  private lastError: Error | null = null;
+  private closed = false;
+
+  constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
+    this.cfg = cfg;
+    this.metadata = opts.metadata ?? new InMemoryMetadataStore();
+    this.onError = opts.onError ?? (() => {});
+  }
+
+  /** Rebuilds a shard around an existing index (loaded from disk). */
+  static fromIndex(cfg: IndexCfg, index: FaissIndex, opts: ShardOptions = {}): Shard {
+    const shard = new Shard(cfg, opts);
+    shard.index = index;
+    shard.stateValue = IndexState.TRAINED;
+    return shard;
+  }
+
+  get state(): IndexState {
+    return this.stateValue;
+  }
+
+  get info(): ShardInfo {
+    const ntotal = this.index?.ntotal ?? 0;
+    return { state: this.stateValue, ntotal, buffered: this.pendingCount, total: this.metadata.size, metric: this.cfg.metric, dim: this.cfg.dim };
+  }
+
+  /** The last background failure, if any (training or adding). */
+  get error(): Error | null {
+    return this.lastError;
+  }
+
+  /** The FAISS index once trained (null before). */
+  get faissIndex(): FaissIndex | null {
+    return this.index;
+  }
+
+  /** Puts vectors read from a snapshot back into the buffer (they already have metadata). */
+  restorePending(vectors: Float32Array): void {
+    this.pending.push(vectors);
+    this.pendingCount += vectors.length / this.cfg.dim;
+  }
+
+  /** Vectors not yet in FAISS, oldest first (for snapshots). */
+  pendingVectors(): Float32Array[] {
+    return [...this.pending];
+  }
+
+  /**
+   * Accepts a batch: `vectors` (n*dim, owned by the shard from now on) and its packed
+   * metadata. Returns the internal id of the first vector. Training or a background add
+   * starts as the original's rules say; `trainAsync: false` awaits a triggered training.
+   */
+  async add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean } = {}): Promise<number> {
+    this.checkOpen();
+    const n = vectors.length / this.cfg.dim;
+    const first = this.metadata.append(blob, offsets);
+    this.pending.push(vectors);
+    this.pendingCount += n;
+    if (this.stateValue === IndexState.NOT_TRAINED) {
+      if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
+        const t = this.startTraining();
+        if (opts.trainAsync === false) await t;
+      }
+    } else if (this.stateValue !== IndexState.TRAINING) {
+      this.drainPending();
+    }
+    return first;
+  }
+
+  /** Trains now on the buffered vectors and waits until training is done (adds continue in the background). */
+  async syncTrain(): Promise<void> {
+    this.checkOpen();
+    await this.startTraining();
+  }
+
+  /** Starts training in the background and returns at once. */
+  asyncTrain(): void {
+    this.checkOpen();
+    this.startTraining().catch(() => {});
+  }
+
+  /** Adds whatever is buffered (trained shards only); resolves once it is in FAISS. */
+  async addBufferToIndex(): Promise<void> {
+    this.checkOpen();
+    if (!this.index) throw new IndexStateError(`index is ${this.stateValue}: train it (syncTrain) before adding its buffer`);
+    this.drainPending();
+    await this.idle();
+  }
+
+  /** Resolves when no training or background add is running. */
+  async idle(): Promise<void> {
+    while (this.training || this.adding) {
+      await Promise.allSettled([this.training, this.adding]);
+    }
+  }
+
+  /** Searches what is indexed so far; an untrained shard answers with no hits (ids -1). */
+  async search(queries: Float32Array, k: number, withVectors: boolean): Promise<ShardSearchResult> {
+    const n = queries.length / this.cfg.dim;
+    const index = this.index;
+    if (!index || index.ntotal === 0) {
+      const distances = new Float32Array(n * k).fill(this.cfg.metric === 'l2' ? Infinity : -Infinity);
+      return { n, k, distances, labels: new BigInt64Array(n * k).fill(-1n), ...(withVectors ? { vectors: new Float32Array(n * k * this.cfg.dim) } : {}) };
+    }
+    return withVectors ? index.searchAndReconstruct(queries, k) : index.search(queries, k);
+  }
+
+  /** Sets a FAISS search parameter now and on any index trained later. */
+  async setParameter(name: string, value: number): Promise<void> {
+    // The original's hnswsq builder searches with efSearch = nprobe; keep setNprobe meaningful there.
+    if (name === 'nprobe' && this.cfg.indexBuilderType === 'hnswsq') name = 'efSearch';
+    if (this.index) await this.index.setParameter(name, value);
+    this.params.set(name, value);
+  }
+
+  async centroids(): Promise<{ nlist: number; dim: number; data: Float32Array }> {
+    if (!this.index) throw new IndexStateError(`index is ${this.stateValue}: centroids exist only after training`);
+    return this.index.centroids();
+  }
+
+  /** Stops accepting work and waits for background jobs; the shard is unusable afterwards. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.idle();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new IndexStateError('index was dropped or is being reloaded; create or load it again');
+  }
+
+  private startTraining(): Promise<void> {
+    if (this.training) return this.training;
+    if (this.index) return Promise.resolve();
+    if (this.pendingCount === 0) {
+      return Promise.reject(new IndexStateError('no vectors to train on: add data before training'));
+    }
+    this.stateValue = IndexState.TRAINING;
+    const job = this.train().then(
+      () => {
+        this.training = null;
+        this.stateValue = IndexState.TRAINED;
+        this.drainPending();
+      },
+      (err: Error) => {
+        this.training = null;
+        this.stateValue = IndexState.NOT_TRAINED;
+        this.lastError = err;
+        this.onError(err);
+        throw err;
+      },
+    );
+    this.training = job;
+    return job;
+  }
+
+  private async train(): Promise<void> {
+    const { dim, trainNum, trainRatio } = this.cfg;
+    const total = this.pendingCount;
+    const wanted = trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
+    const sample = this.sampleRows(wanted);
+    const index = await createFaissIndex(this.cfg, wanted, { totalVectors: total });
+    if (!index.isTrained) await index.train(sample);
+    for (const [name, value] of this.params) await index.setParameter(name, value);
+    this.index = index;
+  }
+
+  /** `count` buffered vectors picked uniformly at random (seeded: retrains are reproducible). */
+  private sampleRows(count: number): Float32Array {
+    const { dim } = this.cfg;
+    const total = this.pendingCount;
+    const out = new Float32Array(count * dim);
+    // Partial Fisher-Yates over row numbers; the batches are addressed through a prefix table.
+    const rows = new Uint32Array(total);
+    for (let i = 0; i < total; i++) rows[i] = i;
+    const rand = prng(0x5eed);
+    for (let i = 0; i < count; i++) {
+      const j = i + Math.floor(rand() * (total - i));
+      const t = rows[i]!;
+      rows[i] = rows[j]!;
+      rows[j] = t;
+    }
+    const starts: number[] = [];
+    let s = 0;
+    for (const b of this.pending) {
+      starts.push(s);
+      s += b.length / dim;
+    }
+    for (let i = 0; i < count; i++) {
+      const r = rows[i]!;
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid]! <= r) lo = mid;
+        else hi = mid - 1;
+      }
+      const off = (r - starts[lo]!) * dim;
+      out.set(this.pending[lo]!.subarray(off, off + dim), i * dim);
+    }
+    return out;
+  }
+
+  /** Moves buffered vectors into FAISS in arrival order, in chunks, in the background. */
+  private drainPending(): void {
+    if (this.adding || this.pendingCount === 0 || !this.index) return;
+    this.stateValue = IndexState.ADD;
+    const index = this.index;
+    const chunkRows = Math.max(1, Math.min(this.cfg.bufferBsz, MAX_ADD_CHUNK));
+    const run = async (): Promise<void> => {
+      while (this.pending.length > 0) {
+        const chunk = this.takeChunk(chunkRows);
+        await index.add(chunk.vectors);
+        this.pendingCount -= chunk.rows;
+        this.pending.splice(0, chunk.batches);
+        if (chunk.rest) this.pending.unshift(chunk.rest);
+      }
+    };
+    this.adding = run().then(
+      () => {
+        this.adding = null;
+        if (this.stateValue === IndexState.ADD) this.stateValue = IndexState.TRAINED;
+      },
+      (err: Error) => {
+        // The index refused the data (e.g. out of memory): keep it buffered and report.
+        this.adding = null;
+        this.stateValue = IndexState.TRAINED;
+        this.lastError = err;
+        this.onError(err);
+      },
+    );
+  }
+
+  /**
+   * Up to `rows` of the oldest buffered rows as one matrix. The buffer itself changes only
+   * after FAISS accepted the chunk, so a failed add loses nothing.
+   */
+  private takeChunk(rows: number): { vectors: Float32Array; rows: number; batches: number; rest: Float32Array | null } {
+    const { dim } = this.cfg;
+    const first = this.pending[0]!;
+    const firstRows = first.length / dim;
+    if (firstRows >= rows) {
+      const rest = firstRows > rows ? first.subarray(rows * dim) : null;
+      return { vectors: first.subarray(0, rows * dim), rows, batches: 1, rest };
+    }
+    let taken = 0;
+    let batches = 0;
+    const parts: Float32Array[] = [];
+    for (const b of this.pending) {
+      const r = b.length / dim;
+      if (taken + r > rows && taken > 0) break;
+      parts.push(b);
+      taken += r;
+      batches++;
+    }
+    if (parts.length === 1) return { vectors: parts[0]!, rows: taken, batches, rest: null };
+    const vectors = new Float32Array(taken * dim);
+    let off = 0;
+    for (const p of parts) {
+      vectors.set(p, off);
+      off += p.length;
+    }
+    return { vectors, rows: taken, batches, rest: null };
+  }
+}
+
+/** Checks a batch against the shard's dimension before anything is stored. */
+export function checkBatch(cfg: IndexCfg, vectors: Float32Array | Uint16Array, n: number): void {
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError('n', 'a positive number of vectors (empty batches are refused)', n);
+  if (vectors.length !== n * cfg.dim) {
+    throw new ValidationError('vectors', `${n} x dim=${cfg.dim} = ${n * cfg.dim} values`, `${vectors.length} values`);
+  }
+}
