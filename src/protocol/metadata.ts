@@ -44,13 +44,18 @@ export function encodeMetadata(values: readonly unknown[] | undefined, n: number
     if (total > 0xffffffff) throw new ValidationError(field, 'at most 4 GiB of packed metadata per batch');
     offsets[i + 1] = total;
   }
-  const blob = new Uint8Array(total);
+  return { blob: concatBytes(parts, total), offsets };
+}
+
+/** Concatenates byte arrays whose lengths add up to `total`. */
+export function concatBytes(parts: readonly Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
   let pos = 0;
   for (const p of parts) {
-    blob.set(p, pos);
-    pos += p.length;
+    out.set(p, pos);
+    pos += p.byteLength;
   }
-  return { blob, offsets };
+  return out;
 }
 
 /** Views a u8 attachment of little-endian u32s as a Uint32Array (attachments are 8-aligned). */

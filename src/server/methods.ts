@@ -8,7 +8,7 @@ import { parseIndexCfg } from '../config/index.js';
 import { ValidationError } from '../errors.js';
 import { MAX_K, fp16ToFp32Async, toMatrix } from '../native/index.js';
 import { defineMethod, type Attachment, type MethodTable } from '../protocol/index.js';
-import { decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
+import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
 import type { IndexServer } from './index-server.js';
 
@@ -192,11 +192,5 @@ function hitMetadata(store: { get(id: number): Uint8Array; size: number }, label
     }
     offsets[i + 1] = total;
   }
-  const blob = new Uint8Array(total);
-  let pos = 0;
-  for (const b of items) {
-    blob.set(b, pos);
-    pos += b.byteLength;
-  }
-  return { blob, offsets };
+  return { blob: concatBytes(items, total), offsets };
 }
