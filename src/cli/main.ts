@@ -2,6 +2,7 @@
 /** The `dfaiss` command line. Each subcommand lives in its own module under src/cli/. */
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { registerLaunchCommand } from './launch.js';
 import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     });
 
   registerServerCommand(program);
+  registerLaunchCommand(program);
   return program;
 }
 
