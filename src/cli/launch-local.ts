@@ -1,8 +1,118 @@
-/** `dfaiss launch local` (being written). */
-import type { Command } from 'commander';
+/**
+ * `dfaiss launch local`: N index servers on this machine, supervised until Ctrl-C / SIGTERM.
+ * Human-readable logs (JSON, pino) go to stderr; stdout gets one JSON line per event
+ * ({"event":"ready"|"exit"|"up"|"stopped", ...}) for scripts and tests.
+ */
+import { Option, type Command } from 'commander';
+import { defaultThreadsPerServer, LocalCluster } from '../launch/local.js';
+import { createLogger } from '../server/logger.js';
+import { intArg } from './args.js';
+
+interface LaunchLocalOpts {
+  numServers: number;
+  saveDir: string;
+  discoveryConfig: string;
+  basePort?: number;
+  host: string;
+  loadIndex: boolean;
+  threadsPerServer?: number;
+  restartOnCrash: boolean;
+  maxRestarts: number;
+  restartDelay: number;
+  startTimeout: number;
+  stopTimeout: number;
+}
+
+function emit(event: string, data: Record<string, unknown> = {}): void {
+  process.stdout.write(`${JSON.stringify({ event, ...data })}\n`);
+}
 
 export function registerLaunchLocal(launch: Command): void {
-  launch.command('local').description('(not implemented yet)').action(() => {
-    throw new Error('dfaiss launch local is not implemented yet');
-  });
+  launch
+    .command('local')
+    .description('start N index servers on this machine, write the discovery file, supervise them until Ctrl-C / SIGTERM')
+    .requiredOption('--num-servers <n>', 'how many server processes', intArg('--num-servers', 1, 4096))
+    .requiredOption('--save-dir <dir>', 'storage root shared by the servers ({save-dir}/{index}/{rank})')
+    .requiredOption('--discovery-config <file>', 'discovery file to write: the count line, then one "host,port" line per server')
+    .option('--base-port <port>', 'server i listens on base-port + i (default: free ports picked by the OS)', intArg('--base-port', 1, 65535))
+    .option('--host <addr>', "interface the servers bind ('0.0.0.0' to serve other machines)", '127.0.0.1')
+    .option('--load-index', 'servers load their saved indexes before serving', false)
+    .option('--threads-per-server <n>', 'FAISS threads per server (default: max(1, floor(cores / servers)))', intArg('--threads-per-server', 1, 1024))
+    .option('--restart-on-crash', 'restart a server that exits on its own (with --load-index)', false)
+    .option('--max-restarts <n>', 'restarts allowed per server per minute before giving up on it', intArg('--max-restarts', 0, 1000), 5)
+    .option('--stop-timeout <sec>', 'seconds a server gets to save and exit after SIGTERM before SIGKILL', intArg('--stop-timeout', 1, 86_400), 60)
+    .option('--start-timeout <sec>', 'seconds a server may take to listen (loading big indexes takes a while)', intArg('--start-timeout', 1, 86_400), 300)
+    .addOption(new Option('--restart-delay <ms>', 'first restart delay (doubles per recent restart)').argParser(intArg('--restart-delay', 0, 60_000)).default(500).hideHelp())
+    .action(async (opts: LaunchLocalOpts) => {
+      if (opts.basePort !== undefined && opts.basePort + opts.numServers - 1 > 65535) {
+        launch.error(`error: --base-port ${opts.basePort} + --num-servers ${opts.numServers} go past port 65535`);
+      }
+      const logger = createLogger({ role: 'launcher' });
+      const cluster = new LocalCluster({
+        numServers: opts.numServers,
+        saveDir: opts.saveDir,
+        discoveryConfig: opts.discoveryConfig,
+        basePort: opts.basePort,
+        host: opts.host,
+        loadIndex: opts.loadIndex,
+        threadsPerServer: opts.threadsPerServer ?? defaultThreadsPerServer(opts.numServers),
+        restartOnCrash: opts.restartOnCrash,
+        maxRestarts: opts.maxRestarts,
+        restartDelayMs: opts.restartDelay,
+        startTimeoutMs: opts.startTimeout * 1000,
+        stopTimeoutMs: opts.stopTimeout * 1000,
+        logger,
+      });
+
+      let signals = 0;
+      let exitCode = 0;
+      const shutdown = (reason: string): void => {
+        signals++;
+        if (signals > 1) {
+          logger.warn({ reason }, 'second signal: killing the servers now');
+          cluster.kill();
+          return;
+        }
+        logger.info({ reason }, 'stopping the servers (snapshots are saved; a second Ctrl-C kills them)');
+        cluster.stop().then(
+          () => {
+            emit('stopped', { servers: cluster.servers.map(({ rank, status }) => ({ rank, status })) });
+            process.exit(exitCode);
+          },
+          (err: Error) => {
+            logger.error({ err: err.message }, 'stop failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGHUP', () => shutdown('SIGHUP'));
+
+      cluster.on('exit', (ev) => emit('exit', { ...ev }));
+      cluster.on('up', (s) => emit('up', { rank: s.rank, host: s.host, port: s.port, pid: s.pid, restarts: s.restarts }));
+      cluster.on('giveUp', (ev) => emit('give-up', { ...ev }));
+      cluster.on('allDown', () => {
+        logger.error('every server is down and none will be restarted: exiting');
+        exitCode = 1;
+        shutdown('all servers down');
+      });
+
+      try {
+        await cluster.start();
+      } catch (err) {
+        if (signals > 0) return; // shutting down already: that path exits
+        logger.error({ err: (err as Error).message }, 'the local cluster did not start');
+        process.stderr.write(`dfaiss launch local: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+      emit('ready', {
+        discovery: cluster.discoveryPath,
+        saveDir: cluster.saveDir,
+        threadsPerServer: cluster.threadsPerServer,
+        launcherPid: process.pid,
+        servers: cluster.servers.map(({ rank, host, port, pid }) => ({ rank, host, port, pid })),
+      });
+      // Serve until a signal arrives (the child processes keep the event loop alive).
+    });
 }

@@ -1,5 +1,5 @@
 /** `dfaiss server`: run one index server in this process until SIGINT/SIGTERM. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { IndexServer } from '../server/index-server.js';
 import { createLogger } from '../server/logger.js';
 import { intArg } from './args.js';
@@ -15,7 +15,9 @@ export function registerServerCommand(program: Command): void {
     .option('--discovery-config <file>', 'append "host,port" to this discovery file once listening')
     .option('--load-index', 'load every index saved for this rank before serving', false)
     .option('--threads <n>', 'OpenMP/BLAS threads for FAISS (cores / servers per machine)', intArg('--threads', 1, 1024), 1)
-    .action(async (opts: { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number }) => {
+    // Used by `dfaiss launch local`: stop gracefully when the launcher's pipe closes (it died).
+    .addOption(new Option('--stop-on-stdin-close', 'shut down when stdin reaches end of file').hideHelp())
+    .action(async (opts: { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number; stopOnStdinClose?: boolean }) => {
       const logger = createLogger({ role: 'server' });
       const server = new IndexServer(opts.rank, opts.saveDir, { threads: opts.threads, logger });
       const addr = await server.start({ port: opts.port, host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig });
@@ -36,5 +38,10 @@ export function registerServerCommand(program: Command): void {
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+      if (opts.stopOnStdinClose) {
+        process.stdin.on('end', () => stop('stdin closed (launcher gone)'));
+        process.stdin.on('error', () => stop('stdin closed (launcher gone)'));
+        process.stdin.resume();
+      }
     });
 }

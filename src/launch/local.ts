@@ -1,0 +1,426 @@
+/**
+ * LocalCluster: N `dfaiss server` child processes on this machine, supervised.
+ *
+ * - Each child gets rank i, port basePort + i (or 0: the OS picks one), its own process
+ *   group (a Ctrl-C in the terminal reaches only the launcher, which then stops the children
+ *   in order) and a stdin pipe from the launcher: when the launcher dies, even by SIGKILL,
+ *   the pipe closes and the children stop themselves (`--stop-on-stdin-close`).
+ * - The discovery file gets the count line first; each server appends its own `host,port`
+ *   line once it listens (its --discovery-config), as the original's servers do.
+ * - A child that exits on its own is reported; with restartOnCrash it is started again with
+ *   --load-index on the same port, at most maxRestarts times per restartWindowMs, with a
+ *   doubling delay. If it has to move to another port the discovery file is rewritten.
+ * - stop(): SIGTERM to every child (the server saves snapshots on graceful shutdown), wait
+ *   up to stopTimeoutMs, then SIGKILL whatever is left.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { availableParallelism, hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseDiscovery } from '../client/discovery.js';
+import { DfaissError, TimeoutError, ValidationError } from '../errors.js';
+import { silentLogger, type Logger } from '../server/logger.js';
+
+export interface LocalClusterOptions {
+  /** How many server processes. */
+  numServers: number;
+  /** Storage root of every server ({saveDir}/{index}/{rank}). Created when missing. */
+  saveDir: string;
+  /** Discovery file to write (count line, then one `host,port` line per server). */
+  discoveryConfig: string;
+  /** Server i listens on basePort + i; undefined = ports picked by the OS. */
+  basePort?: number;
+  /** Interface the servers bind. @default '127.0.0.1' */
+  host?: string;
+  /** Servers load their saved indexes before serving. @default false */
+  loadIndex?: boolean;
+  /** FAISS (OpenMP/BLAS) threads per server. @default max(1, floor(cores / numServers)) */
+  threadsPerServer?: number;
+  /** Restart a server that exits on its own (with --load-index). @default false */
+  restartOnCrash?: boolean;
+  /** Restarts allowed per server within restartWindowMs before giving up on it. @default 5 */
+  maxRestarts?: number;
+  /** @default 60_000 */
+  restartWindowMs?: number;
+  /** Delay before the first restart; doubles with each recent restart (max 10 s). @default 500 */
+  restartDelayMs?: number;
+  /** Time a server may take to listen (loading big indexes takes a while). @default 300_000 */
+  startTimeoutMs?: number;
+  /** Time a server gets to shut down (and save) after SIGTERM before SIGKILL. @default 60_000 */
+  stopTimeoutMs?: number;
+  /** Where the servers' JSON log lines go: our stderr, or kept in memory (logTail()). @default 'inherit' */
+  serverLogs?: 'inherit' | 'capture';
+  /** DFAISS_LOG_LEVEL for the servers. @default the environment's, else 'info' */
+  serverLogLevel?: string;
+  /** Extra environment variables for the servers. */
+  env?: Record<string, string>;
+  /** The launcher's own logger. @default silent */
+  logger?: Logger;
+  /** Path of the `dfaiss` CLI script (dist/cli/main.js). @default found next to this module */
+  cliPath?: string;
+}
+
+export type ServerStatus = 'starting' | 'up' | 'restarting' | 'down' | 'stopped';
+
+export interface LocalServerInfo {
+  rank: number;
+  /** The address clients use (as written to the discovery file). */
+  host: string;
+  /** 0 until the server listens. */
+  port: number;
+  /** PID of the current process (0 when none). */
+  pid: number;
+  status: ServerStatus;
+  /** Restarts so far. */
+  restarts: number;
+}
+
+export interface ServerExitEvent {
+  rank: number;
+  pid: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** A restart is scheduled. */
+  willRestart: boolean;
+}
+
+export interface LocalClusterEvents {
+  /** A server listens (first start or restart). */
+  up: [LocalServerInfo];
+  /** A server exited while the cluster was not stopping. */
+  exit: [ServerExitEvent];
+  /** A server crashed too often; it stays down. */
+  giveUp: [{ rank: number; restarts: number }];
+  /** Every server is down and none will be restarted. */
+  allDown: [];
+}
+
+interface Slot {
+  info: LocalServerInfo;
+  proc: ChildProcess | null;
+  exited: Promise<void> | null;
+  restartTimes: number[];
+  restartTimer: NodeJS.Timeout | null;
+  /** The last restart attempt died before listening (maybe its port was taken). */
+  restartFailed: boolean;
+  tail: string[];
+}
+
+const TAIL_LINES = 50;
+
+/** dist/cli/main.js, whether this module runs from dist/ or (under tsx) from src/. */
+export function defaultCliPath(): string {
+  const beside = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+  if (existsSync(beside)) return beside;
+  const dist = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+  if (existsSync(dist)) return dist;
+  throw new DfaissError(`cannot find the dfaiss CLI (looked for ${beside} and ${dist}): build it with 'npm run build'`);
+}
+
+export function defaultThreadsPerServer(numServers: number): number {
+  return Math.max(1, Math.floor(availableParallelism() / numServers));
+}
+
+export class LocalCluster extends EventEmitter<LocalClusterEvents> {
+  readonly numServers: number;
+  readonly saveDir: string;
+  readonly discoveryPath: string;
+  readonly threadsPerServer: number;
+  private readonly opts: LocalClusterOptions;
+  private readonly host: string;
+  private readonly log: Logger;
+  private readonly cli: string;
+  private readonly slots: Slot[] = [];
+  private phase: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
+  private stopPromise: Promise<void> | null = null;
+
+  constructor(opts: LocalClusterOptions) {
+    super();
+    const { numServers } = opts;
+    if (!Number.isSafeInteger(numServers) || numServers < 1 || numServers > 4096) {
+      throw new ValidationError('numServers', 'an integer from 1 to 4096', numServers);
+    }
+    if (typeof opts.saveDir !== 'string' || opts.saveDir === '') throw new ValidationError('saveDir', 'a folder path', opts.saveDir);
+    if (typeof opts.discoveryConfig !== 'string' || opts.discoveryConfig === '') {
+      throw new ValidationError('discoveryConfig', 'a file path', opts.discoveryConfig);
+    }
+    if (opts.basePort !== undefined) {
+      if (!Number.isSafeInteger(opts.basePort) || opts.basePort < 1 || opts.basePort + numServers - 1 > 65535) {
+        throw new ValidationError('basePort', `an integer from 1 to ${65536 - numServers} (base port + ${numServers} servers must fit in 65535)`, opts.basePort);
+      }
+    }
+    if (opts.threadsPerServer !== undefined && (!Number.isSafeInteger(opts.threadsPerServer) || opts.threadsPerServer < 1 || opts.threadsPerServer > 1024)) {
+      throw new ValidationError('threadsPerServer', 'an integer from 1 to 1024', opts.threadsPerServer);
+    }
+    for (const key of ['maxRestarts', 'restartWindowMs', 'restartDelayMs', 'startTimeoutMs', 'stopTimeoutMs'] as const) {
+      const v = opts[key];
+      if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new ValidationError(key, 'a non-negative number', v);
+    }
+    this.opts = opts;
+    this.numServers = numServers;
+    this.saveDir = resolve(opts.saveDir);
+    this.discoveryPath = resolve(opts.discoveryConfig);
+    this.host = opts.host ?? '127.0.0.1';
+    this.threadsPerServer = opts.threadsPerServer ?? defaultThreadsPerServer(numServers);
+    this.log = opts.logger ?? silentLogger;
+    this.cli = opts.cliPath ?? defaultCliPath();
+  }
+
+  /** A snapshot of every server: rank, address, pid, status, restarts. */
+  get servers(): LocalServerInfo[] {
+    return this.slots.map((s) => ({ ...s.info }));
+  }
+
+  /** The last log lines of a server (serverLogs: 'capture' only). */
+  logTail(rank: number): string[] {
+    return [...(this.slots[rank]?.tail ?? [])];
+  }
+
+  /**
+   * Writes the count line, starts every server and resolves once all listen and the
+   * discovery file lists them. If one fails to start, the others are stopped and this rejects.
+   */
+  async start(): Promise<LocalServerInfo[]> {
+    if (this.phase !== 'new') throw new DfaissError('this LocalCluster was already started; create a new one');
+    this.phase = 'starting';
+    await mkdir(this.saveDir, { recursive: true });
+    await mkdir(dirname(this.discoveryPath), { recursive: true });
+    await writeFile(this.discoveryPath, `${this.numServers}\n`);
+    for (let rank = 0; rank < this.numServers; rank++) {
+      this.slots.push({
+        info: { rank, host: this.host, port: 0, pid: 0, status: 'starting', restarts: 0 },
+        proc: null,
+        exited: null,
+        restartTimes: [],
+        restartTimer: null,
+        restartFailed: false,
+        tail: [],
+      });
+    }
+    this.log.info(
+      { numServers: this.numServers, saveDir: this.saveDir, discovery: this.discoveryPath, threadsPerServer: this.threadsPerServer, basePort: this.opts.basePort ?? null },
+      'starting local cluster',
+    );
+    const started = await Promise.allSettled(
+      this.slots.map((slot) => this.spawnServer(slot, this.opts.basePort === undefined ? 0 : this.opts.basePort + slot.info.rank, { first: true })),
+    );
+    const failed = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) {
+      await this.stop();
+      throw failed.reason;
+    }
+    // Every server has appended its line by now (it writes before it reports listening).
+    const { servers } = parseDiscovery(await readFile(this.discoveryPath, 'utf8'), this.discoveryPath);
+    if (servers.length < this.numServers) {
+      await this.stop();
+      throw new DfaissError(`${this.discoveryPath} lists ${servers.length} of ${this.numServers} servers after all started: is another launcher writing to it?`);
+    }
+    if (this.phase === 'starting') this.phase = 'running';
+    this.log.info({ servers: this.servers.map(({ rank, host, port, pid }) => ({ rank, host, port, pid })) }, 'local cluster ready');
+    return this.servers;
+  }
+
+  /**
+   * SIGTERM to every server, SIGKILL to those still running after stopTimeoutMs. Resolves
+   * when every child has exited. Safe to call more than once.
+   */
+  stop(): Promise<void> {
+    this.stopPromise ??= this.doStop();
+    return this.stopPromise;
+  }
+
+  /** SIGKILL to every server now (a second Ctrl-C). */
+  kill(): void {
+    for (const slot of this.slots) {
+      if (slot.proc && slot.proc.exitCode === null && slot.proc.signalCode === null) slot.proc.kill('SIGKILL');
+    }
+  }
+
+  private async doStop(): Promise<void> {
+    this.phase = 'stopping';
+    for (const slot of this.slots) {
+      if (slot.restartTimer) clearTimeout(slot.restartTimer);
+      slot.restartTimer = null;
+    }
+    const timeoutMs = this.opts.stopTimeoutMs ?? 60_000;
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        const proc = slot.proc;
+        if (!proc || !slot.exited) {
+          slot.info.status = 'stopped';
+          return;
+        }
+        if (proc.exitCode === null && proc.signalCode === null) {
+          proc.kill('SIGTERM');
+          let timer: NodeJS.Timeout | undefined;
+          const timedOut = await Promise.race([
+            slot.exited.then(() => false),
+            new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
+          ]);
+          clearTimeout(timer);
+          if (timedOut) {
+            this.log.warn({ rank: slot.info.rank, pid: proc.pid, timeoutMs }, 'server did not stop in time: SIGKILL');
+            proc.kill('SIGKILL');
+            await slot.exited;
+          }
+        } else {
+          await slot.exited;
+        }
+        slot.info.status = 'stopped';
+        slot.info.pid = 0;
+      }),
+    );
+    this.phase = 'stopped';
+    this.log.info('local cluster stopped');
+  }
+
+  /** Starts one server process and resolves once it listens. */
+  private spawnServer(slot: Slot, port: number, { first }: { first: boolean }): Promise<void> {
+    const { rank } = slot.info;
+    const args = [this.cli, 'server', '--rank', String(rank), '--port', String(port), '--host', this.host, '--save-dir', this.saveDir];
+    args.push('--threads', String(this.threadsPerServer), '--stop-on-stdin-close');
+    // A restart loads what the crashed server saved; first starts load only when asked.
+    if (!first || this.opts.loadIndex) args.push('--load-index');
+    if (first) args.push('--discovery-config', this.discoveryPath);
+    const capture = this.opts.serverLogs === 'capture';
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
+      ...(this.opts.serverLogLevel ? { DFAISS_LOG_LEVEL: this.opts.serverLogLevel } : {}),
+      ...this.opts.env,
+    };
+    const proc = spawn(process.execPath, args, {
+      stdio: ['pipe', 'pipe', capture ? 'pipe' : 'inherit'],
+      detached: true, // own process group: the terminal's Ctrl-C reaches only the launcher
+      env,
+    });
+    slot.proc = proc;
+    slot.info.pid = proc.pid ?? 0;
+    slot.info.status = first ? 'starting' : 'restarting';
+    proc.stdin!.on('error', () => {}); // EPIPE when the child is gone
+    if (capture) {
+      createInterface({ input: proc.stderr! }).on('line', (line) => {
+        slot.tail.push(line);
+        if (slot.tail.length > TAIL_LINES) slot.tail.shift();
+      });
+    }
+    slot.exited = new Promise<void>((resolveExit) => proc.once('exit', () => resolveExit()));
+    const timeoutMs = this.opts.startTimeoutMs ?? 300_000;
+
+    return new Promise<void>((resolveStart, rejectStart) => {
+      let listening = false;
+      const timer = setTimeout(() => {
+        if (listening) return;
+        proc.kill('SIGKILL');
+        rejectStart(new TimeoutError(`server ${rank} did not listen within ${timeoutMs} ms${this.tailHint(slot)}`));
+      }, timeoutMs);
+      createInterface({ input: proc.stdout! }).on('line', (line) => {
+        let ev: { event?: string; host?: string; port?: number };
+        try {
+          ev = JSON.parse(line) as typeof ev;
+        } catch {
+          return;
+        }
+        if (ev.event !== 'listening' || listening || typeof ev.port !== 'number') return;
+        listening = true;
+        clearTimeout(timer);
+        slot.restartFailed = false;
+        const oldPort = slot.info.port;
+        slot.info.port = ev.port;
+        slot.info.host = advertisedHost(ev.host ?? this.host);
+        slot.info.status = 'up';
+        this.log.info({ rank, pid: proc.pid, host: slot.info.host, port: ev.port, restarts: slot.info.restarts }, first ? 'server up' : 'server restarted');
+        const after = !first && oldPort !== ev.port ? this.rewriteDiscovery() : Promise.resolve();
+        after.then(
+          () => {
+            this.emit('up', { ...slot.info });
+            resolveStart();
+          },
+          (err: Error) => {
+            this.log.error({ err: err.message }, 'could not rewrite the discovery file');
+            resolveStart();
+          },
+        );
+      });
+      proc.once('error', (err) => {
+        clearTimeout(timer);
+        if (!listening) rejectStart(new DfaissError(`cannot start server ${rank}: ${err.message}`));
+      });
+      proc.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        if (!listening) {
+          if (!first) slot.restartFailed = true;
+          const reason = signal ? `signal ${signal}` : `code ${code}`;
+          rejectStart(new DfaissError(`server ${rank} exited with ${reason} before listening${this.tailHint(slot)}`));
+        }
+        this.onExit(slot, proc, code, signal, listening);
+      });
+    });
+  }
+
+  private onExit(slot: Slot, proc: ChildProcess, code: number | null, signal: NodeJS.Signals | null, wasListening: boolean): void {
+    if (slot.proc !== proc) return;
+    slot.info.pid = 0;
+    if (this.phase === 'stopping' || this.phase === 'stopped') return;
+    if (this.phase === 'starting' && !wasListening) {
+      slot.info.status = 'down';
+      return; // start() reports it
+    }
+    const { rank } = slot.info;
+    const restart = this.opts.restartOnCrash === true;
+    const now = Date.now();
+    const windowMs = this.opts.restartWindowMs ?? 60_000;
+    slot.restartTimes = slot.restartTimes.filter((t) => now - t < windowMs);
+    const maxRestarts = this.opts.maxRestarts ?? 5;
+    const willRestart = restart && slot.restartTimes.length < maxRestarts;
+    this.log.error({ rank, pid: proc.pid, code, signal, willRestart, ...(slot.tail.length ? { lastLog: slot.tail.at(-1) } : {}) }, 'server exited unexpectedly');
+    this.emit('exit', { rank, pid: proc.pid ?? 0, code, signal, willRestart });
+    if (!willRestart) {
+      slot.info.status = 'down';
+      if (restart) {
+        this.log.error({ rank, restarts: slot.restartTimes.length, windowMs }, 'server crashes too often: giving up on it');
+        this.emit('giveUp', { rank, restarts: slot.info.restarts });
+      }
+      if (this.slots.every((s) => s.info.status === 'down')) this.emit('allDown');
+      return;
+    }
+    slot.info.status = 'restarting';
+    const delay = Math.min(10_000, (this.opts.restartDelayMs ?? 500) * 2 ** slot.restartTimes.length);
+    slot.restartTimes.push(now);
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = null;
+      if (this.phase !== 'running' && this.phase !== 'starting') return;
+      slot.info.restarts++;
+      // Same port as before, so clients can reconnect; an OS-picked one if that failed.
+      const fixed = this.opts.basePort === undefined ? 0 : this.opts.basePort + rank;
+      const port = slot.restartFailed && fixed === 0 ? 0 : slot.info.port || fixed;
+      this.spawnServer(slot, port, { first: false }).catch((err: Error) => {
+        // The failed attempt's exit went through onExit, which schedules the next one.
+        this.log.warn({ rank, err: err.message }, 'restart failed');
+      });
+    }, delay);
+  }
+
+  /** Rewrites the discovery file from the known addresses (atomic: temp file + rename). */
+  private async rewriteDiscovery(): Promise<void> {
+    const lines = this.slots.map((s) => `${s.info.host},${s.info.port}`);
+    const tmp = `${this.discoveryPath}.tmp-${process.pid}`;
+    await writeFile(tmp, `${this.numServers}\n${lines.join('\n')}\n`);
+    await rename(tmp, this.discoveryPath);
+    this.log.info({ discovery: this.discoveryPath }, 'discovery file rewritten (a server moved to another port)');
+  }
+
+  private tailHint(slot: Slot): string {
+    const last = slot.tail.slice(-5);
+    return last.length ? `; last log lines:\n${last.join('\n')}` : '';
+  }
+}
+
+/** The host a client should dial: the machine's name when bound to every interface. */
+function advertisedHost(bound: string): string {
+  return bound === '0.0.0.0' || bound === '::' ? hostname() : bound;
+}
