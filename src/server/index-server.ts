@@ -3,16 +3,17 @@
  * It knows nothing of other servers; clients do all coordination. Requests arrive over
  * the RPC layer and are dispatched only through the method table in methods.ts.
  */
-import { appendFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
+import { appendFileLocked } from '../launch/nfs-lock.js';
 import { setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
-import { Shard } from '../shard/shard.js';
-import { loadShard, removeShardDir, saveShard, shardExists } from '../shard/storage.js';
+import { DurableShard } from '../shard/durable-shard.js';
+import type { Shard } from '../shard/shard.js';
 import { silentLogger, type Logger } from './logger.js';
 import { buildMethods } from './methods.js';
 import { checkIndexId, shardDir } from './paths.js';
@@ -45,8 +46,9 @@ export class IndexServer {
   readonly rank: number;
   readonly storageDir: string;
   readonly log: Logger;
-  private readonly shards = new Map<string, Shard>();
+  private readonly shards = new Map<string, DurableShard>();
   private readonly rpc: RpcServer;
+  private readonly creating = new Map<string, Promise<DurableShard>>();
   private threads: number;
   private address: { host: string; port: number } | null = null;
 
@@ -74,9 +76,8 @@ export class IndexServer {
     this.address = addr;
     if (opts.discoveryConfig) {
       const host = addr.host === '0.0.0.0' || addr.host === '::' ? hostname() : addr.host;
-      // One short O_APPEND write: atomic on a local file system. (The SLURM launcher wraps
-      // this in an NFS-safe lock.)
-      await appendFile(opts.discoveryConfig, `${host},${addr.port}\n`);
+      // Under a hard-link lock: servers on several machines may append to one file on NFS.
+      await appendFileLocked(opts.discoveryConfig, `${host},${addr.port}\n`);
     }
     this.log.info({ host: addr.host, port: addr.port, storageDir: this.storageDir, threads: this.threads }, 'index server listening');
     return addr;
@@ -86,46 +87,67 @@ export class IndexServer {
     return this.address?.port;
   }
 
-  /** Stops accepting connections and waits for running requests and background work. */
+  /**
+   * Graceful shutdown: stops accepting connections, lets running requests finish, then
+   * writes a snapshot of every index that changed since its last one and closes its log.
+   */
   async stop(): Promise<void> {
     await this.rpc.close({ graceMs: 2000 });
-    await Promise.allSettled([...this.shards.values()].map((s) => s.idle()));
+    const results = await Promise.allSettled([...this.shards.values()].map((s) => s.close({ snapshot: true })));
+    for (const r of results) if (r.status === 'rejected') this.log.error({ err: (r.reason as Error).message }, 'final snapshot failed (the write-ahead log still has the data)');
+    this.shards.clear();
     this.log.info('index server stopped');
   }
 
   // ---- operations used by the method table ----
 
   getShard(indexId: string): Shard {
+    return this.getDurable(indexId).shard;
+  }
+
+  getDurable(indexId: string): DurableShard {
     const shard = this.shards.get(checkIndexId(indexId));
     if (!shard) throw new UnknownIndexError(indexId);
     return shard;
   }
 
   findShard(indexId: string): Shard | undefined {
-    return this.shards.get(checkIndexId(indexId));
+    return this.shards.get(checkIndexId(indexId))?.shard;
   }
 
   indexIds(): string[] {
     return [...this.shards.keys()];
   }
 
-  createIndex(indexId: string, cfg: IndexCfg): { created: boolean } {
+  async createIndex(indexId: string, cfg: IndexCfg): Promise<{ created: boolean }> {
     checkIndexId(indexId);
-    shardDir(this.storageDir, cfg.indexStorageDir, indexId, this.rank); // validates the folder early
-    const existing = this.shards.get(indexId);
+    const dir = shardDir(this.storageDir, cfg.indexStorageDir, indexId, this.rank);
+    const existing = this.shards.get(indexId) ?? (await this.creating.get(indexId));
     if (existing) {
       if (isDeepStrictEqual(existing.cfg, cfg)) return { created: false };
       throw new ValidationError('cfg', `the configuration index '${indexId}' already has (drop it first to change it)`, 'a different configuration');
     }
-    this.shards.set(indexId, this.newShard(indexId, cfg));
+    // Several clients may create the same index at once: one creation, the others wait for it.
+    const creation = DurableShard.create(dir, cfg, this.shardOptions(indexId));
+    this.creating.set(indexId, creation);
+    try {
+      this.shards.set(indexId, await creation);
+    } finally {
+      this.creating.delete(indexId);
+    }
     this.log.info({ indexId }, 'index created');
     return { created: true };
   }
 
+  /** Logs the batch durably, then buffers/indexes it; resolves with its first internal id. */
+  addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string }): Promise<number> {
+    return this.getDurable(indexId).add(vectors, blob, offsets, opts);
+  }
+
   async saveIndex(indexId: string): Promise<void> {
-    const shard = this.getShard(indexId);
-    await saveShard(shard, this.dirOf(indexId, shard.cfg));
-    this.log.info({ indexId, ntotal: shard.info.ntotal }, 'index saved');
+    const durable = this.getDurable(indexId);
+    await durable.snapshot();
+    this.log.info({ indexId, ntotal: durable.shard.info.ntotal }, 'index saved');
   }
 
   /** Loads an index from its folder; without forceReload an index already in memory is kept. */
@@ -134,30 +156,30 @@ export class IndexServer {
     const current = this.shards.get(indexId);
     if (current && !forceReload) return { loaded: false };
     const dir = this.dirOf(indexId, cfg ?? current?.cfg ?? null);
-    if (!(await shardExists(dir))) {
+    if (current) {
+      // forceReload: everything acknowledged is in the log, so closing without a snapshot loses nothing.
+      this.shards.delete(indexId);
+      await current.close();
+    }
+    if (!(await DurableShard.existsIn(dir))) {
       if (cfg) {
         // Nothing saved yet for this rank: start empty with the given configuration.
-        if (current) await current.close();
-        this.shards.set(indexId, this.newShard(indexId, cfg));
+        this.shards.set(indexId, await DurableShard.create(dir, cfg, this.shardOptions(indexId)));
         return { loaded: false };
       }
       throw new UnknownIndexError(indexId);
     }
-    if (current) {
-      this.shards.delete(indexId);
-      await current.close();
-    }
-    const shard = await loadShard(dir, cfg, { onError: (err) => this.log.error({ indexId, err: err.message }, 'background job failed') });
+    const { shard, report } = await DurableShard.open(dir, cfg, this.shardOptions(indexId));
     this.shards.set(indexId, shard);
-    this.log.info({ indexId, ...shard.info }, 'index loaded');
+    if (report.skipped.length > 0) this.log.warn({ indexId, skipped: report.skipped }, 'restore skipped damaged files');
+    this.log.info({ indexId, generation: report.generation, walRecords: report.walRecords, ...shard.shard.info }, 'index loaded');
     return { loaded: true };
   }
 
   async dropIndex(indexId: string): Promise<void> {
-    const shard = this.getShard(indexId);
+    const durable = this.getDurable(indexId);
     this.shards.delete(indexId);
-    await shard.close();
-    await removeShardDir(this.dirOf(indexId, shard.cfg));
+    await durable.destroy();
     this.log.info({ indexId }, 'index dropped');
   }
 
@@ -171,8 +193,11 @@ export class IndexServer {
     return this.threads;
   }
 
-  private newShard(indexId: string, cfg: IndexCfg): Shard {
-    return new Shard(cfg, { onError: (err) => this.log.error({ indexId, err: err.message }, 'background job failed') });
+  private shardOptions(indexId: string) {
+    return {
+      onError: (err: Error) => this.log.error({ indexId, err: err.message }, 'background job failed'),
+      onAutosaveError: (err: Error) => this.log.error({ indexId, err: err.message }, 'autosave failed (the write-ahead log still has the data)'),
+    };
   }
 
   private dirOf(indexId: string, cfg: IndexCfg | null): string {
@@ -194,7 +219,7 @@ export class IndexServer {
       } catch {
         continue;
       }
-      if (await shardExists(join(this.storageDir, name, String(this.rank)))) {
+      if (await DurableShard.existsIn(join(this.storageDir, name, String(this.rank)))) {
         await this.loadIndex(name, null, true);
       }
     }

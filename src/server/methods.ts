@@ -20,7 +20,7 @@ export function buildMethods(server: IndexServer): MethodTable {
   return {
     createIndex: defineMethod({
       schema: z.object({ indexId, cfg: cfgObject }).strict(),
-      handler: ({ indexId, cfg }) => ({ result: server.createIndex(indexId, parseIndexCfg(cfg)) }),
+      handler: async ({ indexId, cfg }) => ({ result: await server.createIndex(indexId, parseIndexCfg(cfg)) }),
     }),
 
     /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
@@ -42,7 +42,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         // buffer: take an owned copy (fp16 is widened into it natively).
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw.slice();
         toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
-        const first = await shard.add(vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true });
+        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true });
         return { result: { firstId: first, state: shard.state } };
       },
     }),

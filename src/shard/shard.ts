@@ -60,6 +60,10 @@ export class Shard {
   private readonly params = new Map<string, number>();
   private readonly onError: (err: Error) => void;
   private lastError: Error | null = null;
+  /** quiesce() holders; the adder waits between chunks while > 0. */
+  private paused = 0;
+  private parked: (() => void) | null = null;
+  private chunkInFlight: Promise<void> | null = null;
   private closed = false;
 
   constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
@@ -111,12 +115,18 @@ export class Shard {
    * metadata. Returns the internal id of the first vector. Training or a background add
    * starts as the original's rules say; `trainAsync: false` awaits a triggered training.
    */
-  async add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean } = {}): Promise<number> {
+  async add(
+    vectors: Float32Array,
+    blob: Uint8Array,
+    offsets: Uint32Array,
+    opts: { trainAsync?: boolean; replay?: boolean } = {},
+  ): Promise<number> {
     this.checkOpen();
     const n = vectors.length / this.cfg.dim;
     const first = this.metadata.append(blob, offsets);
     this.pending.push(vectors);
     this.pendingCount += n;
+    if (opts.replay) return first; // restore: resume() starts training/adding once everything is back
     if (this.stateValue === IndexState.NOT_TRAINED) {
       if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
         const t = this.startTraining();
@@ -126,6 +136,36 @@ export class Shard {
       this.drainPending();
     }
     return first;
+  }
+
+  /** After a restore: trains if the buffer reached trainNum, or adds the buffer to a trained index. */
+  resume(): void {
+    if (this.stateValue === IndexState.NOT_TRAINED) {
+      if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) this.startTraining().catch(() => {});
+    } else {
+      this.drainPending();
+    }
+  }
+
+  /**
+   * Runs `cut` synchronously at a moment when FAISS, the buffer and the metadata agree:
+   * no background add chunk is in progress (the adder parks between chunks meanwhile).
+   * Anything `cut` starts synchronously on the index (e.g. writeFile's read lock) is
+   * ordered before the adder's next chunk.
+   */
+  async quiesce<T>(cut: () => T): Promise<T> {
+    this.paused++;
+    try {
+      while (this.chunkInFlight) await this.chunkInFlight;
+      return cut();
+    } finally {
+      this.paused--;
+      if (this.paused === 0) {
+        const wake = this.parked;
+        this.parked = null;
+        wake?.();
+      }
+    }
   }
 
   /** Trains now on the buffered vectors and waits until training is done (adds continue in the background). */
@@ -269,11 +309,26 @@ export class Shard {
     const chunkRows = Math.max(1, Math.min(this.cfg.bufferBsz, MAX_ADD_CHUNK));
     const run = async (): Promise<void> => {
       while (this.pending.length > 0) {
+        if (this.paused > 0) {
+          await new Promise<void>((resolve) => (this.parked = resolve));
+          continue;
+        }
         const chunk = this.takeChunk(chunkRows);
-        await index.add(chunk.vectors);
-        this.pendingCount -= chunk.rows;
-        this.pending.splice(0, chunk.batches);
-        if (chunk.rest) this.pending.unshift(chunk.rest);
+        const job = index.add(chunk.vectors).then(() => {
+          // FAISS and the buffer change together, in the same tick.
+          this.pendingCount -= chunk.rows;
+          this.pending.splice(0, chunk.batches);
+          if (chunk.rest) this.pending.unshift(chunk.rest);
+        });
+        this.chunkInFlight = job.then(
+          () => {},
+          () => {},
+        );
+        try {
+          await job;
+        } finally {
+          this.chunkInFlight = null;
+        }
       }
     };
     this.adding = run().then(

@@ -1,0 +1,226 @@
+/**
+ * A shard with its folder: write-ahead log + atomic snapshots. Acknowledged means durable:
+ * add() resolves only after the batch is in the WAL (fsynced in the default mode), whatever
+ * the shard's state. Restore = newest complete snapshot + replay of the WAL after it.
+ *
+ *   {dir}/cfg.json                  the index configuration
+ *   {dir}/snapshot-{generation}/    complete snapshots (the newest two are kept)
+ *   {dir}/wal/wal-{firstSeq}.log    log segments (kept back to the older snapshot)
+ */
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { IndexCfg } from '../config/index.js';
+import { IndexStateError, StorageError } from '../errors.js';
+import { Shard, type ShardOptions } from './shard.js';
+import {
+  exists,
+  listSnapshots,
+  pruneSnapshots,
+  readCfg,
+  readSnapshot,
+  snapshotTmpDir,
+  writeCfg,
+  writeSnapshot,
+  type SnapshotCut,
+} from './snapshot.js';
+import { WriteAheadLog, replayWal, type Durability } from './wal.js';
+
+/** Snapshots kept on disk; the WAL is kept back to the oldest, so a bad newest one can fall back. */
+const KEEP_SNAPSHOTS = 2;
+
+export interface RestoreReport {
+  /** Snapshot generation restored (0 = none: rebuilt from the WAL alone). */
+  generation: number;
+  walRecords: number;
+  /** Everything skipped, with the reason (corrupt snapshots, torn WAL tails). */
+  skipped: string[];
+}
+
+export interface DurableShardOptions extends ShardOptions {
+  /** Overrides cfg.durability. */
+  durability?: Durability;
+  /** Called when an autosave fails (there is no caller to tell). */
+  onAutosaveError?: (err: Error) => void;
+}
+
+export class DurableShard {
+  readonly dir: string;
+  readonly shard: Shard;
+  private readonly wal: WriteAheadLog;
+  /** Highest WAL sequence applied to memory. */
+  private appliedSeq: number;
+  private generation: number;
+  /** appliedSeq covered by the newest snapshot. */
+  private snapshotSeq: number;
+  private saving: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  private constructor(dir: string, shard: Shard, wal: WriteAheadLog, seq: number, generation: number, opts: DurableShardOptions) {
+    this.dir = dir;
+    this.shard = shard;
+    this.wal = wal;
+    this.appliedSeq = seq;
+    this.snapshotSeq = seq;
+    this.generation = generation;
+    const every = shard.cfg.saveIntervalSec;
+    if (every > 0) {
+      this.timer = setInterval(() => {
+        if (this.changed) this.snapshot().catch((err: Error) => opts.onAutosaveError?.(err));
+      }, every * 1000);
+      this.timer.unref();
+    }
+  }
+
+  /**
+   * A new, empty shard in `dir`. Data already in the folder (from an index created before and
+   * not loaded) is moved aside to `{dir}.replaced-{time}`, never deleted.
+   */
+  static async create(dir: string, cfg: IndexCfg, opts: DurableShardOptions = {}): Promise<DurableShard> {
+    try {
+      if (await exists(dir)) await rename(dir, `${dir}.replaced-${Date.now()}`);
+      await mkdir(dir, { recursive: true });
+      await writeCfg(dir, cfg);
+      const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? cfg.durability, 0);
+      return new DurableShard(dir, new Shard(cfg, opts), wal, 0, 0, opts);
+    } catch (err) {
+      if (err instanceof StorageError) throw err;
+      throw new StorageError(`cannot create index folder ${dir}: ${(err as Error).message}; check the storage root exists and is writable`, { cause: err });
+    }
+  }
+
+  /** True when `dir` holds a shard (a cfg.json). */
+  static async existsIn(dir: string): Promise<boolean> {
+    return exists(join(dir, 'cfg.json'));
+  }
+
+  /** Restores from the newest complete snapshot plus the WAL; `cfg` overrides the stored one. */
+  static async open(dir: string, cfg: IndexCfg | null, opts: DurableShardOptions = {}): Promise<{ shard: DurableShard; report: RestoreReport }> {
+    const skipped: string[] = [];
+    const useCfg = cfg ?? (await readCfg(dir));
+    if (!useCfg) throw new StorageError(`${dir} has no cfg.json: not a dfaiss index folder (pass a cfg to load it anyway)`);
+    let shard: Shard | null = null;
+    let generation = 0;
+    let fromSeq = 0;
+    for (const snap of await listSnapshots(dir)) {
+      try {
+        const r = await readSnapshot(snap.dir, cfg, opts);
+        shard = r.shard;
+        generation = snap.generation;
+        fromSeq = r.manifest.walSeq;
+        break;
+      } catch (err) {
+        skipped.push(`snapshot ${snap.generation} skipped: ${(err as Error).message}`);
+      }
+    }
+    shard ??= new Shard(useCfg, opts);
+    const report = await replayWal(join(dir, 'wal'), fromSeq, (rec) => {
+      if (rec.dim !== useCfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${useCfg.dim}`);
+      void shard!.add(rec.vectors, rec.blob, rec.offsets, { replay: true });
+    });
+    skipped.push(...report.skipped);
+    // Later appends go to a fresh segment: a torn tail in the old one stays behind the
+    // replay point instead of between good records.
+    const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, report.lastSeq);
+    wal.requestRotate();
+    const ds = new DurableShard(dir, shard, wal, report.lastSeq, generation, opts);
+    ds.snapshotSeq = fromSeq;
+    shard.resume();
+    return { shard: ds, report: { generation, walRecords: report.records, skipped } };
+  }
+
+  get cfg(): IndexCfg {
+    return this.shard.cfg;
+  }
+
+  /** True when something was added since the newest snapshot. */
+  get changed(): boolean {
+    return this.appliedSeq !== this.snapshotSeq;
+  }
+
+  /** Logs the batch durably, then hands it to the shard; resolves with its first internal id. */
+  add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string } = {}): Promise<number> {
+    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    // apply() returns the shard's promise unawaited; its synchronous part (ids, buffering)
+    // has run in log order by the time the WAL resolves.
+    return this.wal
+      .append({ vectors, dim: this.cfg.dim, blob, offsets, key: opts.key ?? '' }, (seq) => {
+        this.appliedSeq = seq;
+        return { done: this.shard.add(vectors, blob, offsets, { trainAsync: opts.trainAsync }) };
+      })
+      .then((r) => r.done);
+  }
+
+  /**
+   * Writes a new snapshot beside the old one, then trims what no snapshot needs any more.
+   * Searches keep running meanwhile (FAISS is written under a shared lock).
+   */
+  snapshot(): Promise<void> {
+    if (!this.saving) {
+      this.saving = this.writeNewSnapshot().finally(() => {
+        this.saving = null;
+      });
+    }
+    return this.saving;
+  }
+
+  /** Final snapshot when something changed (graceful shutdown), then closes the log. */
+  async close(opts: { snapshot?: boolean } = {}): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      if (opts.snapshot && this.changed) await this.snapshot();
+      else if (this.saving) await this.saving;
+    } finally {
+      await this.shard.close();
+      await this.wal.close();
+    }
+  }
+
+  /** Closes and deletes the folder. */
+  async destroy(): Promise<void> {
+    await this.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async writeNewSnapshot(): Promise<void> {
+    const generation = this.generation + 1;
+    const tmp = snapshotTmpDir(this.dir, generation);
+    await mkdir(tmp, { recursive: true });
+    const indexTmpPath = join(tmp, 'index.faiss');
+    // The cut: one synchronous step while no background add chunk is running.
+    const cut: SnapshotCut = await this.shard.quiesce(() => {
+      const index = this.shard.faissIndex;
+      const indexWrite = index ? index.writeFile(indexTmpPath) : null;
+      indexWrite?.catch(() => {}); // awaited (and reported) in writeSnapshot
+      return {
+        index,
+        indexWrite,
+        indexTmpPath: index ? indexTmpPath : null,
+        metaCount: this.shard.metadata.size,
+        pending: this.shard.pendingVectors(),
+        walSeq: this.appliedSeq,
+      };
+    });
+    this.wal.requestRotate();
+    await writeSnapshot(this.dir, this.shard, generation, cut);
+    this.generation = generation;
+    this.snapshotSeq = cut.walSeq;
+    const kept = await pruneSnapshots(this.dir, KEEP_SNAPSHOTS);
+    const oldest = kept[kept.length - 1];
+    if (oldest) {
+      const manifestSeq = oldest.generation === generation ? cut.walSeq : await this.walSeqOf(oldest.dir);
+      await this.wal.trim(manifestSeq);
+    }
+  }
+
+  private async walSeqOf(snapDir: string): Promise<number> {
+    try {
+      return (JSON.parse(await readFile(join(snapDir, 'manifest.json'), 'utf8')) as { walSeq: number }).walSeq;
+    } catch {
+      return 0; // unreadable: keep the whole log
+    }
+  }
+}

@@ -1,0 +1,262 @@
+/**
+ * Atomic snapshots of one shard. Each snapshot is a folder snapshot-{generation} written
+ * under a temporary name, every file fsynced, a manifest (sizes and checksums) written
+ * last, then renamed into place and the parent folder fsynced. A crash at any point leaves
+ * the previous snapshot intact; a torn or corrupt snapshot is detected by its manifest and
+ * skipped on load. docs/storage.md is the reference for these formats.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { indexCfgToJSON, parseIndexCfg, type IndexCfg } from '../config/index.js';
+import { StorageError } from '../errors.js';
+import { FaissIndex } from '../native/index.js';
+import type { MetadataStore } from './metadata-store.js';
+import { Shard, type ShardOptions } from './shard.js';
+import { syncDir } from './wal.js';
+
+export const SNAPSHOT_FORMAT_VERSION = 1;
+const META_MAGIC = 0x544d4644; // "DFMT"
+const BUF_MAGIC = 0x42564644; // "DFVB"
+const HEADER = 24;
+
+export interface SnapshotManifest {
+  format: number;
+  generation: number;
+  /** Every WAL record with seq <= walSeq is contained in this snapshot. */
+  walSeq: number;
+  ntotal: number;
+  metaCount: number;
+  pendingRows: number;
+  dim: number;
+  createdAt: string;
+  files: Record<string, { bytes: number; crc32: number }>;
+}
+
+export interface SnapshotInfo {
+  generation: number;
+  dir: string;
+}
+
+const snapName = (gen: number): string => `snapshot-${String(gen).padStart(10, '0')}`;
+
+export async function listSnapshots(shardDir: string): Promise<SnapshotInfo[]> {
+  let names: string[];
+  try {
+    names = await readdir(shardDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  return names
+    .map((n) => ({ n, m: /^snapshot-(\d{10})$/.exec(n) }))
+    .filter((x) => x.m)
+    .map((x) => ({ generation: Number(x.m![1]), dir: join(shardDir, x.n) }))
+    .sort((a, b) => b.generation - a.generation);
+}
+
+/** Writes cfg.json atomically (temp name, fsync, rename). */
+export async function writeCfg(shardDir: string, cfg: IndexCfg): Promise<void> {
+  await mkdir(shardDir, { recursive: true });
+  await writeFileAtomic(join(shardDir, 'cfg.json'), [Buffer.from(indexCfgToJSON(cfg))]);
+}
+
+export async function readCfg(shardDir: string): Promise<IndexCfg | null> {
+  try {
+    return parseIndexCfg(JSON.parse(await readFile(join(shardDir, 'cfg.json'), 'utf8')));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new StorageError(`${join(shardDir, 'cfg.json')} is unreadable: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function writeFileAtomic(path: string, parts: readonly Uint8Array[]): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w');
+  try {
+    for (const p of parts) await fh.write(p);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}
+
+async function writeParts(path: string, parts: readonly Uint8Array[]): Promise<{ bytes: number; crc32: number }> {
+  const fh = await open(path, 'w');
+  let crc = 0;
+  let bytes = 0;
+  try {
+    for (const p of parts) {
+      await fh.write(p);
+      crc = crc32(p, crc);
+      bytes += p.byteLength;
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return { bytes, crc32: crc };
+}
+
+async function fileCrc(path: string): Promise<{ bytes: number; crc32: number }> {
+  let crc = 0;
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) {
+    crc = crc32(chunk as Buffer, crc);
+    bytes += (chunk as Buffer).byteLength;
+  }
+  return { bytes, crc32: crc };
+}
+
+function header(magic: number, count: number, extra: number): Buffer {
+  const h = Buffer.alloc(HEADER);
+  h.writeUInt32LE(magic, 0);
+  h.writeUInt32LE(SNAPSHOT_FORMAT_VERSION, 4);
+  h.writeBigUInt64LE(BigInt(count), 8);
+  h.writeBigUInt64LE(BigInt(extra), 16);
+  return h;
+}
+
+/**
+ * The state to snapshot, captured in one synchronous step so it is consistent: FAISS
+ * holds ntotal vectors, the metadata store metaCount entries, the buffer the rest.
+ */
+export interface SnapshotCut {
+  index: FaissIndex | null;
+  /** Started synchronously with the cut, so no add can change FAISS before it is written. */
+  indexWrite: Promise<void> | null;
+  indexTmpPath: string | null;
+  metaCount: number;
+  pending: Float32Array[];
+  walSeq: number;
+}
+
+/** Writes snapshot `generation` of `shard` from a cut; returns its folder. */
+export async function writeSnapshot(shardDir: string, shard: Shard, generation: number, cut: SnapshotCut): Promise<string> {
+  const final = join(shardDir, snapName(generation));
+  const tmp = snapshotTmpDir(shardDir, generation);
+  try {
+    const files: SnapshotManifest['files'] = {};
+    const pendingRows = cut.pending.reduce((s, v) => s + v.length, 0) / shard.cfg.dim;
+    files['buffer.bin'] = await writeParts(join(tmp, 'buffer.bin'), [
+      header(BUF_MAGIC, pendingRows, shard.cfg.dim),
+      ...cut.pending.map((v) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength)),
+    ]);
+    files['meta.bin'] = await writeParts(join(tmp, 'meta.bin'), metadataParts(shard.metadata, cut.metaCount));
+    if (cut.indexWrite) {
+      await cut.indexWrite;
+      const fh = await open(cut.indexTmpPath!, 'r+');
+      await fh.sync();
+      await fh.close();
+      files['index.faiss'] = await fileCrc(cut.indexTmpPath!);
+    }
+    const manifest: SnapshotManifest = {
+      format: SNAPSHOT_FORMAT_VERSION,
+      generation,
+      walSeq: cut.walSeq,
+      ntotal: cut.index?.ntotal ?? 0,
+      metaCount: cut.metaCount,
+      pendingRows,
+      dim: shard.cfg.dim,
+      createdAt: new Date().toISOString(),
+      files,
+    };
+    // cfg travels inside the snapshot too: a snapshot is self-contained.
+    await writeParts(join(tmp, 'cfg.json'), [Buffer.from(indexCfgToJSON(shard.cfg))]);
+    await writeParts(join(tmp, 'manifest.json'), [Buffer.from(JSON.stringify(manifest, null, 2))]);
+    await syncDir(tmp);
+    await rename(tmp, final);
+    await syncDir(shardDir);
+    return final;
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    throw new StorageError(`writing snapshot ${generation} in ${shardDir} failed: ${(err as Error).message}; the previous snapshot is untouched`, { cause: err });
+  }
+}
+
+/** The temporary folder snapshot `generation` is written in before its rename. */
+export function snapshotTmpDir(shardDir: string, generation: number): string {
+  return `${join(shardDir, snapName(generation))}.tmp-${process.pid}`;
+}
+
+function metadataParts(store: MetadataStore, count: number): Uint8Array[] {
+  const lengths = new Uint32Array(count);
+  const items: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    const b = store.get(i);
+    lengths[i] = b.byteLength;
+    items.push(b);
+  }
+  return [header(META_MAGIC, count, 0), new Uint8Array(lengths.buffer), ...items];
+}
+
+/** Loads one snapshot folder into a new shard, verifying sizes and checksums first. */
+export async function readSnapshot(dir: string, cfgOverride: IndexCfg | null, opts: ShardOptions = {}): Promise<{ shard: Shard; manifest: SnapshotManifest }> {
+  let manifest: SnapshotManifest;
+  try {
+    manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as SnapshotManifest;
+  } catch (err) {
+    throw new StorageError(`no readable manifest.json (${(err as Error).message})`);
+  }
+  if (manifest.format > SNAPSHOT_FORMAT_VERSION) {
+    throw new StorageError(`snapshot format ${manifest.format} is newer than this dfaiss reads (${SNAPSHOT_FORMAT_VERSION}); upgrade dfaiss`);
+  }
+  for (const [name, want] of Object.entries(manifest.files)) {
+    let got: { bytes: number; crc32: number };
+    try {
+      got = await fileCrc(join(dir, name));
+    } catch (err) {
+      throw new StorageError(`${name} missing (${(err as Error).message})`);
+    }
+    if (got.bytes !== want.bytes) throw new StorageError(`${name} has ${got.bytes} bytes, the manifest says ${want.bytes} (torn file)`);
+    if (got.crc32 !== want.crc32) throw new StorageError(`${name} checksum mismatch (corrupt file)`);
+  }
+  const cfg = cfgOverride ?? parseIndexCfg(JSON.parse(await readFile(join(dir, 'cfg.json'), 'utf8')));
+  const index = manifest.files['index.faiss'] ? await FaissIndex.readFile(join(dir, 'index.faiss')) : null;
+  const shard = index ? Shard.fromIndex(cfg, index, opts) : new Shard(cfg, opts);
+
+  const meta = await readFile(join(dir, 'meta.bin'));
+  checkHeader(meta, META_MAGIC, 'meta.bin');
+  const count = Number(meta.readBigUInt64LE(8));
+  const lengths = new Uint32Array(meta.buffer.slice(meta.byteOffset + HEADER, meta.byteOffset + HEADER + count * 4));
+  const offsets = new Uint32Array(count + 1);
+  for (let i = 0; i < count; i++) offsets[i + 1] = offsets[i]! + lengths[i]!;
+  const blobStart = HEADER + count * 4;
+  shard.metadata.append(meta.subarray(blobStart, blobStart + offsets[count]!), offsets);
+
+  const buf = await readFile(join(dir, 'buffer.bin'));
+  checkHeader(buf, BUF_MAGIC, 'buffer.bin');
+  const rows = Number(buf.readBigUInt64LE(8));
+  const ntotal = index?.ntotal ?? 0;
+  if (rows + ntotal !== count || count !== manifest.metaCount) {
+    throw new StorageError(`${count} metadata entries but ${ntotal} indexed + ${rows} buffered vectors`);
+  }
+  if (rows > 0) shard.restorePending(new Float32Array(buf.buffer.slice(buf.byteOffset + HEADER, buf.byteOffset + HEADER + rows * cfg.dim * 4)));
+  return { shard, manifest };
+}
+
+function checkHeader(b: Buffer, magic: number, name: string): void {
+  if (b.byteLength < HEADER || b.readUInt32LE(0) !== magic) throw new StorageError(`${name} is not a dfaiss ${name} file`);
+  const v = b.readUInt32LE(4);
+  if (v > SNAPSHOT_FORMAT_VERSION) throw new StorageError(`${name} has format version ${v}; this dfaiss reads up to ${SNAPSHOT_FORMAT_VERSION}: upgrade dfaiss`);
+}
+
+/** Removes leftovers of interrupted snapshots and all but the newest `keep` snapshots. */
+export async function pruneSnapshots(shardDir: string, keep: number): Promise<SnapshotInfo[]> {
+  const names = await readdir(shardDir).catch(() => [] as string[]);
+  for (const n of names) if (/^snapshot-\d{10}\.tmp-\d+$/.test(n)) await rm(join(shardDir, n), { recursive: true, force: true });
+  const snaps = await listSnapshots(shardDir);
+  for (const s of snaps.slice(keep)) await rm(s.dir, { recursive: true, force: true });
+  return snaps.slice(0, keep);
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

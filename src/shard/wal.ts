@@ -1,0 +1,346 @@
+/**
+ * Write-ahead log of one shard: every accepted batch (vectors + packed metadata) is
+ * appended here before it is acknowledged. Group commit: batches that arrive while a
+ * write is in progress are written together with one writev and made durable with one
+ * fdatasync, so concurrent clients share the fsync cost.
+ *
+ * Records are applied to memory (the `apply` callback) in log order right after they are
+ * durable, so memory order == log order and a replay reproduces the same internal ids.
+ * A failed write (disk full, I/O error) is cut off the file again and rejected: nothing
+ * is applied, earlier records are untouched. docs/storage.md describes the format.
+ */
+import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { StorageError } from '../errors.js';
+
+export type Durability = 'fsync' | 'os' | 'none';
+
+const SEGMENT_MAGIC = 0x53574644; // "DFWS"
+const RECORD_MAGIC = 0x4c574644; // "DFWL"
+export const WAL_FORMAT_VERSION = 1;
+const SEGMENT_HEADER = 16;
+const RECORD_HEADER = 48;
+const TYPE_ADD = 1;
+/** Replay refuses records claiming more than this (a corrupt length must not allocate GBs). */
+const MAX_RECORD_BYTES = 2 ** 31;
+
+export interface WalBatch {
+  vectors: Float32Array;
+  dim: number;
+  blob: Uint8Array;
+  offsets: Uint32Array;
+  /** Idempotency key of the batch ('' when none). */
+  key: string;
+}
+
+export interface WalRecord extends WalBatch {
+  seq: number;
+}
+
+interface Pending {
+  seq: number;
+  parts: Uint8Array[];
+  bytes: number;
+  apply: (seq: number) => unknown;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+const segmentName = (startSeq: number): string => `wal-${String(startSeq).padStart(16, '0')}.log`;
+
+export class WriteAheadLog {
+  readonly dir: string;
+  readonly durability: Durability;
+  private fh: FileHandle | null = null;
+  private size = 0;
+  private segmentStart = 0;
+  /** Highest sequence number handed out. */
+  private lastSeq: number;
+  private queue: Pending[] = [];
+  private writing: Promise<void> | null = null;
+  private rotateRequested = false;
+  private closed = false;
+
+  private constructor(dir: string, durability: Durability, lastSeq: number) {
+    this.dir = dir;
+    this.durability = durability;
+    this.lastSeq = lastSeq;
+  }
+
+  /** Opens the log for appending after `lastSeq` (the highest sequence replayed). */
+  static async open(dir: string, durability: Durability, lastSeq: number): Promise<WriteAheadLog> {
+    await mkdir(dir, { recursive: true });
+    const wal = new WriteAheadLog(dir, durability, lastSeq);
+    return wal;
+  }
+
+  get lastSequence(): number {
+    return this.lastSeq;
+  }
+
+  /**
+   * Appends a batch; once it is durable (per the durability mode) `apply` runs, in log
+   * order, and the promise resolves with apply's result.
+   */
+  append<T>(batch: WalBatch, apply: (seq: number) => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StorageError('write-ahead log is closed'));
+    const seq = ++this.lastSeq;
+    if (this.durability === 'none') {
+      try {
+        return Promise.resolve(apply(seq));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    const parts = encodeRecord(seq, batch);
+    const bytes = parts.reduce((s, p) => s + p.byteLength, 0);
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ seq, parts, bytes, apply, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.writing) this.writing = this.writeLoop();
+    });
+  }
+
+  /** Later records go to a new segment file (so older ones can be trimmed after a snapshot). */
+  requestRotate(): void {
+    this.rotateRequested = true;
+  }
+
+  /** Deletes segments whose records all have seq <= uptoSeq (never the one being written). */
+  async trim(uptoSeq: number): Promise<number> {
+    const segs = await listSegments(this.dir);
+    let removed = 0;
+    for (let i = 0; i + 1 < segs.length; i++) {
+      const nextStart = segs[i + 1]!.start;
+      if (nextStart - 1 <= uptoSeq && segs[i]!.start !== this.segmentStart) {
+        await rm(join(this.dir, segs[i]!.name), { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Waits for queued writes and closes the file. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.writing) await this.writing;
+    await this.fh?.close();
+    this.fh = null;
+  }
+
+  private async writeLoop(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        this.queue = [];
+        try {
+          await this.ensureSegment(batch[0]!.seq);
+          const fh = this.fh!;
+          const parts = batch.flatMap((p) => p.parts);
+          const bytes = batch.reduce((s, p) => s + p.bytes, 0);
+          try {
+            await writeAll(fh, parts, this.size);
+            if (this.durability === 'fsync') await fh.datasync();
+          } catch (err) {
+            // Cut the partial write off so the log ends with complete records again.
+            await fh.truncate(this.size).catch(() => {});
+            throw err;
+          }
+          this.size += bytes;
+        } catch (err) {
+          const e = new StorageError(
+            `could not write the batch to the write-ahead log in ${this.dir}: ${(err as Error).message}; it was not stored (earlier data is safe) — free disk space or fix the folder's permissions, then retry`,
+            { cause: err },
+          );
+          for (const p of batch) p.reject(e);
+          continue;
+        }
+        for (const p of batch) {
+          try {
+            p.resolve(p.apply(p.seq));
+          } catch (err) {
+            p.reject(err as Error);
+          }
+        }
+      }
+    } finally {
+      this.writing = null;
+    }
+  }
+
+  private async ensureSegment(firstSeq: number): Promise<void> {
+    if (this.fh && !this.rotateRequested) return;
+    this.rotateRequested = false;
+    if (this.fh) await this.fh.close();
+    const name = segmentName(firstSeq);
+    const fh = await open(join(this.dir, name), 'w');
+    const header = Buffer.alloc(SEGMENT_HEADER);
+    header.writeUInt32LE(SEGMENT_MAGIC, 0);
+    header.writeUInt32LE(WAL_FORMAT_VERSION, 4);
+    header.writeBigUInt64LE(BigInt(firstSeq), 8);
+    await fh.write(header, 0, SEGMENT_HEADER, 0);
+    await fh.sync();
+    await syncDir(this.dir);
+    this.fh = fh;
+    this.size = SEGMENT_HEADER;
+    this.segmentStart = firstSeq;
+  }
+}
+
+async function writeAll(fh: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
+  // writev takes at most IOV_MAX (1024) buffers per call on Linux.
+  let pos = position;
+  for (let i = 0; i < parts.length; i += 512) {
+    const chunk = parts.slice(i, i + 512);
+    const want = chunk.reduce((s, p) => s + p.byteLength, 0);
+    let { bytesWritten } = await fh.writev(chunk, pos);
+    pos += bytesWritten;
+    if (bytesWritten < want) {
+      // Short write: finish the rest one buffer at a time.
+      let skip = bytesWritten;
+      for (const p of chunk) {
+        if (skip >= p.byteLength) {
+          skip -= p.byteLength;
+          continue;
+        }
+        const rest = p.subarray(skip);
+        skip = 0;
+        let off = 0;
+        while (off < rest.byteLength) {
+          ({ bytesWritten } = await fh.write(rest, off, rest.byteLength - off, pos));
+          if (bytesWritten === 0) throw new Error('write made no progress');
+          off += bytesWritten;
+          pos += bytesWritten;
+        }
+      }
+    }
+  }
+}
+
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function encodeRecord(seq: number, b: WalBatch): Uint8Array[] {
+  const n = b.offsets.length - 1;
+  const key = Buffer.from(b.key, 'utf8');
+  const vecBytes = b.vectors.byteLength;
+  const offBytes = b.offsets.byteLength;
+  const payload = vecBytes + offBytes + b.blob.byteLength + key.byteLength;
+  const total = Math.ceil((RECORD_HEADER + payload) / 8) * 8;
+  const h = Buffer.alloc(RECORD_HEADER);
+  h.writeUInt32LE(RECORD_MAGIC, 0);
+  h.writeUInt32LE(total, 8);
+  h.writeUInt32LE(TYPE_ADD, 12);
+  h.writeBigUInt64LE(BigInt(seq), 16);
+  h.writeUInt32LE(n, 24);
+  h.writeUInt32LE(b.dim, 28);
+  h.writeUInt32LE(vecBytes, 32);
+  h.writeUInt32LE(b.blob.byteLength, 36);
+  h.writeUInt32LE(key.byteLength, 40);
+  const vec = new Uint8Array(b.vectors.buffer, b.vectors.byteOffset, vecBytes);
+  const off = new Uint8Array(b.offsets.buffer, b.offsets.byteOffset, offBytes);
+  const pad = new Uint8Array(total - RECORD_HEADER - payload);
+  let crc = crc32(h.subarray(8));
+  for (const p of [vec, off, b.blob, key, pad]) crc = crc32(p, crc);
+  h.writeUInt32LE(crc, 4);
+  return [h, vec, off, b.blob, key, pad].filter((p) => p.byteLength > 0);
+}
+
+export async function listSegments(dir: string): Promise<Array<{ name: string; start: number }>> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  return names
+    .map((name) => ({ name, m: /^wal-(\d{16})\.log$/.exec(name) }))
+    .filter((x) => x.m)
+    .map((x) => ({ name: x.name, start: Number(x.m![1]) }))
+    .sort((a, b) => a.start - b.start);
+}
+
+export interface ReplayReport {
+  records: number;
+  lastSeq: number;
+  /** What was skipped and why (torn tails, corrupt records). */
+  skipped: string[];
+}
+
+/**
+ * Reads every record with seq > afterSeq, in order, streaming (records are read one at a
+ * time, never a whole segment). Stops at the first torn or corrupt record of a segment:
+ * only the tail of a log can be torn by a crash; the rest of that segment is reported.
+ */
+export async function replayWal(dir: string, afterSeq: number, onRecord: (r: WalRecord) => void): Promise<ReplayReport> {
+  const report: ReplayReport = { records: 0, lastSeq: afterSeq, skipped: [] };
+  for (const seg of await listSegments(dir)) {
+    const fh = await open(join(dir, seg.name), 'r');
+    try {
+      const { size } = await fh.stat();
+      const head = Buffer.alloc(SEGMENT_HEADER);
+      const { bytesRead } = await fh.read(head, 0, SEGMENT_HEADER, 0);
+      if (bytesRead < SEGMENT_HEADER || head.readUInt32LE(0) !== SEGMENT_MAGIC) {
+        report.skipped.push(`${seg.name}: no valid segment header (${size} bytes), skipped`);
+        continue;
+      }
+      if (head.readUInt32LE(4) > WAL_FORMAT_VERSION) {
+        throw new StorageError(`${seg.name}: WAL format ${head.readUInt32LE(4)} is newer than this dfaiss reads (${WAL_FORMAT_VERSION}); upgrade dfaiss`);
+      }
+      let pos = SEGMENT_HEADER;
+      while (pos < size) {
+        const problem = await readRecordAt(fh, pos, size);
+        if (typeof problem === 'string') {
+          report.skipped.push(`${seg.name} @${pos}: ${problem}; ignored ${size - pos} bytes from there`);
+          break;
+        }
+        const { record, total } = problem;
+        pos += total;
+        if (record.seq <= report.lastSeq) continue;
+        onRecord(record);
+        report.records++;
+        report.lastSeq = record.seq;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return report;
+}
+
+async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<{ record: WalRecord; total: number } | string> {
+  if (size - pos < RECORD_HEADER) return 'torn record header';
+  const h = Buffer.alloc(RECORD_HEADER);
+  await fh.read(h, 0, RECORD_HEADER, pos);
+  if (h.readUInt32LE(0) !== RECORD_MAGIC) return 'bad record magic';
+  const total = h.readUInt32LE(8);
+  if (total < RECORD_HEADER || total % 8 !== 0 || total > MAX_RECORD_BYTES) return `bad record length ${total}`;
+  if (pos + total > size) return 'torn record (file ends inside it)';
+  const body = Buffer.alloc(total - RECORD_HEADER);
+  await fh.read(body, 0, body.byteLength, pos + RECORD_HEADER);
+  let crc = crc32(h.subarray(8));
+  crc = crc32(body, crc);
+  if (crc !== h.readUInt32LE(4)) return 'checksum mismatch';
+  if (h.readUInt32LE(12) !== TYPE_ADD) return `unknown record type ${h.readUInt32LE(12)}`;
+  const seq = Number(h.readBigUInt64LE(16));
+  const n = h.readUInt32LE(24);
+  const dim = h.readUInt32LE(28);
+  const vecBytes = h.readUInt32LE(32);
+  const blobBytes = h.readUInt32LE(36);
+  const keyBytes = h.readUInt32LE(40);
+  const offBytes = (n + 1) * 4;
+  if (vecBytes !== n * dim * 4 || vecBytes + offBytes + blobBytes + keyBytes > body.byteLength) return 'inconsistent record sizes';
+  // body is a fresh, 8-aligned allocation of its own (Buffer.alloc never pools), so views are safe
+  const vectors = new Float32Array(body.buffer, body.byteOffset, n * dim);
+  const offsets = new Uint32Array(body.buffer, body.byteOffset + vecBytes, n + 1);
+  const blob = body.subarray(vecBytes + offBytes, vecBytes + offBytes + blobBytes);
+  const key = body.toString('utf8', vecBytes + offBytes + blobBytes, vecBytes + offBytes + blobBytes + keyBytes);
+  return { record: { seq, vectors, dim, blob, offsets, key }, total };
+}
