@@ -1,8 +1,73 @@
-/** `dfaiss launch slurm` (being written). */
+/** `dfaiss launch slurm`: submit one SLURM job whose tasks are the index servers. */
 import type { Command } from 'commander';
+import { DEFAULT_BASE_PORT, launchSlurm, planSlurmJob, renderBatchScript, type SlurmLaunchOptions } from '../launch/slurm.js';
+import { intArg } from './args.js';
+
+interface Opts {
+  logDir: string;
+  discoveryConfig: string;
+  saveDir: string;
+  numServers: number;
+  numServersPerNode: number;
+  memGb: number;
+  cpusPerNode: number;
+  partition: string;
+  timeoutMin: number;
+  basePort: number;
+  loadIndex: boolean;
+  comment?: string;
+  host: string;
+  threadsPerServer?: number;
+  dryRun: boolean;
+}
 
 export function registerLaunchSlurm(launch: Command): void {
-  launch.command('slurm').description('(not implemented yet)').action(() => {
-    throw new Error('dfaiss launch slurm is not implemented yet');
-  });
+  launch
+    .command('slurm')
+    .description('submit one SLURM job running the index servers (one srun task each); clients find them through the discovery file')
+    .requiredOption('--log-dir <dir>', 'folder for the job logs: <jobid>_<task>.out/.err per server')
+    .requiredOption('--discovery-config <file>', 'discovery file on a shared file system (rewritten: count line, then one line per server)')
+    .option('--save-dir <dir>', 'storage root of the servers (shared or node-local)', 'distributed_faiss_storage')
+    .requiredOption('--num-servers <n>', 'how many servers to run', intArg('--num-servers', 1))
+    .option('--num-servers-per-node <n>', 'servers per node (tasks per node)', intArg('--num-servers-per-node', 1), 10)
+    .option('--mem-gb <n>', 'memory per node in GB (sbatch --mem)', intArg('--mem-gb', 1), 8)
+    .option('--cpus-per-node <n>', 'CPUs per node; each server gets floor(cpus / servers per node)', intArg('--cpus-per-node', 1), 32)
+    .requiredOption('--partition <name>', 'SLURM partition')
+    .option('--timeout-min <n>', 'job time limit in minutes', intArg('--timeout-min', 1), 60)
+    .option('--base-port <n>', 'port of the first server on each node; others use base + local rank', intArg('--base-port', 1, 65535), DEFAULT_BASE_PORT)
+    .option('--load-index', 'servers load their saved indexes before serving', false)
+    .option('--comment <text>', 'sbatch --comment')
+    .option('--host <addr>', 'interface the servers bind (their hostname goes into the discovery file when 0.0.0.0)', '0.0.0.0')
+    .option('--threads-per-server <n>', 'FAISS threads per server (default: cpus per node / servers per node)', intArg('--threads-per-server', 1, 1024))
+    .option('--dry-run', 'print the batch script and exit without submitting', false)
+    .action(async (opts: Opts) => {
+      const launchOpts: SlurmLaunchOptions = {
+        logDir: opts.logDir,
+        discoveryConfig: opts.discoveryConfig,
+        saveDir: opts.saveDir,
+        numServers: opts.numServers,
+        numServersPerNode: opts.numServersPerNode,
+        memGb: opts.memGb,
+        cpusPerNode: opts.cpusPerNode,
+        partition: opts.partition,
+        timeoutMin: opts.timeoutMin,
+        basePort: opts.basePort,
+        loadIndex: opts.loadIndex,
+        comment: opts.comment,
+        host: opts.host,
+        threadsPerServer: opts.threadsPerServer,
+      };
+      if (opts.dryRun) {
+        process.stdout.write(renderBatchScript(planSlurmJob(launchOpts)));
+        return;
+      }
+      const job = await launchSlurm(launchOpts);
+      const p = job.plan;
+      console.log(`submitted job ${job.jobId}: ${p.ntasks} servers on ${p.nodes} node(s) of partition ${p.partition}, ports ${p.basePort}+`);
+      console.log(`  discovery file: ${p.discoveryConfig}`);
+      console.log(`  server logs:    ${job.logPattern}`);
+      console.log(`  job log:        ${p.logDir}/${job.jobId}_batch.{out,err}`);
+      console.log(`  stop with:      scancel ${job.jobId}`);
+      // The first stdout line alone, for scripts: JOBID=$(dfaiss launch slurm ... | head -1 | awk '{print $3}' | tr -d :)
+    });
 }

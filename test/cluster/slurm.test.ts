@@ -1,0 +1,218 @@
+// `dfaiss launch slurm` against a real single-node Slurm (scripts/slurm-setup.sh installs and
+// starts it when missing): submit, discover, index, search, scancel, and check the servers
+// are gone. Skipped, with the reason on stderr, only where Slurm cannot be installed or
+// started; DFAISS_REQUIRE_SLURM=1 turns that skip into a failure.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IndexClient, IndexState } from '../../src/index.js';
+import { CLI } from '../helpers/cluster.js';
+
+const SETUP = new URL('../../scripts/slurm-setup.sh', import.meta.url).pathname;
+
+let partition = '';
+let skipReason = '';
+let dir = '';
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'dfaiss-slurm-'));
+  const t0 = Date.now();
+  const res = spawnSync('bash', [SETUP], { encoding: 'utf8', timeout: 240_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const m = /^partition=(.+)$/m.exec(res.stdout ?? '');
+  if (res.status === 0 && m) {
+    partition = m[1]!.trim();
+    process.stderr.write(`[slurm test] Slurm ready in ${((Date.now() - t0) / 1000).toFixed(1)} s, partition ${partition}\n`);
+    return;
+  }
+  const why = res.error ? res.error.message : `exit code ${res.status}`;
+  const tail = (res.stderr ?? '').trim().split('\n').slice(-5).join(' | ');
+  skipReason = `Slurm is not available here (scripts/slurm-setup.sh: ${why}): ${tail}`;
+  if (process.env.DFAISS_REQUIRE_SLURM === '1') throw new Error(skipReason);
+  process.stderr.write(`[slurm test] SKIPPING the SLURM launcher tests: ${skipReason}\n`);
+});
+
+after(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const res = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
+}
+
+function sbatchLine(script: string, opt: string): string | undefined {
+  return new RegExp(`^#SBATCH --${opt}=(.*)$`, 'm').exec(script)?.[1];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Two consecutive free loopback ports (the two servers of one node use base and base + 1). */
+async function freePortPair(): Promise<number> {
+  const listen = (port: number) =>
+    new Promise<import('node:net').Server | null>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(null));
+      s.listen(port, '127.0.0.1', () => resolve(s));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const a = await listen(0);
+    if (!a) continue;
+    const port = (a.address() as import('node:net').AddressInfo).port;
+    const b = port < 65535 ? await listen(port + 1) : null;
+    await new Promise((r) => a.close(r));
+    if (b) {
+      await new Promise((r) => b.close(r));
+      return port;
+    }
+  }
+  throw new Error('no two consecutive free ports found');
+}
+
+/** The job's state from squeue; '' once Slurm no longer lists it as pending/running/completing. */
+function jobState(jobId: string): string {
+  const res = spawnSync('squeue', ['-h', '-j', jobId, '-o', '%T'], { encoding: 'utf8', timeout: 10_000 });
+  return res.status === 0 ? res.stdout.trim() : '';
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('--dry-run prints the batch script: 64 servers, 32 per node -> 2 nodes, cpus per task from cpus per node', () => {
+  const res = cli([
+    'launch', 'slurm', '--dry-run',
+    '--log-dir', join(dir, 'logs'), '--discovery-config', join(dir, 'dry.txt'), '--save-dir', join(dir, 'data'),
+    '--num-servers', '64', '--num-servers-per-node', '32', '--cpus-per-node', '80', '--mem-gb', '400',
+    '--partition', 'dev', '--timeout-min', '4320', '--base-port', '12033', '--comment', 'my run', '--load-index',
+  ]);
+  assert.equal(res.status, 0, res.stderr);
+  const s = res.stdout;
+  assert.match(s, /^#!\/bin\/bash\n/);
+  assert.equal(sbatchLine(s, 'nodes'), '2');
+  assert.equal(sbatchLine(s, 'ntasks'), '64');
+  assert.equal(sbatchLine(s, 'ntasks-per-node'), '32');
+  assert.equal(sbatchLine(s, 'cpus-per-task'), '2'); // floor(80 / 32)
+  assert.equal(sbatchLine(s, 'mem'), '400G');
+  assert.equal(sbatchLine(s, 'partition'), 'dev');
+  assert.equal(sbatchLine(s, 'time'), '4320');
+  assert.equal(sbatchLine(s, 'comment'), '"my run"');
+  assert.equal(sbatchLine(s, 'output'), `"${join(dir, 'logs')}/%j_batch.out"`);
+  assert.match(s, /srun \\\n {2}--cpus-per-task=2 \\\n/);
+  assert.ok(s.includes(`--output=${join(dir, 'logs')}/%j_%t.out`));
+  assert.ok(s.includes('--rank "$SLURM_PROCID" --port "$((12033 + SLURM_LOCALID))"'));
+  assert.ok(s.includes(`${process.execPath} ${CLI} server`));
+  assert.match(s, /--host 0\.0\.0\.0 \\\n/);
+  assert.match(s, /--threads 2 \\\n/); // default: cpus per task
+  assert.match(s, /--load-index\n/);
+  assert.equal(existsSync(join(dir, 'dry.txt')), false, 'a dry run writes nothing');
+
+  // 5 servers, 2 per node: 3 nodes, at most 2 tasks each; explicit threads.
+  const odd = cli([
+    'launch', 'slurm', '--dry-run', '--log-dir', 'logs', '--discovery-config', 'd.txt', '--num-servers', '5',
+    '--num-servers-per-node', '2', '--cpus-per-node', '5', '--partition', 'p', '--threads-per-server', '4',
+  ]);
+  assert.equal(odd.status, 0, odd.stderr);
+  assert.equal(sbatchLine(odd.stdout, 'nodes'), '3');
+  assert.equal(sbatchLine(odd.stdout, 'ntasks'), '5');
+  assert.equal(sbatchLine(odd.stdout, 'cpus-per-task'), '2');
+  assert.match(odd.stdout, /--threads 4\n/);
+  assert.match(odd.stdout, /--port "\$\(\(12032 \+ SLURM_LOCALID\)\)"/); // the original's default port
+
+  const bad = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '4', '--num-servers-per-node', '4', '--cpus-per-node', '2', '--partition', 'p']);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /cpusPerNode/);
+});
+
+test('launch slurm on a real Slurm: servers discovered, index + search, scancel stops them', async (t) => {
+  if (skipReason) {
+    t.skip(skipReason);
+    return;
+  }
+  const t0 = Date.now();
+  const logDir = join(dir, 'logs');
+  const discovery = join(dir, 'discovery.txt');
+  const saveDir = join(dir, 'data');
+  const basePort = await freePortPair();
+  const res = cli([
+    'launch', 'slurm',
+    '--log-dir', logDir, '--discovery-config', discovery, '--save-dir', saveDir,
+    '--num-servers', '2', '--num-servers-per-node', '2', '--cpus-per-node', '2', '--mem-gb', '1',
+    '--partition', partition, '--timeout-min', '5', '--base-port', String(basePort), '--host', '127.0.0.1',
+    '--comment', 'dfaiss slurm test',
+  ]);
+  assert.equal(res.status, 0, `launch failed: ${res.stderr}`);
+  const jobId = /submitted job (\d+)/.exec(res.stdout)?.[1];
+  assert.ok(jobId, res.stdout);
+  assert.ok(res.stdout.includes(`${logDir}/${jobId}_<task>`), 'prints where the logs go');
+  let client: IndexClient | undefined;
+  try {
+    assert.equal(readFileSync(discovery, 'utf8').split('\n')[0], '2');
+    client = await IndexClient.connect(discovery, { discoveryTimeoutMs: 30_000 });
+    assert.equal(client.numServers, 2);
+    const listed = readFileSync(discovery, 'utf8').trim().split('\n').slice(1).sort();
+    assert.deepEqual(listed, [`127.0.0.1,${basePort}`, `127.0.0.1,${basePort + 1}`]);
+
+    // What Slurm actually allocated.
+    const show = spawnSync('scontrol', ['show', 'job', jobId], { encoding: 'utf8' }).stdout;
+    assert.match(show, /NumNodes=1 /);
+    assert.match(show, /NumTasks=2 /);
+    assert.match(show, /CPUs\/Task=1 /);
+    assert.match(show, /MinMemoryNode=1G/);
+    assert.match(show, /TimeLimit=00:05:00/);
+    assert.match(show, new RegExp(`Partition=${partition}\\b`));
+    assert.match(show, /Comment=dfaiss slurm test/);
+
+    // Index and search across both servers.
+    const dim = 16;
+    await client.createIndex('slurm', { indexBuilderType: 'flat', dim, metric: 'l2' });
+    const rows = Array.from({ length: 200 }, (_, i) => Array.from({ length: dim }, (_, j) => Math.sin(i * 7.1 + j)));
+    for (let b = 0; b < 4; b++) {
+      const part = rows.slice(b * 50, (b + 1) * 50);
+      await client.addIndexData('slurm', part, part.map((_, i) => ({ doc: b * 50 + i })));
+    }
+    await client.syncTrain('slurm');
+    const end = Date.now() + 20_000;
+    while ((await client.getState('slurm')) !== IndexState.TRAINED || (await client.getNtotal('slurm')) < 200) {
+      assert.ok(Date.now() < end, 'index not TRAINED with 200 vectors within 20 s');
+      await sleep(50);
+    }
+    const hits = await client.search('slurm', [rows[17]!, rows[123]!], 3);
+    assert.deepEqual(hits.metadata[0]![0], { doc: 17 });
+    assert.deepEqual(hits.metadata[1]![0], { doc: 123 });
+    assert.ok(hits.scores[0]![0]! < 1e-6);
+    await client.close();
+    client = undefined;
+
+    // The servers' PIDs, from their 'listening' line in the per-task logs.
+    const pids = [0, 1].map((task) => {
+      const line = readFileSync(join(logDir, `${jobId}_${task}.out`), 'utf8').split('\n').find((l) => l.includes('"event":"listening"'));
+      assert.ok(line, `no listening line in ${jobId}_${task}.out`);
+      return (JSON.parse(line) as { pid: number }).pid;
+    });
+    assert.ok(pids.every(alive));
+
+    const tCancel = Date.now();
+    assert.equal(spawnSync('scancel', [jobId]).status, 0);
+    for (let i = 0; i < 150 && jobState(jobId) !== ''; i++) await sleep(200);
+    assert.equal(jobState(jobId), '', 'the job is still listed 30 s after scancel');
+    for (let i = 0; i < 100 && pids.some(alive); i++) await sleep(100);
+    assert.deepEqual(pids.filter(alive), [], 'server processes outlived scancel');
+    process.stderr.write(
+      `[slurm test] submit -> searched -> cancelled in ${((Date.now() - t0) / 1000).toFixed(1)} s (scancel -> gone ${((Date.now() - tCancel) / 1000).toFixed(1)} s)\n`,
+    );
+    // Each server shut down gracefully on the SIGTERM Slurm sends.
+    for (const task of [0, 1]) assert.match(readFileSync(join(logDir, `${jobId}_${task}.err`), 'utf8'), /shutting down/);
+  } finally {
+    await client?.close().catch(() => undefined);
+    if (jobState(jobId) !== '') spawnSync('scancel', [jobId]);
+  }
+});
