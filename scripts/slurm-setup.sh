@@ -31,7 +31,7 @@ STATEDIR=/var/lib/slurm
 ready() { # the node answers and is idle or already running something (mixed/allocated)
   local state
   state=$(timeout 5 sinfo -h -N -o '%t' 2>/dev/null | head -n1) || return 1
-  [[ $state =~ ^(idle|mix|alloc) ]]
+  [[ $state =~ ^(idle|mix|mixed|alloc|allocated)$ ]]
 }
 
 pid_alive() { # pidfile: true when its process runs and is the daemon named like the file

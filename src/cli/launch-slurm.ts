@@ -57,11 +57,21 @@ export function registerLaunchSlurm(launch: Command): void {
         host: opts.host,
         threadsPerServer: opts.threadsPerServer,
       };
-      if (opts.dryRun) {
-        process.stdout.write(renderBatchScript(planSlurmJob(launchOpts)));
+      let job;
+      try {
+        if (opts.dryRun) {
+          process.stdout.write(renderBatchScript(planSlurmJob(launchOpts)));
+          return;
+        }
+        job = await launchSlurm(launchOpts);
+      } catch (err) {
+        // Bad options and sbatch refusals (EnforcePartLimits) are the user's to fix: no stack.
+        const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|threadsPerServer|logDir|discoveryConfig|saveDir|jobName)\b/g;
+        console.error(`dfaiss launch slurm: ${(err as Error).message.replace(fields, flag)}`);
+        process.exitCode = 1;
         return;
       }
-      const job = await launchSlurm(launchOpts);
       const p = job.plan;
       console.log(`submitted job ${job.jobId}: ${p.ntasks} servers on ${p.nodes} node(s) of partition ${p.partition}, ports ${p.basePort}+`);
       console.log(`  discovery file: ${p.discoveryConfig}`);

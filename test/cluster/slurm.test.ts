@@ -30,7 +30,7 @@ before(() => {
   }
   const why = res.error ? res.error.message : `exit code ${res.status}`;
   const tail = (res.stderr ?? '').trim().split('\n').slice(-5).join(' | ');
-  skipReason = `Slurm is not available here (scripts/slurm-setup.sh: ${why}): ${tail}`;
+  skipReason = `Slurm is not available here (scripts/slurm-setup.sh: ${why})${tail ? `: ${tail}` : ''}`;
   if (process.env.DFAISS_REQUIRE_SLURM === '1') throw new Error(skipReason);
   process.stderr.write(`[slurm test] SKIPPING the SLURM launcher tests: ${skipReason}\n`);
 });
@@ -129,7 +129,7 @@ test('--dry-run prints the batch script: 64 servers, 32 per node -> 2 nodes, cpu
 
   const bad = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '4', '--num-servers-per-node', '4', '--cpus-per-node', '2', '--partition', 'p']);
   assert.notEqual(bad.status, 0);
-  assert.match(bad.stderr, /cpusPerNode/);
+  assert.match(bad.stderr, /invalid --cpus-per-node: expected at least --num-servers-per-node \(4\)/);
 });
 
 test('launch slurm on a real Slurm: servers discovered, index + search, scancel stops them', async (t) => {
@@ -215,4 +215,20 @@ test('launch slurm on a real Slurm: servers discovered, index + search, scancel 
     await client?.close().catch(() => undefined);
     if (jobState(jobId) !== '') spawnSync('scancel', [jobId]);
   }
+});
+
+test('an impossible request fails at submit with sbatch\'s reason (EnforcePartLimits), not a job pending forever', (t) => {
+  if (skipReason) {
+    t.skip(skipReason);
+    return;
+  }
+  const before = spawnSync('squeue', ['-h', '-o', '%i'], { encoding: 'utf8' }).stdout.trim();
+  // One server per node on a one-node partition: two nodes.
+  const res = cli([
+    'launch', 'slurm', '--log-dir', join(dir, 'logs2'), '--discovery-config', join(dir, 'd2.txt'), '--save-dir', join(dir, 'data2'),
+    '--num-servers', '2', '--num-servers-per-node', '1', '--cpus-per-node', '1', '--mem-gb', '1', '--partition', partition, '--timeout-min', '1',
+  ]);
+  assert.equal(res.status, 1, res.stderr);
+  assert.match(res.stderr, /^dfaiss launch slurm: sbatch failed \(exit code 1\): .*(Node count specification invalid|node configuration is not available)/s);
+  assert.equal(spawnSync('squeue', ['-h', '-o', '%i'], { encoding: 'utf8' }).stdout.trim(), before, 'no job was queued');
 });
