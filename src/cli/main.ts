@@ -3,6 +3,8 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { registerLaunchCommand } from './launch.js';
+import { registerLoadCommand } from './load.js';
+import { registerOpsCommands } from './ops.js';
 import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
@@ -24,6 +26,8 @@ export function buildProgram(): Command {
 
   registerServerCommand(program);
   registerLaunchCommand(program);
+  registerLoadCommand(program);
+  registerOpsCommands(program);
   return program;
 }
 

@@ -1,0 +1,208 @@
+/**
+ * Operating commands against a running cluster, found through its discovery file:
+ * `dfaiss status`, `dfaiss search`, `dfaiss save`, `dfaiss drop`.
+ */
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
+import { parseDiscovery, type ServerAddress } from '../client/discovery.js';
+import { prng } from '../datasets/synthetic.js';
+import { DfaissError, ValidationError } from '../errors.js';
+import { VectorFile } from '../loader/vector-file.js';
+import { fp16ToFp32 } from '../native/index.js';
+import { intArg } from './args.js';
+import { formatBytes, indexIdArg, run, secondsArg, table } from './common.js';
+
+interface IndexInfo {
+  state?: string;
+  ntotal?: number;
+  buffered?: number;
+  total?: number;
+  dim?: number;
+  metric?: string;
+}
+
+export interface ServerStatusRow {
+  address: ServerAddress;
+  up: boolean;
+  error?: string;
+  rank?: number;
+  threads?: number;
+  rssBytes?: number;
+  heapBytes?: number;
+  indexes?: Record<string, IndexInfo>;
+}
+
+/** Each listed server's status, asked one by one with short deadlines: a down server is a row, not a failure. */
+export async function clusterStatus(discoveryPath: string, timeoutMs: number): Promise<{ expected: number; servers: ServerStatusRow[] }> {
+  let text: string;
+  try {
+    text = await readFile(discoveryPath, 'utf8');
+  } catch (err) {
+    throw new DfaissError(`cannot read discovery file ${discoveryPath}: ${(err as Error).message}`);
+  }
+  const { expected, servers } = parseDiscovery(text, discoveryPath);
+  const rows = await Promise.all(
+    servers.map(async (address): Promise<ServerStatusRow> => {
+      let client: IndexClient | null = null;
+      try {
+        client = await IndexClient.connectTo([address], { connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
+        const [s] = await client.status();
+        const { address: _a, ...rest } = s!;
+        return { address, up: true, ...(rest as Omit<ServerStatusRow, 'address' | 'up'>) };
+      } catch (err) {
+        return { address, up: false, error: (err as Error).message };
+      } finally {
+        await client?.close();
+      }
+    }),
+  );
+  return { expected, servers: rows };
+}
+
+function clientOpts(o: { wait: number; timeout: number }, name: string): IndexClientOptions {
+  return { discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name };
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
+  return value;
+}
+
+export function registerOpsCommands(program: Command): void {
+  program
+    .command('status')
+    .description('per server: rank, address, up/down, memory, and each index\'s state, ntotal and buffered vectors (exit code 2 when a server is down)')
+    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .option('--timeout <sec>', 'deadline per server', secondsArg('--timeout', 0.1), 3)
+    .option('--json', 'print JSON', false)
+    .action(
+      run('status', async (o: { discover: string; timeout: number; json: boolean }) => {
+        const { expected, servers } = await clusterStatus(o.discover, o.timeout * 1000);
+        const missing = Math.max(0, expected - servers.length);
+        const down = servers.filter((s) => !s.up).length;
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify({ expected, missing, up: servers.length - down, down, servers }, jsonReplacer, 2)}\n`);
+        } else {
+          const rows: string[][] = [];
+          for (const s of servers) {
+            const base = [s.rank === undefined ? '?' : String(s.rank), `${s.address.host}:${s.address.port}`, s.up ? 'up' : 'DOWN', s.up ? formatBytes(s.rssBytes ?? NaN) : '-'];
+            const ids = Object.keys(s.indexes ?? {}).sort();
+            if (!s.up || ids.length === 0) rows.push([...base, s.up ? '(none)' : '-', '-', '-', '-']);
+            for (const id of ids) {
+              const i = s.indexes![id]!;
+              rows.push([...base, id, i.state ?? '?', String(i.ntotal ?? '?'), String(i.buffered ?? '?')]);
+            }
+          }
+          process.stdout.write(`${table(['RANK', 'ADDRESS', 'STATUS', 'RSS', 'INDEX', 'STATE', 'NTOTAL', 'BUFFERED'], rows)}\n`);
+          const totals = new Map<string, number>();
+          for (const s of servers) for (const [id, i] of Object.entries(s.indexes ?? {})) totals.set(id, (totals.get(id) ?? 0) + (i.ntotal ?? 0));
+          const summary = [`${servers.length - down}/${expected} servers up`];
+          if (down) summary.push(`${down} down`);
+          if (missing) summary.push(`${missing} not listed in ${o.discover} yet`);
+          for (const [id, n] of [...totals].sort()) summary.push(`${id}: ntotal ${n}`);
+          process.stdout.write(`${summary.join('; ')}\n`);
+          for (const s of servers) if (!s.up) process.stdout.write(`${s.address.host}:${s.address.port} is down: ${s.error}\n`);
+        }
+        if (down > 0 || missing > 0) process.exitCode = 2;
+      }),
+    );
+
+  program
+    .command('search')
+    .description('search an index with queries from a vector file or random vectors; prints a table or JSON')
+    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--index-id <id>', 'index to search', indexIdArg)
+    .option('--queries <file>', 'query vectors: .npy, .fvecs, .bvecs, or raw float32 (the index\'s dimension)')
+    .option('--random <n>', 'n random queries (uniform in [0, 1), like the original load script\'s check)', intArg('--random', 1, 100_000))
+    .option('--nq <n>', 'use at most the first n queries of --queries', intArg('--nq', 1))
+    .option('--seed <n>', 'seed of --random', intArg('--seed', 0), 1)
+    .option('-k, --k <k>', 'hits per query', intArg('-k', 1, 4096), 10)
+    .option('--json', 'print JSON', false)
+    .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
+    .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 0.1), 60)
+    .action(
+      run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; json: boolean; wait: number; timeout: number }) => {
+        if ((o.queries === undefined) === (o.random === undefined)) throw new ValidationError('--queries / --random', 'exactly one of them', undefined);
+        const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-search'));
+        try {
+          const dims = (await client.status()).map((s) => (s.indexes as Record<string, IndexInfo> | undefined)?.[o.indexId]?.dim).filter((d) => d !== undefined);
+          if (dims.length === 0) throw new DfaissError(`unknown index '${o.indexId}': no server has it (see 'dfaiss status')`);
+          const dim = dims[0]!;
+          let queries: Float32Array;
+          if (o.queries) {
+            const file = await VectorFile.open(o.queries, { dim });
+            try {
+              const n = Math.min(file.rows, o.nq ?? file.rows);
+              if (n === 0) throw new DfaissError(`${o.queries} holds no vectors`);
+              const raw = await file.read(0, n, file.allocate(n));
+              queries = raw instanceof Uint16Array ? fp16ToFp32(raw) : raw;
+            } finally {
+              await file.close();
+            }
+          } else {
+            const rand = prng(o.seed);
+            queries = Float32Array.from({ length: o.random! * dim }, () => rand());
+          }
+          const nq = queries.length / dim;
+          const t0 = performance.now();
+          const r = await client.search(o.indexId, queries, o.k);
+          const ms = performance.now() - t0;
+          if (o.json) {
+            const results = r.scores.map((scores, q) => ({ query: q, hits: scores.map((score, i) => ({ score, metadata: r.metadata[q]![i] })) }));
+            process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), results }, jsonReplacer)}\n`);
+          } else {
+            const rows: string[][] = [];
+            r.scores.forEach((scores, q) => scores.forEach((score, i) => rows.push([String(q), String(i + 1), score.toPrecision(6), JSON.stringify(r.metadata[q]![i], jsonReplacer) ?? 'null'])));
+            process.stdout.write(`${table(['QUERY', 'RANK', 'SCORE', 'METADATA'], rows)}\n`);
+            process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers} servers\n`);
+          }
+        } finally {
+          await client.close();
+        }
+      }),
+    );
+
+  program
+    .command('save')
+    .description('save an index on every server (each writes its shard under its storage folder)')
+    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--index-id <id>', 'index to save', indexIdArg)
+    .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
+    .option('--timeout <sec>', 'how long the save may take', secondsArg('--timeout', 1), 3600)
+    .action(
+      run('save', async (o: { discover: string; indexId: string; wait: number; timeout: number }) => {
+        const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-save'));
+        try {
+          const t0 = performance.now();
+          await client.saveIndex(o.indexId);
+          const ntotal = await client.getNtotal(o.indexId);
+          process.stdout.write(`saved '${o.indexId}' on ${client.numServers} servers (ntotal ${ntotal}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+        } finally {
+          await client.close();
+        }
+      }),
+    );
+
+  program
+    .command('drop')
+    .description('drop an index: removes it from memory and deletes its saved files on every server')
+    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--index-id <id>', 'index to drop', indexIdArg)
+    .option('--yes', 'really delete it (required)', false)
+    .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
+    .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 1), 600)
+    .action(
+      run('drop', async (o: { discover: string; indexId: string; yes: boolean; wait: number; timeout: number }) => {
+        if (!o.yes) throw new ValidationError('--yes', `to be given: dropping '${o.indexId}' deletes it from memory and disk on every server`, undefined);
+        const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-drop'));
+        try {
+          await client.dropIndex(o.indexId);
+          process.stdout.write(`dropped '${o.indexId}' on ${client.numServers} servers\n`);
+        } finally {
+          await client.close();
+        }
+      }),
+    );
+}
