@@ -37,7 +37,7 @@ export interface LoadOptions {
   cfg: IndexCfg | null;
   /** Load the saved index first (servers without a saved shard start empty). @default false */
   loadIndex?: boolean;
-  /** Rows per batch. @default 1000 */
+  /** Rows per batch (smaller when the whole load is under servers x batchSize). @default 1000 */
   batchSize?: number;
   /** First row. @default 0 */
   start?: number;
@@ -108,6 +108,9 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   if (opts.limit !== undefined && (!Number.isSafeInteger(opts.limit) || opts.limit < 0)) throw new ValidationError('--limit', 'a non-negative number of rows', opts.limit);
   const end = opts.limit === undefined ? file.rows : Math.min(file.rows, start + opts.limit);
   const total = end - start;
+  // A load smaller than servers x batch size still reaches every server (a shard that got
+  // nothing cannot be trained).
+  const rowsPerBatch = Math.max(1, Math.min(batchSize, Math.ceil(total / client.numServers)));
   const inFlight = Math.max(1, opts.inFlight ?? 2 * client.numServers);
   const trainTimeoutMs = opts.trainTimeoutMs ?? 86_400_000;
 
@@ -145,10 +148,10 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
     if (failure || opts.signal?.aborted) break;
     let buffer = free.pop();
     if (!buffer) {
-      buffer = file.allocate(Math.min(batchSize, total));
+      buffer = file.allocate(rowsPerBatch);
       allocated++;
     }
-    const count = Math.min(batchSize, end - next);
+    const count = Math.min(rowsPerBatch, end - next);
     const rows = await file.read(next, count, buffer);
     const metadata = Array.from({ length: count }, (_, i) => next + i);
     const entry: Pending = { start: next, count, buffer, settled: false, error: null, promise: Promise.resolve() };
