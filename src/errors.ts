@@ -73,6 +73,14 @@ export class StorageError extends DfaissError {
   override readonly code: string = 'STORAGE';
 }
 
+/**
+ * Authentication failed: wrong or missing shared secret, a server that cannot prove it knows
+ * the secret, or a TLS certificate the other side does not trust. Not worth retrying as is.
+ */
+export class AuthError extends DfaissError {
+  override readonly code: string = 'AUTH';
+}
+
 /** A server reported an error that has no more specific class here. */
 export class RemoteError extends DfaissError {
   override readonly code: string = 'REMOTE';

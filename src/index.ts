@@ -21,6 +21,11 @@ export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, IndexSpec, Tr
 
 export { IndexClient } from './client/index-client.js';
 export type { AddOptions, IndexClientOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
+export type { ClientSecurityOptions } from './client/security-options.js';
+export type { ServerSecurityOptions } from './server/security-options.js';
+export { readSecretFile } from './protocol/auth.js';
+export type { Secret } from './protocol/auth.js';
+export type { PemSource, TlsClientOptions, TlsServerOptions } from './protocol/tls.js';
 export { parseDiscovery, readDiscovery } from './client/discovery.js';
 export type { DiscoveryOptions, ServerAddress } from './client/discovery.js';
 export { IndexServer } from './server/index-server.js';
@@ -28,6 +33,7 @@ export type { IndexServerOptions, IndexServerStartOptions } from './server/index
 export { IndexState, aggregateStates } from './shard/state.js';
 
 export {
+  AuthError,
   ConnectionError,
   DfaissError,
   FaissError,

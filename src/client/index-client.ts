@@ -12,8 +12,9 @@ import { decodeMetadataItem, encodeMetadata, offsetsBytes, offsetsView } from '.
 import { aggregateStates, type IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from './discovery.js';
 import { mergeQuery, type ShardHits } from './merge.js';
+import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
 
-export interface IndexClientOptions {
+export interface IndexClientOptions extends ClientSecurityOptions {
   /** How long connect() waits for the discovery file to list every server. @default 7_200_000 (2 h) */
   discoveryTimeoutMs?: number;
   /** Deadline of each call to a server. @default 120_000 */
@@ -90,6 +91,7 @@ export class IndexClient {
       callTimeoutMs: opts.callTimeoutMs ?? 120_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
       clientName: opts.clientName ?? `dfaiss-client-${process.pid}`,
+      ...rpcClientSecurityOptions(opts),
     };
     const settled = await Promise.allSettled(
       addresses.map(async (address) => {

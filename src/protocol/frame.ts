@@ -130,8 +130,14 @@ export function parseHeader(bytes: Uint8Array, offset: number, maxFrameBytes: nu
   const dv = new DataView(bytes.buffer, bytes.byteOffset + offset, HEADER_BYTES);
   const magic = dv.getUint32(0, true);
   if (magic !== FRAME_MAGIC) {
+    // 0x16 0x03: a TLS handshake record (0x15 0x03: a TLS alert).
+    const tls = (bytes[offset] === 0x16 || bytes[offset] === 0x15) && bytes[offset + 1] === 0x03;
     throw new ProtocolError(
-      `bad frame magic 0x${magic.toString(16).padStart(8, '0')} (expected "DFAI"): the peer does not speak the dfaiss protocol or the stream is corrupt`,
+      `bad frame magic 0x${magic.toString(16).padStart(8, '0')} (expected "DFAI"): ${
+        tls
+          ? 'the peer speaks TLS but this side does not (use TLS on both sides: --tls-cert/--tls-key on the server, tls options on the client)'
+          : 'the peer does not speak the dfaiss protocol or the stream is corrupt'
+      }`,
     );
   }
   const frameBytes = dv.getUint32(4, true);

@@ -35,10 +35,23 @@ export { BufferPool, type PoolOptions, type Lease } from './pool.js';
 export { FrameAssembler, type RawFrame, type AssemblerOptions } from './assembler.js';
 export type { Transport, Connection, Listener, ReceivedFrame, ConnectionOptions, ConnectOptions, ListenOptions } from './transport.js';
 export { TcpTransport, SocketConnection, formatHostPort, type TcpTransportOptions } from './tcp.js';
-export { HELLO_METHOD, helloArgsSchema, helloResultSchema, type HelloArgs, type ServerInfo } from './hello.js';
+export { TlsTransport, readPem, explainTlsError, type TlsTransportOptions, type TlsServerOptions, type TlsClientOptions, type PemSource } from './tls.js';
+export {
+  HELLO_METHOD,
+  AUTH_METHOD,
+  HANDSHAKE_METHODS,
+  helloArgsSchema,
+  helloResultSchema,
+  authArgsSchema,
+  authResultSchema,
+  type HelloArgs,
+  type ServerInfo,
+} from './hello.js';
+export { AUTH_SCHEME, MIN_SECRET_BYTES, clientProof, serverProof, newNonce, proofsEqual, readSecretFile, secretBytes, type Secret } from './auth.js';
 export { parseWith, issueToValidationError } from './validate.js';
 export {
   RpcServer,
+  DEFAULT_MAX_CONNECTIONS,
   defineMethod,
   type RpcServerOptions,
   type MethodSpec,

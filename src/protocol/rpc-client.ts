@@ -4,17 +4,28 @@
  * client to the same server (e.g. bulk adds on one, searches on the other) is just another
  * TCP connection, with its own queue and receive buffers.
  */
-import { ConnectionError, DfaissError, ProtocolError, TimeoutError, ValidationError } from '../errors.js';
+import { AuthError, ConnectionError, DfaissError, ProtocolError, TimeoutError, ValidationError } from '../errors.js';
+import { AUTH_SCHEME, clientProof, newNonce, proofsEqual, secretBytes, serverProof, type Secret } from './auth.js';
 import { isRequest } from './codec.js';
 import { errorFromWire } from './errors-wire.js';
 import { DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeFrame, type Attachment, type EncodedFrame } from './frame.js';
-import { HELLO_METHOD, helloResultSchema, type ServerInfo } from './hello.js';
+import { AUTH_METHOD, HANDSHAKE_METHODS, HELLO_METHOD, authResultSchema, helloResultSchema, type ServerInfo } from './hello.js';
 import type { PoolOptions } from './pool.js';
 import { TcpTransport, checkMaxFrameBytes, formatHostPort } from './tcp.js';
+import { TlsTransport, explainTlsError, type TlsClientOptions } from './tls.js';
 import type { Connection, ReceivedFrame, Transport } from './transport.js';
 
 export interface RpcClientOptions {
+  /** Custom transport. Default: TLS when `tls` is given, else plain TCP. */
   transport?: Transport;
+  /** Connect with TLS, verifying the server's certificate (ignored when `transport` is given). */
+  tls?: TlsClientOptions;
+  /**
+   * Shared secret of servers that require authentication (at least 16 bytes). With it, the
+   * client also insists that the server proves it knows the secret, so it refuses servers
+   * without one. The secret itself is never sent.
+   */
+  secret?: Secret;
   /** Deadline for TCP connect plus hello. Default 10 000 ms. */
   connectTimeoutMs?: number;
   /** Default per-call deadline; 0 = none. Default 120 000 ms. */
@@ -25,8 +36,6 @@ export interface RpcClientOptions {
   maxFrameBytes?: number;
   /** Receive-buffer pool for large replies. */
   pool?: PoolOptions;
-  /** Sent in hello; servers ignore it for now (placeholder for authentication). */
-  token?: string;
   /** Sent in hello for the server's logs. */
   clientName?: string;
   /** Override for tests only. */
@@ -83,39 +92,88 @@ export class RpcClient {
   private isClosed = false;
   private readonly closeHandlers: ((reason: Error | undefined) => void)[] = [];
   private readonly closedPromise: Promise<void>;
+  /** For hints in handshake errors. */
+  private usesTls = false;
 
   /** Connects, exchanges hello, and resolves once the server accepted this client. */
   static async connect(host: string, port: number, opts: RpcClientOptions = {}): Promise<RpcClient> {
-    const transport = opts.transport ?? new TcpTransport();
+    const secret = opts.secret === undefined ? undefined : secretBytes(opts.secret);
+    const transport = opts.transport ?? (opts.tls ? new TlsTransport({ client: opts.tls }) : new TcpTransport());
     const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
     const maxFrameBytes = checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
     const started = Date.now();
     const conn = await transport.connect(host, port, { timeoutMs: connectTimeoutMs, maxFrameBytes, pool: opts.pool });
     const client = new RpcClient(conn, formatHostPort(host, port), opts);
+    client.usesTls = transport instanceof TlsTransport;
+    const remaining = (): number => Math.max(1, connectTimeoutMs - (Date.now() - started));
     try {
-      const remaining = Math.max(1, connectTimeoutMs - (Date.now() - started));
+      const clientNonce = secret ? newNonce() : undefined;
       const { result } = await client.enqueue(
         HELLO_METHOD,
-        { version: client.version, token: opts.token, maxFrameBytes, client: opts.clientName },
+        { version: client.version, nonce: clientNonce, maxFrameBytes, client: opts.clientName },
         [],
-        { timeoutMs: remaining },
+        { timeoutMs: remaining() },
       );
       const parsed = helloResultSchema.safeParse(result);
       if (!parsed.success) throw new ProtocolError(`server ${client.remote} sent a malformed hello reply; is it a dfaiss server?`);
-      if (parsed.data.version !== client.version) {
+      const info = parsed.data;
+      if (info.version !== client.version) {
         throw new ProtocolError(
-          `server ${client.remote} speaks protocol version ${parsed.data.version} but this client speaks version ${client.version}: run the same dfaiss version on clients and servers`,
+          `server ${client.remote} speaks protocol version ${info.version} but this client speaks version ${client.version}: run the same dfaiss version on clients and servers`,
         );
       }
-      client.info = parsed.data;
+      if (secret && clientNonce) {
+        await client.authenticate(info, secret, clientNonce, remaining());
+      } else if (info.auth) {
+        throw new AuthError(
+          `server ${client.remote} requires a shared secret: pass { secret } (IndexClient / RpcClient option), or --secret-file / DFAISS_SECRET on the command line`,
+        );
+      }
+      client.info = info;
       return client;
     } catch (err) {
       conn.close();
-      if (err instanceof ProtocolError && !err.message.includes(client.remote)) {
-        throw new ProtocolError(`handshake with ${client.remote} failed: ${err.message}`, { cause: err });
-      }
-      throw err;
+      throw client.handshakeError(err);
     }
+  }
+
+  /** Second handshake step: proves the secret to the server and checks the server's proof. */
+  private async authenticate(info: ServerInfo, secret: Buffer, clientNonce: string, timeoutMs: number): Promise<void> {
+    if (!info.auth) {
+      throw new AuthError(
+        `server ${this.remote} did not ask this client to authenticate, so it cannot prove it knows the shared secret: start it with the same secret (--secret-file / DFAISS_SECRET), or connect without one if the server is meant to be open`,
+      );
+    }
+    if (info.auth.scheme !== AUTH_SCHEME) {
+      throw new AuthError(`server ${this.remote} asks for authentication scheme '${info.auth.scheme}', but this client only knows '${AUTH_SCHEME}': run the same dfaiss version on clients and servers`);
+    }
+    const proof = clientProof(secret, info.auth.nonce, clientNonce, this.version);
+    const { result } = await this.enqueue(AUTH_METHOD, { proof }, [], { timeoutMs });
+    const parsed = authResultSchema.safeParse(result);
+    const expected = serverProof(secret, clientNonce, info.auth.nonce, this.version);
+    if (!parsed.success || !proofsEqual(expected, parsed.data.proof)) {
+      throw new AuthError(
+        `server ${this.remote} could not prove that it knows the shared secret: it is not the server you expect, or it uses a different secret`,
+      );
+    }
+  }
+
+  /** Adds the server's address and, for TLS failures, what to do about them. */
+  private handshakeError(err: unknown): unknown {
+    // The deepest TLS error in the cause chain is the most precise one.
+    let tlsErr: DfaissError | undefined;
+    for (let e: unknown = err; e instanceof Error; e = e.cause) tlsErr = explainTlsError(e, this.remote) ?? tlsErr;
+    if (tlsErr) return tlsErr;
+    if (err instanceof AuthError && !err.message.includes(this.remote)) {
+      return new AuthError(`server ${this.remote} refused this client: ${err.message}`, { cause: err });
+    }
+    if (err instanceof ProtocolError && !err.message.includes(this.remote)) {
+      return new ProtocolError(`handshake with ${this.remote} failed: ${err.message}`, { cause: err });
+    }
+    if (err instanceof ConnectionError && !this.usesTls && /closed by the server|ECONNRESET/.test(err.message)) {
+      return new ConnectionError(`${err.message}; if that server uses TLS, connect with tls options (tls.ca)`, { cause: err });
+    }
+    return err;
   }
 
   private constructor(conn: Connection, remote: string, opts: RpcClientOptions) {
@@ -160,8 +218,8 @@ export class RpcClient {
    * ConnectionError / ProtocolError when the connection is lost.
    */
   call<R = unknown>(method: string, args?: unknown, attachments: readonly Attachment[] = [], opts: CallOptions = {}): Promise<CallResult<R>> {
-    if (method === HELLO_METHOD) {
-      return Promise.reject(new ValidationError('method', `a method other than '${HELLO_METHOD}' (reserved for the handshake)`, method));
+    if (HANDSHAKE_METHODS.includes(method)) {
+      return Promise.reject(new ValidationError('method', `a method other than '${method}' (reserved for the handshake)`, method));
     }
     return this.enqueue(method, args, attachments, opts) as Promise<CallResult<R>>;
   }
@@ -345,6 +403,7 @@ export class RpcClient {
   private lostError(method: string, cause: Error | undefined): DfaissError {
     const why = cause ? `: ${cause.message}` : ' (closed by the server)';
     const message = `connection to server ${this.remote} lost while call '${method}' was pending${why}`;
+    if (cause instanceof AuthError) return new AuthError(message, { cause });
     return cause instanceof ProtocolError ? new ProtocolError(message, { cause }) : new ConnectionError(message, { cause });
   }
 }

@@ -10,18 +10,27 @@
  * reference the request's attachment views.
  */
 import type { z } from 'zod';
-import { ConnectionError, DfaissError, ProtocolError, ValidationError } from '../errors.js';
+import { AuthError, ConnectionError, DfaissError, ProtocolError, ValidationError } from '../errors.js';
+import { AUTH_SCHEME, newNonce, proofsEqual, secretBytes, serverProof, clientProof, type Secret } from './auth.js';
 import { isRequest, type Envelope, type ReplyEnvelope, type RequestEnvelope } from './codec.js';
 import { errorFromWire, errorToWire } from './errors-wire.js';
 import { DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, dtypeOf, encodeFrame, type Attachment, type Dtype, type EncodedFrame } from './frame.js';
-import { HELLO_METHOD, helloArgsSchema, type ServerInfo } from './hello.js';
+import { AUTH_METHOD, HANDSHAKE_METHODS, HELLO_METHOD, authArgsSchema, helloArgsSchema, type ServerInfo } from './hello.js';
 import type { PoolOptions } from './pool.js';
 import { TcpTransport, checkMaxFrameBytes } from './tcp.js';
+import { TlsTransport, type TlsServerOptions } from './tls.js';
 import type { Connection, Listener, ReceivedFrame, Transport } from './transport.js';
 import { parseWith } from './validate.js';
 
-/** Frames before hello are tiny; a stranger must not make us allocate 256 MiB. */
+/** Frames before the handshake completes are tiny; a stranger must not make us allocate 256 MiB. */
 const PRE_HELLO_MAX_FRAME_BYTES = 64 * 1024;
+/** Default for RpcServerOptions.maxConnections. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/**
+ * Sockets beyond maxConnections + this are dropped by the transport without a word (e.g. a
+ * flood of unfinished TLS handshakes); up to there, extra connections get a goodbye saying why.
+ */
+const HARD_CONNECTION_HEADROOM = 64;
 
 export interface CallContext {
   readonly method: string;
@@ -84,13 +93,22 @@ export interface RpcServerOptions {
   rank?: number;
   /** Reported in hello, e.g. ['gpu', 'fp16']. */
   capabilities?: readonly string[];
+  /** Custom transport. Default: TLS when `tls` is given, else plain TCP. */
   transport?: Transport;
-  /** Largest request frame accepted after hello. Default 256 MiB. */
+  /** Serve TLS with these certificate files (ignored when `transport` is given). */
+  tls?: TlsServerOptions;
+  /**
+   * Require every client to prove it knows this shared secret (HMAC challenge-response in
+   * the handshake; the secret itself never crosses the wire). At least 16 bytes.
+   */
+  auth?: { secret: Secret };
+  /** Largest request frame accepted after the handshake. Default 256 MiB. */
   maxFrameBytes?: number;
   /** Concurrent requests per connection before it stops reading. Default 32. */
   maxInFlight?: number;
-  /** A connection that sends no hello within this time is closed. Default 10 000 ms. */
+  /** A connection that has not completed hello (and auth) within this time is closed. Also the TLS handshake deadline. Default 10 000 ms. */
   helloTimeoutMs?: number;
+  /** Connections served at once; further ones are closed with a goodbye saying why. 0 = unlimited. Default 1024. */
   maxConnections?: number;
   /** Receive-buffer pool per connection. */
   pool?: PoolOptions;
@@ -111,7 +129,10 @@ export class RpcServer {
   readonly maxFrameBytes: number;
   readonly maxInFlight: number;
   readonly helloTimeoutMs: number;
+  readonly maxConnections: number;
   readonly version: number;
+  /** The shared secret's bytes when clients must authenticate. */
+  readonly secret: Buffer | undefined;
   private readonly opts: RpcServerOptions;
   private listener: Listener | undefined;
   private readonly sessions = new Set<Session>();
@@ -122,14 +143,20 @@ export class RpcServer {
     this.opts = opts;
     this.rank = opts.rank ?? 0;
     this.capabilities = [...(opts.capabilities ?? [])];
-    this.transport = opts.transport ?? new TcpTransport();
     this.maxFrameBytes = checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 32);
     this.helloTimeoutMs = opts.helloTimeoutMs ?? 10_000;
+    this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (!Number.isSafeInteger(this.maxConnections) || this.maxConnections < 0) {
+      throw new RangeError(`maxConnections must be a non-negative integer (0 = unlimited), got ${this.maxConnections}`);
+    }
+    this.secret = opts.auth ? secretBytes(opts.auth.secret, 'auth.secret') : undefined;
+    this.transport =
+      opts.transport ?? (opts.tls ? new TlsTransport({ server: opts.tls, handshakeTimeoutMs: this.helloTimeoutMs }) : new TcpTransport());
     this.version = opts.protocolVersion ?? PROTOCOL_VERSION;
     const methods = new Map<string, MethodSpec<unknown, unknown>>();
     for (const [name, spec] of Object.entries(opts.methods)) {
-      if (name === HELLO_METHOD) throw new RangeError(`method name '${HELLO_METHOD}' is reserved for the handshake`);
+      if (HANDSHAKE_METHODS.includes(name)) throw new RangeError(`method name '${name}' is reserved for the handshake`);
       if (typeof spec?.handler !== 'function' || typeof spec.schema?.safeParse !== 'function') {
         throw new TypeError(`method '${name}' needs {schema: zod schema, handler: function}`);
       }
@@ -144,7 +171,8 @@ export class RpcServer {
     this.listener = await this.transport.listen(host, port, (conn) => this.accept(conn), {
       maxFrameBytes: PRE_HELLO_MAX_FRAME_BYTES,
       pool: this.opts.pool,
-      maxConnections: this.opts.maxConnections,
+      maxConnections: this.maxConnections > 0 ? this.maxConnections + HARD_CONNECTION_HEADROOM : 0,
+      onError: (err, info) => this.report(err, info),
     });
     return { host: this.listener.host, port: this.listener.port };
   }
@@ -185,6 +213,11 @@ export class RpcServer {
     return { version: this.version, rank: this.rank, capabilities: this.capabilities, maxFrameBytes: this.maxFrameBytes };
   }
 
+  /** True when clients must authenticate with the shared secret. */
+  get requiresAuth(): boolean {
+    return this.secret !== undefined;
+  }
+
   report(err: Error, info: { remote: string; method?: string }): void {
     try {
       this.opts.onError?.(err, info);
@@ -198,6 +231,14 @@ export class RpcServer {
       conn.close(new ConnectionError(`server rank ${this.rank} is shutting down`));
       return;
     }
+    if (this.maxConnections > 0 && this.sessions.size >= this.maxConnections) {
+      const err = new ConnectionError(
+        `server rank ${this.rank} already serves ${this.sessions.size} connections, its limit (maxConnections / --max-connections): close idle clients or raise the limit`,
+      );
+      this.report(err, { remote: conn.remote });
+      conn.close(err);
+      return;
+    }
     const session = new Session(this, conn, this.nextConnectionId++);
     this.sessions.add(session);
     session.closed.then(() => this.sessions.delete(session));
@@ -205,7 +246,10 @@ export class RpcServer {
 }
 
 class Session {
-  private helloDone = false;
+  /** Handshake progress: waiting for hello, waiting for auth (secret required), done. */
+  private stage: 'hello' | 'auth' | 'ready' = 'hello';
+  private clientNonce = '';
+  private serverNonce = '';
   private inFlight = 0;
   private paused = false;
   private draining = false;
@@ -231,7 +275,8 @@ class Session {
       });
     });
     this.helloTimer = setTimeout(() => {
-      this.protocolError(`no hello within ${server.helloTimeoutMs} ms of connecting; closing the idle connection`);
+      if (this.stage === 'auth') this.authError(`no auth within ${server.helloTimeoutMs} ms of connecting; closing the connection`);
+      else this.protocolError(`no hello within ${server.helloTimeoutMs} ms of connecting; closing the idle connection`);
     }, server.helloTimeoutMs);
     this.helloTimer.unref();
     conn.onFrame((frame) => this.onFrame(frame));
@@ -267,13 +312,26 @@ class Session {
       this.protocolError(`client sent a reply (id ${env.id}) but clients may only send requests`);
       return;
     }
-    if (!this.helloDone) {
+    if (this.stage === 'hello') {
       if (env.method !== HELLO_METHOD) {
         frame.release();
         this.protocolError(`the first request must be '${HELLO_METHOD}', got '${env.method}'`);
         return;
       }
       this.hello(env, frame);
+      return;
+    }
+    if (this.stage === 'auth') {
+      frame.release();
+      if (env.v !== this.server.version) {
+        this.protocolError(`request uses protocol version ${env.v}, but this connection agreed on ${this.server.version}`);
+        return;
+      }
+      if (env.method !== AUTH_METHOD) {
+        this.authError(`client ${this.conn.remote} sent '${env.method}' before authenticating: this server requires a shared secret`);
+        return;
+      }
+      this.authenticate(env);
       return;
     }
     if (env.v !== this.server.version) {
@@ -286,12 +344,12 @@ class Session {
       this.protocolError(env.id === 0 ? 'request id 0 is reserved' : `request id ${env.id} is already in flight on this connection`);
       return;
     }
-    const spec = env.method === HELLO_METHOD ? undefined : this.server.method(env.method);
+    const spec = HANDSHAKE_METHODS.includes(env.method) ? undefined : this.server.method(env.method);
     if (spec === undefined) {
       frame.release();
       const err =
-        env.method === HELLO_METHOD
-          ? new ProtocolError("'hello' was already exchanged on this connection")
+        HANDSHAKE_METHODS.includes(env.method)
+          ? new ProtocolError(`'${env.method}' was already exchanged on this connection`)
           : new ValidationError('method', `one of: ${this.server.methodNames.join(', ') || '(none)'}`, env.method);
       this.sendReply({ v: this.server.version, id: env.id, ok: false, error: errorToWire(err) }).catch(() => {});
       return;
@@ -373,7 +431,6 @@ class Session {
 
   private hello(env: RequestEnvelope, frame: ReceivedFrame): void {
     frame.release();
-    if (this.helloTimer) clearTimeout(this.helloTimer);
     const version = this.server.version;
     let err: DfaissError | undefined;
     let args: z.infer<typeof helloArgsSchema> | undefined;
@@ -387,19 +444,74 @@ class Session {
         `client ${this.conn.remote} speaks protocol version ${args.version} but this server (rank ${this.server.rank}) speaks version ${version}: run the same dfaiss version on clients and servers`,
       );
     }
+    if (!err && args && this.server.secret && args.nonce === undefined) {
+      err = new AuthError(
+        `server rank ${this.server.rank} requires a shared secret, and the client sent no credentials: pass { secret } (IndexClient / RpcClient option), or --secret-file / DFAISS_SECRET on the command line`,
+      );
+    }
     if (err || !args) {
-      const e = err ?? new ProtocolError('bad hello');
-      this.reported = e;
-      this.server.report(e, { remote: this.conn.remote, method: HELLO_METHOD });
-      // The error reply explains the refusal; close() flushes it before the FIN.
-      this.sendReply({ v: version, id: env.id, ok: false, error: errorToWire(e) }).catch(() => {});
-      this.conn.close();
+      this.refuse(env.id, err ?? new ProtocolError('bad hello'), HELLO_METHOD);
       return;
     }
-    this.helloDone = true;
     if (args.maxFrameBytes !== undefined) this.peerMaxFrameBytes = args.maxFrameBytes;
-    this.conn.setMaxFrameBytes(this.server.maxFrameBytes);
+    if (this.server.secret && args.nonce !== undefined) {
+      // Challenge: the client must prove it knows the secret before anything else.
+      this.stage = 'auth';
+      this.clientNonce = args.nonce;
+      this.serverNonce = newNonce();
+      const result: ServerInfo = { ...this.server.helloInfo(), auth: { scheme: AUTH_SCHEME, nonce: this.serverNonce } };
+      this.sendReply({ v: version, id: env.id, ok: true, result }).catch(() => {});
+      return;
+    }
+    this.ready();
     this.sendReply({ v: version, id: env.id, ok: true, result: this.server.helloInfo() }).catch(() => {});
+  }
+
+  /** Second handshake step: checks the client's proof and answers with the server's. */
+  private authenticate(env: RequestEnvelope): void {
+    const secret = this.server.secret as Buffer;
+    const version = this.server.version;
+    const parsed = authArgsSchema.safeParse(env.args);
+    const expected = clientProof(secret, this.serverNonce, this.clientNonce, version);
+    if (!parsed.success || !proofsEqual(expected, parsed.data.proof)) {
+      this.refuse(
+        env.id,
+        new AuthError(
+          `authentication failed: the client's shared secret does not match the one of server rank ${this.server.rank}; give clients and servers the same secret (--secret-file / DFAISS_SECRET / { secret })`,
+        ),
+        AUTH_METHOD,
+      );
+      return;
+    }
+    this.ready();
+    const result = { proof: serverProof(secret, this.clientNonce, this.serverNonce, version) };
+    this.sendReply({ v: version, id: env.id, ok: true, result }).catch(() => {});
+  }
+
+  /** The handshake is complete: full-size frames from here on. */
+  private ready(): void {
+    this.stage = 'ready';
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.conn.setMaxFrameBytes(this.server.maxFrameBytes);
+  }
+
+  /** Answers a handshake request with an error, logs it, and closes the connection. */
+  private refuse(id: number, e: DfaissError, method: string): void {
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    const logged =
+      e instanceof AuthError ? new AuthError(`client ${this.conn.remote} refused: ${e.message}`) : e;
+    this.reported = logged;
+    this.server.report(logged, { remote: this.conn.remote, method });
+    // The error reply explains the refusal; close() flushes it before the FIN.
+    this.sendReply({ v: this.server.version, id, ok: false, error: errorToWire(e) }).catch(() => {});
+    this.conn.close();
+  }
+
+  private authError(message: string): void {
+    const err = new AuthError(message);
+    this.reported = err;
+    this.server.report(err, { remote: this.conn.remote });
+    this.conn.close(err);
   }
 
   private protocolError(message: string): void {

@@ -1,7 +1,7 @@
 /**
  * The seam between RPC and the byte stream. RpcClient/RpcServer only see these interfaces;
- * TcpTransport implements them over node:net, and a TLS transport can implement them over
- * node:tls (SocketConnection already accepts any net.Socket, tls.TLSSocket included).
+ * TcpTransport implements them over node:net, TlsTransport over node:tls (both wrap their
+ * sockets in SocketConnection).
  */
 import type { DfaissError } from '../errors.js';
 import type { Envelope } from './codec.js';
@@ -36,8 +36,10 @@ export interface ConnectOptions extends ConnectionOptions {
 }
 
 export interface ListenOptions extends ConnectionOptions {
-  /** Refuse connections beyond this many (0 = unlimited). */
+  /** Refuse connections beyond this many (0 = unlimited), silently: a hard cap at the socket level. */
   maxConnections?: number;
+  /** Problems with connections that never reached onConnection (e.g. failed TLS handshakes). */
+  onError?: (err: Error, info: { remote: string }) => void;
 }
 
 export interface Connection {

@@ -17,6 +17,7 @@ import type { Shard } from '../shard/shard.js';
 import { silentLogger, type Logger } from './logger.js';
 import { buildMethods } from './methods.js';
 import { checkIndexId, shardDir } from './paths.js';
+import { rpcSecurityOptions, type ServerSecurityOptions } from './security-options.js';
 
 export interface IndexServerStartOptions {
   /** TCP port; 0 picks a free one (reported by start()). @default 0 */
@@ -29,7 +30,7 @@ export interface IndexServerStartOptions {
   discoveryConfig?: string;
 }
 
-export interface IndexServerOptions {
+export interface IndexServerOptions extends ServerSecurityOptions {
   /**
    * OpenMP/BLAS threads for this server's FAISS calls. Several servers often share a
    * machine, so the default is 1 (measured here: default threads in 4 servers on 2 cores
@@ -61,6 +62,7 @@ export class IndexServer {
     this.threads = opts.threads ?? 1;
     this.rpc = new RpcServer({
       ...opts.rpc,
+      ...rpcSecurityOptions(opts),
       methods: buildMethods(this),
       rank,
       capabilities: ['fp16', 'metadata-blob', 'search-embeddings'],
