@@ -154,7 +154,7 @@ export function registerOpsCommands(program: Command): void {
             process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), results }, jsonReplacer)}\n`);
           } else {
             const rows: string[][] = [];
-            r.scores.forEach((scores, q) => scores.forEach((score, i) => rows.push([String(q), String(i + 1), score.toPrecision(6), JSON.stringify(r.metadata[q]![i], jsonReplacer) ?? 'null'])));
+            r.scores.forEach((scores, q) => scores.forEach((score, i) => rows.push([String(q), String(i + 1), String(Number(score.toPrecision(6))), JSON.stringify(r.metadata[q]![i], jsonReplacer) ?? 'null'])));
             process.stdout.write(`${table(['QUERY', 'RANK', 'SCORE', 'METADATA'], rows)}\n`);
             process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers} servers\n`);
           }
