@@ -38,3 +38,25 @@ export function loadFashionMnist(opts: { dir?: string; trainLimit?: number; test
   const test = readIdxImages(join(dir, 't10k-images-idx3-ubyte.gz'), opts.testLimit);
   return { dim: train.dim, train: train.data, test: test.data };
 }
+
+/** The ten Fashion-MNIST classes, by label. */
+export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'] as const;
+
+/** Reads an IDX1 label file (optionally gzipped): one byte per item. */
+export function readIdxLabels(path: string, limit = Infinity): Uint8Array {
+  let raw = readFileSync(path);
+  if (raw[0] === 0x1f && raw[1] === 0x8b) raw = gunzipSync(raw);
+  const magic = raw.readUInt32BE(0);
+  if (magic !== 0x00000801) throw new Error(`${path}: not an IDX1 ubyte label file (magic 0x${magic.toString(16)})`);
+  const n = Math.min(raw.readUInt32BE(4), limit);
+  return Uint8Array.from(raw.subarray(8, 8 + n));
+}
+
+/** Train and test labels (0-9, see FASHION_MNIST_CLASSES), optionally truncated like loadFashionMnist. */
+export function loadFashionMnistLabels(opts: { dir?: string; trainLimit?: number; testLimit?: number } = {}): { train: Uint8Array; test: Uint8Array } {
+  const dir = opts.dir ?? FASHION_MNIST_DIR;
+  return {
+    train: readIdxLabels(join(dir, 'train-labels-idx1-ubyte.gz'), opts.trainLimit),
+    test: readIdxLabels(join(dir, 't10k-labels-idx1-ubyte.gz'), opts.testLimit),
+  };
+}
