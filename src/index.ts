@@ -30,6 +30,8 @@ export { parseDiscovery, readDiscovery } from './client/discovery.js';
 export type { DiscoveryOptions, ServerAddress } from './client/discovery.js';
 export { IndexServer } from './server/index-server.js';
 export type { IndexServerOptions, IndexServerStartOptions } from './server/index-server.js';
+export { LocalCluster } from './launch/local.js';
+export type { LocalClusterOptions, LocalServerInfo, ServerExitEvent, ServerStatus } from './launch/local.js';
 export { IndexState, aggregateStates } from './shard/state.js';
 
 export {
