@@ -1,6 +1,27 @@
 /** Helpers shared by the client-side commands (load, status, search, save, drop). */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import type { IndexClientOptions } from '../client/index-client.js';
 import { checkIndexId } from '../server/paths.js';
+import { SECRET_ENV, clientSecurityFromCli } from './security.js';
+
+export interface ClientSecurityCliOptions {
+  secretFile?: string;
+  tlsCa?: string;
+  tlsServername?: string;
+}
+
+/** --secret-file, --tls-ca, --tls-servername for commands that connect to servers. */
+export function addClientSecurityOptions(cmd: Command): Command {
+  return cmd
+    .option('--secret-file <file>', `shared secret of servers started with --secret-file (or set ${SECRET_ENV})`)
+    .option('--tls-ca <file>', 'connect with TLS, trusting servers whose certificates this PEM CA signed')
+    .option('--tls-servername <name>', "name to check the servers' TLS certificates against");
+}
+
+/** IndexClient options for the parsed security flags. */
+export function clientSecurity(o: ClientSecurityCliOptions): Pick<IndexClientOptions, 'secret' | 'tls'> {
+  return clientSecurityFromCli(o);
+}
 
 /** Seconds (may be fractional) as milliseconds, for --*-timeout style flags. */
 export function secondsArg(flag: string, min = 0): (value: string) => number {

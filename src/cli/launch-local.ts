@@ -4,11 +4,13 @@
  * ({"event":"ready"|"exit"|"up"|"stopped", ...}) for scripts and tests.
  */
 import { Option, type Command } from 'commander';
+import { resolve } from 'node:path';
 import { defaultThreadsPerServer, LocalCluster } from '../launch/local.js';
 import { createLogger } from '../server/logger.js';
 import { intArg } from './args.js';
+import { addServerSecurityOptions, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 
-interface LaunchLocalOpts {
+interface LaunchLocalOpts extends SecurityCliOptions {
   numServers: number;
   saveDir: string;
   discoveryConfig: string;
@@ -27,8 +29,20 @@ function emit(event: string, data: Record<string, unknown> = {}): void {
   process.stdout.write(`${JSON.stringify({ event, ...data })}\n`);
 }
 
+/** The security flags again, for each `dfaiss server` (files as absolute paths). */
+function securityArgs(o: SecurityCliOptions): string[] {
+  const args: string[] = [];
+  if (o.secretFile !== undefined) args.push('--secret-file', resolve(o.secretFile));
+  if (o.tlsKey !== undefined) args.push('--tls-key', resolve(o.tlsKey));
+  if (o.tlsCert !== undefined) args.push('--tls-cert', resolve(o.tlsCert));
+  if (o.tlsCa !== undefined) args.push('--tls-ca', resolve(o.tlsCa));
+  if (o.maxFrameMb !== undefined) args.push('--max-frame-mb', String(o.maxFrameMb));
+  if (o.maxConnections !== undefined) args.push('--max-connections', String(o.maxConnections));
+  return args;
+}
+
 export function registerLaunchLocal(launch: Command): void {
-  launch
+  const cmd = launch
     .command('local')
     .description('start N index servers on this machine, write the discovery file, supervise them until Ctrl-C / SIGTERM')
     .requiredOption('--num-servers <n>', 'how many server processes', intArg('--num-servers', 1, 4096))
@@ -42,12 +56,14 @@ export function registerLaunchLocal(launch: Command): void {
     .option('--max-restarts <n>', 'restarts allowed per server per minute before giving up on it', intArg('--max-restarts', 0, 1000), 5)
     .option('--stop-timeout <sec>', 'seconds a server gets to save and exit after SIGTERM before SIGKILL', intArg('--stop-timeout', 1, 86_400), 60)
     .option('--start-timeout <sec>', 'seconds a server may take to listen (loading big indexes takes a while)', intArg('--start-timeout', 1, 86_400), 300)
-    .addOption(new Option('--restart-delay <ms>', 'first restart delay (doubles per recent restart)').argParser(intArg('--restart-delay', 0, 60_000)).default(500).hideHelp())
-    .action(async (opts: LaunchLocalOpts) => {
+    .addOption(new Option('--restart-delay <ms>', 'first restart delay (doubles per recent restart)').argParser(intArg('--restart-delay', 0, 60_000)).default(500).hideHelp());
+  // Passed on to every server (the secret itself can come from DFAISS_SECRET, which they inherit).
+  addServerSecurityOptions(cmd).action(async (opts: LaunchLocalOpts) => {
       if (opts.basePort !== undefined && opts.basePort + opts.numServers - 1 > 65535) {
         launch.error(`error: --base-port ${opts.basePort} + --num-servers ${opts.numServers} go past port 65535`);
       }
       const logger = createLogger({ role: 'launcher' });
+      serverSecurityOrExit(cmd, opts, logger); // bad key/cert/secret files stop the launch here, not in N servers
       const cluster = new LocalCluster({
         numServers: opts.numServers,
         saveDir: opts.saveDir,
@@ -61,6 +77,7 @@ export function registerLaunchLocal(launch: Command): void {
         restartDelayMs: opts.restartDelay,
         startTimeoutMs: opts.startTimeout * 1000,
         stopTimeoutMs: opts.stopTimeout * 1000,
+        serverArgs: securityArgs(opts),
         logger,
       });
 

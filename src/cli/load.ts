@@ -12,9 +12,9 @@ import { LoadError, loadVectors, type LoadResult } from '../loader/load.js';
 import { createProgressReporter, formatDuration, formatRate } from '../loader/progress.js';
 import { VectorFile } from '../loader/vector-file.js';
 import { intArg } from './args.js';
-import { indexIdArg, run, secondsArg } from './common.js';
+import { addClientSecurityOptions, clientSecurity, indexIdArg, run, secondsArg, type ClientSecurityCliOptions } from './common.js';
 
-interface LoadCliOpts {
+interface LoadCliOpts extends ClientSecurityCliOptions {
   discover: string;
   mmap: string;
   mmapSize?: number;
@@ -36,7 +36,7 @@ interface LoadCliOpts {
 }
 
 export function registerLoadCommand(program: Command): void {
-  program
+  const cmd = program
     .command('load')
     .description('bulk-load a vector file (raw float32/float16, .npy, .fvecs, .bvecs) into a running cluster; metadata = row number')
     .requiredOption('--discover <file>', 'discovery file of the cluster')
@@ -56,8 +56,8 @@ export function registerLoadCommand(program: Command): void {
     .option('--json', 'print the summary as one JSON object', false)
     .option('--discovery-timeout <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--discovery-timeout'), 7200)
     .option('--train-timeout <sec>', 'how long training and waiting for TRAINED may take', secondsArg('--train-timeout', 1), 86_400)
-    .addOption(new Option('--progress-interval <sec>', 'seconds between progress lines when not on a terminal').argParser(secondsArg('--progress-interval')).default(5))
-    .action(
+    .addOption(new Option('--progress-interval <sec>', 'seconds between progress lines when not on a terminal').argParser(secondsArg('--progress-interval')).default(5));
+  addClientSecurityOptions(cmd).action(
       run('load', async (opts: LoadCliOpts) => {
         let cfg: IndexCfg | null = null;
         if (opts.cfg) {
@@ -70,7 +70,9 @@ export function registerLoadCommand(program: Command): void {
           throw new Error('--cfg <file> is required to create the index (or give --load-index to use a saved one)');
         }
         const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, rows: opts.mmapSize, fp16: opts.dstoreFp16 });
+        const security = clientSecurity(opts);
         const client = await IndexClient.connect(opts.discover, {
+          ...security,
           discoveryTimeoutMs: opts.discoveryTimeout * 1000,
           clientName: 'dfaiss-load',
           ...(opts.inFlight ? { maxAddsInFlight: opts.inFlight } : {}),
@@ -101,7 +103,7 @@ export function registerLoadCommand(program: Command): void {
         try {
           result = await loadVectors({
             client,
-            connectSlow: (callTimeoutMs) => IndexClient.connect(opts.discover, { callTimeoutMs, discoveryTimeoutMs: 60_000, clientName: 'dfaiss-load' }),
+            connectSlow: (callTimeoutMs) => IndexClient.connect(opts.discover, { ...security, callTimeoutMs, discoveryTimeoutMs: 60_000, clientName: 'dfaiss-load' }),
             file,
             indexId: opts.indexId,
             cfg,
@@ -136,7 +138,7 @@ export function registerLoadCommand(program: Command): void {
 function summary(r: LoadResult, file: VectorFile, servers: number): string {
   const lines = [
     `loaded ${r.rowsLoaded} vectors (rows ${r.start}..${r.resumeRow - 1}) of ${file.path} into '${r.indexId}' on ${servers} servers`,
-    `  adding: ${r.addSeconds.toFixed(1)} s, ${formatRate(r.vectorsPerSecond)} vectors/s; total ${formatDuration(r.totalSeconds)}`,
+    `  sending: ${r.addSeconds.toFixed(1)} s (${formatRate(r.vectorsPerSecond)} vectors/s); until TRAINED: ${r.trainSeconds.toFixed(1)} s; saving: ${r.saveSeconds.toFixed(1)} s; total ${formatDuration(r.totalSeconds)}`,
   ];
   if (r.interrupted) {
     lines.push(`  INTERRUPTED: resume with --start ${r.resumeRow} (what was sent stays in the servers' memory; 'dfaiss save' persists it)`);

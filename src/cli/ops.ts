@@ -7,11 +7,11 @@ import { readFile } from 'node:fs/promises';
 import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
 import { parseDiscovery, type ServerAddress } from '../client/discovery.js';
 import { prng } from '../datasets/synthetic.js';
-import { DfaissError, ValidationError } from '../errors.js';
+import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';
 import { fp16ToFp32 } from '../native/index.js';
 import { intArg } from './args.js';
-import { formatBytes, indexIdArg, run, secondsArg, table } from './common.js';
+import { addClientSecurityOptions, clientSecurity, formatBytes, indexIdArg, run, secondsArg, table, type ClientSecurityCliOptions } from './common.js';
 
 interface IndexInfo {
   state?: string;
@@ -25,6 +25,8 @@ interface IndexInfo {
 export interface ServerStatusRow {
   address: ServerAddress;
   up: boolean;
+  /** Reachable but refused us (authentication / TLS): running, but not ours to query. */
+  refused?: boolean;
   error?: string;
   rank?: number;
   threads?: number;
@@ -34,7 +36,11 @@ export interface ServerStatusRow {
 }
 
 /** Each listed server's status, asked one by one with short deadlines: a down server is a row, not a failure. */
-export async function clusterStatus(discoveryPath: string, timeoutMs: number): Promise<{ expected: number; servers: ServerStatusRow[] }> {
+export async function clusterStatus(
+  discoveryPath: string,
+  timeoutMs: number,
+  security: Pick<IndexClientOptions, 'secret' | 'tls'> = {},
+): Promise<{ expected: number; servers: ServerStatusRow[] }> {
   let text: string;
   try {
     text = await readFile(discoveryPath, 'utf8');
@@ -46,12 +52,13 @@ export async function clusterStatus(discoveryPath: string, timeoutMs: number): P
     servers.map(async (address): Promise<ServerStatusRow> => {
       let client: IndexClient | null = null;
       try {
-        client = await IndexClient.connectTo([address], { connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
+        client = await IndexClient.connectTo([address], { ...security, connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
         const [s] = await client.status();
         const { address: _a, ...rest } = s!;
         return { address, up: true, ...(rest as Omit<ServerStatusRow, 'address' | 'up'>) };
       } catch (err) {
-        return { address, up: false, error: (err as Error).message };
+        const refused = err instanceof AuthError;
+        return { address, up: false, ...(refused ? { refused } : {}), error: (err as Error).message };
       } finally {
         await client?.close();
       }
@@ -60,8 +67,8 @@ export async function clusterStatus(discoveryPath: string, timeoutMs: number): P
   return { expected, servers: rows };
 }
 
-function clientOpts(o: { wait: number; timeout: number }, name: string): IndexClientOptions {
-  return { discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name };
+function clientOpts(o: { wait: number; timeout: number } & ClientSecurityCliOptions, name: string): IndexClientOptions {
+  return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name };
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {
@@ -78,8 +85,8 @@ export function registerOpsCommands(program: Command): void {
     .option('--timeout <sec>', 'deadline per server', secondsArg('--timeout', 0.1), 3)
     .option('--json', 'print JSON', false)
     .action(
-      run('status', async (o: { discover: string; timeout: number; json: boolean }) => {
-        const { expected, servers } = await clusterStatus(o.discover, o.timeout * 1000);
+      run('status', async (o: { discover: string; timeout: number; json: boolean } & ClientSecurityCliOptions) => {
+        const { expected, servers } = await clusterStatus(o.discover, o.timeout * 1000, clientSecurity(o));
         const missing = Math.max(0, expected - servers.length);
         const down = servers.filter((s) => !s.up).length;
         if (o.json) {
@@ -87,7 +94,7 @@ export function registerOpsCommands(program: Command): void {
         } else {
           const rows: string[][] = [];
           for (const s of servers) {
-            const base = [s.rank === undefined ? '?' : String(s.rank), `${s.address.host}:${s.address.port}`, s.up ? 'up' : 'DOWN', s.up ? formatBytes(s.rssBytes ?? NaN) : '-'];
+            const base = [s.rank === undefined ? '?' : String(s.rank), `${s.address.host}:${s.address.port}`, s.up ? 'up' : s.refused ? 'REFUSED' : 'DOWN', s.up ? formatBytes(s.rssBytes ?? NaN) : '-'];
             const ids = Object.keys(s.indexes ?? {}).sort();
             if (!s.up || ids.length === 0) rows.push([...base, s.up ? '(none)' : '-', '-', '-', '-']);
             for (const id of ids) {
@@ -98,12 +105,14 @@ export function registerOpsCommands(program: Command): void {
           process.stdout.write(`${table(['RANK', 'ADDRESS', 'STATUS', 'RSS', 'INDEX', 'STATE', 'NTOTAL', 'BUFFERED'], rows)}\n`);
           const totals = new Map<string, number>();
           for (const s of servers) for (const [id, i] of Object.entries(s.indexes ?? {})) totals.set(id, (totals.get(id) ?? 0) + (i.ntotal ?? 0));
+          const refused = servers.filter((s) => s.refused).length;
           const summary = [`${servers.length - down}/${expected} servers up`];
-          if (down) summary.push(`${down} down`);
+          if (down - refused) summary.push(`${down - refused} down`);
+          if (refused) summary.push(`${refused} refused this client (check --secret-file / --tls-ca)`);
           if (missing) summary.push(`${missing} not listed in ${o.discover} yet`);
           for (const [id, n] of [...totals].sort()) summary.push(`${id}: ntotal ${n}`);
           process.stdout.write(`${summary.join('; ')}\n`);
-          for (const s of servers) if (!s.up) process.stdout.write(`${s.address.host}:${s.address.port} is down: ${s.error}\n`);
+          for (const s of servers) if (!s.up) process.stdout.write(`${s.address.host}:${s.address.port} ${s.refused ? 'refused us' : 'is down'}: ${s.error}\n`);
         }
         if (down > 0 || missing > 0) process.exitCode = 2;
       }),
@@ -123,7 +132,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 0.1), 60)
     .action(
-      run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; json: boolean; wait: number; timeout: number }) => {
+      run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if ((o.queries === undefined) === (o.random === undefined)) throw new ValidationError('--queries / --random', 'exactly one of them', undefined);
         const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-search'));
         try {
@@ -172,7 +181,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'how long the save may take', secondsArg('--timeout', 1), 3600)
     .action(
-      run('save', async (o: { discover: string; indexId: string; wait: number; timeout: number }) => {
+      run('save', async (o: { discover: string; indexId: string; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-save'));
         try {
           const t0 = performance.now();
@@ -194,7 +203,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 1), 600)
     .action(
-      run('drop', async (o: { discover: string; indexId: string; yes: boolean; wait: number; timeout: number }) => {
+      run('drop', async (o: { discover: string; indexId: string; yes: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if (!o.yes) throw new ValidationError('--yes', `to be given: dropping '${o.indexId}' deletes it from memory and disk on every server`, undefined);
         const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-drop'));
         try {
@@ -205,4 +214,6 @@ export function registerOpsCommands(program: Command): void {
         }
       }),
     );
+  for (const name of ['status', 'search', 'save', 'drop']) addClientSecurityOptions(program.commands.find((c) => c.name() === name)!);
+
 }

@@ -56,8 +56,10 @@ export interface LocalClusterOptions {
   serverLogs?: 'inherit' | 'capture';
   /** DFAISS_LOG_LEVEL for the servers. @default the environment's, else 'info' */
   serverLogLevel?: string;
-  /** Extra environment variables for the servers. */
+  /** Extra environment variables for the servers (DFAISS_SECRET is inherited from ours). */
   env?: Record<string, string>;
+  /** Extra `dfaiss server` arguments for every server, e.g. ['--secret-file', f, '--tls-key', k, '--tls-cert', c]. */
+  serverArgs?: string[];
   /** The launcher's own logger. @default silent */
   logger?: Logger;
   /** Path of the `dfaiss` CLI script (dist/cli/main.js). @default found next to this module */
@@ -286,6 +288,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     // A restart loads what the crashed server saved; first starts load only when asked.
     if (!first || this.opts.loadIndex) args.push('--load-index');
     if (first) args.push('--discovery-config', this.discoveryPath);
+    args.push(...(this.opts.serverArgs ?? []));
     const capture = this.opts.serverLogs === 'capture';
     const env: NodeJS.ProcessEnv = {
       ...process.env,

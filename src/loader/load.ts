@@ -71,6 +71,9 @@ export interface LoadResult {
   ntotal: number | null;
   saved: boolean;
   addSeconds: number;
+  /** Training (when needed) and waiting until every shard is TRAINED. */
+  trainSeconds: number;
+  saveSeconds: number;
   totalSeconds: number;
   /** Rows per second while adding. */
   vectorsPerSecond: number;
@@ -199,6 +202,8 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
     ntotal: null,
     saved: false,
     addSeconds,
+    trainSeconds: 0,
+    saveSeconds: 0,
     totalSeconds: addSeconds,
     vectorsPerSecond: addSeconds > 0 ? done / addSeconds : 0,
   };
@@ -208,11 +213,12 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   let slow: IndexClient | null = null;
   const slowClient = async (): Promise<IndexClient> => (slow ??= opts.connectSlow ? await opts.connectSlow(trainTimeoutMs) : client);
   try {
+    const tTrain = performance.now();
     let state = await client.getState(indexId);
+    if (state !== IndexState.TRAINED) progress('training');
     if (state === IndexState.NOT_TRAINED || state === IndexState.TRAINING) {
       // Training started by trainNum finishes; shards below trainNum train now.
       result.syncTrainCalled = true;
-      progress('training');
       try {
         await (await slowClient()).syncTrain(indexId);
       } catch (err) {
@@ -233,10 +239,13 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
       delay = Math.min(1000, delay * 1.5);
     }
     result.state = state;
+    result.trainSeconds = (performance.now() - tTrain) / 1000;
     if (opts.save ?? true) {
       progress('saving');
+      const tSave = performance.now();
       await (await slowClient()).saveIndex(indexId);
       result.saved = true;
+      result.saveSeconds = (performance.now() - tSave) / 1000;
     }
     result.ntotal = await client.getNtotal(indexId);
   } finally {

@@ -85,7 +85,7 @@ export function createProgressReporter(opts: ProgressOptions = {}): ProgressRepo
     update(p) {
       if (p.phase !== phase) {
         phase = p.phase;
-        if (p.phase === 'training') stream.write(`${label}: all vectors sent; training the index and waiting until it is TRAINED\n`);
+        if (p.phase === 'training') stream.write(`${label}: all vectors sent; waiting until every shard is TRAINED (training, adding buffered vectors)\n`);
         if (p.phase === 'saving') stream.write(`${label}: saving the index\n`);
         return;
       }

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IndexClient, IndexState, parseDiscovery } from '../../src/index.js';
@@ -124,6 +124,30 @@ test('launch local: when the launcher is SIGKILLed, its servers stop by themselv
   }
 });
 
+test('launch local --secret-file: every server requires the secret; the CLI commands pass it with --secret-file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-launch-'));
+  const secret = join(dir, 'secret');
+  writeFileSync(secret, 'correct horse battery staple\n', { mode: 0o600 });
+  const { proc, log, done } = launch(dir, 2, ['--secret-file', secret]);
+  try {
+    const ready = await log.wait<ReadyEvent>('ready');
+    const disc = join(dir, 'discovery.txt');
+    const without = await runCli(['status', '--discover', disc, '--json'], { env: { ...CHILD_ENV, DFAISS_SECRET: '' } });
+    assert.equal(without.code, 2, 'no secret: the servers refuse the status call');
+    assert.equal((JSON.parse(without.stdout) as { down: number }).down, 2);
+    assert.equal((JSON.parse(without.stdout) as { servers: Array<{ refused?: boolean }> }).servers.filter((s) => s.refused).length, 2, 'refused, not down');
+    const withSecret = await runCli(['status', '--discover', disc, '--json', '--secret-file', secret]);
+    assert.equal(withSecret.code, 0, withSecret.stderr);
+    assert.equal((JSON.parse(withSecret.stdout) as { up: number }).up, 2);
+    process.kill(proc.pid!, 'SIGTERM');
+    assert.equal((await done).code, 0);
+    assert.ok(await waitGone(ready.servers.map((s) => s.pid), 5000));
+  } finally {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('launch local: bad flags fail with a message naming the flag', async () => {
   let r = await runCli(['launch', 'local', '--num-servers', '0', '--save-dir', '/tmp/x', '--discovery-config', '/tmp/x/d']);
   assert.notEqual(r.code, 0);
@@ -134,6 +158,9 @@ test('launch local: bad flags fail with a message naming the flag', async () => 
   r = await runCli(['launch', 'local', '--num-servers', '2', '--save-dir', '/tmp/x']);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--discovery-config/);
+  r = await runCli(['launch', 'local', '--num-servers', '2', '--save-dir', '/tmp/x', '--discovery-config', '/tmp/x/d', '--tls-key', '/nonexistent/key.pem']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--tls-key/);
 });
 
 test('LocalCluster (programmatic): start, servers, discoveryPath, stop', async () => {
