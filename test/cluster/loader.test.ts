@@ -98,13 +98,14 @@ test('.npy float16 and float32, and a raw float16 file (--dstore-fp16, --mmap-si
   assert.deepEqual(ra!.metadata.map((m) => m[0]), [500, 501, 502]);
 });
 
-test('resume: --limit then --start adds every row exactly once; SIGINT stops cleanly and names the --start to resume', async (t) => {
+test('resume: --limit then --load-index --start adds every row exactly once; SIGINT stops cleanly and names the --start to resume', async (t) => {
   const vectors = data(3000, 3);
   writeFvecs(join(dir, 'r.fvecs'), vectors, DIM);
   const cfg = ['--cfg', join(dir, 'flat.json'), '--mmap', join(dir, 'r.fvecs')];
   const first = await load([...cfg, '--index-id', 'res', '--limit', '1234', '--bs', '100']);
   assert.equal(first.summary.resumeRow, 1234);
-  const second = await load([...cfg, '--index-id', 'res', '--start', '1234', '--bs', '100']);
+  // The second run as after a restart: --load-index and the saved config (no --cfg).
+  const second = await load(['--mmap', join(dir, 'r.fvecs'), '--load-index', '--index-id', 'res', '--start', '1234', '--bs', '100']);
   assert.equal(second.summary.rowsLoaded, 3000 - 1234);
   assert.equal(await client.getNtotal('res'), 3000);
   assert.equal((await client.getIds('res')).size, 3000, 'no row twice');
