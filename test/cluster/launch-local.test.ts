@@ -183,3 +183,36 @@ test('LocalCluster (programmatic): start, servers, discoveryPath, stop', async (
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('LocalCluster: restarts are bounded (maxRestarts per window), then the server stays down and allDown fires', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-launch-'));
+  const cluster = new LocalCluster({
+    numServers: 1,
+    saveDir: join(dir, 'data'),
+    discoveryConfig: join(dir, 'd.txt'),
+    threadsPerServer: 1,
+    serverLogs: 'capture',
+    serverLogLevel: 'warn',
+    restartOnCrash: true,
+    maxRestarts: 1,
+    restartDelayMs: 10,
+  });
+  const events: string[] = [];
+  cluster.on('exit', (e) => events.push(`exit:${e.willRestart}`));
+  cluster.on('up', (s) => events.push(`up:${s.restarts}`));
+  cluster.on('giveUp', () => events.push('giveUp'));
+  const allDown = new Promise<void>((r) => cluster.once('allDown', () => r()));
+  try {
+    const [first] = await cluster.start();
+    const restarted = new Promise<number>((r) => cluster.once('up', (s) => r(s.pid)));
+    process.kill(first!.pid, 'SIGKILL');
+    const pid = await restarted;
+    process.kill(pid, 'SIGKILL');
+    await allDown;
+    assert.deepEqual(events, ['up:0', 'exit:true', 'up:1', 'exit:false', 'giveUp']);
+    assert.equal(cluster.servers[0]!.status, 'down');
+  } finally {
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
