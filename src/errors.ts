@@ -94,3 +94,18 @@ export function describe(value: unknown): string {
   if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length?: number }).length ?? value.byteLength})`;
   return value.constructor?.name ?? 'object';
 }
+
+/**
+ * A server is known to be down (its connection is closed and reconnecting failed), so the
+ * request was not sent. Unlike a ConnectionError during a call, nothing reached the server.
+ */
+export class ServerUnavailableError extends ConnectionError {
+  override readonly code: string = 'UNAVAILABLE';
+  constructor(
+    readonly server: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}

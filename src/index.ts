@@ -44,6 +44,7 @@ export {
   NativeLoadError,
   ProtocolError,
   RemoteError,
+  ServerUnavailableError,
   StorageError,
   TimeoutError,
   UnknownIndexError,

@@ -5,20 +5,32 @@
  * for searches and small calls, so a search never queues behind a 16 MiB batch.
  */
 import { defaultIndexCfg, type IndexCfg } from '../config/index.js';
-import { ConnectionError, IndexStateError, ValidationError } from '../errors.js';
+import { randomUUID } from 'node:crypto';
+import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { MAX_K, toMatrix, type Metric, type VectorsInput } from '../native/index.js';
-import { RpcClient, type RpcClientOptions } from '../protocol/index.js';
+import type { RpcClientOptions } from '../protocol/index.js';
 import { decodeMetadataItem, encodeMetadata, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { aggregateStates, type IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from './discovery.js';
 import { mergeQuery, type ShardHits } from './merge.js';
+import { ServerConn, type ConnKind } from './server-conn.js';
 import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
 
 export interface IndexClientOptions extends ClientSecurityOptions {
   /** How long connect() waits for the discovery file to list every server. @default 7_200_000 (2 h) */
   discoveryTimeoutMs?: number;
-  /** Deadline of each call to a server. @default 120_000 */
+  /**
+   * Deadline of each call to a server: a dead or stuck server makes the call fail within it,
+   * with an error naming the server. @default 120_000
+   */
   callTimeoutMs?: number;
+  /** While a server is down, reconnecting is tried at most this often; calls in between fail at once. @default 1000 */
+  reconnectIntervalMs?: number;
+  /**
+   * How long addIndexData waits for a server that died while it held a batch, to retry the
+   * batch there with the same idempotency key (another server could store it twice). @default 30_000
+   */
+  addRetryWindowMs?: number;
   /** TCP connect + hello deadline per server. @default 10_000 */
   connectTimeoutMs?: number;
   /** Batches being sent or stored at once across all servers; more addIndexData calls wait. @default 2 x servers */
@@ -30,6 +42,11 @@ export interface IndexClientOptions extends ClientSecurityOptions {
 export interface SearchOptions {
   /** Also return each hit's stored vector. @default false */
   returnEmbeddings?: boolean;
+  /**
+   * When some servers are down or fail, return the merged hits of the others and list the
+   * missing ones in `missing`, instead of failing. @default false
+   */
+  allowPartial?: boolean;
 }
 
 export interface SearchResults {
@@ -39,6 +56,8 @@ export interface SearchResults {
   metadata: unknown[][];
   /** Per query, each hit's vector, with returnEmbeddings. */
   embeddings?: Float32Array[][];
+  /** With allowPartial: the servers whose shards are missing from these results, and why. */
+  missing?: Array<{ server: string; error: string }>;
 }
 
 export type SearchFilter =
@@ -52,12 +71,6 @@ export interface AddOptions {
   trainAsync?: boolean;
 }
 
-interface ServerConn {
-  readonly address: ServerAddress;
-  readonly bulk: RpcClient;
-  readonly query: RpcClient;
-}
-
 interface IndexMeta {
   dim: number;
   metric: Metric;
@@ -69,6 +82,7 @@ export class IndexClient {
   private readonly servers: ServerConn[];
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly maxAddsInFlight: number;
+  private readonly addRetryWindowMs: number;
   private addsInFlight = 0;
   private readonly addWaiters: Array<() => void> = [];
   private closed = false;
@@ -76,6 +90,7 @@ export class IndexClient {
   private constructor(servers: ServerConn[], opts: IndexClientOptions) {
     this.servers = servers;
     this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
+    this.addRetryWindowMs = opts.addRetryWindowMs ?? 30_000;
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
@@ -93,18 +108,10 @@ export class IndexClient {
       clientName: opts.clientName ?? `dfaiss-client-${process.pid}`,
       ...rpcClientSecurityOptions(opts),
     };
-    const settled = await Promise.allSettled(
-      addresses.map(async (address) => {
-        const [bulk, query] = await Promise.all([
-          RpcClient.connect(address.host, address.port, rpcOpts),
-          RpcClient.connect(address.host, address.port, rpcOpts),
-        ]);
-        return { address, bulk, query };
-      }),
-    );
+    const settled = await Promise.allSettled(addresses.map((address) => ServerConn.open(address, rpcOpts, opts.reconnectIntervalMs ?? 1000)));
     const failed = settled.find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
     if (failed) {
-      await Promise.allSettled(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.bulk.close(), s.value.query.close()] : [])));
+      await Promise.allSettled(settled.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
       throw failed.reason;
     }
     return new IndexClient(settled.map((s) => (s as PromiseFulfilledResult<ServerConn>).value), opts);
@@ -143,14 +150,50 @@ export class IndexClient {
       ({ data, n } = toMatrix(vectors, meta.dim, 'vectors'));
     }
     const { blob, offsets } = encodeMetadata(metadata, n);
-    const server = this.servers[meta.next % this.servers.length]!;
-    meta.next = (meta.next + 1) % this.servers.length;
+    const attachments = [data, blob, offsetsBytes(offsets)];
+    // The key makes a retried batch idempotent on the server that may already have stored it.
+    const args = { indexId, n, trainAsync: opts.trainAsync ?? true, key: randomUUID() };
     await this.acquireAddSlot();
     try {
-      await server.bulk.call('addIndexData', { indexId, n, trainAsync: opts.trainAsync ?? true }, [data, blob, offsetsBytes(offsets)]);
+      // A server known to be down never saw the batch: try the next one. A server that died
+      // while holding the batch may have stored it: retry there, with the same key, once it is back.
+      for (let tried = 0; ; tried++) {
+        const server = this.servers[meta.next % this.servers.length]!;
+        meta.next = (meta.next + 1) % this.servers.length;
+        try {
+          await server.call('bulk', 'addIndexData', args, attachments);
+          return;
+        } catch (err) {
+          if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
+          if (err instanceof ServerUnavailableError && tried + 1 < this.servers.length) continue;
+          await this.retryOnSameServer(server, args, attachments, err);
+          return;
+        }
+      }
     } finally {
       this.releaseAddSlot();
     }
+  }
+
+  private async retryOnSameServer(server: ServerConn, args: Record<string, unknown>, attachments: Parameters<ServerConn['call']>[3], first: Error): Promise<void> {
+    const end = Date.now() + this.addRetryWindowMs;
+    let last: Error = first;
+    while (Date.now() < end) {
+      if (await server.waitUp(end - Date.now())) {
+        try {
+          await server.call('bulk', 'addIndexData', args, attachments);
+          return;
+        } catch (err) {
+          if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
+          last = err;
+        }
+      }
+    }
+    throw new TimeoutError(
+      `batch sent to ${server.name} is unconfirmed: the server failed (${last.message}) and was not back within ${this.addRetryWindowMs} ms. ` +
+        `It may or may not be stored there; resend it with the same data after the server is back (raise addRetryWindowMs to wait longer)`,
+      { cause: last },
+    );
   }
 
   /** Trains every server's shard now on its buffered data; resolves when all are trained. */
@@ -190,7 +233,7 @@ export class IndexClient {
   async getCentroids(indexId: string): Promise<Array<{ nlist: number; dim: number; data: Float32Array }>> {
     return Promise.all(
       this.servers.map(async (s) => {
-        const r = await s.query.call<{ nlist: number; dim: number }>('getCentroids', { indexId });
+        const r = await s.call<{ nlist: number; dim: number }>('query', 'getCentroids', { indexId });
         return { ...r.result, data: (r.attachments[0] as Float32Array).slice() };
       }),
     );
@@ -231,7 +274,7 @@ export class IndexClient {
   /** Per-server status: indexes, states, counts, memory. */
   async status(): Promise<Array<{ address: ServerAddress } & Record<string, unknown>>> {
     return Promise.all(
-      this.servers.map(async (s) => ({ address: s.address, ...((await s.query.call<Record<string, unknown>>('status', {})).result) })),
+      this.servers.map(async (s) => ({ address: s.address, ...((await s.call<Record<string, unknown>>('query', 'status', {})).result) })),
     );
   }
 
@@ -243,8 +286,10 @@ export class IndexClient {
     const meta = await this.indexMeta(indexId);
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
-    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false);
-    return this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
+    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false);
+    const out = this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
+    if (opts.allowPartial) out.missing = replies.missing;
+    return out;
   }
 
   /**
@@ -260,7 +305,7 @@ export class IndexClient {
     const withVectors = opts.returnEmbeddings ?? false;
     let fetchK = Math.min(MAX_K, k * 3);
     for (;;) {
-      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors);
+      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false);
       const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
       const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
       let short = false;
@@ -282,6 +327,7 @@ export class IndexClient {
         out.embeddings?.push(embs);
       }
       const exhausted = fetchK >= replies.ntotal || fetchK >= MAX_K;
+      if (opts.allowPartial) out.missing = replies.missing;
       if (!short || exhausted) return out;
       fetchK = Math.min(MAX_K, fetchK * 2);
     }
@@ -291,15 +337,24 @@ export class IndexClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled(this.servers.flatMap((s) => [s.bulk.close(), s.query.close()]));
+    await Promise.allSettled(this.servers.map((s) => s.close()));
   }
 
   // ---- internals ----
 
-  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean) {
-    const replies = await Promise.all(
-      this.servers.map((s) => s.query.call<{ n: number; k: number; metric: Metric; ntotal: number }>('search', { indexId, k, returnEmbeddings: withVectors }, [queries])),
+  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean) {
+    const settled = await Promise.allSettled(
+      this.servers.map((s) => s.call<{ n: number; k: number; metric: Metric; ntotal: number }>('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries])),
     );
+    const missing: Array<{ server: string; error: string }> = [];
+    const replies = [];
+    for (let i = 0; i < settled.length; i++) {
+      const r = settled[i]!;
+      if (r.status === 'fulfilled') replies.push(r.value);
+      else if (allowPartial && r.reason instanceof ConnectionError) missing.push({ server: this.servers[i]!.name, error: (r.reason as Error).message });
+      else throw r.reason;
+    }
+    if (replies.length === 0) throw new ServerUnavailableError(missing.map((m) => m.server).join(', '), `no server answered: ${missing.map((m) => `${m.server}: ${m.error}`).join('; ')}`);
     let ntotal = 0;
     let trained = false;
     const shards = replies.map((r) => {
@@ -311,7 +366,7 @@ export class IndexClient {
     if (!trained) {
       throw new IndexStateError(`index '${indexId}' has no searchable vectors yet: add data and wait until getState() is TRAINED`);
     }
-    return { shards, ntotal };
+    return { shards, ntotal, missing };
   }
 
   private mergeReplies(
@@ -344,17 +399,31 @@ export class IndexClient {
     this.checkOpen();
     let meta = this.indexes.get(indexId);
     if (!meta) {
-      const info = (await this.servers[0]!.query.call<{ dim: number; metric: Metric }>('getInfo', { indexId })).result;
+      const info = await this.firstAnswer<{ dim: number; metric: Metric }>('getInfo', { indexId });
       meta = { dim: info.dim, metric: info.metric, next: Math.floor(Math.random() * this.servers.length) };
       this.indexes.set(indexId, meta);
     }
     return meta;
   }
 
-  private async all<R>(conn: 'bulk' | 'query', method: string, args: Record<string, unknown>): Promise<R[]> {
+  private async all<R>(conn: ConnKind, method: string, args: Record<string, unknown>): Promise<R[]> {
     this.checkOpen();
-    const results = await Promise.all(this.servers.map((s) => s[conn].call<R>(method, args)));
+    const results = await Promise.all(this.servers.map((s) => s.call<R>(conn, method, args)));
     return results.map((r) => r.result);
+  }
+
+  /** The first live server's answer (for facts every server knows, like an index's dim). */
+  private async firstAnswer<R>(method: string, args: Record<string, unknown>): Promise<R> {
+    let last: unknown;
+    for (const s of this.servers) {
+      try {
+        return (await s.call<R>('query', method, args)).result;
+      } catch (err) {
+        if (!(err instanceof ConnectionError)) throw err;
+        last = err;
+      }
+    }
+    throw last;
   }
 
   private checkOpen(): void {

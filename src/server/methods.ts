@@ -25,8 +25,8 @@ export function buildMethods(server: IndexServer): MethodTable {
 
     /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
     addIndexData: defineMethod({
-      schema: z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional() }).strict(),
-      handler: async ({ indexId, n, trainAsync }, ctx) => {
+      schema: z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional() }).strict(),
+      handler: async ({ indexId, n, trainAsync, key }, ctx) => {
         const shard = server.getShard(indexId);
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
@@ -42,7 +42,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         // buffer: take an owned copy (fp16 is widened into it natively).
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw.slice();
         toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
-        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true });
+        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key });
         return { result: { firstId: first, state: shard.state } };
       },
     }),

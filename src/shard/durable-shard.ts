@@ -27,6 +27,8 @@ import { WriteAheadLog, replayWal, type Durability } from './wal.js';
 
 /** Snapshots kept on disk; the WAL is kept back to the oldest, so a bad newest one can fall back. */
 const KEEP_SNAPSHOTS = 2;
+/** Idempotency keys remembered (the newest ones), to recognise a client's retried batch. */
+const MAX_KEYS = 100_000;
 
 export interface RestoreReport {
   /** Snapshot generation restored (0 = none: rebuilt from the WAL alone). */
@@ -53,6 +55,11 @@ export class DurableShard {
   /** appliedSeq covered by the newest snapshot. */
   private snapshotSeq: number;
   private saving: Promise<void> | null = null;
+  private queuedSnapshot: Promise<void> | null = null;
+  /** Idempotency key -> first internal id of batches stored recently (insertion ordered). */
+  private readonly keys = new Map<string, number>();
+  /** Keys of batches being written right now, so a concurrent retry waits for the original. */
+  private readonly keysInFlight = new Map<string, Promise<number>>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -82,7 +89,10 @@ export class DurableShard {
       await mkdir(dir, { recursive: true });
       await writeCfg(dir, cfg);
       const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? cfg.durability, 0);
-      return new DurableShard(dir, new Shard(cfg, opts), wal, 0, 0, opts);
+      const link = DurableShard.hookLink(opts);
+      const ds = new DurableShard(dir, new Shard(cfg, link.options), wal, 0, 0, opts);
+      link.attach(ds);
+      return ds;
     } catch (err) {
       if (err instanceof StorageError) throw err;
       throw new StorageError(`cannot create index folder ${dir}: ${(err as Error).message}; check the storage root exists and is writable`, { cause: err });
@@ -97,25 +107,36 @@ export class DurableShard {
   /** Restores from the newest complete snapshot plus the WAL; `cfg` overrides the stored one. */
   static async open(dir: string, cfg: IndexCfg | null, opts: DurableShardOptions = {}): Promise<{ shard: DurableShard; report: RestoreReport }> {
     const skipped: string[] = [];
+    const link = DurableShard.hookLink(opts);
+    const hooked = link.options;
     const useCfg = cfg ?? (await readCfg(dir));
     if (!useCfg) throw new StorageError(`${dir} has no cfg.json: not a dfaiss index folder (pass a cfg to load it anyway)`);
     let shard: Shard | null = null;
     let generation = 0;
     let fromSeq = 0;
+    let recentKeys: Array<[string, number]> = [];
     for (const snap of await listSnapshots(dir)) {
       try {
-        const r = await readSnapshot(snap.dir, cfg, opts);
+        const r = await readSnapshot(snap.dir, cfg, hooked);
         shard = r.shard;
         generation = snap.generation;
         fromSeq = r.manifest.walSeq;
+        recentKeys = r.manifest.recentKeys ?? [];
         break;
       } catch (err) {
         skipped.push(`snapshot ${snap.generation} skipped: ${(err as Error).message}`);
       }
     }
-    shard ??= new Shard(useCfg, opts);
+    shard ??= new Shard(useCfg, hooked);
+    const keys: Array<[string, number]> = [...recentKeys];
+    let trainOnRows: number | undefined;
     const report = await replayWal(join(dir, 'wal'), fromSeq, (rec) => {
+      if (rec.type === 'train') {
+        trainOnRows = rec.rows;
+        return;
+      }
       if (rec.dim !== useCfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${useCfg.dim}`);
+      if (rec.key) keys.push([rec.key, shard!.metadata.size]);
       void shard!.add(rec.vectors, rec.blob, rec.offsets, { replay: true });
     });
     skipped.push(...report.skipped);
@@ -124,9 +145,30 @@ export class DurableShard {
     const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, report.lastSeq);
     wal.requestRotate();
     const ds = new DurableShard(dir, shard, wal, report.lastSeq, generation, opts);
+    link.attach(ds);
     ds.snapshotSeq = fromSeq;
-    shard.resume();
+    for (const [k, id] of keys) ds.rememberKey(k, id);
+    shard.resume({ trainOnRows });
     return { shard: ds, report: { generation, walRecords: report.records, skipped } };
+  }
+
+  /**
+   * Shard hooks that reach this DurableShard once it exists: a training start is logged
+   * (a restart re-trains on the same rows), and a finished training is snapshotted (a
+   * restart gets the very same trained index back).
+   */
+  private static hookLink(opts: DurableShardOptions): { options: DurableShardOptions; attach: (ds: DurableShard) => void } {
+    let target: DurableShard | null = null;
+    const options: DurableShardOptions = {
+      ...opts,
+      onTrainingStart: (rows) => {
+        target?.wal.appendTrainMarker(rows).catch((err: Error) => opts.onAutosaveError?.(err));
+      },
+      onTrained: () => {
+        if (target && !target.closed) target.snapshot().catch((err: Error) => opts.onAutosaveError?.(err));
+      },
+    };
+    return { options, attach: (ds) => (target = ds) };
   }
 
   get cfg(): IndexCfg {
@@ -138,15 +180,44 @@ export class DurableShard {
     return this.appliedSeq !== this.snapshotSeq;
   }
 
-  /** Logs the batch durably, then hands it to the shard; resolves with its first internal id. */
+  /**
+   * Logs the batch durably, then hands it to the shard; resolves with its first internal id.
+   * A batch whose idempotency key was stored already is not stored again (a client retry).
+   */
   add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string } = {}): Promise<number> {
     if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    const key = opts.key ?? '';
+    if (key) {
+      const known = this.keys.get(key);
+      if (known !== undefined) return Promise.resolve(known);
+      const inFlight = this.keysInFlight.get(key);
+      if (inFlight) return inFlight;
+      const p = this.addLogged(vectors, blob, offsets, opts.trainAsync, key).finally(() => this.keysInFlight.delete(key));
+      this.keysInFlight.set(key, p);
+      return p;
+    }
+    return this.addLogged(vectors, blob, offsets, opts.trainAsync, '');
+  }
+
+  private rememberKey(key: string, firstId: number): void {
+    if (!key) return;
+    this.keys.set(key, firstId);
+    if (this.keys.size > MAX_KEYS) this.keys.delete(this.keys.keys().next().value!);
+  }
+
+  /** Recently stored idempotency keys (for snapshots). */
+  recentKeys(): Array<[string, number]> {
+    return [...this.keys];
+  }
+
+  private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, trainAsync: boolean | undefined, key: string): Promise<number> {
     // apply() returns the shard's promise unawaited; its synchronous part (ids, buffering)
     // has run in log order by the time the WAL resolves.
     return this.wal
-      .append({ vectors, dim: this.cfg.dim, blob, offsets, key: opts.key ?? '' }, (seq) => {
+      .append({ vectors, dim: this.cfg.dim, blob, offsets, key }, (seq) => {
         this.appliedSeq = seq;
-        return { done: this.shard.add(vectors, blob, offsets, { trainAsync: opts.trainAsync }) };
+        this.rememberKey(key, this.shard.metadata.size);
+        return { done: this.shard.add(vectors, blob, offsets, { trainAsync }) };
       })
       .then((r) => r.done);
   }
@@ -156,11 +227,20 @@ export class DurableShard {
    * Searches keep running meanwhile (FAISS is written under a shared lock).
    */
   snapshot(): Promise<void> {
-    if (!this.saving) {
-      this.saving = this.writeNewSnapshot().finally(() => {
-        this.saving = null;
-      });
+    if (this.saving) {
+      // One is being written, but it may have cut before data the caller saw acknowledged:
+      // queue (at most) one more, which every caller arriving meanwhile shares.
+      this.queuedSnapshot ??= this.saving
+        .catch(() => {})
+        .then(() => {
+          this.queuedSnapshot = null;
+          return this.snapshot();
+        });
+      return this.queuedSnapshot;
     }
+    this.saving = this.writeNewSnapshot().finally(() => {
+      this.saving = null;
+    });
     return this.saving;
   }
 
@@ -172,7 +252,7 @@ export class DurableShard {
     this.closed = true;
     try {
       if (opts.snapshot && this.changed) await this.snapshot();
-      else if (this.saving) await this.saving;
+      else await (this.queuedSnapshot ?? this.saving)?.catch(() => {}); // an autosave's failure was reported already
     } finally {
       await this.shard.close();
       await this.wal.close();
@@ -202,6 +282,7 @@ export class DurableShard {
         metaCount: this.shard.metadata.size,
         pending: this.shard.pendingVectors(),
         walSeq: this.appliedSeq,
+        recentKeys: this.recentKeys().slice(-10_000),
       };
     });
     this.wal.requestRotate();

@@ -42,6 +42,10 @@ export interface ShardInfo {
 
 export interface ShardOptions {
   metadata?: MetadataStore;
+  /** Training starts on the first `rows` buffered vectors (the durable layer logs this). */
+  onTrainingStart?: (rows: number) => void;
+  /** Training finished and the index is in place (the durable layer snapshots it). */
+  onTrained?: () => void;
   /** Called with background failures (training or adding), which have no caller to reject. */
   onError?: (err: Error) => void;
 }
@@ -59,6 +63,7 @@ export class Shard {
   /** Parameters to (re)apply to every FAISS index this shard builds, e.g. nprobe. */
   private readonly params = new Map<string, number>();
   private readonly onError: (err: Error) => void;
+  private readonly hooks: Pick<ShardOptions, 'onTrainingStart' | 'onTrained'>;
   private lastError: Error | null = null;
   /** quiesce() holders; the adder waits between chunks while > 0. */
   private paused = 0;
@@ -70,6 +75,7 @@ export class Shard {
     this.cfg = cfg;
     this.metadata = opts.metadata ?? new InMemoryMetadataStore();
     this.onError = opts.onError ?? (() => {});
+    this.hooks = { onTrainingStart: opts.onTrainingStart, onTrained: opts.onTrained };
   }
 
   /** Rebuilds a shard around an existing index (loaded from disk). */
@@ -139,9 +145,11 @@ export class Shard {
   }
 
   /** After a restore: trains if the buffer reached trainNum, or adds the buffer to a trained index. */
-  resume(): void {
+  resume(opts: { trainOnRows?: number } = {}): void {
     if (this.stateValue === IndexState.NOT_TRAINED) {
-      if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) this.startTraining().catch(() => {});
+      // Training had started before the restart: redo it on the same rows (same sample, same seed).
+      if (opts.trainOnRows) this.startTraining(opts.trainOnRows).catch(() => {});
+      else if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) this.startTraining().catch(() => {});
     } else {
       this.drainPending();
     }
@@ -229,18 +237,21 @@ export class Shard {
     if (this.closed) throw new IndexStateError('index was dropped or is being reloaded; create or load it again');
   }
 
-  private startTraining(): Promise<void> {
+  private startTraining(rows?: number): Promise<void> {
     if (this.training) return this.training;
     if (this.index) return Promise.resolve();
     if (this.pendingCount === 0) {
       return Promise.reject(new IndexStateError('no vectors to train on: add data before training'));
     }
     this.stateValue = IndexState.TRAINING;
-    const job = this.train().then(
+    const trainRows = Math.min(rows ?? this.pendingCount, this.pendingCount);
+    this.hooks.onTrainingStart?.(trainRows);
+    const job = this.train(trainRows).then(
       () => {
         this.training = null;
         this.stateValue = IndexState.TRAINED;
         this.drainPending();
+        this.hooks.onTrained?.();
       },
       (err: Error) => {
         this.training = null;
@@ -254,11 +265,11 @@ export class Shard {
     return job;
   }
 
-  private async train(): Promise<void> {
-    const { dim, trainNum, trainRatio } = this.cfg;
-    const total = this.pendingCount;
+  /** Trains on a sample of the first `total` buffered rows. */
+  private async train(total: number): Promise<void> {
+    const { trainNum, trainRatio } = this.cfg;
     const wanted = trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
-    const sample = this.sampleRows(wanted);
+    const sample = this.sampleRows(wanted, total);
     const index = await createFaissIndex(this.cfg, wanted, { totalVectors: total });
     if (!index.isTrained) await index.train(sample);
     for (const [name, value] of this.params) await index.setParameter(name, value);
@@ -266,9 +277,8 @@ export class Shard {
   }
 
   /** `count` buffered vectors picked uniformly at random (seeded: retrains are reproducible). */
-  private sampleRows(count: number): Float32Array {
+  private sampleRows(count: number, total: number): Float32Array {
     const { dim } = this.cfg;
-    const total = this.pendingCount;
     const out = new Float32Array(count * dim);
     // Partial Fisher-Yates over row numbers; the batches are addressed through a prefix table.
     const rows = new Uint32Array(total);

@@ -8,7 +8,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32Update } from './crc.js';
 import { indexCfgToJSON, parseIndexCfg, type IndexCfg } from '../config/index.js';
 import { StorageError } from '../errors.js';
 import { FaissIndex } from '../native/index.js';
@@ -32,6 +32,8 @@ export interface SnapshotManifest {
   dim: number;
   createdAt: string;
   files: Record<string, { bytes: number; crc32: number }>;
+  /** Idempotency keys of recently stored batches with their first ids (so retries stay deduplicated across restarts). */
+  recentKeys?: Array<[string, number]>;
 }
 
 export interface SnapshotInfo {
@@ -90,7 +92,7 @@ async function writeParts(path: string, parts: readonly Uint8Array[]): Promise<{
   try {
     for (const p of parts) {
       await fh.write(p);
-      crc = crc32(p, crc);
+      crc = crc32Update(crc, p);
       bytes += p.byteLength;
     }
     await fh.sync();
@@ -104,7 +106,7 @@ async function fileCrc(path: string): Promise<{ bytes: number; crc32: number }> 
   let crc = 0;
   let bytes = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) {
-    crc = crc32(chunk as Buffer, crc);
+    crc = crc32Update(crc, chunk as Buffer);
     bytes += (chunk as Buffer).byteLength;
   }
   return { bytes, crc32: crc };
@@ -131,6 +133,7 @@ export interface SnapshotCut {
   metaCount: number;
   pending: Float32Array[];
   walSeq: number;
+  recentKeys: Array<[string, number]>;
 }
 
 /** Writes snapshot `generation` of `shard` from a cut; returns its folder. */
@@ -162,6 +165,7 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
       dim: shard.cfg.dim,
       createdAt: new Date().toISOString(),
       files,
+      recentKeys: cut.recentKeys,
     };
     // cfg travels inside the snapshot too: a snapshot is self-contained.
     await writeParts(join(tmp, 'cfg.json'), [Buffer.from(indexCfgToJSON(shard.cfg))]);

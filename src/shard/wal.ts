@@ -11,7 +11,7 @@
  */
 import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32Update } from './crc.js';
 import { StorageError } from '../errors.js';
 
 export type Durability = 'fsync' | 'os' | 'none';
@@ -22,6 +22,8 @@ export const WAL_FORMAT_VERSION = 1;
 const SEGMENT_HEADER = 16;
 const RECORD_HEADER = 48;
 const TYPE_ADD = 1;
+/** Training started on the first `n` buffered rows (so a restart re-trains on the same rows). */
+const TYPE_TRAIN = 2;
 /** Replay refuses records claiming more than this (a corrupt length must not allocate GBs). */
 const MAX_RECORD_BYTES = 2 ** 31;
 
@@ -36,6 +38,9 @@ export interface WalBatch {
 
 export interface WalRecord extends WalBatch {
   seq: number;
+  type: 'add' | 'train';
+  /** train records: rows the training used; add records: vectors in the batch. */
+  rows: number;
 }
 
 interface Pending {
@@ -83,7 +88,12 @@ export class WriteAheadLog {
    * Appends a batch; once it is durable (per the durability mode) `apply` runs, in log
    * order, and the promise resolves with apply's result.
    */
-  append<T>(batch: WalBatch, apply: (seq: number) => T): Promise<T> {
+  /** Logs that training started on the first `rows` buffered rows. */
+  appendTrainMarker(rows: number): Promise<void> {
+    return this.append({ vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array([rows]), key: '' }, () => undefined, TYPE_TRAIN);
+  }
+
+  append<T>(batch: WalBatch, apply: (seq: number) => T, type = TYPE_ADD): Promise<T> {
     if (this.closed) return Promise.reject(new StorageError('write-ahead log is closed'));
     const seq = ++this.lastSeq;
     if (this.durability === 'none') {
@@ -93,7 +103,7 @@ export class WriteAheadLog {
         return Promise.reject(err);
       }
     }
-    const parts = encodeRecord(seq, batch);
+    const parts = encodeRecord(seq, batch, type);
     const bytes = parts.reduce((s, p) => s + p.byteLength, 0);
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ seq, parts, bytes, apply, resolve: resolve as (v: unknown) => void, reject });
@@ -226,17 +236,18 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-function encodeRecord(seq: number, b: WalBatch): Uint8Array[] {
-  const n = b.offsets.length - 1;
+function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
+  // train markers carry their row count in n and no payload
+  const n = type === TYPE_TRAIN ? b.offsets[0]! : b.offsets.length - 1;
   const key = Buffer.from(b.key, 'utf8');
   const vecBytes = b.vectors.byteLength;
-  const offBytes = b.offsets.byteLength;
+  const offBytes = type === TYPE_TRAIN ? 0 : b.offsets.byteLength;
   const payload = vecBytes + offBytes + b.blob.byteLength + key.byteLength;
   const total = Math.ceil((RECORD_HEADER + payload) / 8) * 8;
   const h = Buffer.alloc(RECORD_HEADER);
   h.writeUInt32LE(RECORD_MAGIC, 0);
   h.writeUInt32LE(total, 8);
-  h.writeUInt32LE(TYPE_ADD, 12);
+  h.writeUInt32LE(type, 12);
   h.writeBigUInt64LE(BigInt(seq), 16);
   h.writeUInt32LE(n, 24);
   h.writeUInt32LE(b.dim, 28);
@@ -246,8 +257,8 @@ function encodeRecord(seq: number, b: WalBatch): Uint8Array[] {
   const vec = new Uint8Array(b.vectors.buffer, b.vectors.byteOffset, vecBytes);
   const off = new Uint8Array(b.offsets.buffer, b.offsets.byteOffset, offBytes);
   const pad = new Uint8Array(total - RECORD_HEADER - payload);
-  let crc = crc32(h.subarray(8));
-  for (const p of [vec, off, b.blob, key, pad]) crc = crc32(p, crc);
+  let crc = crc32Update(0, h.subarray(8));
+  for (const p of [vec, off, b.blob, key, pad]) crc = crc32Update(crc, p);
   h.writeUInt32LE(crc, 4);
   return [h, vec, off, b.blob, key, pad].filter((p) => p.byteLength > 0);
 }
@@ -325,12 +336,16 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
   if (pos + total > size) return 'torn record (file ends inside it)';
   const body = Buffer.alloc(total - RECORD_HEADER);
   await fh.read(body, 0, body.byteLength, pos + RECORD_HEADER);
-  let crc = crc32(h.subarray(8));
-  crc = crc32(body, crc);
+  let crc = crc32Update(0, h.subarray(8));
+  crc = crc32Update(crc, body);
   if (crc !== h.readUInt32LE(4)) return 'checksum mismatch';
-  if (h.readUInt32LE(12) !== TYPE_ADD) return `unknown record type ${h.readUInt32LE(12)}`;
+  const type = h.readUInt32LE(12);
   const seq = Number(h.readBigUInt64LE(16));
   const n = h.readUInt32LE(24);
+  if (type === TYPE_TRAIN) {
+    return { record: { seq, type: 'train', rows: n, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key: '' }, total };
+  }
+  if (type !== TYPE_ADD) return `unknown record type ${type}`;
   const dim = h.readUInt32LE(28);
   const vecBytes = h.readUInt32LE(32);
   const blobBytes = h.readUInt32LE(36);
@@ -342,5 +357,5 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
   const offsets = new Uint32Array(body.buffer, body.byteOffset + vecBytes, n + 1);
   const blob = body.subarray(vecBytes + offBytes, vecBytes + offBytes + blobBytes);
   const key = body.toString('utf8', vecBytes + offBytes + blobBytes, vecBytes + offBytes + blobBytes + keyBytes);
-  return { record: { seq, vectors, dim, blob, offsets, key }, total };
+  return { record: { seq, type: 'add', rows: n, vectors, dim, blob, offsets, key }, total };
 }

@@ -38,7 +38,8 @@ test(`crash test: ${CYCLES} SIGKILL cycles during ingest, training, background a
     await client.createIndex('crash', { indexBuilderType: 'ivf_simple', dim, centroids: 8, nprobe: 8, trainNum: 1500, metric: 'l2', saveIntervalSec: 1 });
     for (let cycle = 0; cycle < CYCLES; cycle++) {
       // Two clients ingest concurrently; a third task snapshots now and then.
-      const writers = await Promise.all([0, 1].map(() => IndexClient.connect(cluster.discovery, { callTimeoutMs: 10_000 })));
+      // addRetryWindowMs 0: a writer gives up at once when the server dies (the restart comes later).
+      const writers = await Promise.all([0, 1].map(() => IndexClient.connect(cluster.discovery, { callTimeoutMs: 10_000, addRetryWindowMs: 0 })));
       let stop = false;
       const ingest = writers.map(async (w) => {
         while (!stop) {
@@ -74,7 +75,7 @@ test(`crash test: ${CYCLES} SIGKILL cycles during ingest, training, background a
       // crash may be back too (it was durable), but never twice.
       const status = (await client.status())[0]!.indexes as Record<string, { total: number }>;
       const present = new Set([...(await client.getIds('crash'))].map(Number));
-      for (const b of acked) assert.ok(present.has(b), `cycle ${cycle}: acknowledged batch ${b} lost`);
+      for (const b of acked) assert.ok(present.has(b), `cycle ${cycle}: acknowledged batch ${b} lost (acked ${[...acked].sort((x, y) => x - y).join(",")}; present ${[...present].sort((x, y) => x - y).join(",")})`);
       for (const b of present) assert.ok(sent.has(b), `cycle ${cycle}: batch ${b} was never sent`);
       assert.equal(status.crash!.total, present.size * ROWS, `cycle ${cycle}: a batch is stored twice`);
       for (const b of present) acked.add(b);

@@ -1,0 +1,111 @@
+/**
+ * The client's link to one server: two RPC connections (bulk traffic, and searches plus
+ * small calls), re-established when the server comes back. While a server is down, calls
+ * fail at once with ServerUnavailableError (nothing was sent), and a reconnect is tried at
+ * most once per reconnect interval, so a dead server costs no time-outs.
+ */
+import { ConnectionError, ServerUnavailableError } from '../errors.js';
+import { RpcClient, type Attachment, type CallOptions, type CallResult, type RpcClientOptions } from '../protocol/index.js';
+import type { ServerAddress } from './discovery.js';
+
+export type ConnKind = 'bulk' | 'query';
+
+export class ServerConn {
+  readonly address: ServerAddress;
+  /** "host:port", used in every error about this server. */
+  readonly name: string;
+  private readonly opts: RpcClientOptions;
+  private readonly reconnectIntervalMs: number;
+  private clients: Record<ConnKind, RpcClient | null>;
+  private reconnecting: Promise<void> | null = null;
+  private lastAttempt = 0;
+  private lastError: Error | null = null;
+  private closed = false;
+
+  private constructor(address: ServerAddress, opts: RpcClientOptions, reconnectIntervalMs: number, bulk: RpcClient, query: RpcClient) {
+    this.address = address;
+    this.name = `${address.host}:${address.port}`;
+    this.opts = opts;
+    this.reconnectIntervalMs = reconnectIntervalMs;
+    this.clients = { bulk, query };
+  }
+
+  static async open(address: ServerAddress, opts: RpcClientOptions, reconnectIntervalMs: number): Promise<ServerConn> {
+    const [bulk, query] = await connectPair(address, opts);
+    return new ServerConn(address, opts, reconnectIntervalMs, bulk, query);
+  }
+
+  /** Both connections are open (as far as this side knows). */
+  get up(): boolean {
+    return !!this.clients.bulk && !this.clients.bulk.closed && !!this.clients.query && !this.clients.query.closed;
+  }
+
+  /** The server's rank from its hello. */
+  get rank(): number | undefined {
+    return this.clients.query?.server.rank;
+  }
+
+  async call<R>(kind: ConnKind, method: string, args: unknown, attachments: readonly Attachment[] = [], opts: CallOptions = {}): Promise<CallResult<R>> {
+    const client = await this.client(kind);
+    return client.call<R>(method, args, attachments, opts);
+  }
+
+  /** Waits (up to timeoutMs) until the server is reachable again. */
+  async waitUp(timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end && !this.closed) {
+      try {
+        await this.client('bulk');
+        await this.client('query');
+        return true;
+      } catch {
+        await new Promise((r) => setTimeout(r, Math.min(this.reconnectIntervalMs, Math.max(0, end - Date.now()))));
+      }
+    }
+    return false;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([this.clients.bulk?.close(), this.clients.query?.close()]);
+  }
+
+  private async client(kind: ConnKind): Promise<RpcClient> {
+    const c = this.clients[kind];
+    if (c && !c.closed) return c;
+    if (this.closed) throw new ConnectionError(`connection to ${this.name} was closed by this client`);
+    if (!this.reconnecting) {
+      const since = Date.now() - this.lastAttempt;
+      if (since < this.reconnectIntervalMs && this.lastError) {
+        throw new ServerUnavailableError(this.name, `server ${this.name} is down (${this.lastError.message}); retrying the connection every ${this.reconnectIntervalMs} ms`);
+      }
+      this.lastAttempt = Date.now();
+      this.reconnecting = this.reconnect().finally(() => {
+        this.reconnecting = null;
+      });
+    }
+    await this.reconnecting;
+    const again = this.clients[kind];
+    if (!again || again.closed) throw new ServerUnavailableError(this.name, `server ${this.name} closed the connection again right after reconnecting`);
+    return again;
+  }
+
+  private async reconnect(): Promise<void> {
+    await Promise.allSettled([this.clients.bulk?.close(), this.clients.query?.close()]);
+    try {
+      const [bulk, query] = await connectPair(this.address, this.opts);
+      this.clients = { bulk, query };
+      this.lastError = null;
+    } catch (err) {
+      this.lastError = err as Error;
+      throw new ServerUnavailableError(this.name, `server ${this.name} is down: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+async function connectPair(address: ServerAddress, opts: RpcClientOptions): Promise<[RpcClient, RpcClient]> {
+  const settled = await Promise.allSettled([RpcClient.connect(address.host, address.port, opts), RpcClient.connect(address.host, address.port, opts)]);
+  if (settled[0].status === 'fulfilled' && settled[1].status === 'fulfilled') return [settled[0].value, settled[1].value];
+  await Promise.allSettled(settled.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
+  throw (settled.find((s) => s.status === 'rejected') as PromiseRejectedResult).reason;
+}
