@@ -115,7 +115,8 @@ export class DurableShard {
     let generation = 0;
     let fromSeq = 0;
     let recentKeys: Array<[string, number]> = [];
-    for (const snap of await listSnapshots(dir)) {
+    const snapshots = await listSnapshots(dir);
+    for (const snap of snapshots) {
       try {
         const r = await readSnapshot(snap.dir, cfg, hooked);
         shard = r.shard;
@@ -144,7 +145,8 @@ export class DurableShard {
     // replay point instead of between good records.
     const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, report.lastSeq);
     wal.requestRotate();
-    const ds = new DurableShard(dir, shard, wal, report.lastSeq, generation, opts);
+    // New snapshots number past every folder present, including skipped (damaged) ones.
+    const ds = new DurableShard(dir, shard, wal, report.lastSeq, snapshots[0]?.generation ?? 0, opts);
     link.attach(ds);
     ds.snapshotSeq = fromSeq;
     for (const [k, id] of keys) ds.rememberKey(k, id);

@@ -198,6 +198,8 @@ test('idempotency keys: a retried batch is stored once, also across a restart an
   assert.equal(await s.add(v, blob, offsets, { key: 'k1' }), a);
   assert.equal(s.shard.info.total, 10);
   await s.add(v, blob, offsets, { key: 'k2' });
+  await s.shard.idle();
+  await s.close();
   const { shard: r } = await DurableShard.open(dir, null); // keys come back from the WAL
   assert.equal(await r.add(v, blob, offsets, { key: 'k1' }), 0);
   assert.equal(r.shard.info.total, 20);
@@ -207,5 +209,4 @@ test('idempotency keys: a retried batch is stored once, also across a restart an
   assert.equal(await r2.add(v, blob, offsets, { key: 'k2' }), 10);
   assert.equal(r2.shard.info.total, 20);
   await r2.close();
-  await s.close();
 });
