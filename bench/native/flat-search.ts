@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { METRIC_L2, native } from '../../src/native/binding.js';
 import { FaissIndex } from '../../src/native/faiss-index.js';
 import { faissVersion, setNumThreads } from '../../src/native/index.js';
+import { prng as mulberry32 } from '../../src/datasets/synthetic.js';
 
 const D = 128;
 const NB = 100_000;
@@ -83,17 +84,6 @@ function positiveInt(s: string, name: string): number {
 
 // ---------------------------------------------------------------- data
 
-/** mulberry32: tiny deterministic PRNG, uniform floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function makeData(): { base: Float32Array; queries: Float32Array } {
   const rand = mulberry32(SEED);
