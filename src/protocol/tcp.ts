@@ -207,30 +207,7 @@ export class TcpTransport implements Transport {
 
   connect(host: string, port: number, opts: ConnectOptions = {}): Promise<Connection> {
     const remote = formatHostPort(host, port);
-    const timeoutMs = opts.timeoutMs ?? 10_000;
-    return new Promise<Connection>((resolve, reject) => {
-      const socket = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new TimeoutError(`connecting to ${remote} timed out after ${timeoutMs} ms: is the server up and reachable?`));
-      }, timeoutMs);
-      const onError = (err: Error): void => {
-        clearTimeout(timer);
-        reject(new ConnectionError(`cannot connect to ${remote}: ${err.message}`, { cause: err }));
-      };
-      socket.once('error', onError);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.off('error', onError);
-        this.configure(socket);
-        try {
-          resolve(new SocketConnection(socket, opts, remote));
-        } catch (err) {
-          socket.destroy();
-          reject(err);
-        }
-      });
-    });
+    return awaitConnected(net.connect({ host, port }), 'connect', remote, opts, (socket) => this.configure(socket));
   }
 
   listen(host: string, port: number, onConnection: (conn: Connection) => void, opts: ListenOptions = {}): Promise<Listener> {
@@ -267,4 +244,44 @@ export class TcpTransport implements Transport {
     socket.setNoDelay(this.noDelay);
     if (this.keepAliveMs > 0) socket.setKeepAlive(true, this.keepAliveMs);
   }
+}
+
+/**
+ * Resolves with a Connection once `socket` emits `readyEvent` ('connect', or 'secureConnect'
+ * for TLS), within opts.timeoutMs (default 10 s). `explain` may turn a socket error into a
+ * more specific one (TLS certificate problems).
+ */
+export function awaitConnected<S extends net.Socket>(
+  socket: S,
+  readyEvent: 'connect' | 'secureConnect',
+  remote: string,
+  opts: ConnectOptions,
+  configure: (socket: S) => void,
+  explain: (err: Error) => Error | undefined = () => undefined,
+): Promise<Connection> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const what = readyEvent === 'secureConnect' ? `${remote} (TLS)` : remote;
+  return new Promise<Connection>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new TimeoutError(`connecting to ${what} timed out after ${timeoutMs} ms: is the server up and reachable?`));
+    }, timeoutMs);
+    const onError = (err: Error): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(explain(err) ?? new ConnectionError(`cannot connect to ${remote}: ${err.message}`, { cause: err }));
+    };
+    socket.once('error', onError);
+    socket.once(readyEvent, () => {
+      clearTimeout(timer);
+      socket.off('error', onError);
+      configure(socket);
+      try {
+        resolve(new SocketConnection(socket, opts, remote));
+      } catch (err) {
+        socket.destroy();
+        reject(err);
+      }
+    });
+  });
 }

@@ -11,9 +11,9 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { AuthError, ConnectionError, DfaissError, TimeoutError, ValidationError } from '../errors.js';
+import { AuthError, ConnectionError, DfaissError, ValidationError } from '../errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame.js';
-import { SocketConnection, checkMaxFrameBytes, formatHostPort, type TcpTransportOptions } from './tcp.js';
+import { SocketConnection, awaitConnected, checkMaxFrameBytes, formatHostPort, type TcpTransportOptions } from './tcp.js';
 import type { ConnectOptions, Connection, ListenOptions, Listener, Transport } from './transport.js';
 
 /** A PEM file path, PEM text (starting with "-----BEGIN"), or PEM bytes. */
@@ -169,33 +169,10 @@ export class TlsTransport implements Transport {
 
   connect(host: string, port: number, opts: ConnectOptions = {}): Promise<Connection> {
     const remote = formatHostPort(host, port);
-    const timeoutMs = opts.timeoutMs ?? 10_000;
     const context = this.clientContext ?? { minVersion: 'TLSv1.2' as const, rejectUnauthorized: true };
-    return new Promise<Connection>((resolve, reject) => {
-      const servername = this.servername ?? (net.isIP(host) ? undefined : host);
-      const socket = tls.connect({ ...context, host, port, ...(servername ? { servername } : {}) });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new TimeoutError(`connecting to ${remote} (TLS) timed out after ${timeoutMs} ms: is the server up and reachable?`));
-      }, timeoutMs);
-      const onError = (err: Error): void => {
-        clearTimeout(timer);
-        socket.destroy();
-        reject(explainTlsError(err, remote) ?? new ConnectionError(`cannot connect to ${remote}: ${err.message}`, { cause: err }));
-      };
-      socket.once('error', onError);
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        socket.off('error', onError);
-        this.configure(socket);
-        try {
-          resolve(new SocketConnection(socket, opts, remote));
-        } catch (err) {
-          socket.destroy();
-          reject(err);
-        }
-      });
-    });
+    const servername = this.servername ?? (net.isIP(host) ? undefined : host);
+    const socket = tls.connect({ ...context, host, port, ...(servername ? { servername } : {}) });
+    return awaitConnected(socket, 'secureConnect', remote, opts, (s) => this.configure(s), (err) => explainTlsError(err, remote));
   }
 
   listen(host: string, port: number, onConnection: (conn: Connection) => void, opts: ListenOptions = {}): Promise<Listener> {
