@@ -43,6 +43,7 @@ export interface RawBinding {
     readBuffer(buf: Uint8Array): Promise<RawIndex>;
   };
   fp16ToFp32(src: Uint16Array, dst: Float32Array): void;
+  crc32c(bytes: Uint8Array, crc?: number): number;
   fp16ToFp32Async(src: Uint16Array, dst: Float32Array): Promise<void>;
   setNumThreads(n: number): void;
   getNumThreads(): number;

@@ -1,11 +1,11 @@
 /**
- * CRC-32 (zlib's polynomial) over a sequence of byte arrays. Empty arrays are skipped:
- * node:zlib's crc32 returns 0 instead of the running value for an empty view of an empty
- * ArrayBuffer (seen on Node 20.20), which would silently corrupt checksums of records
- * with an empty part.
+ * CRC-32C (Castagnoli) over a sequence of byte arrays, for the write-ahead log and snapshot
+ * checksums. Computed natively (SSE4.2 instruction where available, ~10x faster than zlib's
+ * CRC-32 and synchronous on the event loop either way), so every logged batch can be
+ * checksummed without costing ingest throughput.
  */
-import { crc32 } from 'node:zlib';
+import { native } from '../native/binding.js';
 
 export function crc32Update(crc: number, bytes: Uint8Array): number {
-  return bytes.byteLength === 0 ? crc : crc32(bytes, crc);
+  return bytes.byteLength === 0 ? crc : native.crc32c(bytes, crc);
 }
