@@ -269,3 +269,13 @@ test('recall on real data: Fashion-MNIST (784-d images)', async (t) => {
   const r = recallAtK(truth.labels, (await ivf.search(queries, 10)).labels, 50, 10);
   assert.ok(r >= 0.9, `IVF64 nprobe 16 recall@10 on Fashion-MNIST = ${r}`);
 });
+
+test('CRC-32C matches the standard check value and chains across pieces', async () => {
+  const { crc32Update } = await import('../../src/shard/crc.js');
+  const enc = (s: string) => new TextEncoder().encode(s);
+  assert.equal(crc32Update(0, enc('123456789')), 0xe3069283);
+  assert.equal(crc32Update(crc32Update(0, enc('12345')), enc('6789')), 0xe3069283);
+  assert.equal(crc32Update(0xe3069283, new Uint8Array(new ArrayBuffer(0))), 0xe3069283, 'empty pieces keep the running value');
+  const odd = new Uint8Array(1001).map((_, i) => i * 7);
+  assert.equal(crc32Update(0, odd.subarray(3)), crc32Update(crc32Update(0, odd.subarray(3, 500)), odd.subarray(500)));
+});
