@@ -1,4 +1,5 @@
 /** Builds a real FAISS index from an IndexCfg through the native binding. */
+import { FaissError, ValidationError } from '../errors.js';
 import type { FaissIndex } from '../native/index.js';
 import { resolveIndexSpec, type ResolveOptions } from './builders.js';
 import type { IndexCfg } from './index-cfg.js';
@@ -21,4 +22,32 @@ export async function createFaissIndex(
   const index = native.FaissIndex.fromFactory(cfg.dim, spec.factory, spec.metric);
   for (const [name, value] of spec.params) await index.setParameter(name, value);
   return index;
+}
+
+/**
+ * Checks, when an index is created, what would otherwise only fail at training time (a
+ * server-side check: it needs the native addon):
+ * - the FAISS index_factory string must build (with a stand-in centroid count), so a
+ *   malformed faissFactory is refused with a ValidationError naming it, not later as a
+ *   background training error;
+ * - with trainNum > 0 training always runs on trainNum vectors, so an IVF layer with more
+ *   lists than that (or PQ codes needing more vectors) can never train: refused now.
+ * GPU requests without GPU support throw GpuUnavailableError.
+ */
+export async function checkIndexCfgBuildable(cfg: IndexCfg): Promise<void> {
+  const native = await import('../native/index.js');
+  const gpuAvailable = native.gpuAvailable;
+  if (cfg.trainNum > 0) resolveIndexSpec(cfg, cfg.trainNum, { totalVectors: cfg.trainNum, gpuAvailable });
+  // Any training set size is possible: only the factory string itself is checked here.
+  const spec = resolveIndexSpec({ ...cfg, centroids: 1, inferCentroids: false }, Number.MAX_SAFE_INTEGER, { gpuAvailable });
+  try {
+    native.FaissIndex.fromFactory(cfg.dim, spec.factory, spec.metric);
+  } catch (err) {
+    if (!(err instanceof FaissError)) throw err;
+    throw new ValidationError(
+      cfg.indexBuilderType === null ? 'faissFactory' : 'indexBuilderType',
+      `a configuration FAISS can build for dim=${cfg.dim} (${err.message})`,
+      cfg.indexBuilderType ?? cfg.faissFactory,
+    );
+  }
 }

@@ -7,7 +7,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import type { IndexCfg } from '../config/index.js';
+import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../launch/nfs-lock.js';
 import { setNumThreads } from '../native/index.js';
@@ -129,6 +129,10 @@ export class IndexServer {
       if (isDeepStrictEqual(existing.cfg, cfg)) return { created: false };
       throw new ValidationError('cfg', `the configuration index '${indexId}' already has (drop it first to change it)`, 'a different configuration');
     }
+    // A config that can never build or train is refused now, not as a background error later.
+    await checkIndexCfgBuildable(cfg);
+    const again = this.shards.get(indexId) ?? (await this.creating.get(indexId));
+    if (again) return this.createIndex(indexId, cfg);
     // Several clients may create the same index at once: one creation, the others wait for it.
     const creation = DurableShard.create(dir, cfg, this.shardOptions(indexId));
     this.creating.set(indexId, creation);

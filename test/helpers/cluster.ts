@@ -29,7 +29,7 @@ export interface TestCluster {
   stop(opts?: { keepDir?: boolean }): Promise<void>;
 }
 
-export async function startCluster(n: number, opts: { threads?: number; dir?: string; loadIndex?: boolean } = {}): Promise<TestCluster> {
+export async function startCluster(n: number, opts: { threads?: number; dir?: string; loadIndex?: boolean; /** Extra `dfaiss server` flags for every start. */ serverArgs?: string[] } = {}): Promise<TestCluster> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' (npm test does it) first`);
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'dfaiss-cluster-'));
   const saveDir = join(dir, 'data');
@@ -38,7 +38,7 @@ export async function startCluster(n: number, opts: { threads?: number; dir?: st
   const servers: TestServer[] = [];
 
   const start = async (rank: number, extra: string[] = []): Promise<TestServer> => {
-    const args = [CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1), ...extra];
+    const args = [CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1), ...(opts.serverArgs ?? []), ...extra];
     // Only first starts announce themselves; restarts keep their line by reusing... a new port,
     // so rewrite the discovery file from the known servers instead.
     const proc = spawn(process.execPath, args, {
