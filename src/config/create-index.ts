@@ -38,10 +38,8 @@ export async function checkIndexCfgBuildable(cfg: IndexCfg): Promise<void> {
   const native = await import('../native/index.js');
   const gpuAvailable = native.gpuAvailable;
   if (cfg.trainNum > 0) resolveIndexSpec(cfg, cfg.trainNum, { totalVectors: cfg.trainNum, gpuAvailable });
-  // Any training set size is possible: only the factory string itself is checked here.
-  const spec = resolveIndexSpec({ ...cfg, centroids: 1, inferCentroids: false }, Number.MAX_SAFE_INTEGER, { gpuAvailable });
   try {
-    native.FaissIndex.fromFactory(cfg.dim, spec.factory, spec.metric);
+    await createStandInIndex(cfg);
   } catch (err) {
     if (!(err instanceof FaissError)) throw err;
     throw new ValidationError(
@@ -50,4 +48,15 @@ export async function checkIndexCfgBuildable(cfg: IndexCfg): Promise<void> {
       cfg.indexBuilderType ?? cfg.faissFactory,
     );
   }
+}
+
+/**
+ * An untrained index of the type `cfg` describes, with one IVF list (cheap to build): for
+ * checking factory strings and search parameters before the real index exists.
+ */
+export async function createStandInIndex(cfg: IndexCfg): Promise<FaissIndex> {
+  const native = await import('../native/index.js');
+  // Any training set size is possible here: only the index type matters.
+  const spec = resolveIndexSpec({ ...cfg, centroids: 1, inferCentroids: false }, Number.MAX_SAFE_INTEGER, { gpuAvailable: native.gpuAvailable });
+  return native.FaissIndex.fromFactory(cfg.dim, spec.factory, spec.metric);
 }

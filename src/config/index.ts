@@ -15,4 +15,4 @@ export {
 export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, KnownExtraKey, TrainMode } from './index-cfg.js';
 export { inferNumCentroids, resolveCentroids, resolveIndexSpec } from './builders.js';
 export type { IndexSpec, ResolveOptions } from './builders.js';
-export { checkIndexCfgBuildable, createFaissIndex } from './create-index.js';
+export { checkIndexCfgBuildable, createFaissIndex, createStandInIndex } from './create-index.js';

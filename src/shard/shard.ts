@@ -9,7 +9,7 @@
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
  */
-import { createFaissIndex, type IndexCfg } from '../config/index.js';
+import { createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, ValidationError } from '../errors.js';
 import { FaissIndex } from '../native/index.js';
 import { prng } from '../datasets/synthetic.js';
@@ -136,7 +136,10 @@ export class Shard {
     if (this.stateValue === IndexState.NOT_TRAINED) {
       if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
         const t = this.startTraining();
+        // Not awaited: a failure is kept in `error` and reported through onError, and must
+        // not become an unhandled rejection (which would end the server process).
         if (opts.trainAsync === false) await t;
+        else t.catch(() => {});
       }
     } else if (this.stateValue !== IndexState.TRAINING) {
       this.drainPending();
@@ -218,7 +221,9 @@ export class Shard {
   async setParameter(name: string, value: number): Promise<void> {
     // The original's hnswsq builder searches with efSearch = nprobe; keep setNprobe meaningful there.
     if (name === 'nprobe' && this.cfg.indexBuilderType === 'hnswsq') name = 'efSearch';
-    if (this.index) await this.index.setParameter(name, value);
+    // Before training, try it on a stand-in index of the same type: a parameter this index
+    // type does not have must fail now, not make every later training fail.
+    await (this.index ?? (await createStandInIndex(this.cfg))).setParameter(name, value);
     this.params.set(name, value);
   }
 

@@ -8,6 +8,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import {
+  FaissError,
   IndexClient,
   IndexStateError,
   ProtocolError,
@@ -262,6 +263,22 @@ describe('indexes and configurations', () => {
     assert.equal(total, 40, 'the acknowledged vectors are still buffered');
     await rejectsWith(client.search('many-lists', data.base(1, 0), 1), IndexStateError);
     await client.dropIndex('many-lists');
+    await stillServing();
+  });
+
+  it('a search parameter the index type does not have, set before training (found by the socket fuzz)', async () => {
+    await client.createIndex('param', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 5 });
+    // Refused at once (tried on a stand-in index), instead of making every later training fail.
+    await rejectsWith(client.setNprobe('param', 4), FaissError, undefined, /nprobe/);
+    await rejectsWith(client.setSearchParameter('param', 'efSearch', 4), FaissError);
+    await rejectsWith(raw[0]!.call('setSearchParameter', { indexId: 'param', name: 'no such', value: 1 }), ValidationError, 'args.name');
+    // Training triggered by adds (in the background) then works.
+    await client.addIndexData('param', data.base(10, 0));
+    await client.addIndexData('param', data.base(10, 10));
+    const end = Date.now() + 10_000;
+    while ((await client.getNtotal('param')) < 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await client.getNtotal('param'), 20);
+    await client.dropIndex('param');
     await stillServing();
   });
 
