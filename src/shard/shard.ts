@@ -135,11 +135,11 @@ export class Shard {
     if (opts.replay) return first; // restore: resume() starts training/adding once everything is back
     if (this.stateValue === IndexState.NOT_TRAINED) {
       if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
-        const t = this.startTraining();
-        // Not awaited: a failure is kept in `error` and reported through onError, and must
-        // not become an unhandled rejection (which would end the server process).
+        // A training failure is kept in `error` and reported through onError; it must not
+        // become an unhandled rejection (which would end the server process), nor fail this
+        // add: the batch is stored either way, and a failed add would invite a duplicate retry.
+        const t = this.startTraining().catch(() => {});
         if (opts.trainAsync === false) await t;
-        else t.catch(() => {});
       }
     } else if (this.stateValue !== IndexState.TRAINING) {
       this.drainPending();
