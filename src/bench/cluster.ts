@@ -1,0 +1,214 @@
+/**
+ * Local `dfaiss server` processes for the benchmark: spawned from dist/cli/main.js on
+ * loopback with ephemeral ports, one OpenMP thread each and OMP_WAIT_POLICY=PASSIVE,
+ * stopped by PID. Peak memory comes from /proc/<pid>/status (VmHWM) just before stopping.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+export interface BenchServer {
+  rank: number;
+  port: number;
+  pid: number;
+  proc: ChildProcess;
+}
+
+export interface ProcMemory {
+  /** Peak resident set (VmHWM), bytes. */
+  peakRssBytes: number;
+  /** Current resident set (VmRSS), bytes. */
+  rssBytes: number;
+  /** Current private anonymous memory (RssAnon: heap, FAISS data; not the shared node binary), bytes. */
+  anonBytes: number;
+  /** Largest RssAnon seen by the sampler (every 100 ms while sampling) and by memory() calls, bytes. */
+  peakAnonBytes: number;
+  /** CPU time used so far (user + system), seconds. */
+  cpuSeconds: number;
+}
+
+export interface BenchCluster {
+  dir: string;
+  discovery: string;
+  servers: BenchServer[];
+  /** VmHWM / VmRSS / RssAnon / CPU time of every server now. */
+  memory(): ProcMemory[];
+  /** Samples RssAnon every 100 ms until stopSampling() (it has no kernel high-water mark). */
+  startSampling(): void;
+  stopSampling(): void;
+  /**
+   * Reads memory, then stops every server and removes the temp folder. The data is
+   * throw-away, so servers are SIGKILLed (a SIGTERM makes them snapshot everything to disk
+   * first); graceful: SIGTERM (needed for --cpu-prof to write its profile), SIGKILL after 60 s.
+   */
+  stop(opts?: { graceful?: boolean }): Promise<ProcMemory[]>;
+}
+
+export interface ClusterOptions {
+  /** OpenMP/BLAS threads per server. @default 1 */
+  threads?: number;
+  /** Extra node flags for the servers, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
+  nodeArgs?: string[];
+  /** Server log level. @default 'warn' */
+  logLevel?: string;
+  /** Extra environment for the servers (e.g. glibc MALLOC_* tunables). */
+  env?: Record<string, string>;
+}
+
+/** Every PID we started and have not reaped: killed on exit so an aborted run leaves nothing behind. */
+const live = new Set<number>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const pid of live) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      process.stderr.write(`\n[bench] ${sig}: stopping servers\n`);
+      process.exit(130);
+    });
+  }
+}
+
+const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64
+
+/** user + system CPU seconds of a process from /proc/<pid>/stat (0 when it is gone). */
+export function procCpuSeconds(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15: utime, stime
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Busy CPU seconds of the whole machine so far (all cores, from /proc/stat): user, nice and
+ * system time, which is what processes are charged with. irq/softirq time (our own loopback
+ * traffic, mostly) is charged to no process, so it is left out on both sides.
+ */
+export function machineBusySeconds(): number {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system] = cpu as [number, number, number];
+  return (user + nice + system) / CLK_TCK;
+}
+
+/** VmHWM, VmRSS and RssAnon of a process from /proc (0 when it is gone). */
+export function procMemory(pid: number): ProcMemory {
+  try {
+    const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (key: string): number => {
+      const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
+      return m ? Number(m[1]) * 1024 : 0;
+    };
+    const anon = kb('RssAnon');
+    return { peakRssBytes: kb('VmHWM'), rssBytes: kb('VmRSS'), anonBytes: anon, peakAnonBytes: anon, cpuSeconds: procCpuSeconds(pid) };
+  } catch {
+    return { peakRssBytes: 0, rssBytes: 0, anonBytes: 0, peakAnonBytes: 0, cpuSeconds: 0 };
+  }
+}
+
+export async function startCluster(n: number, opts: ClusterOptions = {}): Promise<BenchCluster> {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' first`);
+  installExitHook();
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-bench-'));
+  const saveDir = join(dir, 'data');
+  const discovery = join(dir, 'discovery.txt');
+  writeFileSync(discovery, `${n}\n`);
+  const servers: BenchServer[] = [];
+
+  const start = async (rank: number): Promise<BenchServer> => {
+    const args = [...(opts.nodeArgs ?? []), CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1)];
+    const proc = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: opts.logLevel ?? process.env.DFAISS_LOG_LEVEL ?? 'warn', ...opts.env },
+    });
+    live.add(proc.pid!);
+    proc.once('exit', () => live.delete(proc.pid!));
+    proc.stderr!.on('data', (d: Buffer) => {
+      if (process.env.DFAISS_BENCH_VERBOSE) process.stderr.write(d);
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server ${rank} did not start within 30 s`)), 30_000);
+      proc.once('exit', (code) => reject(new Error(`server ${rank} exited with code ${code} before listening`)));
+      createInterface({ input: proc.stdout! }).on('line', (line) => {
+        try {
+          const ev = JSON.parse(line) as { event?: string; port?: number };
+          if (ev.event === 'listening') {
+            clearTimeout(timer);
+            resolve(ev.port!);
+          }
+        } catch {
+          /* not ours */
+        }
+      });
+    });
+    return { rank, port, pid: proc.pid!, proc };
+  };
+
+  try {
+    servers.push(...(await Promise.all(Array.from({ length: n }, (_, r) => start(r)))));
+  } catch (err) {
+    for (const pid of live) process.kill(pid, 'SIGKILL');
+    throw err;
+  }
+  writeFileSync(discovery, `${n}\n${servers.map((s) => `127.0.0.1,${s.port}`).join('\n')}\n`);
+
+  // RssAnon has no kernel high-water mark: sample it (a /proc read per server every 100 ms).
+  const peakAnon = servers.map(() => 0);
+  const sample = (): ProcMemory[] =>
+    servers.map((s, i) => {
+      const m = procMemory(s.pid);
+      peakAnon[i] = Math.max(peakAnon[i]!, m.anonBytes);
+      return { ...m, peakAnonBytes: peakAnon[i]! };
+    });
+  let sampler: NodeJS.Timeout | null = null;
+  const stopSampling = (): void => {
+    if (sampler) clearInterval(sampler);
+    sampler = null;
+  };
+  const memory = (): ProcMemory[] => sample();
+  return {
+    dir,
+    discovery,
+    servers,
+    memory,
+    startSampling() {
+      sampler ??= setInterval(sample, 100);
+    },
+    stopSampling,
+    async stop({ graceful = false } = {}) {
+      const mem = memory();
+      stopSampling();
+      await Promise.all(
+        servers.map(async (s) => {
+          if (s.proc.exitCode !== null || s.proc.signalCode !== null) return;
+          const exited = new Promise((r) => s.proc.once('exit', r));
+          process.kill(s.pid, graceful ? 'SIGTERM' : 'SIGKILL');
+          const timer = setTimeout(() => {
+            if (s.proc.exitCode === null && s.proc.signalCode === null) process.kill(s.pid, 'SIGKILL');
+          }, 60_000);
+          await exited;
+          clearTimeout(timer);
+        }),
+      );
+      rmSync(dir, { recursive: true, force: true });
+      return mem;
+    },
+  };
+}
