@@ -62,6 +62,8 @@ export interface ClusterOptions {
 
 /** Every PID we started and have not reaped: killed on exit so an aborted run leaves nothing behind. */
 const live = new Set<number>();
+/** Temp folders of running clusters: removed on exit too. */
+const liveDirs = new Set<string>();
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -75,6 +77,7 @@ function installExitHook(): void {
         /* already gone */
       }
     }
+    for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
   });
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
@@ -127,6 +130,7 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' first`);
   installExitHook();
   const dir = mkdtempSync(join(tmpdir(), 'dfaiss-bench-'));
+  liveDirs.add(dir);
   const saveDir = join(dir, 'data');
   const discovery = join(dir, 'discovery.txt');
   writeFileSync(discovery, `${n}\n`);
@@ -208,6 +212,7 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
         }),
       );
       rmSync(dir, { recursive: true, force: true });
+      liveDirs.delete(dir);
       return mem;
     },
   };
