@@ -14,7 +14,7 @@ import { StorageError } from '../errors.js';
 import { FaissIndex } from '../native/index.js';
 import type { MetadataStore } from './metadata-store.js';
 import { Shard, type ShardOptions } from './shard.js';
-import { syncDir } from './wal.js';
+import { syncDir, writeAll } from './wal.js';
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
 const META_MAGIC = 0x544d4644; // "DFMT"
@@ -89,12 +89,13 @@ async function writeParts(path: string, parts: readonly Uint8Array[]): Promise<{
   const fh = await open(path, 'w');
   let crc = 0;
   let bytes = 0;
+  for (const p of parts) {
+    crc = crc32Update(crc, p);
+    bytes += p.byteLength;
+  }
   try {
-    for (const p of parts) {
-      await fh.write(p);
-      crc = crc32Update(crc, p);
-      bytes += p.byteLength;
-    }
+    // meta.bin has one part per vector: gathered writes, not one awaited write each.
+    await writeAll(fh, parts, 0);
     await fh.sync();
   } finally {
     await fh.close();

@@ -197,7 +197,8 @@ export class WriteAheadLog {
   }
 }
 
-async function writeAll(fh: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
+/** Writes `parts` back to back from `position`, 512 buffers per writev, finishing short writes. */
+export async function writeAll(fh: FileHandle, parts: readonly Uint8Array[], position: number): Promise<void> {
   // writev takes at most IOV_MAX (1024) buffers per call on Linux.
   let pos = position;
   for (let i = 0; i < parts.length; i += 512) {
