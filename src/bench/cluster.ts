@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { waitForListening } from '../launch/listening.js';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -147,21 +147,7 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
     proc.stderr!.on('data', (d: Buffer) => {
       if (process.env.DFAISS_BENCH_VERBOSE) process.stderr.write(d);
     });
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server ${rank} did not start within 30 s`)), 30_000);
-      proc.once('exit', (code) => reject(new Error(`server ${rank} exited with code ${code} before listening`)));
-      createInterface({ input: proc.stdout! }).on('line', (line) => {
-        try {
-          const ev = JSON.parse(line) as { event?: string; port?: number };
-          if (ev.event === 'listening') {
-            clearTimeout(timer);
-            resolve(ev.port!);
-          }
-        } catch {
-          /* not ours */
-        }
-      });
-    });
+    const port = await waitForListening(proc, { label: `server ${rank}`, timeoutMs: 30_000 });
     return { rank, port, pid: proc.pid!, proc };
   };
 

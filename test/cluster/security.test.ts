@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { waitForListening } from '../../src/launch/listening.js';
 import { AuthError, ConnectionError, IndexClient } from '../../src/index.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { CLI } from '../helpers/cluster.js';
@@ -52,21 +52,7 @@ function spawnServer(args: string[], env: Record<string, string> = {}): { proc: 
 
 async function startServer(args: string[], env: Record<string, string> = {}): Promise<ServerProc> {
   const { proc, stderr, exited } = spawnServer(args, env);
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start within 20 s: ${stderr()}`)), 20_000);
-    void exited.then((code) => reject(new Error(`server exited with code ${code} before listening: ${stderr()}`)));
-    createInterface({ input: proc.stdout! }).on('line', (line) => {
-      try {
-        const ev = JSON.parse(line) as { event?: string; port?: number };
-        if (ev.event === 'listening') {
-          clearTimeout(timer);
-          resolve(ev.port!);
-        }
-      } catch {
-        /* not ours */
-      }
-    });
-  });
+  const port = await waitForListening(proc, { detail: stderr });
   const server: ServerProc = {
     proc,
     port,

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { waitForListening } from '../../src/launch/listening.js';
 
 export const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 
@@ -46,21 +46,7 @@ export async function startCluster(n: number, opts: { threads?: number; dir?: st
       env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn' },
     });
     proc.stderr!.on('data', (d: Buffer) => process.env.DFAISS_TEST_VERBOSE && process.stderr.write(d));
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server ${rank} did not start within 20 s`)), 20_000);
-      proc.once('exit', (code) => reject(new Error(`server ${rank} exited with code ${code} before listening`)));
-      createInterface({ input: proc.stdout! }).on('line', (line) => {
-        try {
-          const ev = JSON.parse(line) as { event?: string; port?: number };
-          if (ev.event === 'listening') {
-            clearTimeout(timer);
-            resolve(ev.port!);
-          }
-        } catch {
-          /* not ours */
-        }
-      });
-    });
+    const port = await waitForListening(proc, { label: `server ${rank}` });
     const server = { rank, port, proc };
     servers[rank] = server;
     writeFileSync(discovery, `${n}\n${servers.filter(Boolean).map((s) => `127.0.0.1,${s.port}`).join('\n')}\n`);

@@ -1,0 +1,40 @@
+/**
+ * `dfaiss server` announces itself with one JSON line on stdout,
+ * {"event":"listening","port":...}. This waits for that line from a spawned server.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+export interface WaitListeningOptions {
+  /** Names the server in errors, e.g. "server 3". @default 'server' */
+  label?: string;
+  /** @default 20_000 */
+  timeoutMs?: number;
+  /** Appended to errors (e.g. the server's stderr so far). */
+  detail?: () => string;
+}
+
+/** Resolves with the bound port; rejects when the process exits first or the time runs out. */
+export function waitForListening(proc: ChildProcess, opts: WaitListeningOptions = {}): Promise<number> {
+  const label = opts.label ?? 'server';
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const detail = (): string => (opts.detail ? `: ${opts.detail()}` : '');
+  return new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${label} did not start within ${timeoutMs / 1000} s${detail()}`)), timeoutMs);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${label} exited with code ${code} before listening${detail()}`));
+    });
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      try {
+        const ev = JSON.parse(line) as { event?: string; port?: number };
+        if (ev.event === 'listening' && typeof ev.port === 'number') {
+          clearTimeout(timer);
+          resolve(ev.port);
+        }
+      } catch {
+        /* a line that is not ours */
+      }
+    });
+  });
+}
