@@ -6,8 +6,6 @@
 
 #include "common.h"
 
-extern "C" void openblas_set_num_threads(int);
-
 namespace dfaiss {
 
 std::atomic<int> g_num_threads{0};

@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+// OpenBLAS's pool size is process-wide (FAISS uses sgemm for batched distances).
+extern "C" void openblas_set_num_threads(int);
+
 namespace dfaiss {
 
 // OpenMP's thread count is a per-thread setting, so a value set on the main

@@ -185,12 +185,31 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->quantizer->d) : -1.0);
   }
 
-  // train(x: Float32Array, n)
+  // train(x: Float32Array, n, threads = 0)
+  // threads > 0 overrides the process-wide count for this job only: shared training runs
+  // one k-means while the other servers on the machine wait for its result, so it may use
+  // every core. BLAS's pool is process-wide, hence restored afterwards.
   Napi::Value Train(const Napi::CallbackInfo& info) {
     auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
     idx_t n = ArgInt(info, 1, "n");
+    int threads = info.Length() > 2 && !info[2].IsUndefined() ? static_cast<int>(ArgInt(info, 2, "threads")) : 0;
     const float* px = x.Data();
-    auto* w = Job(info.Env(), true, [n, px](faiss::Index* idx) { idx->train(n, px); });
+    auto* w = Job(info.Env(), true, [n, px, threads](faiss::Index* idx) {
+      if (threads <= 0) {
+        idx->train(n, px);
+        return;
+      }
+      int before = g_num_threads.load();
+      omp_set_num_threads(threads);
+      openblas_set_num_threads(threads);
+      try {
+        idx->train(n, px);
+      } catch (...) {
+        openblas_set_num_threads(before > 0 ? before : threads);
+        throw;
+      }
+      openblas_set_num_threads(before > 0 ? before : threads);
+    });
     w->Keep(x);
     return w->Start();
   }

@@ -31,6 +31,11 @@ export interface IndexClientOptions extends ClientSecurityOptions {
    * batch there with the same idempotency key (another server could store it twice). @default 30_000
    */
   addRetryWindowMs?: number;
+  /**
+   * Deadline of training calls (syncTrain, and each step of a shared training), which can
+   * run far longer than other calls. @default 3_600_000 (1 h)
+   */
+  trainTimeoutMs?: number;
   /** TCP connect + hello deadline per server. @default 10_000 */
   connectTimeoutMs?: number;
   /** Batches being sent or stored at once across all servers; more addIndexData calls wait. @default 2 x servers */
@@ -76,6 +81,25 @@ interface IndexMeta {
   metric: Metric;
   /** Next server for round-robin placement. */
   next: number;
+  /** This client trains the index once for all shards (trainMode 'shared' on a type that needs training). */
+  sharedTraining: boolean;
+  trainNum: number;
+  /** Each server's buffered count, from its latest add reply (to start a shared training). */
+  buffered: number[];
+  /** Some shard is trained: a shard still NOT_TRAINED only needs the template installed. */
+  clusterTrained: boolean;
+  /** The shared training this client is running, if any. */
+  training: Promise<void> | null;
+}
+
+interface ServerInfo {
+  state: IndexState;
+  dim: number;
+  metric: Metric;
+  buffered: number;
+  sharedTraining: boolean;
+  trainNum: number;
+  trainRatio: number;
 }
 
 export class IndexClient {
@@ -83,6 +107,7 @@ export class IndexClient {
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly maxAddsInFlight: number;
   private readonly addRetryWindowMs: number;
+  private readonly trainTimeoutMs: number;
   private addsInFlight = 0;
   private readonly addWaiters: Array<() => void> = [];
   private closed = false;
@@ -91,6 +116,7 @@ export class IndexClient {
     this.servers = servers;
     this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
     this.addRetryWindowMs = opts.addRetryWindowMs ?? 30_000;
+    this.trainTimeoutMs = opts.trainTimeoutMs ?? 3_600_000;
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
@@ -125,8 +151,8 @@ export class IndexClient {
   /** Creates the index on every server (a no-op where it exists with the same cfg). */
   async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
-    await this.all('bulk', 'createIndex', { indexId, cfg: full as unknown as Record<string, unknown> });
-    this.indexes.set(indexId, { dim: full.dim, metric: full.metric, next: Math.floor(Math.random() * this.servers.length) });
+    const created = await this.all<{ sharedTraining: boolean }>('bulk', 'createIndex', { indexId, cfg: full as unknown as Record<string, unknown> });
+    this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum));
   }
 
   /**
@@ -153,6 +179,7 @@ export class IndexClient {
     const attachments = [data, blob, offsetsBytes(offsets)];
     // The key makes a retried batch idempotent on the server that may already have stored it.
     const args = { indexId, n, trainAsync: opts.trainAsync ?? true, key: randomUUID() };
+    let training: Promise<void> | null = null;
     await this.acquireAddSlot();
     try {
       // A server known to be down never saw the batch: try the next one. A server that died
@@ -160,29 +187,49 @@ export class IndexClient {
       for (let tried = 0; ; tried++) {
         const server = this.servers[meta.next % this.servers.length]!;
         meta.next = (meta.next + 1) % this.servers.length;
+        let reply: AddReply;
         try {
-          await server.call('bulk', 'addIndexData', args, attachments);
-          return;
+          reply = (await server.call<AddReply>('bulk', 'addIndexData', args, attachments)).result;
         } catch (err) {
           if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
           if (err instanceof ServerUnavailableError && tried + 1 < this.servers.length) continue;
-          await this.retryOnSameServer(server, args, attachments, err);
-          return;
+          reply = await this.retryOnSameServer(server, args, attachments, err);
         }
+        training = this.afterAdd(indexId, meta, this.servers.indexOf(server), reply);
+        break;
       }
     } finally {
       this.releaseAddSlot();
     }
+    if (training && opts.trainAsync === false) await training;
   }
 
-  private async retryOnSameServer(server: ServerConn, args: Record<string, unknown>, attachments: Parameters<ServerConn['call']>[3], first: Error): Promise<void> {
+  /**
+   * Shared training starts once the cluster buffers trainNum vectors (the sum of the
+   * servers' latest counts), or at once for a shard still untrained in a trained cluster
+   * (one that was down during the install). Returns the training, if this add started or joined one.
+   */
+  private afterAdd(indexId: string, meta: IndexMeta, serverIdx: number, reply: AddReply): Promise<void> | null {
+    if (!meta.sharedTraining || !reply || typeof reply.buffered !== 'number') return null;
+    meta.buffered[serverIdx] = reply.buffered;
+    if (reply.state !== 'NOT_TRAINED') {
+      if (reply.state !== 'TRAINING') meta.clusterTrained = true;
+      return null;
+    }
+    const total = meta.buffered.reduce((a, b) => a + b, 0);
+    if (!meta.clusterTrained && (meta.trainNum === 0 || total < meta.trainNum)) return meta.training;
+    const t = this.sharedTrain(indexId, meta);
+    t.catch(() => {}); // background: a failure shows as NOT_TRAINED, and the next add tries again
+    return t;
+  }
+
+  private async retryOnSameServer(server: ServerConn, args: Record<string, unknown>, attachments: Parameters<ServerConn['call']>[3], first: Error): Promise<AddReply> {
     const end = Date.now() + this.addRetryWindowMs;
     let last: Error = first;
     while (Date.now() < end) {
       if (await server.waitUp(end - Date.now())) {
         try {
-          await server.call('bulk', 'addIndexData', args, attachments);
-          return;
+          return (await server.call<AddReply>('bulk', 'addIndexData', args, attachments)).result;
         } catch (err) {
           if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
           last = err;
@@ -196,14 +243,89 @@ export class IndexClient {
     );
   }
 
-  /** Trains every server's shard now on its buffered data; resolves when all are trained. */
+  /**
+   * Trains now on the buffered data and resolves when every shard is trained: once on a
+   * sample drawn across shards with trainMode 'shared', else each shard on its own buffer.
+   */
   async syncTrain(indexId: string): Promise<void> {
-    await this.all('bulk', 'syncTrain', { indexId });
+    const meta = await this.indexMeta(indexId);
+    if (meta.sharedTraining) await this.sharedTrain(indexId, meta);
+    else await this.all('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
   }
 
-  /** Starts training on every server and returns at once; poll getState() for TRAINED. */
+  /** Starts training and returns at once; poll getState() for TRAINED. */
   async asyncTrain(indexId: string): Promise<void> {
-    await this.all('bulk', 'asyncTrain', { indexId });
+    const meta = await this.indexMeta(indexId);
+    if (meta.sharedTraining) this.sharedTrain(indexId, meta).catch(() => {}); // shows as NOT_TRAINED; train again
+    else await this.all('bulk', 'asyncTrain', { indexId });
+  }
+
+  /** One shared training per index at a time from this client; others join it. */
+  private sharedTrain(indexId: string, meta: IndexMeta): Promise<void> {
+    meta.training ??= this.runSharedTraining(indexId, meta).finally(() => {
+      meta.training = null;
+    });
+    return meta.training;
+  }
+
+  /**
+   * Shared training: (1) a sample drawn across shards in proportion to their buffers,
+   * (2) one training on one server, which returns the trained, empty index, (3) installed
+   * on every other untrained shard. The trainer is the first server already trained (so a
+   * late shard gets the same centroids) or else the first listed one, so concurrent
+   * clients pick the same server, which runs a single training for all of them.
+   */
+  private async runSharedTraining(indexId: string, meta: IndexMeta): Promise<void> {
+    const timeoutMs = this.trainTimeoutMs;
+    // Servers that are down are left out: they get the trained index when they are back.
+    const settled = await Promise.allSettled(
+      this.servers.map((s) => s.call<ServerInfo>('query', 'getInfo', { indexId }).then((r) => r.result)),
+    );
+    const down: string[] = [];
+    const infos = settled.map((r, i) => {
+      if (r.status === 'fulfilled') return r.value;
+      if (!(r.reason instanceof ConnectionError)) throw r.reason;
+      down.push(this.servers[i]!.name);
+      return null;
+    });
+    const live = infos.flatMap((info, i) => (info ? [i] : []));
+    if (live.length === 0) throw new ServerUnavailableError(down.join(', '), `no server answered to train index '${indexId}': ${down.join(', ')} down`);
+    const untrained = live.filter((i) => infos[i]!.state === 'NOT_TRAINED');
+    let trainer = live.find((i) => infos[i]!.state !== 'NOT_TRAINED') ?? -1;
+    let sample = new Float32Array(0);
+    if (untrained.length > 0 && trainer < 0) {
+      trainer = live[0]!;
+      const total = live.reduce((a, i) => a + infos[i]!.buffered, 0);
+      if (total === 0) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
+      const { trainNum, trainRatio } = infos[trainer]!;
+      const wanted = trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
+      const parts = await Promise.all(
+        this.servers.map(async (s, i) => {
+          const count = infos[i] ? Math.ceil((wanted * infos[i].buffered) / total) : 0;
+          if (count === 0) return new Float32Array(0);
+          const r = await s.call('bulk', 'sampleVectors', { indexId, count }, [], { timeoutMs });
+          return r.attachments[0] as Float32Array;
+        }),
+      );
+      sample = new Float32Array(Math.min(wanted, parts.reduce((a, p) => a + p.length / meta.dim, 0)) * meta.dim);
+      let off = 0;
+      for (const p of parts) {
+        const take = p.subarray(0, Math.min(p.length, sample.length - off));
+        sample.set(take, off);
+        off += take.length;
+      }
+    }
+    if (untrained.length > 0) {
+      const trained = await this.servers[trainer]!.call('bulk', 'trainShared', { indexId }, [sample], { timeoutMs });
+      const template = trained.attachments[0] as Uint8Array;
+      await Promise.all(
+        untrained.filter((i) => i !== trainer).map((i) => this.servers[i]!.call('bulk', 'installTrained', { indexId }, [template], { timeoutMs })),
+      );
+      meta.clusterTrained = true;
+    }
+    if (down.length > 0) {
+      throw new ServerUnavailableError(down.join(', '), `index '${indexId}' is trained on the live servers; ${down.join(', ')} did not answer and get the trained index when they are back`);
+    }
   }
 
   /** Adds every server's buffered vectors to its (trained) index. */
@@ -399,16 +521,29 @@ export class IndexClient {
     this.checkOpen();
     let meta = this.indexes.get(indexId);
     if (!meta) {
-      const info = await this.firstAnswer<{ dim: number; metric: Metric }>('getInfo', { indexId });
-      meta = { dim: info.dim, metric: info.metric, next: Math.floor(Math.random() * this.servers.length) };
+      const info = await this.firstAnswer<ServerInfo>('getInfo', { indexId });
+      meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum);
       this.indexes.set(indexId, meta);
     }
     return meta;
   }
 
-  private async all<R>(conn: ConnKind, method: string, args: Record<string, unknown>): Promise<R[]> {
+  private newMeta(dim: number, metric: Metric, sharedTraining: boolean, trainNum: number): IndexMeta {
+    return {
+      dim,
+      metric,
+      next: Math.floor(Math.random() * this.servers.length),
+      sharedTraining: sharedTraining === true,
+      trainNum,
+      buffered: new Array<number>(this.servers.length).fill(0),
+      clusterTrained: false,
+      training: null,
+    };
+  }
+
+  private async all<R>(conn: ConnKind, method: string, args: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<R[]> {
     this.checkOpen();
-    const results = await Promise.all(this.servers.map((s) => s.call<R>(conn, method, args)));
+    const results = await Promise.all(this.servers.map((s) => s.call<R>(conn, method, args, [], opts)));
     return results.map((r) => r.result);
   }
 
@@ -444,6 +579,8 @@ export class IndexClient {
     else this.addsInFlight--;
   }
 }
+
+type AddReply = { firstId: number; state: IndexState; buffered?: number } | undefined;
 
 function checkK(k: number): void {
   if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);

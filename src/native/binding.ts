@@ -19,7 +19,7 @@ export interface RawIndex {
   isTrained(): boolean;
   nlist(): number;
   quantizerDim(): number;
-  train(x: Float32Array, n: number): Promise<void>;
+  train(x: Float32Array, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number): Promise<void>;
   addWithIds(x: Float32Array, n: number, ids: BigInt64Array): Promise<void>;
   search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array): Promise<void>;

@@ -108,10 +108,15 @@ export class FaissIndex {
     return this.params;
   }
 
-  /** Trains the index (k-means for IVF, codebooks for PQ/SQ); a no-op for Flat. */
-  async train(x: VectorsInput): Promise<void> {
+  /**
+   * Trains the index (k-means for IVF, codebooks for PQ/SQ); a no-op for Flat.
+   * `threads` overrides the thread count (setNumThreads) for this training only.
+   */
+  async train(x: VectorsInput, opts: { threads?: number } = {}): Promise<void> {
     const { data, n } = toMatrix(x, this.dim, 'x');
-    await this.lock.write(() => wrap(this.raw.train(data, n)));
+    const threads = opts.threads ?? 0;
+    if (!Number.isSafeInteger(threads) || threads < 0 || threads > 1024) throw new ValidationError('threads', 'an integer from 1 to 1024', threads);
+    await this.lock.write(() => wrap(this.raw.train(data, n, threads)));
   }
 
   /** Appends vectors; their ids are ntotal, ntotal+1, ... */

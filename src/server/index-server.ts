@@ -4,7 +4,7 @@
  * the RPC layer and are dispatched only through the method table in methods.ts.
  */
 import { readdir, stat } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
@@ -37,6 +37,11 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    * ran batched search 20x slower). Set cores / servers-per-machine. @default 1
    */
   threads?: number;
+  /**
+   * Threads for a shared training this server runs for the cluster (one k-means while the
+   * other shards wait for its result, so it may use every core). @default os.availableParallelism()
+   */
+  trainThreads?: number;
   /** Structured logger. @default silent */
   logger?: Logger;
   /** Passed to the RPC layer (frame limits, in-flight limits, hello timeout). */
@@ -51,6 +56,7 @@ export class IndexServer {
   private readonly rpc: RpcServer;
   private readonly creating = new Map<string, Promise<DurableShard>>();
   private threads: number;
+  readonly trainThreads: number;
   private address: { host: string; port: number } | null = null;
 
   constructor(rank: number, storageDir: string, opts: IndexServerOptions = {}) {
@@ -60,6 +66,10 @@ export class IndexServer {
     this.storageDir = resolve(storageDir);
     this.log = (opts.logger ?? silentLogger).child({ rank });
     this.threads = opts.threads ?? 1;
+    this.trainThreads = opts.trainThreads ?? availableParallelism();
+    if (!Number.isSafeInteger(this.trainThreads) || this.trainThreads < 1 || this.trainThreads > 1024) {
+      throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
+    }
     this.rpc = new RpcServer({
       ...opts.rpc,
       ...rpcSecurityOptions(opts),
@@ -121,12 +131,13 @@ export class IndexServer {
     return [...this.shards.keys()];
   }
 
-  async createIndex(indexId: string, cfg: IndexCfg): Promise<{ created: boolean }> {
+  /** sharedTraining: whether clients train this index once for all shards (trainMode 'shared' on a type that needs training). */
+  async createIndex(indexId: string, cfg: IndexCfg): Promise<{ created: boolean; sharedTraining: boolean }> {
     checkIndexId(indexId);
     const dir = shardDir(this.storageDir, cfg.indexStorageDir, indexId, this.rank);
     const existing = this.shards.get(indexId) ?? (await this.creating.get(indexId));
     if (existing) {
-      if (isDeepStrictEqual(existing.cfg, cfg)) return { created: false };
+      if (isDeepStrictEqual(existing.cfg, cfg)) return { created: false, sharedTraining: existing.shard.sharedTraining };
       throw new ValidationError('cfg', `the configuration index '${indexId}' already has (drop it first to change it)`, 'a different configuration');
     }
     // A config that can never build or train is refused now, not as a background error later.
@@ -142,7 +153,7 @@ export class IndexServer {
       this.creating.delete(indexId);
     }
     this.log.info({ indexId }, 'index created');
-    return { created: true };
+    return { created: true, sharedTraining: this.shards.get(indexId)!.shard.sharedTraining };
   }
 
   /** Logs the batch durably, then buffers/indexes it; resolves with its first internal id. */

@@ -43,7 +43,8 @@ export function buildMethods(server: IndexServer): MethodTable {
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw.slice();
         toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key });
-        return { result: { firstId: first, state: shard.state } };
+        // buffered lets the client start a shared training once the cluster holds trainNum vectors.
+        return { result: { firstId: first, state: shard.state, buffered: shard.info.buffered } };
       },
     }),
 
@@ -65,6 +66,46 @@ export function buildMethods(server: IndexServer): MethodTable {
       schema: byIndex,
       handler: async ({ indexId }) => {
         await server.getShard(indexId).addBufferToIndex();
+      },
+    }),
+
+    /** Shared training, step 1 — attachments out: up to `count` rows sampled from this shard's buffer (f32). */
+    sampleVectors: defineMethod({
+      schema: z.object({ indexId, count: z.number().int().min(0).max(1 << 24) }).strict(),
+      handler: ({ indexId, count }) => {
+        const shard = server.getShard(indexId);
+        const sample = shard.sample(count);
+        return { result: { n: sample.length / shard.cfg.dim }, attachments: [sample] };
+      },
+    }),
+
+    /**
+     * Shared training, step 2, on one server — attachments in: the training sample (f32,
+     * may be empty: then this shard's own buffer). out: the trained, empty index (u8).
+     */
+    trainShared: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }, ctx) => {
+        const durable = server.getDurable(indexId);
+        const [sample] = ctx.attachments;
+        if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
+          throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
+        }
+        const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data.slice() : new Float32Array(0);
+        const template = await durable.trainShared(rows, { threads: server.trainThreads });
+        return { result: { bytes: template.byteLength }, attachments: [template] };
+      },
+    }),
+
+    /** Shared training, step 3, on every other server — attachments in: the trained, empty index (u8). */
+    installTrained: defineMethod({
+      schema: byIndex,
+      handler: async ({ indexId }, ctx) => {
+        const [bytes] = ctx.attachments;
+        if (!(bytes instanceof Uint8Array) || ctx.attachments.length !== 1) {
+          throw new ValidationError('trainedIndex', 'one u8 attachment: the serialized trained index', bytes);
+        }
+        return { result: { installed: await server.getDurable(indexId).installTrained(bytes.slice()) } };
       },
     }),
 

@@ -4,12 +4,13 @@
  * the shard's state. Restore = newest complete snapshot + replay of the WAL after it.
  *
  *   {dir}/cfg.json                  the index configuration
+ *   {dir}/trained.faiss             shared training's trained, empty index (when used)
  *   {dir}/snapshot-{generation}/    complete snapshots (the newest two are kept)
  *   {dir}/wal/wal-{firstSeq}.log    log segments (kept back to the older snapshot)
  */
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { IndexCfg } from '../config/index.js';
+import { createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, StorageError } from '../errors.js';
 import { Shard, type ShardOptions } from './shard.js';
 import {
@@ -18,9 +19,11 @@ import {
   pruneSnapshots,
   readCfg,
   readSnapshot,
+  readTrainedTemplate,
   snapshotTmpDir,
   writeCfg,
   writeSnapshot,
+  writeTrainedTemplate,
   type SnapshotCut,
 } from './snapshot.js';
 import { WriteAheadLog, replayWal, type Durability } from './wal.js';
@@ -89,7 +92,7 @@ export class DurableShard {
       await mkdir(dir, { recursive: true });
       await writeCfg(dir, cfg);
       const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? cfg.durability, 0);
-      const link = DurableShard.hookLink(opts);
+      const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(cfg) });
       const ds = new DurableShard(dir, new Shard(cfg, link.options), wal, 0, 0, opts);
       link.attach(ds);
       return ds;
@@ -107,10 +110,10 @@ export class DurableShard {
   /** Restores from the newest complete snapshot plus the WAL; `cfg` overrides the stored one. */
   static async open(dir: string, cfg: IndexCfg | null, opts: DurableShardOptions = {}): Promise<{ shard: DurableShard; report: RestoreReport }> {
     const skipped: string[] = [];
-    const link = DurableShard.hookLink(opts);
-    const hooked = link.options;
     const useCfg = cfg ?? (await readCfg(dir));
     if (!useCfg) throw new StorageError(`${dir} has no cfg.json: not a dfaiss index folder (pass a cfg to load it anyway)`);
+    const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(useCfg) });
+    const hooked = link.options;
     let shard: Shard | null = null;
     let generation = 0;
     let fromSeq = 0;
@@ -150,6 +153,11 @@ export class DurableShard {
     link.attach(ds);
     ds.snapshotSeq = fromSeq;
     for (const [k, id] of keys) ds.rememberKey(k, id);
+    if (shard.sharedTraining && !shard.faissIndex) {
+      // Installed before the restart but not yet snapshotted: the same trained index again.
+      const template = await readTrainedTemplate(dir);
+      if (template) await shard.installTrained(template);
+    }
     shard.resume({ trainOnRows });
     return { shard: ds, report: { generation, walRecords: report.records, skipped } };
   }
@@ -222,6 +230,31 @@ export class DurableShard {
         return { done: this.shard.add(vectors, blob, offsets, { trainAsync }) };
       })
       .then((r) => r.done);
+  }
+
+  /** Shared training on this shard (see Shard.trainShared); the template is on disk before it is returned. */
+  async trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Uint8Array> {
+    const template = await this.shard.trainShared(sample, opts);
+    await this.persistTemplate(template);
+    return template;
+  }
+
+  /** Installs another shard's trained template; on disk before this resolves. */
+  async installTrained(bytes: Uint8Array): Promise<boolean> {
+    const installed = await this.shard.installTrained(bytes);
+    if (installed) await this.persistTemplate(bytes);
+    return installed;
+  }
+
+  private templateWrite: Promise<void> | null = null;
+
+  private persistTemplate(bytes: Uint8Array): Promise<void> {
+    // Written once; concurrent callers share the write.
+    this.templateWrite ??= writeTrainedTemplate(this.dir, bytes).catch((err: Error) => {
+      this.templateWrite = null;
+      throw new StorageError(`cannot write ${join(this.dir, 'trained.faiss')}: ${err.message}`, { cause: err });
+    });
+    return this.templateWrite;
   }
 
   /**
@@ -306,4 +339,9 @@ export class DurableShard {
       return 0; // unreadable: keep the whole log
     }
   }
+}
+
+/** Shared training applies to indexes that need training (IVF, PQ, SQ); Flat shards just start. */
+async function usesSharedTraining(cfg: IndexCfg): Promise<boolean> {
+  return cfg.trainMode === 'shared' && !(await createStandInIndex(cfg)).isTrained;
 }

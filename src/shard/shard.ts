@@ -6,6 +6,10 @@
  * background, off the event loop, and searches keep answering in every state with what
  * is already indexed (the original refused to search during ADD).
  *
+ * Shared training (trainMode 'shared', for index types that need training): the shard never
+ * trains on its own. A client trains once on one server, on a sample drawn across shards
+ * (trainShared), and every other shard installs that trained, empty index (installTrained).
+ *
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
  */
@@ -38,10 +42,21 @@ export interface ShardInfo {
   total: number;
   metric: 'dot' | 'l2';
   dim: number;
+  /** The client trains this index once for all shards (trainMode 'shared' on a type that needs training). */
+  sharedTraining: boolean;
+  /** Buffered vectors that start training (per shard, or across shards with shared training). */
+  trainNum: number;
+  /** Share of the buffer trained on when trainNum is 0. */
+  trainRatio: number;
 }
 
 export interface ShardOptions {
   metadata?: MetadataStore;
+  /**
+   * The trained index comes from the cluster (trainMode 'shared' on a type that needs
+   * training): reaching trainNum does not start training here. @default false
+   */
+  sharedTraining?: boolean;
   /** Training starts on the first `rows` buffered vectors (the durable layer logs this). */
   onTrainingStart?: (rows: number) => void;
   /** Training finished and the index is in place (the durable layer snapshots it). */
@@ -53,6 +68,10 @@ export interface ShardOptions {
 export class Shard {
   readonly cfg: IndexCfg;
   readonly metadata: MetadataStore;
+  readonly sharedTraining: boolean;
+  /** The trained, empty index this shard started from, serialized (shared training only). */
+  private template: Uint8Array | null = null;
+  private sharedJob: Promise<Uint8Array> | null = null;
   private index: FaissIndex | null = null;
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
@@ -74,6 +93,7 @@ export class Shard {
   constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
     this.cfg = cfg;
     this.metadata = opts.metadata ?? new InMemoryMetadataStore();
+    this.sharedTraining = opts.sharedTraining ?? false;
     this.onError = opts.onError ?? (() => {});
     this.hooks = { onTrainingStart: opts.onTrainingStart, onTrained: opts.onTrained };
   }
@@ -92,7 +112,7 @@ export class Shard {
 
   get info(): ShardInfo {
     const ntotal = this.index?.ntotal ?? 0;
-    return { state: this.stateValue, ntotal, buffered: this.pendingCount, total: this.metadata.size, metric: this.cfg.metric, dim: this.cfg.dim };
+    return { state: this.stateValue, ntotal, buffered: this.pendingCount, total: this.metadata.size, metric: this.cfg.metric, dim: this.cfg.dim, sharedTraining: this.sharedTraining, trainNum: this.cfg.trainNum, trainRatio: this.cfg.trainRatio };
   }
 
   /** The last background failure, if any (training or adding). */
@@ -134,7 +154,7 @@ export class Shard {
     this.pendingCount += n;
     if (opts.replay) return first; // restore: resume() starts training/adding once everything is back
     if (this.stateValue === IndexState.NOT_TRAINED) {
-      if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
+      if (!this.sharedTraining && this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
         // A training failure is kept in `error` and reported through onError; it must not
         // become an unhandled rejection (which would end the server process), nor fail this
         // add: the batch is stored either way, and a failed add would invite a duplicate retry.
@@ -151,6 +171,7 @@ export class Shard {
   resume(opts: { trainOnRows?: number } = {}): void {
     if (this.stateValue === IndexState.NOT_TRAINED) {
       // Training had started before the restart: redo it on the same rows (same sample, same seed).
+      if (this.sharedTraining) return; // the client trains the cluster (again)
       if (opts.trainOnRows) this.startTraining(opts.trainOnRows).catch(() => {});
       else if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) this.startTraining().catch(() => {});
     } else {
@@ -189,6 +210,83 @@ export class Shard {
   asyncTrain(): void {
     this.checkOpen();
     this.startTraining().catch(() => {});
+  }
+
+  /** Up to `count` buffered vectors picked at random (seeded): this shard's part of a shared training sample. */
+  sample(count: number): Float32Array {
+    this.checkOpen();
+    if (!Number.isSafeInteger(count) || count < 0) throw new ValidationError('count', 'a non-negative integer', count);
+    return this.sampleRows(Math.min(count, this.pendingCount), this.pendingCount);
+  }
+
+  /**
+   * Shared training on this shard (the one the client picked): trains a new index on
+   * `sample` (drawn across all shards; this shard's own buffer when empty), installs it here
+   * and returns it serialized while still empty, for the other shards to install. Concurrent
+   * and later calls get the same template, so every shard ends up with the same centroids.
+   */
+  trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Uint8Array> {
+    this.checkOpen();
+    if (this.template) return Promise.resolve(this.template);
+    this.sharedJob ??= this.runSharedTraining(sample, opts).finally(() => {
+      this.sharedJob = null;
+    });
+    return this.sharedJob;
+  }
+
+  private async runSharedTraining(sample: Float32Array, opts: { threads?: number }): Promise<Uint8Array> {
+    await this.training?.catch(() => {}); // a local training (syncTrain) already running: use its result
+    if (this.index) {
+      // Trained before without a template (per-shard training, or an old snapshot): an empty copy.
+      const copy = await this.index.clone();
+      await copy.reset();
+      this.template = await copy.toBuffer();
+      return this.template;
+    }
+    const { dim } = this.cfg;
+    if (sample.length === 0 && this.pendingCount === 0) throw new IndexStateError('no vectors to train on: add data before training');
+    const rows = sample.length > 0 ? sample : this.sampleRows(this.wantedTrainRows(this.pendingCount), this.pendingCount);
+    const n = rows.length / dim;
+    this.stateValue = IndexState.TRAINING;
+    try {
+      const index = await createFaissIndex(this.cfg, n, { totalVectors: n });
+      if (!index.isTrained) await index.train(rows, opts);
+      for (const [name, value] of this.params) await index.setParameter(name, value);
+      const template = await index.toBuffer();
+      this.install(index, template);
+      return template;
+    } catch (err) {
+      if (!this.index) this.stateValue = IndexState.NOT_TRAINED;
+      this.lastError = err as Error;
+      throw err;
+    }
+  }
+
+  /**
+   * Installs the trained, empty index another shard produced (shared training). Returns
+   * false when this shard has an index already (a repeated or late install).
+   */
+  async installTrained(bytes: Uint8Array): Promise<boolean> {
+    this.checkOpen();
+    if (this.index || this.training || this.sharedJob) return false;
+    const index = await FaissIndex.fromBuffer(bytes).catch((err: Error) => {
+      throw new ValidationError('trainedIndex', `a FAISS index serialization (${err.message})`);
+    });
+    if (index.dim !== this.cfg.dim) throw new ValidationError('trainedIndex', `an index of dim ${this.cfg.dim}`, `dim ${index.dim}`);
+    if (index.metric !== this.cfg.metric) throw new ValidationError('trainedIndex', `an index with metric '${this.cfg.metric}'`, index.metric);
+    if (!index.isTrained || index.ntotal !== 0) throw new ValidationError('trainedIndex', 'a trained, empty index', `isTrained=${index.isTrained}, ntotal=${index.ntotal}`);
+    for (const [name, value] of this.params) await index.setParameter(name, value);
+    if (this.index || this.training || this.sharedJob) return false; // another install won meanwhile
+    this.install(index, bytes);
+    return true;
+  }
+
+  private install(index: FaissIndex, template: Uint8Array): void {
+    this.index = index;
+    this.template = template;
+    this.stateValue = IndexState.TRAINED;
+    this.drainPending();
+    this.hooks.onTrained?.();
   }
 
   /** Adds whatever is buffered (trained shards only); resolves once it is in FAISS. */
@@ -272,13 +370,18 @@ export class Shard {
 
   /** Trains on a sample of the first `total` buffered rows. */
   private async train(total: number): Promise<void> {
-    const { trainNum, trainRatio } = this.cfg;
-    const wanted = trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
+    const wanted = this.wantedTrainRows(total);
     const sample = this.sampleRows(wanted, total);
     const index = await createFaissIndex(this.cfg, wanted, { totalVectors: total });
     if (!index.isTrained) await index.train(sample);
     for (const [name, value] of this.params) await index.setParameter(name, value);
     this.index = index;
+  }
+
+  /** Training set size for `total` available rows: trainNum, else trainRatio of them. */
+  private wantedTrainRows(total: number): number {
+    const { trainNum, trainRatio } = this.cfg;
+    return trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
   }
 
   /** `count` buffered vectors picked uniformly at random (seeded: retrains are reproducible). */

@@ -19,6 +19,8 @@ import { syncDir, writeAll } from './wal.js';
 export const SNAPSHOT_FORMAT_VERSION = 1;
 const META_MAGIC = 0x544d4644; // "DFMT"
 const BUF_MAGIC = 0x42564644; // "DFVB"
+const TEMPLATE_MAGIC = 0x54544644; // "DFTT"
+const TEMPLATE_FILE = 'trained.faiss';
 const HEADER = 24;
 
 export interface SnapshotManifest {
@@ -246,6 +248,36 @@ function checkHeader(b: Buffer, magic: number, name: string): void {
   if (b.byteLength < HEADER || b.readUInt32LE(0) !== magic) throw new StorageError(`${name} is not a dfaiss ${name} file`);
   const v = b.readUInt32LE(4);
   if (v > SNAPSHOT_FORMAT_VERSION) throw new StorageError(`${name} has format version ${v}; this dfaiss reads up to ${SNAPSHOT_FORMAT_VERSION}: upgrade dfaiss`);
+}
+
+/**
+ * Shared training's result: the trained, still empty index every shard of the index
+ * installed (header with length and CRC-32C, then FAISS's own serialization). Written
+ * atomically before an install is acknowledged, so a restart gets the same centroids back.
+ */
+export async function writeTrainedTemplate(shardDir: string, bytes: Uint8Array): Promise<void> {
+  await writeFileAtomic(join(shardDir, TEMPLATE_FILE), [header(TEMPLATE_MAGIC, bytes.byteLength, crc32Update(0, bytes)), bytes]);
+  await syncDir(shardDir);
+}
+
+/** The trained template, or null when this shard never received one (or it is damaged). */
+export async function readTrainedTemplate(shardDir: string): Promise<Uint8Array | null> {
+  let b: Buffer;
+  try {
+    b = await readFile(join(shardDir, TEMPLATE_FILE));
+  } catch {
+    return null;
+  }
+  try {
+    checkHeader(b, TEMPLATE_MAGIC, TEMPLATE_FILE);
+  } catch {
+    return null;
+  }
+  const len = Number(b.readBigUInt64LE(8));
+  const body = b.subarray(HEADER);
+  // A torn or damaged template is as good as none: the client trains again.
+  if (body.byteLength !== len || crc32Update(0, body) !== Number(b.readBigUInt64LE(16))) return null;
+  return body;
 }
 
 /** Removes leftovers of interrupted snapshots and all but the newest `keep` snapshots. */

@@ -61,6 +61,49 @@ test('restore = newest snapshot + WAL replay: every batch exactly once, state an
   await s.close();
 });
 
+test('shared training: trained.faiss brings the installed index back when no snapshot has it; a damaged one is ignored', async () => {
+  const sharedCfg = { ...cfg, trainMode: 'shared' as const };
+  const trainerDir = join(tmp(), 'trainer');
+  const trainer = await DurableShard.create(trainerDir, sharedCfg);
+  for (let b = 0; b < 5; b++) await addBatch(trainer, b); // 500 >= trainNum, but shared: no training here
+  assert.equal(trainer.shard.state, IndexState.NOT_TRAINED);
+  const template = await trainer.trainShared(new Float32Array(0));
+  assert.equal(await trainer.trainShared(new Float32Array(0)), template, 'later calls get the same template');
+  await trainer.shard.idle();
+  assert.equal(trainer.shard.info.ntotal, 500);
+  await trainer.close();
+
+  for (const damaged of [false, true]) {
+    const dir = join(tmp(), 'shard');
+    const s = await DurableShard.create(dir, sharedCfg);
+    for (let b = 0; b < 3; b++) await addBatch(s, b);
+    assert.equal(await s.installTrained(template), true);
+    assert.equal(await s.installTrained(template), false, 'a repeated install is a no-op');
+    await s.shard.idle();
+    const centroids = (await s.shard.centroids()).data;
+    await s.close();
+    // As if the process died before any snapshot held the trained index: WAL + trained.faiss only.
+    for (const n of readdirSync(dir)) if (n.startsWith('snapshot-')) rmSync(join(dir, n), { recursive: true });
+    if (damaged) {
+      const fd = openSync(join(dir, 'trained.faiss'), 'r+');
+      writeSync(fd, Buffer.from([0xff]), 0, 1, 100);
+      closeSync(fd);
+    }
+    const { shard: r } = await DurableShard.open(dir, null);
+    await r.shard.idle();
+    if (damaged) {
+      // Data intact, untrained: the client trains the cluster again.
+      assert.equal(r.shard.state, IndexState.NOT_TRAINED);
+      assert.deepEqual([r.shard.info.buffered, r.shard.info.ntotal], [300, 0]);
+    } else {
+      assert.equal(r.shard.state, IndexState.TRAINED);
+      assert.equal(r.shard.info.ntotal, 300);
+      assert.deepEqual((await r.shard.centroids()).data, centroids);
+    }
+    await r.close();
+  }
+});
+
 test('untrained data comes back in the buffer; training resumes when it is due', async () => {
   const dir = join(tmp(), 'shard');
   const s = await DurableShard.create(dir, cfg);

@@ -1,0 +1,151 @@
+// Shared training (trainMode 'shared'): one training for the whole cluster, the same trained
+// index on every shard, durable across restarts, and the per-shard mode still available.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IndexClient, IndexState, ValidationError } from '../../src/index.js';
+import { SyntheticDataset } from '../../src/datasets/synthetic.js';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+
+const dim = 16;
+const data = new SyntheticDataset({ dim, seed: 21 });
+let cluster: TestCluster;
+before(async () => {
+  cluster = await startCluster(3);
+});
+after(async () => {
+  await cluster.stop();
+});
+
+async function waitTrained(client: IndexClient, indexId: string, ntotal: number, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const state = await client.getState(indexId);
+    if (state === IndexState.TRAINED && (await client.getNtotal(indexId)) === ntotal) return;
+    if (Date.now() > end) throw new Error(`index ${indexId}: ${state}, ntotal ${await client.getNtotal(indexId)} != ${ntotal} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function addAll(client: IndexClient, indexId: string, base: Float32Array, batch: number): Promise<void> {
+  const n = base.length / dim;
+  const jobs: Promise<void>[] = [];
+  for (let i = 0; i < n; i += batch) {
+    const rows = base.subarray(i * dim, Math.min(n, i + batch) * dim);
+    jobs.push(client.addIndexData(indexId, rows, Array.from({ length: rows.length / dim }, (_, j) => i + j)));
+  }
+  await Promise.all(jobs);
+}
+
+const sameCentroids = (cs: Array<{ data: Float32Array }>): boolean => cs.every((c) => Buffer.from(c.data.buffer).equals(Buffer.from(cs[0]!.data.buffer)));
+
+test('shared: training starts once the cluster buffers trainNum, and every shard gets the same centroids', async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  try {
+    // trainNum counts across the cluster: 1200 of 3000 vectors, so training starts
+    // mid-ingest (per-shard it would wait for 1200 on each server, i.e. never here).
+    await client.createIndex('shared', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 16, nprobe: 16, trainNum: 1200, trainMode: 'shared' });
+    const base = data.base(3000);
+    await addAll(client, 'shared', base, 100);
+    await waitTrained(client, 'shared', 3000);
+    const cs = await client.getCentroids('shared');
+    assert.equal(cs.length, 3);
+    assert.ok(sameCentroids(cs), 'every shard has the trainer\'s centroids');
+    // nprobe = nlist: exact results; every vector finds itself first.
+    const r = await client.search('shared', base.subarray(0, 20 * dim), 1);
+    assert.deepEqual(r.metadata.map((m) => m[0]), Array.from({ length: 20 }, (_, i) => i));
+  } finally {
+    await client.dropIndex('shared').catch(() => {});
+    await client.close();
+  }
+});
+
+test('per-shard mode keeps the original behaviour: each shard trains its own centroids', async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  try {
+    await client.createIndex('pershard', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 16, trainNum: 300, trainMode: 'per-shard' });
+    await addAll(client, 'pershard', data.base(3000), 100);
+    await waitTrained(client, 'pershard', 3000);
+    assert.ok(!sameCentroids(await client.getCentroids('pershard')), 'per-shard k-means runs on different data, so centroids differ');
+  } finally {
+    await client.dropIndex('pershard').catch(() => {});
+    await client.close();
+  }
+});
+
+test('shared, trainNum 0: syncTrain trains once on request; a Flat index needs no shared training', async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  try {
+    await client.createIndex('ondemand', { indexBuilderType: 'ivf_simple', dim, metric: 'dot', centroids: 8, trainNum: 0, trainRatio: 0.5, trainMode: 'shared' });
+    await addAll(client, 'ondemand', data.base(1500), 150);
+    assert.equal(await client.getState('ondemand'), IndexState.NOT_TRAINED);
+    await client.syncTrain('ondemand');
+    await waitTrained(client, 'ondemand', 1500);
+    assert.ok(sameCentroids(await client.getCentroids('ondemand')));
+
+    await client.createIndex('sharedflat', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1, trainMode: 'shared' });
+    await addAll(client, 'sharedflat', data.base(600), 100);
+    await waitTrained(client, 'sharedflat', 600);
+  } finally {
+    await client.dropIndex('ondemand').catch(() => {});
+    await client.dropIndex('sharedflat').catch(() => {});
+    await client.close();
+  }
+});
+
+test('shared: a shard down during training gets the same index later; a restarted shard keeps it', async () => {
+  const client = await IndexClient.connect(cluster.discovery, { reconnectIntervalMs: 50 });
+  const live = await IndexClient.connectTo(cluster.servers.slice(0, 2).map((s) => ({ host: '127.0.0.1', port: s.port })));
+  try {
+    await client.createIndex('late', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 16, nprobe: 16, trainNum: 600, trainMode: 'shared', saveIntervalSec: 0 });
+    await addAll(client, 'late', data.base(300), 100); // 100 per server, below trainNum
+    const port2 = cluster.servers[2]!.port;
+    await cluster.kill(2);
+    await new Promise((r) => setTimeout(r, 100)); // the client sees both connections close
+    // Adds skip the dead server; the training runs without it.
+    await addAll(client, 'late', data.base(900, 300), 100);
+    await waitTrained(live, 'late', 1100);
+    await cluster.start(2, ['--port', String(port2), '--load-index']);
+    // Server 2 is back, untrained with its 100 buffered vectors: the first add it answers
+    // makes the client install the cluster's trained index there.
+    await addAll(client, 'late', data.base(300, 1200), 100);
+    await waitTrained(client, 'late', 1500);
+    const before = await client.getCentroids('late');
+    assert.ok(sameCentroids(before));
+
+    // SIGKILL right after the install, then restart: the index comes back with the same centroids.
+    const port1 = cluster.servers[1]!.port;
+    await cluster.kill(1);
+    await cluster.start(1, ['--port', String(port1), '--load-index']);
+    await waitTrained(client, 'late', 1500);
+    const afterRestart = await client.getCentroids('late');
+    assert.ok(sameCentroids(afterRestart));
+    assert.ok(Buffer.from(afterRestart[0]!.data.buffer).equals(Buffer.from(before[0]!.data.buffer)));
+  } finally {
+    await client.dropIndex('late').catch(() => {});
+    await live.close();
+    await client.close();
+  }
+});
+
+test('installTrained refuses what is not a trained, empty index of the right shape; the server keeps serving', async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  const port = cluster.servers[0]!.port;
+  const { RpcClient } = await import('../../src/protocol/index.js');
+  const raw = await RpcClient.connect('127.0.0.1', port, {});
+  try {
+    await client.createIndex('bad', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 4, trainNum: 0, trainMode: 'shared' });
+    await assert.rejects(raw.call('installTrained', { indexId: 'bad' }, [new Uint8Array([1, 2, 3, 4])]), (err: Error) => err instanceof ValidationError && /trainedIndex/.test(err.message));
+    await assert.rejects(raw.call('installTrained', { indexId: 'bad' }, []), /trainedIndex/);
+    // A real trained index of another dimension.
+    await client.createIndex('other', { indexBuilderType: 'ivf_simple', dim: 8, metric: 'l2', centroids: 2, trainNum: 0, trainMode: 'shared' });
+    const tpl = await raw.call('trainShared', { indexId: 'other' }, [new SyntheticDataset({ dim: 8, seed: 3 }).base(60)]);
+    await assert.rejects(raw.call('installTrained', { indexId: 'bad' }, [tpl.attachments[0]!]), /dim 16/);
+    await assert.rejects(raw.call('trainShared', { indexId: 'bad' }, [new Float32Array(dim * 2 + 1)]), (err: Error) => err instanceof ValidationError && /sample/.test(err.message));
+    assert.equal(await client.getState('bad'), IndexState.NOT_TRAINED);
+  } finally {
+    await raw.close();
+    await client.dropIndex('bad').catch(() => {});
+    await client.dropIndex('other').catch(() => {});
+    await client.close();
+  }
+});
