@@ -107,7 +107,9 @@ export function indexCfg(ds: Dataset, kind: IndexKind): Partial<IndexCfg> {
   return kind === 'flat'
     ? // trainNum = one batch: each shard creates its Flat index on its first batch, then adds as data arrives.
       { indexBuilderType: 'flat', dim: ds.dim, metric: 'l2', trainNum: ds.batch }
-    : { indexBuilderType: 'ivf_simple', dim: ds.dim, metric: 'l2', centroids: IVF_CENTROIDS, nprobe: IVF_NPROBE, trainNum: ds.trainPerShard };
+    : // Shared training: one k-means on trainPerShard rows drawn across shards (as the limit),
+      // starting once the cluster holds that many, so it overlaps the rest of the ingest.
+      { indexBuilderType: 'ivf_simple', dim: ds.dim, metric: 'l2', centroids: IVF_CENTROIDS, nprobe: IVF_NPROBE, trainNum: ds.trainPerShard, trainMode: 'shared' };
 }
 
 interface IngestTiming {

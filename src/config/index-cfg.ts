@@ -40,7 +40,9 @@ export interface IndexCfg {
    */
   dim: number;
   /**
-   * Buffered vectors that trigger training; 0 = train only when asked (syncTrain).
+   * Buffered vectors that trigger training, and the training set size; 0 = train only
+   * when asked (syncTrain). Counted across the cluster with trainMode 'shared', per
+   * server with 'per-shard'.
    * @default 0
    */
   trainNum: number;
@@ -96,9 +98,13 @@ export interface IndexCfg {
    */
   durability: Durability;
   /**
-   * 'per-shard': every server trains its own quantizer; 'shared': one trained index is
-   * sent to all servers. Reserved: not used yet.
-   * @default 'per-shard'
+   * How indexes that need training (IVF, PQ, SQ) are trained. 'shared': once the cluster
+   * buffers trainNum vectors, the client trains one index on a sample drawn across shards
+   * (on one server, with all its cores) and installs the trained, empty index on every
+   * shard: the same centroids everywhere, a 1/servers share of the training work, and
+   * training overlaps the rest of the ingest. 'per-shard' (the original's behaviour): every
+   * server trains its own when it buffers trainNum vectors. Flat indexes ignore it.
+   * @default 'shared'
    */
   trainMode: TrainMode;
   /**
@@ -128,7 +134,7 @@ const DEFAULTS: Readonly<Omit<IndexCfg, 'extra'>> = Object.freeze({
   indexStorageDir: null,
   customMetaIdIdx: 0,
   durability: 'fsync',
-  trainMode: 'per-shard',
+  trainMode: 'shared',
 });
 
 type FieldName = Exclude<keyof IndexCfg, 'extra'>;

@@ -14,7 +14,7 @@ import { StorageError } from '../../src/errors.js';
 
 const dim = 16;
 const data = new SyntheticDataset({ dim, seed: 21 });
-const cfg = defaultIndexCfg({ indexBuilderType: 'ivf_simple', dim, centroids: 8, trainNum: 400, metric: 'l2', nprobe: 8 });
+const cfg = defaultIndexCfg({ indexBuilderType: 'ivf_simple', dim, centroids: 8, trainNum: 400, metric: 'l2', nprobe: 8, trainMode: 'per-shard' }); // the shard's own training (shared training is tested below)
 
 async function addBatch(s: DurableShard, b: number, rows = 100): Promise<void> {
   const { blob, offsets } = encodeMetadata(Array.from({ length: rows }, (_, i) => [b, i]), rows);

@@ -51,7 +51,7 @@ describe('IndexCfg defaults', () => {
       indexStorageDir: null,
       customMetaIdIdx: 0,
       durability: 'fsync',
-      trainMode: 'per-shard',
+      trainMode: 'shared', // dfaiss's own: the original trains per shard
       extra: {},
     } satisfies IndexCfg);
     assert.deepEqual(parseIndexCfg({}), cfg);
@@ -92,7 +92,7 @@ describe('parseIndexCfg', () => {
       save_interval_sec: '-1',
       index_storage_dir: '/data/idx',
       custom_meta_id_idx: '2',
-      train_mode: 'shared',
+      train_mode: 'per-shard',
       durability: 'os',
     });
     assert.equal(cfg.indexBuilderType, 'ivf_simple');
@@ -107,7 +107,7 @@ describe('parseIndexCfg', () => {
     assert.equal(cfg.saveIntervalSec, -1);
     assert.equal(cfg.indexStorageDir, '/data/idx');
     assert.equal(cfg.customMetaIdIdx, 2);
-    assert.equal(cfg.trainMode, 'shared');
+    assert.equal(cfg.trainMode, 'per-shard');
     assert.equal(cfg.durability, 'os');
     assert.deepEqual(cfg.extra, {});
   });
