@@ -16,7 +16,7 @@ await client.createIndex('docs', {
   indexBuilderType: 'ivf_simple',
   dim: 64,
   centroids: 16,
-  trainNum: 1000, // per server: training starts once a shard has buffered 1000 vectors
+  trainNum: 1000, // training starts once the cluster has buffered 1000 vectors (trainMode 'shared')
   metric: 'l2',
   nprobe: 4,
 });
