@@ -157,8 +157,15 @@ export class IndexServer {
   }
 
   /** Logs the batch durably, then buffers/indexes it; resolves with its first internal id. */
-  addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string }): Promise<number> {
-    return this.getDurable(indexId).add(vectors, blob, offsets, opts);
+  addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void }): Promise<number> {
+    let durable: DurableShard;
+    try {
+      durable = this.getDurable(indexId);
+    } catch (err) {
+      opts.release?.();
+      throw err;
+    }
+    return durable.add(vectors, blob, offsets, opts);
   }
 
   async saveIndex(indexId: string): Promise<void> {

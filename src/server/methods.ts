@@ -38,11 +38,12 @@ export function buildMethods(server: IndexServer): MethodTable {
         checkBatch(shard.cfg, raw, n);
         const offsets = offsetsView(offBytes);
         validateMetadata(blob, offsets, n);
-        // The shard keeps the vectors until FAISS has them, beyond this request's receive
-        // buffer: take an owned copy (fp16 is widened into it natively).
-        const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw.slice();
+        // fp16 is widened natively into a new array; f32 vectors stay in this request's
+        // receive buffer, kept past the reply until FAISS has them (no copy).
+        const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
         toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
-        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key });
+        const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
+        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key, release });
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
         return { result: { firstId: first, state: shard.state, buffered: shard.info.buffered } };
       },

@@ -193,20 +193,27 @@ export class DurableShard {
   /**
    * Logs the batch durably, then hands it to the shard; resolves with its first internal id.
    * A batch whose idempotency key was stored already is not stored again (a client retry).
+   * `release` is called once the vectors' memory is no longer needed (see Shard.add).
    */
-  add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string } = {}): Promise<number> {
-    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+  add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void } = {}): Promise<number> {
+    const release = opts.release ?? (() => {});
+    if (this.closed) {
+      release();
+      return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    }
     const key = opts.key ?? '';
     if (key) {
       const known = this.keys.get(key);
-      if (known !== undefined) return Promise.resolve(known);
-      const inFlight = this.keysInFlight.get(key);
-      if (inFlight) return inFlight;
-      const p = this.addLogged(vectors, blob, offsets, opts.trainAsync, key).finally(() => this.keysInFlight.delete(key));
+      const inFlight = known === undefined ? this.keysInFlight.get(key) : undefined;
+      if (known !== undefined || inFlight) {
+        release();
+        return inFlight ?? Promise.resolve(known!);
+      }
+      const p = this.addLogged(vectors, blob, offsets, opts.trainAsync, key, release).finally(() => this.keysInFlight.delete(key));
       this.keysInFlight.set(key, p);
       return p;
     }
-    return this.addLogged(vectors, blob, offsets, opts.trainAsync, '');
+    return this.addLogged(vectors, blob, offsets, opts.trainAsync, '', release);
   }
 
   private rememberKey(key: string, firstId: number): void {
@@ -220,16 +227,24 @@ export class DurableShard {
     return [...this.keys];
   }
 
-  private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, trainAsync: boolean | undefined, key: string): Promise<number> {
+  private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, trainAsync: boolean | undefined, key: string, release: () => void): Promise<number> {
     // apply() returns the shard's promise unawaited; its synchronous part (ids, buffering)
     // has run in log order by the time the WAL resolves.
+    let handed = false;
     return this.wal
       .append({ vectors, dim: this.cfg.dim, blob, offsets, key }, (seq) => {
         this.appliedSeq = seq;
         this.rememberKey(key, this.shard.metadata.size);
-        return { done: this.shard.add(vectors, blob, offsets, { trainAsync }) };
+        handed = true;
+        return { done: this.shard.add(vectors, blob, offsets, { trainAsync, release }) };
       })
-      .then((r) => r.done);
+      .then(
+        (r) => r.done,
+        (err: unknown) => {
+          if (!handed) release();
+          throw err;
+        },
+      );
   }
 
   /** Shared training on this shard (see Shard.trainShared); the template is on disk before it is returned. */
@@ -311,6 +326,7 @@ export class DurableShard {
       const indexWrite = index ? index.writeFile(indexTmpPath) : null;
       indexWrite?.catch(() => {}); // awaited (and reported) in writeSnapshot
       return {
+        unpin: this.shard.pinPending(),
         index,
         indexWrite,
         indexTmpPath: index ? indexTmpPath : null,
@@ -321,7 +337,11 @@ export class DurableShard {
       };
     });
     this.wal.requestRotate();
-    await writeSnapshot(this.dir, this.shard, generation, cut);
+    try {
+      await writeSnapshot(this.dir, this.shard, generation, cut);
+    } finally {
+      cut.unpin();
+    }
     this.generation = generation;
     this.snapshotSeq = cut.walSeq;
     const kept = await pruneSnapshots(this.dir, KEEP_SNAPSHOTS);

@@ -23,6 +23,8 @@ import { IndexState } from './state.js';
 /** Largest chunk the background adder hands FAISS at once: an add holds the index's write
  * lock, so smaller chunks let searches in between. */
 const MAX_ADD_CHUNK = 16384;
+/** Batches at least this large go to FAISS as they are (no concatenation copy). */
+const SOLO_ROWS = 1024;
 
 export interface ShardSearchResult {
   n: number;
@@ -76,7 +78,12 @@ export class Shard {
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
   private pending: Float32Array[] = [];
+  /** Per pending batch: returns its memory (a request's receive buffer) once FAISS has it. */
+  private releases: Array<(() => void) | undefined> = [];
   private pendingCount = 0;
+  /** Snapshots reading pending batches; releases wait until they are done. */
+  private pins = 0;
+  private deferredReleases: Array<() => void> = [];
   private training: Promise<void> | null = null;
   private adding: Promise<void> | null = null;
   /** Parameters to (re)apply to every FAISS index this shard builds, e.g. nprobe. */
@@ -128,29 +135,56 @@ export class Shard {
   /** Puts vectors read from a snapshot back into the buffer (they already have metadata). */
   restorePending(vectors: Float32Array): void {
     this.pending.push(vectors);
+    this.releases.push(undefined);
     this.pendingCount += vectors.length / this.cfg.dim;
   }
 
-  /** Vectors not yet in FAISS, oldest first (for snapshots). */
+  /** Vectors not yet in FAISS, oldest first (for snapshots: pin them while they are read). */
   pendingVectors(): Float32Array[] {
     return [...this.pending];
+  }
+
+  /**
+   * Keeps the memory of today's pending batches valid (no buffer goes back to its pool)
+   * until the returned function is called: a snapshot writes them after the cut.
+   */
+  pinPending(): () => void {
+    this.pins++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      if (--this.pins === 0) {
+        const run = this.deferredReleases;
+        this.deferredReleases = [];
+        for (const r of run) r();
+      }
+    };
   }
 
   /**
    * Accepts a batch: `vectors` (n*dim, owned by the shard from now on) and its packed
    * metadata. Returns the internal id of the first vector. Training or a background add
    * starts as the original's rules say; `trainAsync: false` awaits a triggered training.
+   * `release` (owned by the shard from now on) is called once FAISS holds the vectors:
+   * they may live in a request's receive buffer, handed to FAISS without a copy.
    */
   async add(
     vectors: Float32Array,
     blob: Uint8Array,
     offsets: Uint32Array,
-    opts: { trainAsync?: boolean; replay?: boolean } = {},
+    opts: { trainAsync?: boolean; replay?: boolean; release?: () => void } = {},
   ): Promise<number> {
-    this.checkOpen();
+    try {
+      this.checkOpen();
+    } catch (err) {
+      opts.release?.();
+      throw err;
+    }
     const n = vectors.length / this.cfg.dim;
     const first = this.metadata.append(blob, offsets);
     this.pending.push(vectors);
+    this.releases.push(opts.release);
     this.pendingCount += n;
     if (opts.replay) return first; // restore: resume() starts training/adding once everything is back
     if (this.stateValue === IndexState.NOT_TRAINED) {
@@ -436,7 +470,13 @@ export class Shard {
           // FAISS and the buffer change together, in the same tick.
           this.pendingCount -= chunk.rows;
           this.pending.splice(0, chunk.batches);
-          if (chunk.rest) this.pending.unshift(chunk.rest);
+          const done = this.releases.splice(0, chunk.batches);
+          if (chunk.rest) {
+            // The rest still lives in the first batch's memory.
+            this.pending.unshift(chunk.rest);
+            this.releases.unshift(done.pop());
+          }
+          for (const r of done) if (r) this.release(r);
         });
         this.chunkInFlight = job.then(
           () => {},
@@ -464,6 +504,11 @@ export class Shard {
     );
   }
 
+  private release(r: () => void): void {
+    if (this.pins > 0) this.deferredReleases.push(r);
+    else r();
+  }
+
   /**
    * Up to `rows` of the oldest buffered rows as one matrix. The buffer itself changes only
    * after FAISS accepted the chunk, so a failed add loses nothing.
@@ -472,7 +517,8 @@ export class Shard {
     const { dim } = this.cfg;
     const first = this.pending[0]!;
     const firstRows = first.length / dim;
-    if (firstRows >= rows) {
+    if (firstRows >= rows || firstRows >= SOLO_ROWS) {
+      rows = Math.min(rows, firstRows);
       const rest = firstRows > rows ? first.subarray(rows * dim) : null;
       return { vectors: first.subarray(0, rows * dim), rows, batches: 1, rest };
     }

@@ -129,6 +129,8 @@ function header(magic: number, count: number, extra: number): Buffer {
  * holds ntotal vectors, the metadata store metaCount entries, the buffer the rest.
  */
 export interface SnapshotCut {
+  /** Lets the pending batches' memory go back to its pools once they are written. */
+  unpin: () => void;
   index: FaissIndex | null;
   /** Started synchronously with the cut, so no add can change FAISS before it is written. */
   indexWrite: Promise<void> | null;

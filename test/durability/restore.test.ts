@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultIndexCfg } from '../../src/config/index.js';
 import { DurableShard } from '../../src/shard/durable-shard.js';
+import { Shard } from '../../src/shard/shard.js';
 import { IndexState } from '../../src/shard/state.js';
 import { encodeMetadata, decodeMetadataItem } from '../../src/protocol/metadata.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
@@ -102,6 +103,60 @@ test('shared training: trained.faiss brings the installed index back when no sna
     }
     await r.close();
   }
+});
+
+test('zero-copy adds: a batch\'s memory is released once, after FAISS and every snapshot reading it are done', async () => {
+  const dir = join(tmp(), 'shard');
+  const flat = defaultIndexCfg({ indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
+  const s = await DurableShard.create(dir, flat);
+  const released = new Map<number, number>();
+  const jobs: Promise<unknown>[] = [];
+  for (let b = 0; b < 20; b++) {
+    const v = data.base(500, b * 500);
+    const { blob, offsets } = encodeMetadata(Array.from({ length: 500 }, (_, i) => [b, i]), 500);
+    // A released receive buffer is reused for the next frame: overwrite it, as reuse would.
+    const release = (): void => {
+      released.set(b, (released.get(b) ?? 0) + 1);
+      v.fill(1e30);
+    };
+    jobs.push(s.add(v, blob, offsets, { release }));
+    if (b % 4 === 1) jobs.push(s.snapshot());
+  }
+  await Promise.all(jobs);
+  await s.shard.idle();
+  assert.deepEqual([...released.values()], Array.from({ length: 20 }, () => 1));
+  const check = async (shard: DurableShard, label: string): Promise<void> => {
+    for (let b = 0; b < 20; b++) {
+      const r = await shard.shard.search(data.base(1, b * 500 + 7), 1, false);
+      assert.equal(Number(r.labels[0]), b * 500 + 7, `${label}: batch ${b}`);
+      assert.equal(r.distances[0], 0, `${label}: batch ${b}`);
+    }
+  };
+  await check(s, 'live');
+  await s.close();
+  const { shard: r } = await DurableShard.open(dir, null);
+  await r.shard.idle();
+  await check(r, 'restored');
+  await r.close();
+});
+
+test('a pinned buffer (a snapshot reading it) is released only when unpinned', async () => {
+  const shard = new Shard(defaultIndexCfg({ indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 0 }));
+  const released: number[] = [];
+  for (let b = 0; b < 3; b++) {
+    const { blob, offsets } = encodeMetadata(undefined, 100);
+    await shard.add(data.base(100, b * 100), blob, offsets, { release: () => released.push(b) });
+  }
+  const unpin = shard.pinPending();
+  assert.equal(shard.pendingVectors().length, 3);
+  await shard.syncTrain(); // Flat: creates the index and adds the buffer
+  await shard.idle();
+  assert.equal(shard.info.ntotal, 300);
+  assert.deepEqual(released, [], 'FAISS has the rows, but a snapshot may still be writing them');
+  unpin();
+  unpin(); // idempotent
+  assert.deepEqual(released, [0, 1, 2]);
+  await shard.close();
 });
 
 test('untrained data comes back in the buffer; training resumes when it is due', async () => {
