@@ -67,11 +67,13 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::MetricType>("metricType"),
             InstanceMethod<&NativeIndex::IsTrained>("isTrained"),
             InstanceMethod<&NativeIndex::Nlist>("nlist"),
+            InstanceMethod<&NativeIndex::Nprobe>("nprobe"),
             InstanceMethod<&NativeIndex::QuantizerDim>("quantizerDim"),
             InstanceMethod<&NativeIndex::Train>("train"),
             InstanceMethod<&NativeIndex::Add>("add"),
             InstanceMethod<&NativeIndex::AddWithIds>("addWithIds"),
             InstanceMethod<&NativeIndex::Search>("search"),
+            InstanceMethod<&NativeIndex::SearchSync>("searchSync"),
             InstanceMethod<&NativeIndex::SearchAndReconstruct>("searchAndReconstruct"),
             InstanceMethod<&NativeIndex::Reconstruct>("reconstruct"),
             InstanceMethod<&NativeIndex::RemoveIds>("removeIds"),
@@ -179,6 +181,12 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->nlist) : -1.0);
   }
 
+  // Inverted lists probed per query, or -1 when the index is not IVF.
+  Napi::Value Nprobe(const Napi::CallbackInfo& info) {
+    const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(holder_->index.get());
+    return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->nprobe) : -1.0);
+  }
+
   // Dimension the IVF quantizer works in (smaller than dim after PCA), or -1.
   Napi::Value QuantizerDim(const Napi::CallbackInfo& info) {
     const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(holder_->index.get());
@@ -252,6 +260,27 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     w->Keep(dist);
     w->Keep(labels);
     return w->Start();
+  }
+
+  // searchSync(x, n, k, distances, labels) -> bool: the same search on the calling thread,
+  // for searches of a few hundred microseconds, where the hop to a worker thread and back
+  // (two wake-ups, each waiting for a core on a busy machine) costs more than the search.
+  // Returns false, without searching, when a write holds the index (the caller goes async).
+  Napi::Value SearchSync(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    idx_t k = ArgInt(info, 2, "k");
+    auto dist = ArgArray<float>(info, 3, napi_float32_array, "distances");
+    auto labels = ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels");
+    std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
+    if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
+    ApplyThreadCount();
+    try {
+      holder_->index->search(n, x.Data(), k, dist.Data(), labels.Data());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+    return Napi::Boolean::New(info.Env(), true);
   }
 
   // searchAndReconstruct(x, n, k, distances, labels, recons: Float32Array(n*k*d))

@@ -18,11 +18,13 @@ export interface RawIndex {
   metricType(): number;
   isTrained(): boolean;
   nlist(): number;
+  nprobe(): number;
   quantizerDim(): number;
   train(x: Float32Array, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number): Promise<void>;
   addWithIds(x: Float32Array, n: number, ids: BigInt64Array): Promise<void>;
   search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array): Promise<void>;
+  searchSync(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array): boolean;
   searchAndReconstruct(
     x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, recons: Float32Array,
   ): Promise<void>;

@@ -103,6 +103,11 @@ export class FaissIndex {
     return this.raw.nlist();
   }
 
+  /** IVF lists probed per query, or -1 when the index is not IVF. */
+  get nprobe(): number {
+    return this.raw.nprobe();
+  }
+
   /** Parameters set through setParameter, in order (FAISS has no getter for them). */
   get parameters(): ReadonlyMap<string, number> {
     return this.params;
@@ -143,6 +148,26 @@ export class FaissIndex {
     const labels = new BigInt64Array(n * k);
     await this.lock.read(() => wrap(this.raw.search(data, n, k, distances, labels)));
     return { n, k, distances, labels };
+  }
+
+  /**
+   * search() on the calling thread, for searches so small (a few hundred µs) that the hop
+   * to a worker thread costs more than they do; the caller judges the size. Returns null,
+   * without searching, when a write holds the index or waits for it: use search() then.
+   */
+  searchInline(queries: VectorsInput, k: number): SearchResult | null {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    checkK(k);
+    if (!this.lock.readableNow) return null;
+    const distances = new Float32Array(n * k);
+    const labels = new BigInt64Array(n * k);
+    let done: boolean;
+    try {
+      done = this.raw.searchSync(data, n, k, distances, labels);
+    } catch (err) {
+      throw new FaissError(cleanFaissMessage((err as Error).message), { cause: err });
+    }
+    return done ? { n, k, distances, labels } : null;
   }
 
   /** search() plus the stored (reconstructed) vector of every hit. */

@@ -9,6 +9,11 @@ export class RwLock {
   private writer = false;
   private readonly queue: Array<{ write: boolean; wake: () => void }> = [];
 
+  /** A read started now would run at once (no writer holds the lock or waits for it). */
+  get readableNow(): boolean {
+    return this.queue.length === 0 && !this.writer;
+  }
+
   async read<T>(fn: () => Promise<T>): Promise<T> {
     await this.acquire(false);
     try {

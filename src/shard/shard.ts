@@ -23,6 +23,13 @@ import { IndexState } from './state.js';
 /** Largest chunk the background adder hands FAISS at once: an add holds the index's write
  * lock, so smaller chunks let searches in between. */
 const MAX_ADD_CHUNK = 16384;
+/**
+ * Searches estimated below this many multiply-adds (~0.3 ms) run on the event loop: the
+ * hop to a worker thread and back costs two wake-ups, each waiting for a core when
+ * several servers share a machine (IVF batch-1 queries are ~0.4M here; a Flat shard of
+ * 125k x 128 is 16M and goes to a worker).
+ */
+const INLINE_SEARCH_WORK = 1 << 21;
 /** Batches at least this large go to FAISS as they are (no concatenation copy). */
 const SOLO_ROWS = 1024;
 
@@ -346,7 +353,12 @@ export class Shard {
       const distances = new Float32Array(n * k).fill(this.cfg.metric === 'l2' ? Infinity : -Infinity);
       return { n, k, distances, labels: new BigInt64Array(n * k).fill(-1n), ...(withVectors ? { vectors: new Float32Array(n * k * this.cfg.dim) } : {}) };
     }
-    return withVectors ? index.searchAndReconstruct(queries, k) : index.search(queries, k);
+    if (withVectors) return index.searchAndReconstruct(queries, k);
+    if (searchWork(index, n) <= INLINE_SEARCH_WORK) {
+      const r = index.searchInline(queries, k);
+      if (r) return r;
+    }
+    return index.search(queries, k);
   }
 
   /** Sets a FAISS search parameter now and on any index trained later. */
@@ -549,4 +561,12 @@ export function checkBatch(cfg: IndexCfg, vectors: Float32Array | Uint16Array, n
   if (vectors.length !== n * cfg.dim) {
     throw new ValidationError('vectors', `${n} x dim=${cfg.dim} = ${n * cfg.dim} values`, `${vectors.length} values`);
   }
+}
+
+/** Multiply-adds of a search, roughly: IVF scans the quantizer and nprobe average lists; others scan everything. */
+function searchWork(index: FaissIndex, n: number): number {
+  const nlist = index.nlist;
+  const ntotal = index.ntotal;
+  const perQuery = nlist > 0 ? nlist + Math.max(1, index.nprobe) * (ntotal / nlist) : ntotal;
+  return n * perQuery * index.dim;
 }

@@ -279,3 +279,28 @@ test('CRC-32C matches the standard check value and chains across pieces', async 
   const odd = new Uint8Array(1001).map((_, i) => i * 7);
   assert.equal(crc32Update(0, odd.subarray(3)), crc32Update(crc32Update(0, odd.subarray(3, 500)), odd.subarray(500)));
 });
+
+test('searchInline: the same results as search() on the calling thread; null while a write holds the index', async () => {
+  const dim = 16;
+  const data = new SyntheticDataset({ dim, seed: 5 });
+  const index = FaissIndex.fromFactory(dim, 'IVF8,Flat', 'l2');
+  await index.train(data.base(2000));
+  await index.add(data.base(2000));
+  await index.setParameter('nprobe', 3);
+  assert.equal(index.nprobe, 3);
+  assert.equal(index.nlist, 8);
+  const q = data.queries(5);
+  const inline = index.searchInline(q, 7);
+  assert.ok(inline);
+  const async_ = await index.search(q, 7);
+  assert.deepEqual(inline.labels, async_.labels);
+  assert.deepEqual(inline.distances, async_.distances);
+  // An add in progress (or queued) holds the write lock: no inline search, no blocking.
+  const adding = index.add(data.base(20_000, 2000));
+  assert.equal(index.searchInline(q, 7), null);
+  await adding;
+  assert.ok(index.searchInline(q, 7));
+  assert.throws(() => index.searchInline(q, 0), ValidationError);
+  assert.throws(() => index.searchInline(new Float32Array(dim + 1), 1), ValidationError);
+  assert.equal(FaissIndex.fromFactory(dim, 'Flat', 'l2').nprobe, -1);
+});
