@@ -41,6 +41,12 @@ export interface IndexServerOptions extends ServerSecurityOptions {
   logger?: Logger;
   /** Passed to the RPC layer (frame limits, in-flight limits, hello timeout). */
   rpc?: Omit<RpcServerOptions, 'methods' | 'rank' | 'capabilities'>;
+  /**
+   * TESTS ONLY (set by `dfaiss server` from DFAISS_TEST_DIE_AFTER_WAL=1): the process kills
+   * itself with SIGKILL right after an add is durable in the log, before replying, so tests
+   * can reproduce "the server stored the batch but the client never heard back".
+   */
+  testDieAfterLoggedAdd?: boolean;
 }
 
 export class IndexServer {
@@ -51,6 +57,7 @@ export class IndexServer {
   private readonly rpc: RpcServer;
   private readonly creating = new Map<string, Promise<DurableShard>>();
   private threads: number;
+  private readonly dieAfterLoggedAdd: boolean;
   private address: { host: string; port: number } | null = null;
 
   constructor(rank: number, storageDir: string, opts: IndexServerOptions = {}) {
@@ -60,6 +67,7 @@ export class IndexServer {
     this.storageDir = resolve(storageDir);
     this.log = (opts.logger ?? silentLogger).child({ rank });
     this.threads = opts.threads ?? 1;
+    this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
     this.rpc = new RpcServer({
       ...opts.rpc,
       ...rpcSecurityOptions(opts),
@@ -146,8 +154,13 @@ export class IndexServer {
   }
 
   /** Logs the batch durably, then buffers/indexes it; resolves with its first internal id. */
-  addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string }): Promise<number> {
-    return this.getDurable(indexId).add(vectors, blob, offsets, opts);
+  async addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string }): Promise<number> {
+    const first = await this.getDurable(indexId).add(vectors, blob, offsets, opts);
+    if (this.dieAfterLoggedAdd && first >= 0) {
+      this.log.warn({ indexId, firstId: first }, 'DFAISS_TEST_DIE_AFTER_WAL: batch logged, dying before the reply');
+      process.kill(process.pid, 'SIGKILL');
+    }
+    return first;
   }
 
   async saveIndex(indexId: string): Promise<void> {

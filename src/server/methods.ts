@@ -43,8 +43,18 @@ export function buildMethods(server: IndexServer): MethodTable {
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw.slice();
         toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key });
-        return { result: { firstId: first, state: shard.state } };
+        // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
+        return { result: first < 0 ? { firstId: -1, revoked: true, state: shard.state } : { firstId: first, state: shard.state } };
       },
+    }),
+
+    /**
+     * The client stored batch `key` on another server after this one failed while holding
+     * it: hide it here if it was stored, refuse it if it arrives later. Idempotent.
+     */
+    revokeBatch: defineMethod({
+      schema: z.object({ indexId, key: z.string().min(1).max(128) }).strict(),
+      handler: async ({ indexId, key }) => ({ result: await server.getDurable(indexId).revoke(key) }),
     }),
 
     syncTrain: defineMethod({
@@ -95,6 +105,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         const idx = shard.cfg.customMetaIdIdx;
         const ids = new Set<unknown>();
         for (let i = 0; i < shard.metadata.size; i++) {
+          if (shard.isTombstoned(i)) continue;
           const m = decodeMetadataItem(shard.metadata.get(i));
           ids.add(Array.isArray(m) ? m[idx] : m);
         }
