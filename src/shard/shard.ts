@@ -34,7 +34,7 @@ export interface ShardInfo {
   ntotal: number;
   /** Vectors received but not yet in FAISS (tombstoned ones excluded). */
   buffered: number;
-  /** All live vectors received (ntotal + buffered). */
+  /** All live vectors received (ntotal + buffered, once a running add chunk is accounted). */
   total: number;
   /** Vectors tombstoned because their batch was revoked (still stored, never returned). */
   tombstoned: number;
@@ -102,9 +102,17 @@ export class Shard {
   get info(): ShardInfo {
     const indexed = this.index?.ntotal ?? 0;
     const deadIndexed = this.tombstonedBelow(indexed);
-    const ntotal = indexed - deadIndexed;
-    const buffered = this.pendingCount - (this.tombCount - deadIndexed);
-    return { state: this.stateValue, ntotal, buffered, total: ntotal + buffered, tombstoned: this.tombCount, metric: this.cfg.metric, dim: this.cfg.dim };
+    // total from the metadata, not ntotal + buffered: FAISS's ntotal grows on a worker
+    // thread a moment before the buffer bookkeeping catches up in JS.
+    return {
+      state: this.stateValue,
+      ntotal: indexed - deadIndexed,
+      buffered: Math.max(0, this.pendingCount - (this.tombCount - deadIndexed)),
+      total: this.metadata.size - this.tombCount,
+      tombstoned: this.tombCount,
+      metric: this.cfg.metric,
+      dim: this.cfg.dim,
+    };
   }
 
   /** Hides ids [first, first + n) from searches and counts for good (a revoked batch). */
