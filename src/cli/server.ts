@@ -19,13 +19,12 @@ export function registerServerCommand(program: Command): void {
     // Used by `dfaiss launch local`: stop gracefully when the launcher's pipe closes (it died).
     .addOption(new Option('--stop-on-stdin-close', 'shut down when stdin reaches end of file').hideHelp())
     // Tests: how long a connection may take to complete hello (default 10 s).
-    .addOption(new Option('--hello-timeout-ms <ms>', 'handshake deadline per connection').argParser(intArg('--hello-timeout-ms', 1, 600_000)).hideHelp())
-    .option('--frame-timeout-ms <ms>', 'close a connection whose partly received frame made no progress this long (0 = never)', intArg('--frame-timeout-ms', 0, 3_600_000), 30_000);
+    .addOption(new Option('--hello-timeout-ms <ms>', 'handshake deadline per connection').argParser(intArg('--hello-timeout-ms', 1, 600_000)).hideHelp());
   addServerSecurityOptions(cmd)
-    .action(async (opts: SecurityCliOptions & { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number; frameTimeoutMs?: number }) => {
+    .action(async (opts: SecurityCliOptions & { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
       const logger = createLogger({ role: 'server' });
       const security = serverSecurityOrExit(cmd, opts, logger);
-      logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections }, 'security settings');
+      logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections, frameTimeoutMs: security.frameTimeoutMs }, 'security settings');
       if (!security.auth && !isLoopback(opts.host)) {
         logger.warn({ host: opts.host }, 'serving beyond loopback without --secret-file: anyone who can reach this port can read, change and drop indexes (docs/security.md)');
       }
@@ -34,7 +33,6 @@ export function registerServerCommand(program: Command): void {
         logger,
         ...security,
         ...(opts.helloTimeoutMs ? { helloTimeoutMs: opts.helloTimeoutMs } : {}),
-        ...(opts.frameTimeoutMs !== undefined ? { frameTimeoutMs: opts.frameTimeoutMs } : {}),
         // Test hook only (tests/cluster/failures.test.ts): see IndexServerOptions.testDieAfterLoggedAdd.
         ...(process.env.DFAISS_TEST_DIE_AFTER_WAL === '1' ? { testDieAfterLoggedAdd: true } : {}),
       });

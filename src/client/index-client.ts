@@ -376,8 +376,9 @@ export class IndexClient {
       const left = this.pendingRevocations;
       if (left.length > 0) {
         process.emitWarning(
-          `dfaiss: ${left.length} batch(es) were stored on another server after ${[...new Set(left.map((r) => r.server))].join(', ')} failed while holding them, ` +
-            'and could not be revoked there: if that server had stored them, they are now stored twice',
+          `dfaiss: ${left.length} batch revocation(s) could not be delivered to ${[...new Set(left.map((r) => r.server))].join(', ')}: ` +
+            'those batches were moved to another server (or their add failed) when that server failed while holding them; ' +
+            'if it had stored them, its copy stays and the batch may exist twice',
           { code: 'DFAISS_UNREVOKED', detail: JSON.stringify(left) },
         );
       }
