@@ -38,6 +38,7 @@ function securityArgs(o: SecurityCliOptions): string[] {
   if (o.tlsCa !== undefined) args.push('--tls-ca', resolve(o.tlsCa));
   if (o.maxFrameMb !== undefined) args.push('--max-frame-mb', String(o.maxFrameMb));
   if (o.maxConnections !== undefined) args.push('--max-connections', String(o.maxConnections));
+  if (o.frameTimeoutMs !== undefined) args.push('--frame-timeout-ms', String(o.frameTimeoutMs));
   return args;
 }
 

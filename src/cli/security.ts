@@ -21,9 +21,10 @@ export interface SecurityCliOptions {
   tlsCa?: string;
   maxFrameMb?: number;
   maxConnections?: number;
+  frameTimeoutMs?: number;
 }
 
-/** Adds --secret-file, --tls-key, --tls-cert, --tls-ca, --max-frame-mb, --max-connections. */
+/** Adds --secret-file, --tls-key, --tls-cert, --tls-ca, --max-frame-mb, --max-connections, --frame-timeout-ms. */
 export function addServerSecurityOptions(cmd: Command): Command {
   return cmd
     .option('--secret-file <file>', `require clients to know the shared secret in this file (chmod 600; or set ${SECRET_ENV})`)
@@ -31,7 +32,8 @@ export function addServerSecurityOptions(cmd: Command): Command {
     .option('--tls-cert <file>', 'serve TLS: PEM certificate chain; its subjectAltName must cover the host names clients use')
     .option('--tls-ca <file>', 'with TLS: require client certificates signed by this PEM CA')
     .option('--max-frame-mb <n>', 'largest request frame in MiB (bounds one batch)', mibArg('--max-frame-mb'), 256)
-    .option('--max-connections <n>', 'connections served at once (0 = unlimited)', intArg('--max-connections', 0, 1_000_000), 1024);
+    .option('--max-connections <n>', 'connections served at once (0 = unlimited)', intArg('--max-connections', 0, 1_000_000), 1024)
+    .option('--frame-timeout-ms <ms>', 'close a connection whose partly received frame gets no new bytes this long (0 = never)', intArg('--frame-timeout-ms', 0, 3_600_000), 30_000);
 }
 
 function mibArg(flag: string): (value: string) => number {
@@ -75,6 +77,7 @@ export function serverSecurityFromCli(opts: SecurityCliOptions, logger?: Logger)
   }
   if (opts.maxFrameMb !== undefined) out.maxFrameBytes = Math.max(1024, Math.floor((opts.maxFrameMb * 1024 * 1024) / 8) * 8);
   if (opts.maxConnections !== undefined) out.maxConnections = opts.maxConnections;
+  if (opts.frameTimeoutMs !== undefined) out.frameTimeoutMs = opts.frameTimeoutMs;
   return out;
 }
 

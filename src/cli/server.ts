@@ -24,11 +24,18 @@ export function registerServerCommand(program: Command): void {
     .action(async (opts: SecurityCliOptions & { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
       const logger = createLogger({ role: 'server' });
       const security = serverSecurityOrExit(cmd, opts, logger);
-      logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections }, 'security settings');
+      logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections, frameTimeoutMs: security.frameTimeoutMs }, 'security settings');
       if (!security.auth && !isLoopback(opts.host)) {
         logger.warn({ host: opts.host }, 'serving beyond loopback without --secret-file: anyone who can reach this port can read, change and drop indexes (docs/security.md)');
       }
-      const server = new IndexServer(opts.rank, opts.saveDir, { threads: opts.threads, logger, ...security, ...(opts.helloTimeoutMs ? { helloTimeoutMs: opts.helloTimeoutMs } : {}) });
+      const server = new IndexServer(opts.rank, opts.saveDir, {
+        threads: opts.threads,
+        logger,
+        ...security,
+        ...(opts.helloTimeoutMs ? { helloTimeoutMs: opts.helloTimeoutMs } : {}),
+        // Test hook only (tests/cluster/failures.test.ts): see IndexServerOptions.testDieAfterLoggedAdd.
+        ...(process.env.DFAISS_TEST_DIE_AFTER_WAL === '1' ? { testDieAfterLoggedAdd: true } : {}),
+      });
       const addr = await server.start({ port: opts.port, host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig });
       // One machine-readable line on stdout: launchers and tests read the bound port from it.
       process.stdout.write(`${JSON.stringify({ event: 'listening', rank: opts.rank, host: addr.host, port: addr.port, pid: process.pid })}\n`);

@@ -24,18 +24,16 @@ export interface IndexClientOptions extends ClientSecurityOptions {
    * with an error naming the server. @default 120_000
    */
   callTimeoutMs?: number;
-  /** While a server is down, reconnecting is tried at most this often; calls in between fail at once. @default 1000 */
-  reconnectIntervalMs?: number;
   /**
-   * How long addIndexData waits for a server that died while it held a batch, to retry the
-   * batch there with the same idempotency key (another server could store it twice). @default 30_000
+   * While a server is down, reconnecting is tried at most this often; calls in between fail
+   * at once. Pending batch revocations for it are retried at this interval too. @default 1000
    */
-  addRetryWindowMs?: number;
   /**
    * Deadline of training calls (syncTrain, and each step of a shared training), which can
    * run far longer than other calls. @default 3_600_000 (1 h)
    */
   trainTimeoutMs?: number;
+  reconnectIntervalMs?: number;
   /** TCP connect + hello deadline per server. @default 10_000 */
   connectTimeoutMs?: number;
   /** Batches being sent or stored at once across all servers; more addIndexData calls wait. @default 2 x servers */
@@ -76,6 +74,17 @@ export interface AddOptions {
   trainAsync?: boolean;
 }
 
+/** A batch this client moved away from `server` after it failed while holding it. */
+export interface PendingRevocation {
+  server: string;
+  indexId: string;
+  /** The batch's idempotency key on that server. */
+  key: string;
+}
+
+/** How long close() tries to deliver pending revocations. */
+const CLOSE_FLUSH_MS = 5000;
+
 interface IndexMeta {
   dim: number;
   metric: Metric;
@@ -106,8 +115,12 @@ export class IndexClient {
   private readonly servers: ServerConn[];
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly maxAddsInFlight: number;
-  private readonly addRetryWindowMs: number;
   private readonly trainTimeoutMs: number;
+  private readonly reconnectIntervalMs: number;
+  /** Per server (same order as `servers`): batch keys to revoke there once it is reachable. */
+  private readonly revocations: Array<Array<{ indexId: string; key: string }>>;
+  private readonly flushing: Array<Promise<void> | null>;
+  private retryTimer: NodeJS.Timeout | null = null;
   private addsInFlight = 0;
   private readonly addWaiters: Array<() => void> = [];
   private closed = false;
@@ -115,8 +128,10 @@ export class IndexClient {
   private constructor(servers: ServerConn[], opts: IndexClientOptions) {
     this.servers = servers;
     this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
-    this.addRetryWindowMs = opts.addRetryWindowMs ?? 30_000;
     this.trainTimeoutMs = opts.trainTimeoutMs ?? 3_600_000;
+    this.reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
+    this.revocations = servers.map(() => []);
+    this.flushing = servers.map(() => null);
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
@@ -148,6 +163,16 @@ export class IndexClient {
     return this.servers.length;
   }
 
+  /**
+   * Batches moved to another server after their first server failed while holding them,
+   * whose revocation that first server has not confirmed yet (it is retried every
+   * reconnectIntervalMs and before this client reads from that server). Until confirmed,
+   * such a batch may exist there too; if this client ends first, it may stay twice.
+   */
+  get pendingRevocations(): PendingRevocation[] {
+    return this.revocations.flatMap((list, i) => list.map((r) => ({ server: this.servers[i]!.name, ...r })));
+  }
+
   /** Creates the index on every server (a no-op where it exists with the same cfg). */
   async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
@@ -159,6 +184,9 @@ export class IndexClient {
    * Sends one batch to the next server (round-robin per index, starting at a random server)
    * and resolves when that server has accepted it. Call it several times without awaiting
    * to keep batches in flight to different servers (bounded by maxAddsInFlight).
+   * A server that is down or fails while holding the batch is skipped: the batch goes to the
+   * next server, and the failed one is told to revoke it once reachable (see
+   * pendingRevocations). Fails with ServerUnavailableError when every server failed.
    * `vectors` is a row-major Float32Array (or one array per vector; a Uint16Array is sent as
    * float16). `metadata`, when given, has one plain msgpack-able value per vector.
    */
@@ -177,31 +205,52 @@ export class IndexClient {
     }
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
-    // The key makes a retried batch idempotent on the server that may already have stored it.
-    const args = { indexId, n, trainAsync: opts.trainAsync ?? true, key: randomUUID() };
+    const trainAsync = opts.trainAsync ?? true;
     let training: Promise<void> | null = null;
     await this.acquireAddSlot();
     try {
-      // A server known to be down never saw the batch: try the next one. A server that died
-      // while holding the batch may have stored it: retry there, with the same key, once it is back.
-      for (let tried = 0; ; tried++) {
-        const server = this.servers[meta.next % this.servers.length]!;
-        meta.next = (meta.next + 1) % this.servers.length;
-        let reply: AddReply;
-        try {
-          reply = (await server.call<AddReply>('bulk', 'addIndexData', args, attachments)).result;
-        } catch (err) {
-          if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
-          if (err instanceof ServerUnavailableError && tried + 1 < this.servers.length) continue;
-          reply = await this.retryOnSameServer(server, args, attachments, err);
-        }
-        training = this.afterAdd(indexId, meta, this.servers.indexOf(server), reply);
-        break;
-      }
+      ({ training } = await this.placeBatch(indexId, meta, n, trainAsync, attachments));
     } finally {
       this.releaseAddSlot();
     }
-    if (training && opts.trainAsync === false) await training;
+    if (training && !trainAsync) await training;
+  }
+
+  /** Stores one batch on one server; returns the shared training this add started or joined, if any. */
+  private async placeBatch(indexId: string, meta: IndexMeta, n: number, trainAsync: boolean, attachments: Parameters<ServerConn['call']>[3]): Promise<{ training: Promise<void> | null }> {
+    const failures: string[] = [];
+    let revoking = false;
+    // Placement advances by one per batch; the fallbacks of this batch walk on from its
+    // own start (concurrent adds share meta.next, so it cannot drive the retries).
+    const start = meta.next;
+    meta.next = (meta.next + 1) % this.servers.length;
+    // Each server at most once. A server known to be down never saw the batch. One that
+    // failed while holding it may have stored it: that key is revoked there later, and the
+    // next server gets a fresh attempt (fresh key), so the batch ends up visible once.
+    for (let tried = 0; tried < this.servers.length; tried++) {
+      const i = (start + tried) % this.servers.length;
+      const server = this.servers[i]!;
+      const key = randomUUID();
+      let reply: AddReply;
+      try {
+        reply = (await server.call<AddReply>('bulk', 'addIndexData', { indexId, n, trainAsync, key }, attachments)).result;
+        if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
+      } catch (err) {
+        if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
+        failures.push(`${server.name}: ${err.message}`);
+        if (!(err instanceof ServerUnavailableError)) {
+          this.queueRevocation(i, indexId, key);
+          revoking = true;
+        }
+        continue;
+      }
+      return { training: this.afterAdd(indexId, meta, i, reply) };
+    }
+    throw new ServerUnavailableError(
+      this.servers.map((s) => s.name).join(', '),
+      `batch not stored: every server failed (${failures.join('; ')}). Resend it once a server is back` +
+        (revoking ? '; servers that failed while holding it will be told to drop any copy they kept (pendingRevocations)' : ''),
+    );
   }
 
   /**
@@ -221,26 +270,6 @@ export class IndexClient {
     const t = this.sharedTrain(indexId, meta);
     t.catch(() => {}); // background: a failure shows as NOT_TRAINED, and the next add tries again
     return t;
-  }
-
-  private async retryOnSameServer(server: ServerConn, args: Record<string, unknown>, attachments: Parameters<ServerConn['call']>[3], first: Error): Promise<AddReply> {
-    const end = Date.now() + this.addRetryWindowMs;
-    let last: Error = first;
-    while (Date.now() < end) {
-      if (await server.waitUp(end - Date.now())) {
-        try {
-          return (await server.call<AddReply>('bulk', 'addIndexData', args, attachments)).result;
-        } catch (err) {
-          if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
-          last = err;
-        }
-      }
-    }
-    throw new TimeoutError(
-      `batch sent to ${server.name} is unconfirmed: the server failed (${last.message}) and was not back within ${this.addRetryWindowMs} ms. ` +
-        `It may or may not be stored there; resend it with the same data after the server is back (raise addRetryWindowMs to wait longer)`,
-      { cause: last },
-    );
   }
 
   /**
@@ -341,13 +370,13 @@ export class IndexClient {
 
   /** Searchable vectors across all servers; 0 for an unknown index. */
   async getNtotal(indexId: string): Promise<number> {
-    const counts = await this.all<number>('query', 'getNtotal', { indexId });
+    const counts = await this.readAll<number>('query', 'getNtotal', indexId);
     return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Distinct metadata[customMetaIdIdx] values across all servers. */
   async getIds(indexId: string): Promise<Set<unknown>> {
-    const lists = await this.all<unknown[]>('bulk', 'getIds', { indexId });
+    const lists = await this.readAll<unknown[]>('bulk', 'getIds', indexId);
     return new Set(lists.flat());
   }
 
@@ -391,6 +420,8 @@ export class IndexClient {
   async dropIndex(indexId: string): Promise<void> {
     await this.all('bulk', 'dropIndex', { indexId });
     this.indexes.delete(indexId);
+    // The data is gone on every server: nothing left to revoke.
+    for (const list of this.revocations) for (let j = list.length - 1; j >= 0; j--) if (list[j]!.indexId === indexId) list.splice(j, 1);
   }
 
   /** Per-server status: indexes, states, counts, memory. */
@@ -455,18 +486,113 @@ export class IndexClient {
     }
   }
 
-  /** Closes every connection. */
+  /**
+   * Closes every connection, after one bounded attempt (about 5 s) to deliver pending
+   * revocations; any left are reported with a process warning (code DFAISS_UNREVOKED).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.pendingRevocations.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled(this.servers.map((_, i) => this.flushRevocations(i))),
+        new Promise((r) => (timer = setTimeout(r, CLOSE_FLUSH_MS))),
+      ]);
+      clearTimeout(timer);
+      const left = this.pendingRevocations;
+      if (left.length > 0) {
+        process.emitWarning(
+          `dfaiss: ${left.length} batch revocation(s) could not be delivered to ${[...new Set(left.map((r) => r.server))].join(', ')}: ` +
+            'those batches were moved to another server (or their add failed) when that server failed while holding them; ' +
+            'if it had stored them, its copy stays and the batch may exist twice',
+          { code: 'DFAISS_UNREVOKED', detail: JSON.stringify(left) },
+        );
+      }
+    }
     await Promise.allSettled(this.servers.map((s) => s.close()));
   }
 
   // ---- internals ----
 
+  // ---- batch revocations ----
+
+  private queueRevocation(i: number, indexId: string, key: string): void {
+    this.revocations[i]!.push({ indexId, key });
+    void this.flushRevocations(i);
+  }
+
+  /**
+   * Sends server i its pending revocations, oldest first, on the bulk connection; stops at
+   * the first failure and schedules a retry. Never rejects.
+   */
+  private flushRevocations(i: number): Promise<void> {
+    if (this.revocations[i]!.length === 0) return Promise.resolve();
+    this.flushing[i] ??= (async () => {
+      const list = this.revocations[i]!;
+      try {
+        while (list.length > 0) {
+          const item = list[0]!;
+          await this.servers[i]!.call('bulk', 'revokeBatch', item);
+          if (list[0] === item) list.shift();
+        }
+      } catch {
+        // Down, or the index is not loaded there (yet): keep it and try again later.
+        this.scheduleRevocationRetry();
+      } finally {
+        this.flushing[i] = null;
+      }
+    })();
+    return this.flushing[i]!;
+  }
+
+  /** One timer for all servers, every reconnectIntervalMs while anything is pending. */
+  private scheduleRevocationRetry(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      for (let i = 0; i < this.servers.length; i++) void this.flushRevocations(i);
+    }, this.reconnectIntervalMs);
+    this.retryTimer.unref();
+  }
+
+  /**
+   * Before reading index data from server i: deliver its pending revocations for this index.
+   * If they cannot be delivered, its answer could count a batch twice, so the server counts
+   * as failed for this call (allowPartial lists it as missing).
+   */
+  private async readyToRead(i: number, indexId: string): Promise<void> {
+    if (!this.revocations[i]!.some((r) => r.indexId === indexId)) return;
+    await this.flushRevocations(i);
+    if (this.revocations[i]!.some((r) => r.indexId === indexId)) {
+      const name = this.servers[i]!.name;
+      throw new ServerUnavailableError(
+        name,
+        `server ${name} has not yet confirmed revoking batches of '${indexId}' that this client moved to other servers when it failed; its answer could count them twice (retrying every ${this.reconnectIntervalMs} ms)`,
+      );
+    }
+  }
+
+  /** all(), for calls that read an index's data: pending revocations go first. */
+  private async readAll<R>(conn: ConnKind, method: string, indexId: string): Promise<R[]> {
+    this.checkOpen();
+    const results = await Promise.all(
+      this.servers.map(async (s, i) => {
+        await this.readyToRead(i, indexId);
+        return s.call<R>(conn, method, { indexId });
+      }),
+    );
+    return results.map((r) => r.result);
+  }
+
   private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean) {
     const settled = await Promise.allSettled(
-      this.servers.map((s) => s.call<{ n: number; k: number; metric: Metric; ntotal: number }>('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries])),
+      this.servers.map(async (s, i) => {
+        await this.readyToRead(i, indexId);
+        return s.call<{ n: number; k: number; metric: Metric; ntotal: number }>('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries]);
+      }),
     );
     const missing: Array<{ server: string; error: string }> = [];
     const replies = [];
@@ -580,7 +706,7 @@ export class IndexClient {
   }
 }
 
-type AddReply = { firstId: number; state: IndexState; buffered?: number } | undefined;
+type AddReply = { firstId: number; state: IndexState; buffered?: number; revoked?: boolean } | undefined;
 
 function checkK(k: number): void {
   if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);

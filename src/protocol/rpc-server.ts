@@ -108,6 +108,12 @@ export interface RpcServerOptions {
   maxInFlight?: number;
   /** A connection that has not completed hello (and auth) within this time is closed. Also the TLS handshake deadline. Default 10 000 ms. */
   helloTimeoutMs?: number;
+  /**
+   * A connection whose partly received frame gets no new bytes for this long is closed: a
+   * peer that stalls mid-frame must not hold the connection and its buffer forever.
+   * Connections idle between frames stay open (clients pool them). 0 = never. Default 30 000 ms.
+   */
+  frameTimeoutMs?: number;
   /** Connections served at once; further ones are closed with a goodbye saying why. 0 = unlimited. Default 1024. */
   maxConnections?: number;
   /** Receive-buffer pool per connection. */
@@ -129,6 +135,7 @@ export class RpcServer {
   readonly maxFrameBytes: number;
   readonly maxInFlight: number;
   readonly helloTimeoutMs: number;
+  readonly frameTimeoutMs: number;
   readonly maxConnections: number;
   readonly version: number;
   /** The shared secret's bytes when clients must authenticate. */
@@ -146,6 +153,10 @@ export class RpcServer {
     this.maxFrameBytes = checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 32);
     this.helloTimeoutMs = opts.helloTimeoutMs ?? 10_000;
+    this.frameTimeoutMs = opts.frameTimeoutMs ?? 30_000;
+    if (!Number.isSafeInteger(this.frameTimeoutMs) || this.frameTimeoutMs < 0) {
+      throw new RangeError(`frameTimeoutMs must be a non-negative integer (0 = never), got ${this.frameTimeoutMs}`);
+    }
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     if (!Number.isSafeInteger(this.maxConnections) || this.maxConnections < 0) {
       throw new RangeError(`maxConnections must be a non-negative integer (0 = unlimited), got ${this.maxConnections}`);
@@ -171,6 +182,7 @@ export class RpcServer {
     this.listener = await this.transport.listen(host, port, (conn) => this.accept(conn), {
       maxFrameBytes: PRE_HELLO_MAX_FRAME_BYTES,
       pool: this.opts.pool,
+      frameTimeoutMs: this.frameTimeoutMs,
       maxConnections: this.maxConnections > 0 ? this.maxConnections + HARD_CONNECTION_HEADROOM : 0,
       onError: (err, info) => this.report(err, info),
     });

@@ -35,6 +35,9 @@ export class SocketConnection implements Connection {
   private isClosed = false;
   private reason: Error | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
+  private readonly frameTimeoutMs: number;
+  private frameTimer: NodeJS.Timeout | undefined;
+  private paused = false;
 
   constructor(
     private readonly socket: net.Socket,
@@ -43,6 +46,7 @@ export class SocketConnection implements Connection {
   ) {
     this.remote = remote ?? formatHostPort(socket.remoteAddress, socket.remotePort);
     this.closeGraceMs = opts.closeGraceMs ?? 1000;
+    this.frameTimeoutMs = opts.frameTimeoutMs ?? 0;
     this.assembler = new FrameAssembler(
       { maxFrameBytes: checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES), pool: new BufferPool(opts.pool) },
       (raw) => this.deliver(raw),
@@ -104,19 +108,25 @@ export class SocketConnection implements Connection {
   }
 
   pause(): void {
+    // We stopped reading, so a stalled frame is our doing: no frame deadline meanwhile.
+    this.paused = true;
+    this.clearFrameTimer();
     this.assembler.pause();
     this.socket.pause();
   }
 
   resume(): void {
+    this.paused = false;
     // Without a 'data' listener, resuming the socket would drop bytes on the floor.
     if (this.frameHandler && !this.closing) this.socket.resume();
     this.assembler.resume();
+    this.armFrameTimer();
   }
 
   close(reason?: DfaissError): void {
     if (this.closing || this.isClosed) return;
     this.closing = true;
+    this.clearFrameTimer();
     if (reason) this.reason ??= reason;
     this.assembler.destroy();
     const socket = this.socket;
@@ -141,6 +151,7 @@ export class SocketConnection implements Connection {
   destroy(reason?: Error): void {
     if (reason) this.reason ??= reason;
     this.closing = true;
+    this.clearFrameTimer();
     this.assembler.destroy();
     this.socket.destroy();
   }
@@ -149,6 +160,8 @@ export class SocketConnection implements Connection {
     if (this.closing) return;
     try {
       this.assembler.push(chunk);
+      // New bytes are progress: the deadline restarts, or ends at a frame boundary.
+      this.armFrameTimer();
     } catch (err) {
       this.close(
         err instanceof DfaissError
@@ -156,6 +169,29 @@ export class SocketConnection implements Connection {
           : new ConnectionError(`internal error handling data from ${this.remote}: ${(err as Error)?.message ?? err}`, { cause: err }),
       );
     }
+  }
+
+  /** (Re)starts the mid-frame deadline while part of a frame is held, else clears it. */
+  private armFrameTimer(): void {
+    this.clearFrameTimer();
+    if (this.frameTimeoutMs <= 0 || this.paused || this.closing || this.assembler.partialBytes === 0) return;
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = undefined;
+      const have = this.assembler.partialBytes;
+      if (this.paused || this.closing || have === 0) return;
+      const size = this.assembler.partialFrameSize;
+      this.close(
+        new ProtocolError(
+          `${this.remote} sent ${have} of ${size ?? 'at least 16'} bytes of a frame and then nothing for ${this.frameTimeoutMs} ms; closing the connection`,
+        ),
+      );
+    }, this.frameTimeoutMs);
+    this.frameTimer.unref();
+  }
+
+  private clearFrameTimer(): void {
+    if (this.frameTimer) clearTimeout(this.frameTimer);
+    this.frameTimer = undefined;
   }
 
   private deliver(raw: RawFrame): void {
@@ -175,6 +211,7 @@ export class SocketConnection implements Connection {
     this.isClosed = true;
     this.closing = true;
     if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.clearFrameTimer();
     this.assembler.destroy();
     const err = new ConnectionError(`connection to ${this.remote} closed`, { cause: this.reason });
     for (const reject of this.pendingSends) reject(err);

@@ -28,6 +28,11 @@ export interface ConnectionOptions {
   pool?: PoolOptions;
   /** After close(), how long to wait for the peer to close before destroying the socket. Default 1000 ms. */
   closeGraceMs?: number;
+  /**
+   * Close the connection (ProtocolError) when a partly received frame gets no new bytes for
+   * this long while reading; a connection idle between frames is never closed. 0 / absent = never.
+   */
+  frameTimeoutMs?: number;
 }
 
 export interface ConnectOptions extends ConnectionOptions {

@@ -46,6 +46,12 @@ export interface IndexServerOptions extends ServerSecurityOptions {
   logger?: Logger;
   /** Passed to the RPC layer (frame limits, in-flight limits, hello timeout). */
   rpc?: Omit<RpcServerOptions, 'methods' | 'rank' | 'capabilities'>;
+  /**
+   * TESTS ONLY (set by `dfaiss server` from DFAISS_TEST_DIE_AFTER_WAL=1): the process kills
+   * itself with SIGKILL right after an add is durable in the log, before replying, so tests
+   * can reproduce "the server stored the batch but the client never heard back".
+   */
+  testDieAfterLoggedAdd?: boolean;
 }
 
 export class IndexServer {
@@ -57,6 +63,7 @@ export class IndexServer {
   private readonly creating = new Map<string, Promise<DurableShard>>();
   private threads: number;
   readonly trainThreads: number;
+  private readonly dieAfterLoggedAdd: boolean;
   private address: { host: string; port: number } | null = null;
 
   constructor(rank: number, storageDir: string, opts: IndexServerOptions = {}) {
@@ -70,6 +77,7 @@ export class IndexServer {
     if (!Number.isSafeInteger(this.trainThreads) || this.trainThreads < 1 || this.trainThreads > 1024) {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
     }
+    this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
     this.rpc = new RpcServer({
       ...opts.rpc,
       ...rpcSecurityOptions(opts),
@@ -157,7 +165,7 @@ export class IndexServer {
   }
 
   /** Logs the batch durably, then buffers/indexes it; resolves with its first internal id. */
-  addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void }): Promise<number> {
+  async addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void }): Promise<number> {
     let durable: DurableShard;
     try {
       durable = this.getDurable(indexId);
@@ -165,7 +173,12 @@ export class IndexServer {
       opts.release?.();
       throw err;
     }
-    return durable.add(vectors, blob, offsets, opts);
+    const first = await durable.add(vectors, blob, offsets, opts);
+    if (this.dieAfterLoggedAdd && first >= 0) {
+      this.log.warn({ indexId, firstId: first }, 'DFAISS_TEST_DIE_AFTER_WAL: batch logged, dying before the reply');
+      process.kill(process.pid, 'SIGKILL');
+    }
+    return first;
   }
 
   async saveIndex(indexId: string): Promise<void> {

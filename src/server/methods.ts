@@ -44,9 +44,19 @@ export function buildMethods(server: IndexServer): MethodTable {
         toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key, release });
+        // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
-        return { result: { firstId: first, state: shard.state, buffered: shard.info.buffered } };
+        return { result: first < 0 ? { firstId: -1, revoked: true, state: shard.state } : { firstId: first, state: shard.state, buffered: shard.info.buffered } };
       },
+    }),
+
+    /**
+     * The client stored batch `key` on another server after this one failed while holding
+     * it: hide it here if it was stored, refuse it if it arrives later. Idempotent.
+     */
+    revokeBatch: defineMethod({
+      schema: z.object({ indexId, key: z.string().min(1).max(128) }).strict(),
+      handler: async ({ indexId, key }) => ({ result: await server.getDurable(indexId).revoke(key) }),
     }),
 
     syncTrain: defineMethod({
@@ -137,6 +147,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         const idx = shard.cfg.customMetaIdIdx;
         const ids = new Set<unknown>();
         for (let i = 0; i < shard.metadata.size; i++) {
+          if (shard.isTombstoned(i)) continue;
           const m = decodeMetadataItem(shard.metadata.get(i));
           ids.add(Array.isArray(m) ? m[idx] : m);
         }

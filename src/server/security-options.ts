@@ -17,6 +17,8 @@ export interface ServerSecurityOptions {
   maxInFlight?: number;
   /** A connection must finish hello (and auth) within this time, TLS handshake included. @default 10_000 */
   helloTimeoutMs?: number;
+  /** A connection whose partly received frame makes no progress this long is closed (idle ones stay). 0 = never. @default 30_000 */
+  frameTimeoutMs?: number;
 }
 
 /** The options that are set, as RpcServer options. */
@@ -28,5 +30,6 @@ export function rpcSecurityOptions(opts: ServerSecurityOptions): Partial<RpcServ
   if (opts.maxConnections !== undefined) out.maxConnections = opts.maxConnections;
   if (opts.maxInFlight !== undefined) out.maxInFlight = opts.maxInFlight;
   if (opts.helloTimeoutMs !== undefined) out.helloTimeoutMs = opts.helloTimeoutMs;
+  if (opts.frameTimeoutMs !== undefined) out.frameTimeoutMs = opts.frameTimeoutMs;
   return out;
 }

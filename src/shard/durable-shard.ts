@@ -32,6 +32,18 @@ import { WriteAheadLog, replayWal, type Durability } from './wal.js';
 const KEEP_SNAPSHOTS = 2;
 /** Idempotency keys remembered (the newest ones), to recognise a client's retried batch. */
 const MAX_KEYS = 100_000;
+/** Keys per kind a snapshot carries (the newest ones). */
+const SNAPSHOT_KEYS = 10_000;
+
+export interface RevokeResult {
+  /**
+   * 'tombstoned': the batch was stored here and its ids are now hidden; 'blocked': it never
+   * arrived, and will be refused if it does; 'already': the key was revoked before.
+   */
+  outcome: 'tombstoned' | 'blocked' | 'already';
+  /** Vectors tombstoned by this call. */
+  count: number;
+}
 
 export interface RestoreReport {
   /** Snapshot generation restored (0 = none: rebuilt from the WAL alone). */
@@ -59,10 +71,14 @@ export class DurableShard {
   private snapshotSeq: number;
   private saving: Promise<void> | null = null;
   private queuedSnapshot: Promise<void> | null = null;
-  /** Idempotency key -> first internal id of batches stored recently (insertion ordered). */
-  private readonly keys = new Map<string, number>();
+  /** Idempotency key -> [first internal id, vectors] of batches stored recently (insertion ordered). */
+  private readonly keys = new Map<string, [number, number]>();
   /** Keys of batches being written right now, so a concurrent retry waits for the original. */
   private readonly keysInFlight = new Map<string, Promise<number>>();
+  /** Keys revoked by their client (recent ones): a batch arriving with one is refused. */
+  private readonly revoked = new Set<string>();
+  /** Revocations being logged right now; an add with the same key waits for the outcome. */
+  private readonly revoking = new Map<string, Promise<RevokeResult>>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -117,7 +133,8 @@ export class DurableShard {
     let shard: Shard | null = null;
     let generation = 0;
     let fromSeq = 0;
-    let recentKeys: Array<[string, number]> = [];
+    let recentKeys: Array<[string, number, number?]> = [];
+    let revokedKeys: string[] = [];
     const snapshots = await listSnapshots(dir);
     for (const snap of snapshots) {
       try {
@@ -126,21 +143,31 @@ export class DurableShard {
         generation = snap.generation;
         fromSeq = r.manifest.walSeq;
         recentKeys = r.manifest.recentKeys ?? [];
+        revokedKeys = r.manifest.revokedKeys ?? [];
+        for (const [first, n] of r.manifest.tombstones ?? []) shard.tombstone(first, n);
         break;
       } catch (err) {
         skipped.push(`snapshot ${snap.generation} skipped: ${(err as Error).message}`);
       }
     }
     shard ??= new Shard(useCfg, hooked);
-    const keys: Array<[string, number]> = [...recentKeys];
+    // Entries of snapshots older than revocations carry no batch size (0: cannot be tombstoned).
+    const keys: Array<[string, number, number]> = recentKeys.map(([k, first, n]) => [k, first, n ?? 0]);
+    const revoked: string[] = [...revokedKeys];
     let trainOnRows: number | undefined;
     const report = await replayWal(join(dir, 'wal'), fromSeq, (rec) => {
       if (rec.type === 'train') {
         trainOnRows = rec.rows;
         return;
       }
+      if (rec.type === 'revoke') {
+        // The logged outcome, not a fresh decision: the replay does what happened live.
+        if (rec.firstId! >= 0 && rec.rows > 0) shard!.tombstone(rec.firstId!, rec.rows);
+        revoked.push(rec.key);
+        return;
+      }
       if (rec.dim !== useCfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${useCfg.dim}`);
-      if (rec.key) keys.push([rec.key, shard!.metadata.size]);
+      if (rec.key) keys.push([rec.key, shard!.metadata.size, rec.rows]);
       void shard!.add(rec.vectors, rec.blob, rec.offsets, { replay: true });
     });
     skipped.push(...report.skipped);
@@ -152,7 +179,8 @@ export class DurableShard {
     const ds = new DurableShard(dir, shard, wal, report.lastSeq, snapshots[0]?.generation ?? 0, opts);
     link.attach(ds);
     ds.snapshotSeq = fromSeq;
-    for (const [k, id] of keys) ds.rememberKey(k, id);
+    for (const [k, id, n] of keys) ds.rememberKey(k, id, n);
+    for (const k of revoked) ds.rememberRevoked(k);
     if (shard.sharedTraining && !shard.faissIndex) {
       // Installed before the restart but not yet snapshotted: the same trained index again.
       const template = await readTrainedTemplate(dir);
@@ -203,11 +231,18 @@ export class DurableShard {
     }
     const key = opts.key ?? '';
     if (key) {
+      // Revoked: the client has stored this batch elsewhere. -1 says "not stored".
+      if (this.revoked.has(key)) {
+        release();
+        return Promise.resolve(-1);
+      }
+      const revoking = this.revoking.get(key);
+      if (revoking) return revoking.then(() => this.add(vectors, blob, offsets, opts), () => this.add(vectors, blob, offsets, opts));
       const known = this.keys.get(key);
       const inFlight = known === undefined ? this.keysInFlight.get(key) : undefined;
       if (known !== undefined || inFlight) {
         release();
-        return inFlight ?? Promise.resolve(known!);
+        return inFlight ?? Promise.resolve(known![0]);
       }
       const p = this.addLogged(vectors, blob, offsets, opts.trainAsync, key, release).finally(() => this.keysInFlight.delete(key));
       this.keysInFlight.set(key, p);
@@ -216,15 +251,48 @@ export class DurableShard {
     return this.addLogged(vectors, blob, offsets, opts.trainAsync, '', release);
   }
 
-  private rememberKey(key: string, firstId: number): void {
+  private rememberKey(key: string, firstId: number, n: number): void {
     if (!key) return;
-    this.keys.set(key, firstId);
+    this.keys.set(key, [firstId, n]);
     if (this.keys.size > MAX_KEYS) this.keys.delete(this.keys.keys().next().value!);
   }
 
-  /** Recently stored idempotency keys (for snapshots). */
-  recentKeys(): Array<[string, number]> {
-    return [...this.keys];
+  private rememberRevoked(key: string): void {
+    this.revoked.add(key);
+    if (this.revoked.size > MAX_KEYS) this.revoked.delete(this.revoked.values().next().value!);
+  }
+
+  /** Recently stored idempotency keys with their first id and size (for snapshots). */
+  recentKeys(): Array<[string, number, number]> {
+    return [...this.keys].map(([k, [first, n]]) => [k, first, n]);
+  }
+
+  /**
+   * The client gave up on batch `key` here and stored it on another server. If it was stored
+   * here, its ids are tombstoned; if it is being written, that finishes first; if it never
+   * arrived, it is refused should it still come. Durable (logged) before it resolves.
+   */
+  revoke(key: string): Promise<RevokeResult> {
+    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    const running = this.revoking.get(key);
+    if (running) return running;
+    const p = this.revokeLogged(key).finally(() => this.revoking.delete(key));
+    this.revoking.set(key, p);
+    return p;
+  }
+
+  private async revokeLogged(key: string): Promise<RevokeResult> {
+    const inFlight = this.keysInFlight.get(key);
+    if (inFlight) await inFlight.catch(() => {}); // failed: nothing stored, block the key
+    if (this.revoked.has(key)) return { outcome: 'already', count: 0 };
+    const known = this.keys.get(key);
+    const [first, n] = known && known[1] > 0 ? known : [-1, 0];
+    return this.wal.appendRevoke(key, first, n, (seq) => {
+      this.appliedSeq = seq;
+      if (first >= 0) this.shard.tombstone(first, n);
+      this.rememberRevoked(key);
+      return { outcome: first >= 0 ? 'tombstoned' : 'blocked', count: n } satisfies RevokeResult;
+    });
   }
 
   private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, trainAsync: boolean | undefined, key: string, release: () => void): Promise<number> {
@@ -234,7 +302,7 @@ export class DurableShard {
     return this.wal
       .append({ vectors, dim: this.cfg.dim, blob, offsets, key }, (seq) => {
         this.appliedSeq = seq;
-        this.rememberKey(key, this.shard.metadata.size);
+        this.rememberKey(key, this.shard.metadata.size, vectors.length / this.cfg.dim);
         handed = true;
         return { done: this.shard.add(vectors, blob, offsets, { trainAsync, release }) };
       })
@@ -333,7 +401,9 @@ export class DurableShard {
         metaCount: this.shard.metadata.size,
         pending: this.shard.pendingVectors(),
         walSeq: this.appliedSeq,
-        recentKeys: this.recentKeys().slice(-10_000),
+        recentKeys: this.recentKeys().slice(-SNAPSHOT_KEYS),
+        tombstones: this.shard.tombstones(),
+        revokedKeys: [...this.revoked].slice(-SNAPSHOT_KEYS),
       };
     });
     this.wal.requestRotate();

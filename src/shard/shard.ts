@@ -15,7 +15,7 @@
  */
 import { createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, ValidationError } from '../errors.js';
-import { FaissIndex } from '../native/index.js';
+import { FaissIndex, MAX_K } from '../native/index.js';
 import { prng } from '../datasets/synthetic.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
 import { IndexState } from './state.js';
@@ -43,12 +43,14 @@ export interface ShardSearchResult {
 
 export interface ShardInfo {
   state: IndexState;
-  /** Vectors searchable in FAISS. */
+  /** Vectors searchable in FAISS (tombstoned ones excluded). */
   ntotal: number;
-  /** Vectors received but not yet in FAISS. */
+  /** Vectors received but not yet in FAISS (tombstoned ones excluded). */
   buffered: number;
-  /** All vectors received (ntotal + buffered). */
+  /** All live vectors received (ntotal + buffered, once a running add chunk is accounted). */
   total: number;
+  /** Vectors tombstoned because their batch was revoked (still stored, never returned). */
+  tombstoned: number;
   metric: 'dot' | 'l2';
   dim: number;
   /** The client trains this index once for all shards (trainMode 'shared' on a type that needs training). */
@@ -103,6 +105,13 @@ export class Shard {
   private parked: (() => void) | null = null;
   private chunkInFlight: Promise<void> | null = null;
   private closed = false;
+  /**
+   * Id ranges [first, first + n) of revoked batches, sorted by first, disjoint. FAISS keeps
+   * the vectors (Flat's remove_ids renumbers ids, which would break id -> metadata; HNSW
+   * cannot remove at all); search skips them instead. Revocations are rare.
+   */
+  private tombs: Array<[number, number]> = [];
+  private tombCount = 0;
 
   constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
     this.cfg = cfg;
@@ -125,8 +134,66 @@ export class Shard {
   }
 
   get info(): ShardInfo {
-    const ntotal = this.index?.ntotal ?? 0;
-    return { state: this.stateValue, ntotal, buffered: this.pendingCount, total: this.metadata.size, metric: this.cfg.metric, dim: this.cfg.dim, sharedTraining: this.sharedTraining, trainNum: this.cfg.trainNum, trainRatio: this.cfg.trainRatio };
+    const indexed = this.index?.ntotal ?? 0;
+    const deadIndexed = this.tombstonedBelow(indexed);
+    // total from the metadata, not ntotal + buffered: FAISS's ntotal grows on a worker
+    // thread a moment before the buffer bookkeeping catches up in JS.
+    return {
+      state: this.stateValue,
+      ntotal: indexed - deadIndexed,
+      buffered: Math.max(0, this.pendingCount - (this.tombCount - deadIndexed)),
+      total: this.metadata.size - this.tombCount,
+      tombstoned: this.tombCount,
+      metric: this.cfg.metric,
+      dim: this.cfg.dim,
+      sharedTraining: this.sharedTraining,
+      trainNum: this.cfg.trainNum,
+      trainRatio: this.cfg.trainRatio,
+    };
+  }
+
+  /** Hides ids [first, first + n) from searches and counts for good (a revoked batch). */
+  tombstone(first: number, n: number): void {
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(n) || first < 0 || n <= 0 || first + n > this.metadata.size) {
+      throw new ValidationError('tombstone', `an id range within the ${this.metadata.size} stored ids`, `[${first}, ${first + n})`);
+    }
+    let i = this.tombs.length;
+    while (i > 0 && this.tombs[i - 1]![0] > first) i--;
+    const prev = this.tombs[i - 1];
+    const next = this.tombs[i];
+    // Each key covers its own ids and is revoked once, so ranges never overlap; guard anyway.
+    if ((prev && prev[0] + prev[1] > first) || (next && first + n > next[0])) return;
+    this.tombs.splice(i, 0, [first, n]);
+    this.tombCount += n;
+  }
+
+  /** True when `id` belongs to a revoked batch. */
+  isTombstoned(id: number): boolean {
+    let lo = 0;
+    let hi = this.tombs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const [first, n] = this.tombs[mid]!;
+      if (id < first) hi = mid - 1;
+      else if (id >= first + n) lo = mid + 1;
+      else return true;
+    }
+    return false;
+  }
+
+  /** Tombstoned id ranges (for snapshots). */
+  tombstones(): Array<[number, number]> {
+    return this.tombs.map(([f, n]) => [f, n]);
+  }
+
+  /** Tombstoned ids below `limit`. */
+  private tombstonedBelow(limit: number): number {
+    let dead = 0;
+    for (const [first, n] of this.tombs) {
+      if (first >= limit) break;
+      dead += Math.min(n, limit - first);
+    }
+    return dead;
   }
 
   /** The last background failure, if any (training or adding). */
@@ -349,16 +416,41 @@ export class Shard {
   async search(queries: Float32Array, k: number, withVectors: boolean): Promise<ShardSearchResult> {
     const n = queries.length / this.cfg.dim;
     const index = this.index;
-    if (!index || index.ntotal === 0) {
-      const distances = new Float32Array(n * k).fill(this.cfg.metric === 'l2' ? Infinity : -Infinity);
-      return { n, k, distances, labels: new BigInt64Array(n * k).fill(-1n), ...(withVectors ? { vectors: new Float32Array(n * k * this.cfg.dim) } : {}) };
+    if (!index || index.ntotal === 0) return this.noHits(n, k, withVectors);
+    const dead = this.tombstonedBelow(index.ntotal);
+    if (dead === 0) {
+      if (withVectors) return index.searchAndReconstruct(queries, k);
+      if (searchWork(index, n) <= INLINE_SEARCH_WORK) {
+        const r = index.searchInline(queries, k);
+        if (r) return r;
+      }
+      return index.search(queries, k);
     }
-    if (withVectors) return index.searchAndReconstruct(queries, k);
-    if (searchWork(index, n) <= INLINE_SEARCH_WORK) {
-      const r = index.searchInline(queries, k);
-      if (r) return r;
+    // Over-fetch by the tombstoned count so k live hits survive the filter (capped at MAX_K:
+    // beyond that a query may get fewer than k).
+    const kk = Math.min(MAX_K, k + dead);
+    const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
+      ? await index.searchAndReconstruct(queries, kk)
+      : await index.search(queries, kk);
+    const out = this.noHits(n, k, withVectors);
+    const { dim } = this.cfg;
+    for (let q = 0; q < n; q++) {
+      let j = 0;
+      for (let i = 0; i < kk && j < k; i++) {
+        const label = r.labels[q * kk + i]!;
+        if (label < 0n || this.isTombstoned(Number(label))) continue;
+        out.distances[q * k + j] = r.distances[q * kk + i]!;
+        out.labels[q * k + j] = label;
+        if (withVectors) out.vectors!.set(r.vectors!.subarray((q * kk + i) * dim, (q * kk + i + 1) * dim), (q * k + j) * dim);
+        j++;
+      }
     }
-    return index.search(queries, k);
+    return out;
+  }
+
+  private noHits(n: number, k: number, withVectors: boolean): ShardSearchResult {
+    const distances = new Float32Array(n * k).fill(this.cfg.metric === 'l2' ? Infinity : -Infinity);
+    return { n, k, distances, labels: new BigInt64Array(n * k).fill(-1n), ...(withVectors ? { vectors: new Float32Array(n * k * this.cfg.dim) } : {}) };
   }
 
   /** Sets a FAISS search parameter now and on any index trained later. */

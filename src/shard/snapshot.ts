@@ -34,8 +34,12 @@ export interface SnapshotManifest {
   dim: number;
   createdAt: string;
   files: Record<string, { bytes: number; crc32: number }>;
-  /** Idempotency keys of recently stored batches with their first ids (so retries stay deduplicated across restarts). */
-  recentKeys?: Array<[string, number]>;
+  /** Idempotency keys of recently stored batches with first id and size (so retries stay deduplicated and revocable across restarts). */
+  recentKeys?: Array<[string, number, number?]>;
+  /** Id ranges [first, count] of revoked batches: stored, never returned. */
+  tombstones?: Array<[number, number]>;
+  /** Recently revoked keys: a batch arriving with one is refused. */
+  revokedKeys?: string[];
 }
 
 export interface SnapshotInfo {
@@ -138,7 +142,9 @@ export interface SnapshotCut {
   metaCount: number;
   pending: Float32Array[];
   walSeq: number;
-  recentKeys: Array<[string, number]>;
+  recentKeys: Array<[string, number, number]>;
+  tombstones: Array<[number, number]>;
+  revokedKeys: string[];
 }
 
 /** Writes snapshot `generation` of `shard` from a cut; returns its folder. */
@@ -171,6 +177,8 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
       createdAt: new Date().toISOString(),
       files,
       recentKeys: cut.recentKeys,
+      tombstones: cut.tombstones,
+      revokedKeys: cut.revokedKeys,
     };
     // cfg travels inside the snapshot too: a snapshot is self-contained.
     await writeParts(join(tmp, 'cfg.json'), [Buffer.from(indexCfgToJSON(shard.cfg))]);

@@ -18,12 +18,15 @@ export type Durability = 'fsync' | 'os' | 'none';
 
 const SEGMENT_MAGIC = 0x53574644; // "DFWS"
 const RECORD_MAGIC = 0x4c574644; // "DFWL"
-export const WAL_FORMAT_VERSION = 1;
+/** 2 added revoke records; segments of format 1 are still read. */
+export const WAL_FORMAT_VERSION = 2;
 const SEGMENT_HEADER = 16;
 const RECORD_HEADER = 48;
 const TYPE_ADD = 1;
 /** Training started on the first `n` buffered rows (so a restart re-trains on the same rows). */
 const TYPE_TRAIN = 2;
+/** A batch key was revoked by its client: the ids it got (if any) are tombstoned, a later add with it is refused. */
+const TYPE_REVOKE = 3;
 /** Replay refuses records claiming more than this (a corrupt length must not allocate GBs). */
 const MAX_RECORD_BYTES = 2 ** 31;
 
@@ -38,9 +41,11 @@ export interface WalBatch {
 
 export interface WalRecord extends WalBatch {
   seq: number;
-  type: 'add' | 'train';
-  /** train records: rows the training used; add records: vectors in the batch. */
+  type: 'add' | 'train' | 'revoke';
+  /** train records: rows the training used; add records: vectors in the batch; revoke records: ids tombstoned. */
   rows: number;
+  /** revoke records: first tombstoned id, -1 when the key had not arrived (it is refused from then on). */
+  firstId?: number;
 }
 
 interface Pending {
@@ -91,6 +96,17 @@ export class WriteAheadLog {
   /** Logs that training started on the first `rows` buffered rows. */
   appendTrainMarker(rows: number): Promise<void> {
     return this.append({ vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array([rows]), key: '' }, () => undefined, TYPE_TRAIN);
+  }
+
+  /**
+   * Logs the revocation of batch `key`: ids [firstId, firstId + rows) are tombstoned
+   * (firstId -1: the key never arrived, and is refused if it does). The outcome is logged,
+   * not just the key, so a replay does exactly what happened live.
+   */
+  appendRevoke<T>(key: string, firstId: number, rows: number, apply: (seq: number) => T): Promise<T> {
+    const blob = new Uint8Array(8);
+    new DataView(blob.buffer).setBigInt64(0, BigInt(firstId), true);
+    return this.append({ vectors: new Float32Array(0), dim: 0, blob, offsets: new Uint32Array([rows]), key }, apply, TYPE_REVOKE);
   }
 
   append<T>(batch: WalBatch, apply: (seq: number) => T, type = TYPE_ADD): Promise<T> {
@@ -238,11 +254,12 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
-  // train markers carry their row count in n and no payload
-  const n = type === TYPE_TRAIN ? b.offsets[0]! : b.offsets.length - 1;
+  // train and revoke records carry their row count in n and no offsets
+  const countOnly = type === TYPE_TRAIN || type === TYPE_REVOKE;
+  const n = countOnly ? b.offsets[0]! : b.offsets.length - 1;
   const key = Buffer.from(b.key, 'utf8');
   const vecBytes = b.vectors.byteLength;
-  const offBytes = type === TYPE_TRAIN ? 0 : b.offsets.byteLength;
+  const offBytes = countOnly ? 0 : b.offsets.byteLength;
   const payload = vecBytes + offBytes + b.blob.byteLength + key.byteLength;
   const total = Math.ceil((RECORD_HEADER + payload) / 8) * 8;
   const h = Buffer.alloc(RECORD_HEADER);
@@ -345,6 +362,14 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
   const n = h.readUInt32LE(24);
   if (type === TYPE_TRAIN) {
     return { record: { seq, type: 'train', rows: n, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key: '' }, total };
+  }
+  if (type === TYPE_REVOKE) {
+    const blobBytes = h.readUInt32LE(36);
+    const keyBytes = h.readUInt32LE(40);
+    if (blobBytes !== 8 || 8 + keyBytes > body.byteLength) return 'inconsistent revoke record sizes';
+    const firstId = Number(body.readBigInt64LE(0));
+    const key = body.toString('utf8', 8, 8 + keyBytes);
+    return { record: { seq, type: 'revoke', rows: n, firstId, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key }, total };
   }
   if (type !== TYPE_ADD) return `unknown record type ${type}`;
   const dim = h.readUInt32LE(28);

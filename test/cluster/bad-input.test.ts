@@ -25,6 +25,8 @@ const ROWS = 50;
 const BATCHES = 4;
 const HEALTHY = 'healthy';
 const HELLO_TIMEOUT_MS = 1500;
+/** Above the hello deadline, so pre-hello stalls still meet the hello deadline first. */
+const FRAME_TIMEOUT_MS = 2500;
 const data = new SyntheticDataset({ dim, seed: 77 });
 
 let cluster: TestCluster;
@@ -34,7 +36,7 @@ let raw: RpcClient[];
 let probe: Float32Array;
 
 before(async () => {
-  cluster = await startCluster(2, { serverArgs: ['--max-frame-mb', '1', '--hello-timeout-ms', String(HELLO_TIMEOUT_MS)] });
+  cluster = await startCluster(2, { serverArgs: ['--max-frame-mb', '1', '--hello-timeout-ms', String(HELLO_TIMEOUT_MS), '--frame-timeout-ms', String(FRAME_TIMEOUT_MS)] });
   client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 20_000 });
   raw = await Promise.all(cluster.servers.map((s) => RpcClient.connect('127.0.0.1', s.port)));
   await client.createIndex(HEALTHY, { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
@@ -428,6 +430,19 @@ describe('frames', () => {
     // Half a header and then silence: the same deadline.
     const half = await rawSession(Buffer.from('DFAI'), { keepOpen: true, timeoutMs: HELLO_TIMEOUT_MS + 3000 });
     assert.equal(goodbyeOf(half.frames).code, 'PROTOCOL');
+    await stillServing();
+  });
+
+  it('a client that stalls in the middle of a frame after the handshake (--frame-timeout-ms)', async () => {
+    const request = frame({ v: PROTOCOL_VERSION, id: 2, method: 'search', args: { indexId: HEALTHY, k: 1 } }, [probe]);
+    const cut = request.subarray(0, request.byteLength - 7);
+    const { frames, ms } = await rawSession(Buffer.concat([hello(), cut]), { keepOpen: true, timeoutMs: FRAME_TIMEOUT_MS + 3000 });
+    assert.equal((frames[0] as { ok?: boolean }).ok, true, 'hello answered');
+    const bye = goodbyeOf(frames);
+    assert.equal(bye.code, 'PROTOCOL');
+    assert.match(bye.message, new RegExp(`sent ${cut.byteLength} of ${request.byteLength} bytes of a frame and then nothing for ${FRAME_TIMEOUT_MS} ms`));
+    assert.ok(ms >= FRAME_TIMEOUT_MS - 100 && ms < FRAME_TIMEOUT_MS + 2500, `closed after ${ms} ms`);
+    // The pooled client connections sat idle (between frames) for longer; they still work.
     await stillServing();
   });
 });

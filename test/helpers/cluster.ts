@@ -21,8 +21,8 @@ export interface TestCluster {
   saveDir: string;
   discovery: string;
   servers: TestServer[];
-  /** Starts (or restarts) server `rank` with the same storage. */
-  start(rank: number, extra?: string[]): Promise<TestServer>;
+  /** Starts (or restarts) server `rank` with the same storage; `env` adds environment variables (test hooks). */
+  start(rank: number, extra?: string[], env?: Record<string, string>): Promise<TestServer>;
   /** Kills server `rank` (SIGKILL unless a signal is given) and waits for it to exit. */
   kill(rank: number, signal?: NodeJS.Signals): Promise<void>;
   /** Stops every server and removes the temp folder (unless keepDir). */
@@ -37,13 +37,13 @@ export async function startCluster(n: number, opts: { threads?: number; dir?: st
   writeFileSync(discovery, `${n}\n`);
   const servers: TestServer[] = [];
 
-  const start = async (rank: number, extra: string[] = []): Promise<TestServer> => {
+  const start = async (rank: number, extra: string[] = [], env: Record<string, string> = {}): Promise<TestServer> => {
     const args = [CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1), ...(opts.serverArgs ?? []), ...extra];
     // Only first starts announce themselves; restarts keep their line by reusing... a new port,
     // so rewrite the discovery file from the known servers instead.
     const proc = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn' },
+      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn', ...env },
     });
     proc.stderr!.on('data', (d: Buffer) => process.env.DFAISS_TEST_VERBOSE && process.stderr.write(d));
     const port = await waitForListening(proc, { label: `server ${rank}` });

@@ -781,7 +781,60 @@ describe('misbehaving peers', () => {
     await waitFor(() => server.connectionCount === 0);
   });
 
-  it('a client connecting to nothing gets ConnectionError; to a silent server TimeoutError', async () => {
+  it('closes a connection that stalls mid-frame after the handshake; slow progress and idle connections are kept', async () => {
+    const { server, port, errors } = await startServer({ echo }, { frameTimeoutMs: 200 });
+    const idle = await connect(port); // like a pooled client connection between calls
+    const request = frameBytes({ v: PROTOCOL_VERSION, id: 2, method: 'echo', args: { n: 7 } }, [new Float32Array(256)]);
+
+    // Half a frame, then silence: closed with a goodbye once the deadline passes.
+    const stalled = rawPeer(port);
+    stalled.socket.write(helloFrame());
+    await sleep(30);
+    const t0 = Date.now();
+    stalled.socket.write(request.subarray(0, request.byteLength >> 1));
+    const bytes = await Promise.race([
+      stalled.received,
+      sleep(3000).then(() => {
+        stalled.socket.destroy();
+        throw new Error('the stalled connection was not closed within 3 s');
+      }),
+    ]);
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed >= 190 && elapsed < 2000, `closed after ${elapsed} ms`);
+    const reason = errorFromWire(wireErrorOf(lastFrame(bytes).envelope));
+    assert.ok(reason instanceof ProtocolError);
+    assert.match(reason.message, new RegExp(`sent ${request.byteLength >> 1} of ${request.byteLength} bytes of a frame and then nothing for 200 ms`));
+    await waitFor(() => errors.some((e) => /and then nothing for 200 ms/.test(e.err.message)), 2000);
+
+    // The same frame in pieces 120 ms apart (longer than the deadline in all): each piece is progress.
+    const slow = net.connect({ port, host: '127.0.0.1' });
+    slow.on('error', () => {});
+    const got: Buffer[] = [];
+    let slowClosed = false;
+    slow.on('data', (c: Buffer) => got.push(c));
+    slow.on('close', () => (slowClosed = true));
+    slow.write(helloFrame());
+    const step = Math.ceil(request.byteLength / 4);
+    for (let off = 0; off < request.byteLength; off += step) {
+      await sleep(120);
+      slow.write(request.subarray(off, off + step));
+    }
+    await waitFor(() => {
+      const b = Buffer.concat(got);
+      return b.length > 0 && lastFrame(b).envelope.id === 2;
+    }, 2000);
+    const reply = lastFrame(Buffer.concat(got));
+    assert.ok('ok' in reply.envelope && reply.envelope.ok);
+    assert.equal(slowClosed, false, 'a peer making progress is not cut off');
+    slow.destroy();
+
+    // The idle connection outlived several deadlines and still works.
+    assert.equal(idle.closed, false);
+    assert.equal((await idle.call<{ n: number }>('echo', { n: 5 })).result.n, 5);
+    await waitFor(() => server.connectionCount === 1);
+  });
+
+    it('a client connecting to nothing gets ConnectionError; to a silent server TimeoutError', async () => {
     const probe = net.createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
     const freePort = (probe.address() as net.AddressInfo).port;
