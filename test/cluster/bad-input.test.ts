@@ -250,22 +250,27 @@ describe('indexes and configurations', () => {
     await rejectsWith(client.createIndex('many-lists', { indexBuilderType: 'ivf_simple', dim, centroids: 64, trainNum: 10 }), ValidationError, 'centroids', /training vectors \(10\)/);
     await rejectsWith(raw[1]!.call('createIndex', { indexId: 'many-lists', cfg: { indexBuilderType: 'ivf_simple', dim, centroids: 64, trainNum: 10 } }), ValidationError, 'centroids');
     // trainNum 0 (train on request): only known at training time. The error reaches syncTrain
-    // and getInfo().error, the buffered vectors stay, and the server keeps serving.
-    await client.createIndex('many-lists', { indexBuilderType: 'ivf_simple', dim, centroids: 64, trainNum: 0 });
-    await client.addIndexData('many-lists', data.base(20, 0));
-    await client.addIndexData('many-lists', data.base(20, 20));
-    await rejectsWith(client.syncTrain('many-lists'), ValidationError, 'centroids', /at most as many IVF lists as training vectors \(\d+\)/);
-    let total = 0;
-    for (const r of raw) {
-      const info = (await r.call<{ state: string; total: number; error: string | null }>('getInfo', { indexId: 'many-lists' })).result;
-      assert.equal(info.state, 'NOT_TRAINED');
-      assert.match(info.error ?? '', /invalid centroids: expected at most as many IVF lists/);
-      total += info.total;
+    // and getInfo().error (of every shard, or of the one that trained for all), the buffered
+    // vectors stay, and the server keeps serving.
+    for (const trainMode of ['per-shard', 'shared'] as const) {
+      await client.createIndex('many-lists', { indexBuilderType: 'ivf_simple', dim, centroids: 64, trainNum: 0, trainMode });
+      await client.addIndexData('many-lists', data.base(20, 0));
+      await client.addIndexData('many-lists', data.base(20, 20));
+      await rejectsWith(client.syncTrain('many-lists'), ValidationError, 'centroids', /at most as many IVF lists as training vectors \(\d+\)/);
+      let total = 0;
+      let reported = 0;
+      for (const r of raw) {
+        const info = (await r.call<{ state: string; total: number; error: string | null }>('getInfo', { indexId: 'many-lists' })).result;
+        assert.equal(info.state, 'NOT_TRAINED');
+        if (/invalid centroids: expected at most as many IVF lists/.test(info.error ?? '')) reported++;
+        total += info.total;
+      }
+      assert.equal(reported, trainMode === 'shared' ? 1 : raw.length, trainMode);
+      assert.equal(total, 40, 'the acknowledged vectors are still buffered');
+      await rejectsWith(client.search('many-lists', data.base(1, 0), 1), IndexStateError);
+      await client.dropIndex('many-lists');
+      await stillServing();
     }
-    assert.equal(total, 40, 'the acknowledged vectors are still buffered');
-    await rejectsWith(client.search('many-lists', data.base(1, 0), 1), IndexStateError);
-    await client.dropIndex('many-lists');
-    await stillServing();
   });
 
   it('a search parameter the index type does not have, set before training (found by the socket fuzz)', async () => {
