@@ -8,7 +8,8 @@
         "native/addon.cc",
         "native/native_index.cc",
         "native/fp16.cc",
-        "native/crc32c.cc"
+        "native/crc32c.cc",
+        "native/buffers.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -106,5 +106,6 @@ inline std::string ArgString(const Napi::CallbackInfo& info, size_t i, const cha
 Napi::Object InitNativeIndex(Napi::Env env, Napi::Object exports);
 Napi::Object InitFp16(Napi::Env env, Napi::Object exports);
 Napi::Object InitCrc32c(Napi::Env env, Napi::Object exports);
+void InitBuffers(Napi::Env env, Napi::Object exports);
 
 }  // namespace dfaiss

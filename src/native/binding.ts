@@ -46,6 +46,8 @@ export interface RawBinding {
   };
   fp16ToFp32(src: Uint16Array, dst: Float32Array): void;
   crc32c(bytes: Uint8Array, crc?: number): number;
+  allocBuffer(bytes: number): ArrayBuffer;
+  freeBuffer(buffer: ArrayBuffer): boolean;
   fp16ToFp32Async(src: Uint16Array, dst: Float32Array): Promise<void>;
   setNumThreads(n: number): void;
   getNumThreads(): number;

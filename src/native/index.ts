@@ -21,6 +21,18 @@ export function setNumThreads(n: number): void {
   native.setNumThreads(n);
 }
 
+/**
+ * Buffers whose memory goes back to the OS as soon as they are freed (mmap'd; `free`
+ * detaches the buffer, so every view of it becomes empty). For receive-buffer pools, where
+ * the GC would otherwise keep dropped buffers resident indefinitely.
+ */
+export const releasableBuffers = {
+  allocate: (bytes: number): Uint8Array => new Uint8Array(native.allocBuffer(bytes)),
+  free: (buf: Uint8Array): void => {
+    native.freeBuffer(buf.buffer as ArrayBuffer);
+  },
+};
+
 /** OpenMP threads FAISS calls currently use. */
 export function getNumThreads(): number {
   return native.getNumThreads();

@@ -17,6 +17,14 @@ export interface PoolOptions {
   maxBytes?: number;
   /** Sizes are rounded up to this so slightly different frame sizes share buffers. Default 1 MiB. */
   granularity?: number;
+  /**
+   * Allocator for new buffers (8-aligned, byteOffset 0) and its explicit free, called for
+   * buffers the pool drops. Default: Buffer.allocUnsafeSlow, freed by the GC. The server
+   * passes the native addon's mmap allocator, whose free returns the memory at once
+   * (a dropped 3 MiB buffer otherwise stays resident until a GC that nothing triggers).
+   */
+  allocate?: (bytes: number) => Uint8Array;
+  free?: (buf: Uint8Array) => void;
 }
 
 export interface Lease {
@@ -30,9 +38,11 @@ export class BufferPool {
   private readonly maxBuffers: number;
   private readonly maxBytes: number;
   private readonly granularity: number;
-  private free: Uint8Array[] = [];
-  private freeBytes = 0;
+  private idle: Uint8Array[] = [];
+  private idleBytes = 0;
   private destroyed = false;
+  private readonly allocate: (bytes: number) => Uint8Array;
+  private readonly dispose: (buf: Uint8Array) => void;
   /** Counters for tests and metrics. */
   allocations = 0;
   reuses = 0;
@@ -41,23 +51,25 @@ export class BufferPool {
     this.maxBuffers = opts.maxBuffers ?? 2;
     this.maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
     this.granularity = Math.max(8, opts.granularity ?? 1024 * 1024);
+    // allocUnsafeSlow: own ArrayBuffer at offset 0 (8-aligned), not from Node's shared slab.
+    this.allocate = opts.allocate ?? ((bytes) => Buffer.allocUnsafeSlow(bytes));
+    this.dispose = opts.free ?? (() => {});
   }
 
   acquire(size: number): Lease {
     let best = -1;
-    for (let i = 0; i < this.free.length; i++) {
-      const cap = (this.free[i] as Uint8Array).byteLength;
-      if (cap >= size && (best < 0 || cap < (this.free[best] as Uint8Array).byteLength)) best = i;
+    for (let i = 0; i < this.idle.length; i++) {
+      const cap = (this.idle[i] as Uint8Array).byteLength;
+      if (cap >= size && (best < 0 || cap < (this.idle[best] as Uint8Array).byteLength)) best = i;
     }
     let buf: Uint8Array;
     if (best >= 0) {
-      buf = this.free.splice(best, 1)[0] as Uint8Array;
-      this.freeBytes -= buf.byteLength;
+      buf = this.idle.splice(best, 1)[0] as Uint8Array;
+      this.idleBytes -= buf.byteLength;
       this.reuses++;
     } else {
       const rounded = Math.ceil(size / this.granularity) * this.granularity;
-      // allocUnsafeSlow: own ArrayBuffer at offset 0 (8-aligned), not from Node's shared slab.
-      buf = Buffer.allocUnsafeSlow(rounded <= this.maxBytes ? rounded : size);
+      buf = this.allocate(rounded <= this.maxBytes ? rounded : size);
       this.allocations++;
     }
     let released = false;
@@ -72,23 +84,29 @@ export class BufferPool {
   }
 
   private put(buf: Uint8Array): void {
-    if (this.destroyed || buf.byteLength > this.maxBytes) return;
-    this.free.push(buf);
-    this.freeBytes += buf.byteLength;
+    if (this.destroyed || buf.byteLength > this.maxBytes) {
+      this.dispose(buf);
+      return;
+    }
+    this.idle.push(buf);
+    this.idleBytes += buf.byteLength;
     // Drop the oldest buffers first: the newest best matches the current traffic.
-    while (this.free.length > this.maxBuffers || this.freeBytes > this.maxBytes) {
-      this.freeBytes -= (this.free.shift() as Uint8Array).byteLength;
+    while (this.idle.length > this.maxBuffers || this.idleBytes > this.maxBytes) {
+      const dropped = this.idle.shift() as Uint8Array;
+      this.idleBytes -= dropped.byteLength;
+      this.dispose(dropped);
     }
   }
 
   get retainedBytes(): number {
-    return this.freeBytes;
+    return this.idleBytes;
   }
 
   /** Drops free buffers; later releases are ignored. */
   destroy(): void {
     this.destroyed = true;
-    this.free = [];
-    this.freeBytes = 0;
+    for (const b of this.idle) this.dispose(b);
+    this.idle = [];
+    this.idleBytes = 0;
   }
 }

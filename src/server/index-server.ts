@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../launch/nfs-lock.js';
-import { setNumThreads } from '../native/index.js';
+import { releasableBuffers, setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard } from '../shard/durable-shard.js';
 import type { Shard } from '../shard/shard.js';
@@ -80,6 +80,7 @@ export class IndexServer {
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
     this.rpc = new RpcServer({
       ...opts.rpc,
+      pool: { ...releasableBuffers, ...opts.rpc?.pool },
       ...rpcSecurityOptions(opts),
       methods: buildMethods(this),
       rank,

@@ -2,10 +2,10 @@
 // concurrency, the event loop, and input validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FaissIndex, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from '../../src/native/index.js';
+import { FaissIndex, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, releasableBuffers, setNumThreads } from '../../src/native/index.js';
 import { FaissError, ValidationError } from '../../src/errors.js';
 import { SyntheticDataset, prng } from '../../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
@@ -303,4 +303,20 @@ test('searchInline: the same results as search() on the calling thread; null whi
   assert.throws(() => index.searchInline(q, 0), ValidationError);
   assert.throws(() => index.searchInline(new Float32Array(dim + 1), 1), ValidationError);
   assert.equal(FaissIndex.fromFactory(dim, 'Flat', 'l2').nprobe, -1);
+});
+
+test('releasableBuffers: free returns the memory at once and empties every view', () => {
+  const rssAnonKiB = (): number => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  const before = rssAnonKiB();
+  const bufs = Array.from({ length: 8 }, () => releasableBuffers.allocate(4 << 20));
+  for (const b of bufs) b.fill(7);
+  const view = new Float32Array(bufs[0]!.buffer, 8, 4);
+  const touched = rssAnonKiB();
+  assert.ok(touched - before >= 30 * 1024, `32 MiB touched: RssAnon +${touched - before} KiB`);
+  for (const b of bufs) releasableBuffers.free(b);
+  assert.ok(touched - rssAnonKiB() >= 30 * 1024, `freed without a GC: RssAnon ${touched} -> ${rssAnonKiB()} KiB`);
+  assert.equal(bufs[0]!.length, 0);
+  assert.equal(view.length, 0);
+  releasableBuffers.free(bufs[0]!); // a second free is a no-op
+  releasableBuffers.free(new Uint8Array(16)); // not ours: left alone
 });

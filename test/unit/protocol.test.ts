@@ -307,6 +307,21 @@ describe('frame assembler', () => {
     assert.equal(frames[2]!.bytes.buffer, frames[0]!.bytes.buffer, 'released buffer reused');
   });
 
+  it('frees what it drops (over capacity, released after destroy, idle at destroy) through the given allocator', () => {
+    const freed: Uint8Array[] = [];
+    const pool = new BufferPool({ maxBuffers: 1, granularity: 8, allocate: (n) => new Uint8Array(n), free: (b) => freed.push(b) });
+    const a = pool.acquire(64);
+    const b = pool.acquire(64);
+    const c = pool.acquire(64);
+    a.release(); // kept (1 idle)
+    b.release(); // over maxBuffers: the oldest idle one (a) is freed
+    assert.deepEqual(freed, [a.bytes]);
+    pool.destroy(); // the idle one (b) is freed
+    assert.deepEqual(freed, [a.bytes, b.bytes]);
+    c.release(); // released after destroy: freed, not kept
+    assert.deepEqual(freed, [a.bytes, b.bytes, c.bytes]);
+  });
+
   it('pauses at a frame boundary and resumes where it stopped', () => {
     const bytes = concat([1, 2, 3, 4].map((id) => frameBytes({ v: 1, id, method: 'm' })));
     const ids: number[] = [];
