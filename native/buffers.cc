@@ -1,9 +1,11 @@
-// Receive buffers whose memory can be returned to the OS at once.
+// Memory handed back to the OS when it is no longer used: receive buffers freed at once,
+// and glibc's retained free memory trimmed after bursts of work.
 //
 // A buffer from Buffer.allocUnsafeSlow is freed only when V8 collects it, and its JS object
 // is tiny, so nothing prompts a collection: a server that has handed 60 MiB of batches to
 // FAISS kept them resident until some later GC. These buffers are mmap'd and freeBuffer()
 // detaches them (every view becomes empty) and unmaps the pages now.
+#include <malloc.h>
 #include <sys/mman.h>
 
 #include <cstdint>
@@ -67,11 +69,20 @@ Napi::Value FreeBuffer(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// trimMemory() -> Promise<void>: malloc_trim(0) on a worker thread. glibc keeps what FAISS
+// frees (old inverted-list and code vectors after they grew, k-means buffers) in its arenas;
+// this hands the free pages back to the OS once a burst of adds or a training is over.
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+  auto* w = new PromiseWorker(info.Env(), []() { malloc_trim(0); });
+  return w->Start();
+}
+
 }  // namespace
 
 void InitBuffers(Napi::Env env, Napi::Object exports) {
   exports.Set("allocBuffer", Napi::Function::New<AllocBuffer>(env, "allocBuffer"));
   exports.Set("freeBuffer", Napi::Function::New<FreeBuffer>(env, "freeBuffer"));
+  exports.Set("trimMemory", Napi::Function::New<TrimMemory>(env, "trimMemory"));
 }
 
 }  // namespace dfaiss

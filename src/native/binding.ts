@@ -48,6 +48,7 @@ export interface RawBinding {
   crc32c(bytes: Uint8Array, crc?: number): number;
   allocBuffer(bytes: number): ArrayBuffer;
   freeBuffer(buffer: ArrayBuffer): boolean;
+  trimMemory(): Promise<void>;
   fp16ToFp32Async(src: Uint16Array, dst: Float32Array): Promise<void>;
   setNumThreads(n: number): void;
   getNumThreads(): number;

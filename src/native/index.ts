@@ -33,6 +33,25 @@ export const releasableBuffers = {
   },
 };
 
+let trimTimer: NodeJS.Timeout | null = null;
+
+/**
+ * Hands the free memory glibc keeps (what FAISS freed while its vectors grew, k-means
+ * buffers) back to the OS once work pauses: malloc_trim on a worker thread, `delayMs`
+ * after the last call. Called after every burst of adds and every training.
+ */
+export function scheduleMemoryTrim(delayMs = 500): void {
+  if (trimTimer) {
+    trimTimer.refresh();
+    return;
+  }
+  trimTimer = setTimeout(() => {
+    trimTimer = null;
+    native.trimMemory().catch(() => {});
+  }, delayMs);
+  trimTimer.unref();
+}
+
 /** OpenMP threads FAISS calls currently use. */
 export function getNumThreads(): number {
   return native.getNumThreads();

@@ -102,7 +102,8 @@ export function buildMethods(server: IndexServer): MethodTable {
         if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
           throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
         }
-        const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data.slice() : new Float32Array(0);
+        const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
+        // The sample is used in place: the request's receive buffer stays valid until the reply.
         const template = await durable.trainShared(rows, { threads: server.trainThreads });
         return { result: { bytes: template.byteLength }, attachments: [template] };
       },

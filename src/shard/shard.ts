@@ -15,7 +15,7 @@
  */
 import { createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, ValidationError } from '../errors.js';
-import { FaissIndex, MAX_K } from '../native/index.js';
+import { FaissIndex, MAX_K, scheduleMemoryTrim } from '../native/index.js';
 import { prng } from '../datasets/synthetic.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
 import { IndexState } from './state.js';
@@ -390,6 +390,7 @@ export class Shard {
   }
 
   private install(index: FaissIndex, template: Uint8Array): void {
+    scheduleMemoryTrim(); // after a training: k-means buffers
     this.index = index;
     this.template = template;
     this.stateValue = IndexState.TRAINED;
@@ -490,6 +491,7 @@ export class Shard {
     const job = this.train(trainRows).then(
       () => {
         this.training = null;
+        scheduleMemoryTrim();
         this.stateValue = IndexState.TRAINED;
         this.drainPending();
         this.hooks.onTrained?.();
@@ -597,6 +599,7 @@ export class Shard {
       () => {
         this.adding = null;
         if (this.stateValue === IndexState.ADD) this.stateValue = IndexState.TRAINED;
+        scheduleMemoryTrim();
       },
       (err: Error) => {
         // The index refused the data (e.g. out of memory): keep it buffered and report.
