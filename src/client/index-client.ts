@@ -9,10 +9,10 @@ import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { MAX_K, toMatrix, type Metric, type VectorsInput } from '../native/index.js';
 import type { RpcClientOptions } from '../protocol/index.js';
-import { decodeMetadataItem, encodeMetadata, offsetsBytes, offsetsView } from '../protocol/metadata.js';
+import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { aggregateStates, type IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from './discovery.js';
-import { mergeQuery, type ShardHits } from './merge.js';
+import { mergeOutput, mergeQueryInto, type ShardHits } from './merge.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
 import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
 
@@ -626,17 +626,22 @@ export class IndexClient {
   ): SearchResults {
     const metric = shards[0]?.metric ?? meta.metric;
     const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+    const readers = shards.map((s) => metadataReader(s.blob, s.offsets));
+    const hits = mergeOutput(k);
     for (let q = 0; q < n; q++) {
-      const hits = mergeQuery(shards, q, k, metric);
-      out.scores.push(hits.map((h) => h.score));
-      out.metadata.push(
-        hits.map((h) => {
-          const s = shards[h.shard]!;
-          return decodeMetadataItem(s.blob.subarray(s.offsets[h.slot]!, s.offsets[h.slot + 1]!));
-        }),
-      );
+      const count = mergeQueryInto(shards, q, k, metric, hits);
+      const scores = new Array<number>(count);
+      const metas = new Array<unknown>(count);
+      for (let i = 0; i < count; i++) {
+        scores[i] = hits.score[i]!;
+        metas[i] = readers[hits.shard[i]!]!(hits.slot[i]!);
+      }
+      out.scores.push(scores);
+      out.metadata.push(metas);
       if (withVectors) {
-        out.embeddings!.push(hits.map((h) => shards[h.shard]!.vectors!.slice(h.slot * meta.dim, (h.slot + 1) * meta.dim)));
+        const embs = new Array<Float32Array>(count);
+        for (let i = 0; i < count; i++) embs[i] = shards[hits.shard[i]!]!.vectors!.slice(hits.slot[i]! * meta.dim, (hits.slot[i]! + 1) * meta.dim);
+        out.embeddings!.push(embs);
       }
     }
     return out;

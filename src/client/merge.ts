@@ -22,8 +22,29 @@ export interface MergedHit {
   score: number;
 }
 
+/** Where mergeQueryInto writes its hits (reused across queries: no allocation per hit). */
+export interface MergeOutput {
+  shard: Int32Array;
+  slot: Int32Array;
+  score: Float64Array;
+}
+
+export function mergeOutput(k: number): MergeOutput {
+  return { shard: new Int32Array(k), slot: new Int32Array(k), score: new Float64Array(k) };
+}
+
 /** Merges query q's lists; returns at most k hits, best first (l2: smallest, dot: largest). */
 export function mergeQuery(shards: readonly ShardHits[], q: number, k: number, metric: Metric): MergedHit[] {
+  const out = mergeOutput(k);
+  const n = mergeQueryInto(shards, q, k, metric, out);
+  return Array.from({ length: n }, (_, i) => ({ shard: out.shard[i]!, slot: out.slot[i]!, score: out.score[i]! }));
+}
+
+/**
+ * mergeQuery into typed arrays: hit i is slot out.slot[i] of shard out.shard[i]'s reply,
+ * with score out.score[i]. Returns the number of hits (at most k).
+ */
+export function mergeQueryInto(shards: readonly ShardHits[], q: number, k: number, metric: Metric, out: MergeOutput): number {
   const S = shards.length;
   const heapShard = new Int32Array(S);
   const heapPos = new Int32Array(S);
@@ -66,11 +87,14 @@ export function mergeQuery(shards: readonly ShardHits[], q: number, k: number, m
     up(size++);
   };
   for (let s = 0; s < S; s++) push(s, 0);
-  const out: MergedHit[] = [];
-  while (out.length < k && size > 0) {
+  let n = 0;
+  while (n < k && size > 0) {
     const s = heapShard[0]!;
     const pos = heapPos[0]!;
-    out.push({ shard: s, slot: q * shards[s]!.k + pos, score: sign * heapScore[0]! });
+    out.shard[n] = s;
+    out.slot[n] = q * shards[s]!.k + pos;
+    out.score[n] = sign * heapScore[0]!;
+    n++;
     size--;
     if (size > 0) {
       swap(0, size);
@@ -78,5 +102,5 @@ export function mergeQuery(shards: readonly ShardHits[], q: number, k: number, m
     }
     push(s, pos + 1);
   }
-  return out;
+  return n;
 }

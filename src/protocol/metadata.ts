@@ -86,6 +86,29 @@ export function validateMetadata(blob: Uint8Array, offsets: Uint32Array, n: numb
   }
 }
 
+/**
+ * Reads the metadata of single hits from a search reply's blob + offsets (empty entries,
+ * for -1 slots, read as null): one Buffer view for the whole reply, and each item decoded in
+ * place, instead of a view and a multi-value decode per item.
+ */
+export function metadataReader(blob: Uint8Array, offsets: Uint32Array, field = 'metadata'): (slot: number) => unknown {
+  const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
+  return (slot) => {
+    const start = offsets[slot]!;
+    const end = offsets[slot + 1]!;
+    if (end <= start) return null;
+    let value: unknown;
+    try {
+      // Throws when the item holds more (or less) than one value.
+      value = unpackr.unpack(buf, { start, end });
+    } catch (err) {
+      throw new ValidationError(`${field}[${slot}]`, `one msgpack value (${(err as Error).message})`);
+    }
+    assertPlain(value, `${field}[${slot}]`);
+    return value;
+  };
+}
+
 /** Decodes one packed metadata value (exactly one msgpack value, plain data only). */
 export function decodeMetadataItem(bytes: Uint8Array, field = 'metadata'): unknown {
   let values: unknown[];

@@ -43,3 +43,19 @@ test('discovery file parsing: count line, CRLF, bad lines named', () => {
   assert.throws(() => parseDiscovery('x\n'), /line 1/);
   assert.throws(() => parseDiscovery('1\nhost-only\n'), /line 2: expected "host,port"/);
 });
+
+test('metadataReader decodes single hits in place; empty slots read null; a malformed item names its slot', async () => {
+  const { encodeMetadata, metadataReader, offsetsView, offsetsBytes } = await import('../../src/protocol/metadata.js');
+  const { ValidationError } = await import('../../src/errors.js');
+  const { blob, offsets } = encodeMetadata([{ doc: 'a', tags: [1, 2] }, 7, null, 'x'], 4);
+  const read = metadataReader(blob, offsetsView(offsetsBytes(offsets)));
+  assert.deepEqual([read(0), read(1), read(2), read(3)], [{ doc: 'a', tags: [1, 2] }, 7, null, 'x']);
+  // A -1 slot in a search reply has an empty entry.
+  const withEmpty = new Uint32Array([0, offsets[1]!, offsets[1]!]);
+  assert.equal(metadataReader(blob, withEmpty)(1), null);
+  // Two values in one entry, or half of one: refused, naming the slot.
+  const twoInOne = new Uint32Array([0, offsets[2]!]);
+  assert.throws(() => metadataReader(blob, twoInOne)(0), (e: Error) => e instanceof ValidationError && /metadata\[0\]/.test(e.message));
+  const half = new Uint32Array([0, 2]);
+  assert.throws(() => metadataReader(blob, half)(0), ValidationError);
+});
