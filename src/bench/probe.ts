@@ -256,7 +256,7 @@ async function ivfTrainNum(): Promise<Record<string, number>> {
     const cluster = await startCluster(4, { threads: 1 });
     const client = await IndexClient.connect(cluster.discovery);
     try {
-      await client.createIndex('ivf', { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum });
+      await client.createIndex('ivf', { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum, trainMode: 'per-shard' });
       const t0 = nowMs();
       await Promise.all(batches.map((b) => client.addIndexData('ivf', b.vectors, b.meta)));
       await waitReady(client, 'ivf', n);
@@ -293,7 +293,7 @@ async function topology(): Promise<Record<string, number>> {
         const cfg: Partial<IndexCfg> =
           kind === 'flat'
             ? { indexBuilderType: 'flat', dim: DIM, metric: 'l2', trainNum: batch }
-            : { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum: n / servers };
+            : { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum: n / servers, trainMode: 'per-shard' };
         await client.createIndex('t', cfg);
         await Promise.all(batches.map((b) => client.addIndexData('t', b.vectors, b.meta)));
         await waitReady(client, 't', n);
