@@ -92,8 +92,9 @@ export interface IndexCfg {
    */
   customMetaIdIdx: number;
   /**
-   * How hard saves push data to disk: 'fsync' (survives power loss), 'os' (survives a
-   * process crash), 'none' (no flush). Reserved: not used yet.
+   * What an acknowledged add survives: 'fsync' (written to the write-ahead log and
+   * fsynced: power loss), 'os' (written to the log, not fsynced: a process crash), 'none'
+   * (no log: only saved snapshots survive).
    * @default 'fsync'
    */
   durability: Durability;
