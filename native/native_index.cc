@@ -245,20 +245,32 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return w->Start();
   }
 
-  // search(x, n, k, distances: Float32Array(n*k), labels: BigInt64Array(n*k))
+  // The leading arguments of every search: (x, n, k, distances: Float32Array(n*k), labels: BigInt64Array(n*k)).
+  struct SearchArgs {
+    Napi::TypedArrayOf<float> x;
+    idx_t n;
+    idx_t k;
+    Napi::TypedArrayOf<float> dist;
+    Napi::TypedArrayOf<int64_t> labels;
+  };
+
+  static SearchArgs ParseSearchArgs(const Napi::CallbackInfo& info) {
+    return {ArgArray<float>(info, 0, napi_float32_array, "x"), ArgInt(info, 1, "n"), ArgInt(info, 2, "k"),
+            ArgArray<float>(info, 3, napi_float32_array, "distances"),
+            ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels")};
+  }
+
+  // search(x, n, k, distances, labels)
   Napi::Value Search(const Napi::CallbackInfo& info) {
-    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
-    idx_t n = ArgInt(info, 1, "n");
-    idx_t k = ArgInt(info, 2, "k");
-    auto dist = ArgArray<float>(info, 3, napi_float32_array, "distances");
-    auto labels = ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels");
-    const float* px = x.Data();
-    float* pd = dist.Data();
-    idx_t* pl = labels.Data();
+    SearchArgs a = ParseSearchArgs(info);
+    const float* px = a.x.Data();
+    float* pd = a.dist.Data();
+    idx_t* pl = a.labels.Data();
+    idx_t n = a.n, k = a.k;
     auto* w = Job(info.Env(), false, [n, k, px, pd, pl](faiss::Index* idx) { idx->search(n, px, k, pd, pl); });
-    w->Keep(x);
-    w->Keep(dist);
-    w->Keep(labels);
+    w->Keep(a.x);
+    w->Keep(a.dist);
+    w->Keep(a.labels);
     return w->Start();
   }
 
@@ -267,16 +279,12 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   // (two wake-ups, each waiting for a core on a busy machine) costs more than the search.
   // Returns false, without searching, when a write holds the index (the caller goes async).
   Napi::Value SearchSync(const Napi::CallbackInfo& info) {
-    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
-    idx_t n = ArgInt(info, 1, "n");
-    idx_t k = ArgInt(info, 2, "k");
-    auto dist = ArgArray<float>(info, 3, napi_float32_array, "distances");
-    auto labels = ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels");
+    SearchArgs a = ParseSearchArgs(info);
     std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
     if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
     ApplyThreadCount();
     try {
-      holder_->index->search(n, x.Data(), k, dist.Data(), labels.Data());
+      holder_->index->search(a.n, a.x.Data(), a.k, a.dist.Data(), a.labels.Data());
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }
@@ -285,22 +293,19 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
 
   // searchAndReconstruct(x, n, k, distances, labels, recons: Float32Array(n*k*d))
   Napi::Value SearchAndReconstruct(const Napi::CallbackInfo& info) {
-    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
-    idx_t n = ArgInt(info, 1, "n");
-    idx_t k = ArgInt(info, 2, "k");
-    auto dist = ArgArray<float>(info, 3, napi_float32_array, "distances");
-    auto labels = ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels");
+    SearchArgs a = ParseSearchArgs(info);
     auto recons = ArgArray<float>(info, 5, napi_float32_array, "recons");
-    const float* px = x.Data();
-    float* pd = dist.Data();
-    idx_t* pl = labels.Data();
+    const float* px = a.x.Data();
+    float* pd = a.dist.Data();
+    idx_t* pl = a.labels.Data();
     float* pr = recons.Data();
+    idx_t n = a.n, k = a.k;
     auto* w = Job(info.Env(), false, [n, k, px, pd, pl, pr](faiss::Index* idx) {
       idx->search_and_reconstruct(n, px, k, pd, pl, pr);
     });
-    w->Keep(x);
-    w->Keep(dist);
-    w->Keep(labels);
+    w->Keep(a.x);
+    w->Keep(a.dist);
+    w->Keep(a.labels);
     w->Keep(recons);
     return w->Start();
   }
