@@ -134,7 +134,7 @@ async function main(): Promise<void> {
     await waitTrained(client, 'demo-flat', 60_000);
     console.log(`ingest 'demo-flat'  (Flat): ${fmt(n)} vectors + metadata in ${s.toFixed(2)} s = ${fmt(n / s)} vectors/s; ntotal ${fmt(await client.getNtotal('demo-flat'))}`);
 
-    // ---- IVF: every shard trains its own quantizer once it has buffered trainNum vectors ----
+    // ---- IVF: one shared training once the cluster has buffered trainNum vectors, installed on every shard ----
     const centroids = 128;
     const trainNum = 39 * centroids + 8; // FAISS k-means wants >= 39 points per centroid
     await client.createIndex('demo-ivf', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids, trainNum, nprobe: 8 });
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     const stateAfterSend = await client.getState('demo-ivf');
     await waitTrained(client, 'demo-ivf', 120_000);
     console.log(
-      `ingest 'demo-ivf'   (IVF${centroids},Flat per shard, trained on ${trainNum} vectors per shard): ${fmt(n)} vectors in ${s.toFixed(2)} s = ${fmt(n / s)} vectors/s ` +
+      `ingest 'demo-ivf'   (IVF${centroids},Flat, one training on ${trainNum} vectors drawn across the shards): ${fmt(n)} vectors in ${s.toFixed(2)} s = ${fmt(n / s)} vectors/s ` +
         `(state then: ${stateAfterSend}); all shards TRAINED after ${secs(t0).toFixed(2)} s; ntotal ${fmt(await client.getNtotal('demo-ivf'))}`,
     );
 
