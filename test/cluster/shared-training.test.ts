@@ -10,7 +10,7 @@ const dim = 16;
 const data = new SyntheticDataset({ dim, seed: 21 });
 let cluster: TestCluster;
 before(async () => {
-  cluster = await startCluster(3);
+  cluster = await startCluster(3, { serverArgs: ['--train-threads', '2'] });
 });
 after(async () => {
   await cluster.stop();
@@ -26,12 +26,13 @@ async function waitTrained(client: IndexClient, indexId: string, ntotal: number,
   }
 }
 
-async function addAll(client: IndexClient, indexId: string, base: Float32Array, batch: number): Promise<void> {
+/** Adds `base` in batches; metadata = row number (+ firstRow). */
+async function addAll(client: IndexClient, indexId: string, base: Float32Array, batch: number, firstRow = 0): Promise<void> {
   const n = base.length / dim;
   const jobs: Promise<void>[] = [];
   for (let i = 0; i < n; i += batch) {
     const rows = base.subarray(i * dim, Math.min(n, i + batch) * dim);
-    jobs.push(client.addIndexData(indexId, rows, Array.from({ length: rows.length / dim }, (_, j) => i + j)));
+    jobs.push(client.addIndexData(indexId, rows, Array.from({ length: rows.length / dim }, (_, j) => firstRow + i + j)));
   }
   await Promise.all(jobs);
 }
@@ -40,12 +41,14 @@ const sameCentroids = (cs: Array<{ data: Float32Array }>): boolean => cs.every((
 
 test('shared: training starts once the cluster buffers trainNum, and every shard gets the same centroids', async () => {
   const client = await IndexClient.connect(cluster.discovery);
+  const other = await IndexClient.connect(cluster.discovery);
   try {
     // trainNum counts across the cluster: 1200 of 3000 vectors, so training starts
     // mid-ingest (per-shard it would wait for 1200 on each server, i.e. never here).
     await client.createIndex('shared', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 16, nprobe: 16, trainNum: 1200, trainMode: 'shared' });
     const base = data.base(3000);
-    await addAll(client, 'shared', base, 100);
+    // Two clients ingest at once: both may start the training; the trainer runs one.
+    await Promise.all([addAll(client, 'shared', base.subarray(0, 1500 * dim), 100), addAll(other, 'shared', base.subarray(1500 * dim), 100, 1500)]);
     await waitTrained(client, 'shared', 3000);
     const cs = await client.getCentroids('shared');
     assert.equal(cs.length, 3);
@@ -55,6 +58,7 @@ test('shared: training starts once the cluster buffers trainNum, and every shard
     assert.deepEqual(r.metadata.map((m) => m[0]), Array.from({ length: 20 }, (_, i) => i));
   } finally {
     await client.dropIndex('shared').catch(() => {});
+    await other.close();
     await client.close();
   }
 });
