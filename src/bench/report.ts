@@ -172,7 +172,7 @@ export function markdown(rec: RunRecord): string {
     'Scenario: 4 `dfaiss server` processes on loopback (`--threads 1`, OMP_WAIT_POLICY=PASSIVE), one IndexClient; top-10 with metadata (the row number); ' +
       `L2. Flat = \`indexBuilderType: 'flat'\`; IVF = \`ivf_simple\`, 1024 centroids, nprobe 16, trainNum = n / 4 with shared training (one training on n / 4 rows sampled across the shards, on one server with 2 threads, starting once the cluster holds n / 4 vectors; the limits train on as many rows). ` +
       'Ingest: first addIndexData (all batches issued at once) until every shard is TRAINED and ntotal == n (full run: median of 3 runs on fresh clusters); searches start once the servers are idle again. ' +
-      `Batch 1: ${rec.counts.single} sequential queries; batch 10: ${rec.counts.reps10} searches; batch 100: ${rec.counts.reps100} searches (QPS = queries / summed search time). ` +
+      `Searches are measured after an untimed warm-up (${rec.counts.warmup} single queries and ${Math.ceil((rec.counts.warmup ?? 0) / 60)} batch-100 searches, for V8's compiler). Batch 1: ${rec.counts.single} sequential queries; batch 10: ${rec.counts.reps10} searches; batch 100: ${rec.counts.reps100} searches (QPS = queries / summed search time). ` +
       'recall@10 against an exact (Flat) search of the same data. Limits run in this process through FaissIndex: IVF trains once (2 threads) on n / 4 sampled rows, ' +
       'the 2 shards get clones of that quantizer and add / search concurrently with 1 thread each. Ratios are dfaiss / limit: above 1 is better for vec/s and QPS, below 1 is better for latencies.',
   );
