@@ -4,7 +4,10 @@
 #include <faiss/AutoTune.h>
 #include <faiss/IVFlib.h>
 #include <faiss/Index.h>
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexScalarQuantizer.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
@@ -79,6 +82,8 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::RemoveIds>("removeIds"),
             InstanceMethod<&NativeIndex::SetParameter>("setParameter"),
             InstanceMethod<&NativeIndex::Centroids>("centroids"),
+            InstanceMethod<&NativeIndex::CoarseOnly>("coarseOnly"),
+            InstanceMethod<&NativeIndex::InstallCentroids>("installCentroids"),
             InstanceMethod<&NativeIndex::Reset>("reset"),
             InstanceMethod<&NativeIndex::Clone>("clone"),
             InstanceMethod<&NativeIndex::WriteFile>("writeFile"),
@@ -379,6 +384,46 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
       ivf->quantizer->reconstruct_n(0, ivf->nlist, po);
     });
     w->Keep(out);
+    return w->Start();
+  }
+
+  // True when training this index is only its IVF coarse quantizer, a flat one, at the top
+  // level (IVF-Flat; IVF-SQ with fp16 or direct codes): its centroids are then its whole
+  // trained state, and shared training ships them instead of a serialized index (FAISS's
+  // reader is not meant for untrusted bytes).
+  static bool IsCoarseOnly(const faiss::Index* idx) {
+    auto* ivf = dynamic_cast<const faiss::IndexIVF*>(idx);
+    if (!ivf || !dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer)) return false;
+    if (dynamic_cast<const faiss::IndexIVFFlat*>(ivf)) return true;
+    if (auto* sq = dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(ivf)) {
+      return sq->sq.qtype == faiss::ScalarQuantizer::QT_fp16 || sq->sq.qtype == faiss::ScalarQuantizer::QT_8bit_direct;
+    }
+    return false;
+  }
+
+  Napi::Value CoarseOnly(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), IsCoarseOnly(holder_->index.get()));
+  }
+
+  // installCentroids(c: Float32Array(nlist*d)): trains an untrained coarse-only IVF index by
+  // giving its quantizer these centroids; every size is checked against this index.
+  Napi::Value InstallCentroids(const Napi::CallbackInfo& info) {
+    auto c = ArgArray<float>(info, 0, napi_float32_array, "centroids");
+    const float* pc = c.Data();
+    size_t len = c.ElementLength();
+    auto* w = Job(info.Env(), true, [pc, len](faiss::Index* idx) {
+      auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+      if (!ivf || !IsCoarseOnly(idx)) throw std::runtime_error("this index type is trained beyond its IVF centroids; it cannot install centroids");
+      if (ivf->is_trained || ivf->quantizer->ntotal != 0) throw std::runtime_error("index is trained already");
+      size_t want = ivf->nlist * static_cast<size_t>(ivf->quantizer->d);
+      if (len != want) {
+        throw std::runtime_error("expected nlist x d = " + std::to_string(want) + " centroid values, got " + std::to_string(len));
+      }
+      ivf->quantizer->add(static_cast<idx_t>(ivf->nlist), pc);
+      ivf->quantizer->is_trained = true;
+      ivf->is_trained = true;
+    });
+    w->Keep(c);
     return w->Start();
   }
 

@@ -95,7 +95,7 @@ interface IndexMeta {
   trainNum: number;
   /** Each server's buffered count, from its latest add reply (to start a shared training). */
   buffered: number[];
-  /** Some shard is trained: a shard still NOT_TRAINED only needs the template installed. */
+  /** Some shard is trained: a shard still NOT_TRAINED only needs the centroids installed. */
   clusterTrained: boolean;
   /** The shared training this client is running, if any. */
   training: Promise<void> | null;
@@ -299,8 +299,8 @@ export class IndexClient {
 
   /**
    * Shared training: (1) a sample drawn across shards in proportion to their buffers,
-   * (2) one training on one server, which returns the trained, empty index, (3) installed
-   * on every other untrained shard. The trainer is the first server already trained (so a
+   * (2) one training on one server, which returns its centroids, (3) installed on every
+   * other untrained shard. The trainer is the first server already trained (so a
    * late shard gets the same centroids) or else the first listed one, so concurrent
    * clients pick the same server, which runs a single training for all of them.
    */
@@ -346,9 +346,9 @@ export class IndexClient {
     }
     if (untrained.length > 0) {
       const trained = await this.servers[trainer]!.call('bulk', 'trainShared', { indexId }, [sample], { timeoutMs });
-      const template = trained.attachments[0] as Uint8Array;
+      const centroids = trained.attachments[0] as Float32Array;
       await Promise.all(
-        untrained.filter((i) => i !== trainer).map((i) => this.servers[i]!.call('bulk', 'installTrained', { indexId }, [template], { timeoutMs })),
+        untrained.filter((i) => i !== trainer).map((i) => this.servers[i]!.call('bulk', 'installTrained', { indexId }, [centroids], { timeoutMs })),
       );
       meta.clusterTrained = true;
     }

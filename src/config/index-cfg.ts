@@ -99,12 +99,14 @@ export interface IndexCfg {
    */
   durability: Durability;
   /**
-   * How indexes that need training (IVF, PQ, SQ) are trained. 'shared': once the cluster
-   * buffers trainNum vectors, the client trains one index on a sample drawn across shards
-   * (on one server, with all its cores) and installs the trained, empty index on every
-   * shard: the same centroids everywhere, a 1/servers share of the training work, and
-   * training overlaps the rest of the ingest. 'per-shard' (the original's behaviour): every
-   * server trains its own when it buffers trainNum vectors. Flat indexes ignore it.
+   * How IVF indexes are trained. 'shared': once the cluster buffers trainNum vectors, the
+   * client trains one index on a sample drawn across shards (on one server, with all its
+   * cores) and installs its centroids on every shard: the same centroids everywhere, a
+   * 1/servers share of the training work, and training overlaps the rest of the ingest.
+   * It applies to types whose training is their centroids (ivf_simple, ivfsq, factory
+   * strings like "IVF{centroids},Flat"); others (knnlm, hnswsq, PQ/SQ8/transform factory
+   * strings) and 'per-shard' (the original's behaviour) train on every server when it
+   * buffers trainNum vectors. Flat indexes need no training.
    * @default 'shared'
    */
   trainMode: TrainMode;

@@ -32,6 +32,8 @@ export interface RawIndex {
   removeIds(ids: BigInt64Array): Promise<number>;
   setParameter(name: string, value: number): Promise<void>;
   centroids(out: Float32Array): Promise<void>;
+  coarseOnly(): boolean;
+  installCentroids(centroids: Float32Array): Promise<void>;
   reset(): Promise<void>;
   clone(): Promise<RawIndex>;
   writeFile(path: string): Promise<void>;

@@ -220,6 +220,28 @@ export class FaissIndex {
     return { nlist, dim: dq, data: out };
   }
 
+  /**
+   * True when training this index is only its IVF coarse quantizer (a flat one): IVF-Flat,
+   * IVF-SQ with fp16 or direct codes. Its centroids are then its whole trained state.
+   */
+  get trainsCentroidsOnly(): boolean {
+    return this.raw.coarseOnly();
+  }
+
+  /**
+   * Trains an untrained index of that kind (trainsCentroidsOnly) by installing centroids
+   * (nlist x quantizer dim, row-major, finite), as trained elsewhere.
+   */
+  async installCentroids(centroids: Float32Array): Promise<void> {
+    const nlist = this.raw.nlist();
+    const dq = this.raw.quantizerDim();
+    if (!(centroids instanceof Float32Array) || nlist < 0 || centroids.length !== nlist * dq) {
+      throw new ValidationError('centroids', `${nlist} x ${dq} float32 values (nlist x quantizer dim)`, centroids instanceof Float32Array ? `${centroids.length} values` : centroids);
+    }
+    toMatrix(centroids, dq, 'centroids'); // finite values only
+    await this.lock.write(() => wrap(this.raw.installCentroids(centroids)));
+  }
+
   /** Removes all vectors (keeps training). */
   async reset(): Promise<void> {
     await this.lock.write(() => wrap(this.raw.reset()));

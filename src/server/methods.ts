@@ -92,7 +92,7 @@ export function buildMethods(server: IndexServer): MethodTable {
 
     /**
      * Shared training, step 2, on one server — attachments in: the training sample (f32,
-     * may be empty: then this shard's own buffer). out: the trained, empty index (u8).
+     * may be empty: then this shard's own buffer). out: the trained centroids (f32, nlist x dim).
      */
     trainShared: defineMethod({
       schema: byIndex,
@@ -102,22 +102,22 @@ export function buildMethods(server: IndexServer): MethodTable {
         if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
           throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
         }
-        const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
         // The sample is used in place: the request's receive buffer stays valid until the reply.
-        const template = await durable.trainShared(rows, { threads: server.trainThreads });
-        return { result: { bytes: template.byteLength }, attachments: [template] };
+        const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
+        const centroids = await durable.trainShared(rows, { threads: server.trainThreads });
+        return { result: { nlist: centroids.length / durable.cfg.dim, dim: durable.cfg.dim }, attachments: [centroids] };
       },
     }),
 
-    /** Shared training, step 3, on every other server — attachments in: the trained, empty index (u8). */
+    /** Shared training, step 3, on every other server — attachments in: the centroids (f32, nlist x dim). */
     installTrained: defineMethod({
       schema: byIndex,
       handler: async ({ indexId }, ctx) => {
-        const [bytes] = ctx.attachments;
-        if (!(bytes instanceof Uint8Array) || ctx.attachments.length !== 1) {
-          throw new ValidationError('trainedIndex', 'one u8 attachment: the serialized trained index', bytes);
+        const [centroids] = ctx.attachments;
+        if (!(centroids instanceof Float32Array) || ctx.attachments.length !== 1) {
+          throw new ValidationError('centroids', 'one f32 attachment: nlist x dim centroids from trainShared', centroids);
         }
-        return { result: { installed: await server.getDurable(indexId).installTrained(bytes.slice()) } };
+        return { result: { installed: await server.getDurable(indexId).installTrained(centroids.slice()) } };
       },
     }),
 

@@ -4,7 +4,7 @@
  * the shard's state. Restore = newest complete snapshot + replay of the WAL after it.
  *
  *   {dir}/cfg.json                  the index configuration
- *   {dir}/trained.faiss             shared training's trained, empty index (when used)
+ *   {dir}/centroids.bin             shared training's centroids (when used)
  *   {dir}/snapshot-{generation}/    complete snapshots (the newest two are kept)
  *   {dir}/wal/wal-{firstSeq}.log    log segments (kept back to the older snapshot)
  */
@@ -19,11 +19,11 @@ import {
   pruneSnapshots,
   readCfg,
   readSnapshot,
-  readTrainedTemplate,
+  readSharedCentroids,
   snapshotTmpDir,
   writeCfg,
   writeSnapshot,
-  writeTrainedTemplate,
+  writeSharedCentroids,
   type SnapshotCut,
 } from './snapshot.js';
 import { WriteAheadLog, replayWal, type Durability } from './wal.js';
@@ -182,9 +182,9 @@ export class DurableShard {
     for (const [k, id, n] of keys) ds.rememberKey(k, id, n);
     for (const k of revoked) ds.rememberRevoked(k);
     if (shard.sharedTraining && !shard.faissIndex) {
-      // Installed before the restart but not yet snapshotted: the same trained index again.
-      const template = await readTrainedTemplate(dir);
-      if (template) await shard.installTrained(template);
+      // Installed before the restart but not yet snapshotted: the same centroids again.
+      const centroids = await readSharedCentroids(dir, useCfg.dim);
+      if (centroids) await shard.installTrained(centroids);
     }
     shard.resume({ trainOnRows });
     return { shard: ds, report: { generation, walRecords: report.records, skipped } };
@@ -315,29 +315,29 @@ export class DurableShard {
       );
   }
 
-  /** Shared training on this shard (see Shard.trainShared); the template is on disk before it is returned. */
-  async trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Uint8Array> {
-    const template = await this.shard.trainShared(sample, opts);
-    await this.persistTemplate(template);
-    return template;
+  /** Shared training on this shard (see Shard.trainShared); the centroids are on disk before they are returned. */
+  async trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Float32Array> {
+    const centroids = await this.shard.trainShared(sample, opts);
+    await this.persistCentroids(centroids);
+    return centroids;
   }
 
-  /** Installs another shard's trained template; on disk before this resolves. */
-  async installTrained(bytes: Uint8Array): Promise<boolean> {
-    const installed = await this.shard.installTrained(bytes);
-    if (installed) await this.persistTemplate(bytes);
+  /** Installs another shard's shared-training centroids; on disk before this resolves. */
+  async installTrained(centroids: Float32Array): Promise<boolean> {
+    const installed = await this.shard.installTrained(centroids);
+    if (installed) await this.persistCentroids(centroids);
     return installed;
   }
 
-  private templateWrite: Promise<void> | null = null;
+  private centroidsWrite: Promise<void> | null = null;
 
-  private persistTemplate(bytes: Uint8Array): Promise<void> {
+  private persistCentroids(centroids: Float32Array): Promise<void> {
     // Written once; concurrent callers share the write.
-    this.templateWrite ??= writeTrainedTemplate(this.dir, bytes).catch((err: Error) => {
-      this.templateWrite = null;
-      throw new StorageError(`cannot write ${join(this.dir, 'trained.faiss')}: ${err.message}`, { cause: err });
+    this.centroidsWrite ??= writeSharedCentroids(this.dir, centroids, this.cfg.dim).catch((err: Error) => {
+      this.centroidsWrite = null;
+      throw new StorageError(`cannot write ${join(this.dir, 'centroids.bin')}: ${err.message}`, { cause: err });
     });
-    return this.templateWrite;
+    return this.centroidsWrite;
   }
 
   /**
@@ -431,7 +431,14 @@ export class DurableShard {
   }
 }
 
-/** Shared training applies to indexes that need training (IVF, PQ, SQ); Flat shards just start. */
+/**
+ * Shared training applies to index types whose training is their IVF centroids (IVF-Flat,
+ * IVF-SQfp16): centroids are plain numbers, checked against the local index, where a
+ * serialized FAISS index would be an unsafe input. Flat needs no training; PQ, SQ8, HNSW
+ * and factory strings with transforms train per shard.
+ */
 async function usesSharedTraining(cfg: IndexCfg): Promise<boolean> {
-  return cfg.trainMode === 'shared' && !(await createStandInIndex(cfg)).isTrained;
+  if (cfg.trainMode !== 'shared') return false;
+  const standIn = await createStandInIndex(cfg);
+  return !standIn.isTrained && standIn.trainsCentroidsOnly;
 }

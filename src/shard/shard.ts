@@ -6,9 +6,10 @@
  * background, off the event loop, and searches keep answering in every state with what
  * is already indexed (the original refused to search during ADD).
  *
- * Shared training (trainMode 'shared', for index types that need training): the shard never
- * trains on its own. A client trains once on one server, on a sample drawn across shards
- * (trainShared), and every other shard installs that trained, empty index (installTrained).
+ * Shared training (trainMode 'shared', for index types whose training is their IVF
+ * centroids): the shard never trains on its own. A client trains once on one server, on a
+ * sample drawn across shards (trainShared), and every other shard installs those centroids
+ * (installTrained).
  *
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
@@ -64,8 +65,8 @@ export interface ShardInfo {
 export interface ShardOptions {
   metadata?: MetadataStore;
   /**
-   * The trained index comes from the cluster (trainMode 'shared' on a type that needs
-   * training): reaching trainNum does not start training here. @default false
+   * The trained state comes from the cluster (trainMode 'shared' on an index type whose
+   * training is its IVF centroids): reaching trainNum does not start training here. @default false
    */
   sharedTraining?: boolean;
   /** Training starts on the first `rows` buffered vectors (the durable layer logs this). */
@@ -80,9 +81,9 @@ export class Shard {
   readonly cfg: IndexCfg;
   readonly metadata: MetadataStore;
   readonly sharedTraining: boolean;
-  /** The trained, empty index this shard started from, serialized (shared training only). */
-  private template: Uint8Array | null = null;
-  private sharedJob: Promise<Uint8Array> | null = null;
+  /** The centroids this shard was trained with (shared training only). */
+  private sharedCentroids: Float32Array | null = null;
+  private sharedJob: Promise<Float32Array> | null = null;
   private index: FaissIndex | null = null;
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
@@ -330,26 +331,25 @@ export class Shard {
   /**
    * Shared training on this shard (the one the client picked): trains a new index on
    * `sample` (drawn across all shards; this shard's own buffer when empty), installs it here
-   * and returns it serialized while still empty, for the other shards to install. Concurrent
-   * and later calls get the same template, so every shard ends up with the same centroids.
+   * and returns its centroids (nlist x dim), which are the whole trained state of the index
+   * types shared training applies to (see sharedTraining), for the other shards to install.
+   * Concurrent and later calls get the same centroids.
    */
-  trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Uint8Array> {
+  trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Float32Array> {
     this.checkOpen();
-    if (this.template) return Promise.resolve(this.template);
+    if (this.sharedCentroids) return Promise.resolve(this.sharedCentroids);
     this.sharedJob ??= this.runSharedTraining(sample, opts).finally(() => {
       this.sharedJob = null;
     });
     return this.sharedJob;
   }
 
-  private async runSharedTraining(sample: Float32Array, opts: { threads?: number }): Promise<Uint8Array> {
+  private async runSharedTraining(sample: Float32Array, opts: { threads?: number }): Promise<Float32Array> {
     await this.training?.catch(() => {}); // a local training (syncTrain) already running: use its result
     if (this.index) {
-      // Trained before without a template (per-shard training, or an old snapshot): an empty copy.
-      const copy = await this.index.clone();
-      await copy.reset();
-      this.template = await copy.toBuffer();
-      return this.template;
+      // Trained before without shared centroids (per-shard training, or an old snapshot).
+      this.sharedCentroids = (await this.index.centroids()).data;
+      return this.sharedCentroids;
     }
     const { dim } = this.cfg;
     if (sample.length === 0 && this.pendingCount === 0) throw new IndexStateError('no vectors to train on: add data before training');
@@ -360,9 +360,9 @@ export class Shard {
       const index = await createFaissIndex(this.cfg, n, { totalVectors: n });
       if (!index.isTrained) await index.train(rows, opts);
       for (const [name, value] of this.params) await index.setParameter(name, value);
-      const template = await index.toBuffer();
-      this.install(index, template);
-      return template;
+      const centroids = (await index.centroids()).data;
+      this.install(index, centroids);
+      return centroids;
     } catch (err) {
       if (!this.index) this.stateValue = IndexState.NOT_TRAINED;
       this.lastError = err as Error;
@@ -371,28 +371,31 @@ export class Shard {
   }
 
   /**
-   * Installs the trained, empty index another shard produced (shared training). Returns
-   * false when this shard has an index already (a repeated or late install).
+   * Trains this shard with the centroids another shard's shared training produced (nlist x
+   * dim, row-major). Returns false when this shard has an index already (a repeated or late
+   * install). Only numbers cross the wire: the index is built here from this shard's cfg.
    */
-  async installTrained(bytes: Uint8Array): Promise<boolean> {
+  async installTrained(centroids: Float32Array): Promise<boolean> {
     this.checkOpen();
     if (this.index || this.training || this.sharedJob) return false;
-    const index = await FaissIndex.fromBuffer(bytes).catch((err: Error) => {
-      throw new ValidationError('trainedIndex', `a FAISS index serialization (${err.message})`);
-    });
-    if (index.dim !== this.cfg.dim) throw new ValidationError('trainedIndex', `an index of dim ${this.cfg.dim}`, `dim ${index.dim}`);
-    if (index.metric !== this.cfg.metric) throw new ValidationError('trainedIndex', `an index with metric '${this.cfg.metric}'`, index.metric);
-    if (!index.isTrained || index.ntotal !== 0) throw new ValidationError('trainedIndex', 'a trained, empty index', `isTrained=${index.isTrained}, ntotal=${index.ntotal}`);
+    const { dim } = this.cfg;
+    const nlist = centroids.length / dim;
+    if (!Number.isSafeInteger(nlist) || nlist < 1) {
+      throw new ValidationError('centroids', `nlist x dim=${dim} float32 values, nlist >= 1`, `${centroids.length} values`);
+    }
+    // The trainer may have inferred nlist from its sample size: build exactly that many lists.
+    const index = await createFaissIndex({ ...this.cfg, centroids: nlist, inferCentroids: false }, nlist, { totalVectors: nlist });
+    await index.installCentroids(centroids);
     for (const [name, value] of this.params) await index.setParameter(name, value);
     if (this.index || this.training || this.sharedJob) return false; // another install won meanwhile
-    this.install(index, bytes);
+    this.install(index, centroids);
     return true;
   }
 
-  private install(index: FaissIndex, template: Uint8Array): void {
+  private install(index: FaissIndex, centroids: Float32Array): void {
     scheduleMemoryTrim(); // after a training: k-means buffers
     this.index = index;
-    this.template = template;
+    this.sharedCentroids = centroids;
     this.stateValue = IndexState.TRAINED;
     this.drainPending();
     this.hooks.onTrained?.();

@@ -19,8 +19,8 @@ import { syncDir, writeAll } from './wal.js';
 export const SNAPSHOT_FORMAT_VERSION = 1;
 const META_MAGIC = 0x544d4644; // "DFMT"
 const BUF_MAGIC = 0x42564644; // "DFVB"
-const TEMPLATE_MAGIC = 0x54544644; // "DFTT"
-const TEMPLATE_FILE = 'trained.faiss';
+const CENTROIDS_MAGIC = 0x45434644; // "DFCE"
+const CENTROIDS_FILE = 'centroids.bin';
 const HEADER = 24;
 
 export interface SnapshotManifest {
@@ -261,33 +261,42 @@ function checkHeader(b: Buffer, magic: number, name: string): void {
 }
 
 /**
- * Shared training's result: the trained, still empty index every shard of the index
- * installed (header with length and CRC-32C, then FAISS's own serialization). Written
- * atomically before an install is acknowledged, so a restart gets the same centroids back.
+ * Shared training's result: the centroids every shard of the index was trained with
+ * (header with rows, dim and CRC-32C, then rows x dim float32). Written atomically before a
+ * training or install is acknowledged, so a restart gets the same centroids back.
  */
-export async function writeTrainedTemplate(shardDir: string, bytes: Uint8Array): Promise<void> {
-  await writeFileAtomic(join(shardDir, TEMPLATE_FILE), [header(TEMPLATE_MAGIC, bytes.byteLength, crc32Update(0, bytes)), bytes]);
+export async function writeSharedCentroids(shardDir: string, centroids: Float32Array, dim: number): Promise<void> {
+  const bytes = new Uint8Array(centroids.buffer, centroids.byteOffset, centroids.byteLength);
+  const h = header(CENTROIDS_MAGIC, centroids.length / dim, dim);
+  await writeFileAtomic(join(shardDir, CENTROIDS_FILE), [h, u32le(crc32Update(0, bytes)), bytes]);
   await syncDir(shardDir);
 }
 
-/** The trained template, or null when this shard never received one (or it is damaged). */
-export async function readTrainedTemplate(shardDir: string): Promise<Uint8Array | null> {
+/** The shared centroids, or null when this shard never received any (or the file is damaged). */
+export async function readSharedCentroids(shardDir: string, dim: number): Promise<Float32Array | null> {
   let b: Buffer;
   try {
-    b = await readFile(join(shardDir, TEMPLATE_FILE));
+    b = await readFile(join(shardDir, CENTROIDS_FILE));
   } catch {
     return null;
   }
   try {
-    checkHeader(b, TEMPLATE_MAGIC, TEMPLATE_FILE);
+    checkHeader(b, CENTROIDS_MAGIC, CENTROIDS_FILE);
   } catch {
     return null;
   }
-  const len = Number(b.readBigUInt64LE(8));
-  const body = b.subarray(HEADER);
-  // A torn or damaged template is as good as none: the client trains again.
-  if (body.byteLength !== len || crc32Update(0, body) !== Number(b.readBigUInt64LE(16))) return null;
-  return body;
+  const rows = Number(b.readBigUInt64LE(8));
+  const body = b.subarray(HEADER + 8);
+  // A torn or damaged file is as good as none: the client trains again.
+  if (Number(b.readBigUInt64LE(16)) !== dim || body.byteLength !== rows * dim * 4 || crc32Update(0, body) !== b.readUInt32LE(HEADER)) return null;
+  return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+}
+
+function u32le(v: number): Uint8Array {
+  // 8 bytes (u32 + padding) keep the float32 body 8-aligned in the file.
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(v >>> 0, 0);
+  return b;
 }
 
 /** Removes leftovers of interrupted snapshots and all but the newest `keep` snapshots. */

@@ -320,3 +320,32 @@ test('releasableBuffers: free returns the memory at once and empties every view'
   releasableBuffers.free(bufs[0]!); // a second free is a no-op
   releasableBuffers.free(new Uint8Array(16)); // not ours: left alone
 });
+
+test('installCentroids: an IVF index trained from another one\'s centroids searches identically; other types refuse', async () => {
+  const dim = 16;
+  const data = new SyntheticDataset({ dim, seed: 8 });
+  const base = data.base(3000);
+  const a = FaissIndex.fromFactory(dim, 'IVF16,Flat', 'l2');
+  await a.train(base);
+  const b = FaissIndex.fromFactory(dim, 'IVF16,Flat', 'l2');
+  assert.equal(b.trainsCentroidsOnly, true);
+  assert.equal(FaissIndex.fromFactory(dim, 'IVF16,SQfp16', 'l2').trainsCentroidsOnly, true);
+  for (const f of ['IVF16,PQ4x4np', 'IVF16,SQ8', 'PCA8,IVF16,Flat', 'HNSW8,SQ8', 'Flat']) {
+    assert.equal(FaissIndex.fromFactory(dim, f, 'l2').trainsCentroidsOnly, false, f);
+  }
+  const c = (await a.centroids()).data;
+  await assert.rejects(b.installCentroids(c.subarray(0, c.length - dim)), ValidationError);
+  await assert.rejects(b.installCentroids(Float32Array.from(c, (v, i) => (i === 5 ? Infinity : v))), ValidationError);
+  await b.installCentroids(c);
+  assert.equal(b.isTrained, true);
+  await assert.rejects(b.installCentroids(c), FaissError); // trained already
+  await assert.rejects(FaissIndex.fromFactory(dim, 'IVF16,PQ4x4np', 'l2').installCentroids(c), FaissError);
+  for (const ix of [a, b]) {
+    await ix.setParameter('nprobe', 4);
+    await ix.add(base);
+  }
+  const q = data.queries(20);
+  const [ra, rb] = await Promise.all([a.search(q, 10), b.search(q, 10)]);
+  assert.deepEqual(rb.labels, ra.labels);
+  assert.deepEqual(rb.distances, ra.distances);
+});
