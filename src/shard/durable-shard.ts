@@ -192,8 +192,9 @@ export class DurableShard {
 
   /**
    * Shard hooks that reach this DurableShard once it exists: a training start is logged
-   * (a restart re-trains on the same rows), and a finished training is snapshotted (a
-   * restart gets the very same trained index back).
+   * (a restart re-trains on the same rows), and a finished training is snapshotted once
+   * the buffer has gone into FAISS (a restart then loads the trained index instead of
+   * training again).
    */
   private static hookLink(opts: DurableShardOptions): { options: DurableShardOptions; attach: (ds: DurableShard) => void } {
     let target: DurableShard | null = null;
@@ -203,7 +204,15 @@ export class DurableShard {
         target?.wal.appendTrainMarker(rows).catch((err: Error) => opts.onAutosaveError?.(err));
       },
       onTrained: () => {
-        if (target && !target.closed) target.snapshot().catch((err: Error) => opts.onAutosaveError?.(err));
+        // After the buffer is in FAISS: a snapshot cut now would pin the whole buffer (it
+        // writes buffer.bin) while FAISS fills, holding the data twice. Until then a restart
+        // gets the same training back from the WAL's train marker or centroids.bin.
+        const t = target;
+        if (!t || t.closed) return;
+        t.shard
+          .idle()
+          .then(() => (t.closed ? undefined : t.snapshot()))
+          .catch((err: Error) => opts.onAutosaveError?.(err));
       },
     };
     return { options, attach: (ds) => (target = ds) };
