@@ -8,6 +8,7 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexScalarQuantizer.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
@@ -16,6 +17,7 @@
 #include <faiss/index_io.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -84,6 +86,10 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::Centroids>("centroids"),
             InstanceMethod<&NativeIndex::CoarseOnly>("coarseOnly"),
             InstanceMethod<&NativeIndex::InstallCentroids>("installCentroids"),
+            InstanceMethod<&NativeIndex::IsIvf>("isIvf"),
+            InstanceMethod<&NativeIndex::Assign>("assign"),
+            InstanceMethod<&NativeIndex::ReserveLists>("reserveLists"),
+            InstanceMethod<&NativeIndex::AddPreassigned>("addPreassigned"),
             InstanceMethod<&NativeIndex::Reset>("reset"),
             InstanceMethod<&NativeIndex::Clone>("clone"),
             InstanceMethod<&NativeIndex::WriteFile>("writeFile"),
@@ -424,6 +430,80 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
       ivf->is_trained = true;
     });
     w->Keep(c);
+    return w->Start();
+  }
+
+  // An IVF add split in two, so the expensive half does not hold the index exclusively and
+  // the lists can be sized once: assign() runs the coarse quantizer under a shared lock,
+  // reserveLists() gives each inverted list its final capacity (vectors grown by repeated
+  // appends kept ~80% of slack and freed blocks here), addPreassigned() only appends.
+  // Top-level IVF indexes only (isIvf).
+  Napi::Value IsIvf(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), dynamic_cast<const faiss::IndexIVF*>(holder_->index.get()) != nullptr);
+  }
+
+  static faiss::IndexIVF* TopIvf(faiss::Index* idx) {
+    auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+    if (!ivf) throw std::runtime_error("not an IVF index");
+    if (!ivf->is_trained) throw std::runtime_error("index is not trained");
+    return ivf;
+  }
+
+  // assign(x, n, out: BigInt64Array(n)): the inverted list of each vector.
+  Napi::Value Assign(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    auto out = ArgArray<int64_t>(info, 2, napi_bigint64_array, "out");
+    const float* px = x.Data();
+    idx_t* po = out.Data();
+    auto* w = Job(info.Env(), false, [n, px, po](faiss::Index* idx) { TopIvf(idx)->quantizer->assign(n, px, po); });
+    w->Keep(x);
+    w->Keep(out);
+    return w->Start();
+  }
+
+  // reserveLists(counts: Uint32Array(nlist)): room for counts[l] more entries in list l.
+  Napi::Value ReserveLists(const Napi::CallbackInfo& info) {
+    auto counts = ArgArray<uint32_t>(info, 0, napi_uint32_array, "counts");
+    const uint32_t* pc = counts.Data();
+    size_t len = counts.ElementLength();
+    auto* w = Job(info.Env(), true, [pc, len](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = TopIvf(idx);
+      if (len != ivf->nlist) throw std::runtime_error("counts must have nlist entries");
+      auto* lists = dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists);
+      if (!lists) return;  // other list storage: nothing to reserve
+      for (size_t l = 0; l < len; l++) {
+        size_t want = lists->ids[l].size() + pc[l];
+        size_t cap = lists->ids[l].capacity();
+        if (want <= cap) continue;
+        // Exact for the first, large drain; by half again when lists grow a little at a time
+        // (an exact reserve per small batch would copy every list on every batch).
+        size_t grown = std::max(want, cap + cap / 2);
+        lists->ids[l].reserve(grown);
+        lists->codes[l].reserve(grown * lists->code_size);
+      }
+    });
+    w->Keep(counts);
+    return w->Start();
+  }
+
+  // addPreassigned(x, n, assign: BigInt64Array(n)): add() with the lists from assign().
+  Napi::Value AddPreassigned(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    auto assign = ArgArray<int64_t>(info, 2, napi_bigint64_array, "assign");
+    const float* px = x.Data();
+    const idx_t* pa = assign.Data();
+    auto* w = Job(info.Env(), true, [n, px, pa](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = TopIvf(idx);
+      const idx_t nlist = static_cast<idx_t>(ivf->nlist);
+      for (idx_t i = 0; i < n; i++) {
+        if (pa[i] < 0 || pa[i] >= nlist) throw std::runtime_error("assign holds a list number out of range");
+      }
+      ivf->add_core(n, px, nullptr, pa);
+    });
+    w->Keep(x);
+    w->Keep(assign);
     return w->Start();
   }
 

@@ -34,6 +34,10 @@ export interface RawIndex {
   centroids(out: Float32Array): Promise<void>;
   coarseOnly(): boolean;
   installCentroids(centroids: Float32Array): Promise<void>;
+  isIvf(): boolean;
+  assign(x: Float32Array, n: number, out: BigInt64Array): Promise<void>;
+  reserveLists(counts: Uint32Array): Promise<void>;
+  addPreassigned(x: Float32Array, n: number, assign: BigInt64Array): Promise<void>;
   reset(): Promise<void>;
   clone(): Promise<RawIndex>;
   writeFile(path: string): Promise<void>;

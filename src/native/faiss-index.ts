@@ -242,6 +242,35 @@ export class FaissIndex {
     await this.lock.write(() => wrap(this.raw.installCentroids(centroids)));
   }
 
+  /** True for an IVF index at the top level (no transform or wrapper): assign, reserveLists and addPreassigned apply. */
+  get isIvf(): boolean {
+    return this.raw.isIvf();
+  }
+
+  /**
+   * The inverted list each vector goes to (the coarse quantizer's half of an add), under
+   * the shared lock: searches keep running meanwhile.
+   */
+  async assign(x: VectorsInput): Promise<BigInt64Array> {
+    const { data, n } = toMatrix(x, this.dim, 'x');
+    const out = new BigInt64Array(n);
+    await this.lock.read(() => wrap(this.raw.assign(data, n, out)));
+    return out;
+  }
+
+  /** Makes room for counts[l] more vectors in inverted list l (nlist entries), so lists do not grow by doubling. */
+  async reserveLists(counts: Uint32Array): Promise<void> {
+    if (!(counts instanceof Uint32Array) || counts.length !== this.nlist) throw new ValidationError('counts', `a Uint32Array of nlist = ${this.nlist} entries`, counts);
+    await this.lock.write(() => wrap(this.raw.reserveLists(counts)));
+  }
+
+  /** add() with the lists from assign(): only the appending half runs under the exclusive lock. */
+  async addPreassigned(x: VectorsInput, assign: BigInt64Array): Promise<void> {
+    const { data, n } = toMatrix(x, this.dim, 'x');
+    if (!(assign instanceof BigInt64Array) || assign.length !== n) throw new ValidationError('assign', `a BigInt64Array of ${n} list numbers, one per vector`, assign);
+    await this.lock.write(() => wrap(this.raw.addPreassigned(data, n, assign)));
+  }
+
   /** Removes all vectors (keeps training). */
   async reset(): Promise<void> {
     await this.lock.write(() => wrap(this.raw.reset()));

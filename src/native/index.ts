@@ -33,6 +33,11 @@ export const releasableBuffers = {
   },
 };
 
+/** malloc_trim now, on a worker thread (see scheduleMemoryTrim). */
+export function trimMemory(): Promise<void> {
+  return native.trimMemory();
+}
+
 let trimTimer: NodeJS.Timeout | null = null;
 
 /**

@@ -102,10 +102,16 @@ export function buildMethods(server: IndexServer): MethodTable {
         if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
           throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
         }
-        // The sample is used in place: the request's receive buffer stays valid until the reply.
+        // The sample is used in place, and its receive buffer is freed as soon as the
+        // training is done, before this shard starts adding its own buffer.
         const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
-        const centroids = await durable.trainShared(rows, { threads: server.trainThreads });
-        return { result: { nlist: centroids.length / durable.cfg.dim, dim: durable.cfg.dim }, attachments: [centroids] };
+        const release = ctx.retainAttachments();
+        try {
+          const centroids = await durable.trainShared(rows, { threads: server.trainThreads, sampleDone: release });
+          return { result: { nlist: centroids.length / durable.cfg.dim, dim: durable.cfg.dim }, attachments: [centroids] };
+        } finally {
+          release();
+        }
       },
     }),
 

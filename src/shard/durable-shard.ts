@@ -12,7 +12,7 @@ import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, StorageError } from '../errors.js';
-import { Shard, type ShardOptions } from './shard.js';
+import { Shard, type SharedTrainingOptions, type ShardOptions } from './shard.js';
 import {
   exists,
   listSnapshots,
@@ -325,7 +325,7 @@ export class DurableShard {
   }
 
   /** Shared training on this shard (see Shard.trainShared); the centroids are on disk before they are returned. */
-  async trainShared(sample: Float32Array, opts: { threads?: number } = {}): Promise<Float32Array> {
+  async trainShared(sample: Float32Array, opts: SharedTrainingOptions = {}): Promise<Float32Array> {
     const centroids = await this.shard.trainShared(sample, opts);
     await this.persistCentroids(centroids);
     return centroids;

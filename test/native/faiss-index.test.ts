@@ -349,3 +349,36 @@ test('installCentroids: an IVF index trained from another one\'s centroids searc
   assert.deepEqual(rb.labels, ra.labels);
   assert.deepEqual(rb.distances, ra.distances);
 });
+
+test('assign + reserveLists + addPreassigned: the same index as add(); bad list numbers refused; IVF only', async () => {
+  const dim = 16;
+  const data = new SyntheticDataset({ dim, seed: 12 });
+  const base = data.base(4000);
+  const a = FaissIndex.fromFactory(dim, 'IVF32,Flat', 'l2');
+  await a.train(base);
+  const c = (await a.centroids()).data;
+  const b = FaissIndex.fromFactory(dim, 'IVF32,Flat', 'l2');
+  await b.installCentroids(c);
+  assert.equal(b.isIvf, true);
+  await a.add(base);
+  const assign = await b.assign(base);
+  const counts = new Uint32Array(32);
+  for (const l of assign) counts[Number(l)]!++;
+  await b.reserveLists(counts);
+  await b.addPreassigned(base.subarray(0, 1000 * dim), assign.subarray(0, 1000));
+  await b.addPreassigned(base.subarray(1000 * dim), assign.subarray(1000));
+  assert.equal(b.ntotal, 4000);
+  for (const ix of [a, b]) await ix.setParameter('nprobe', 4);
+  const q = data.queries(10);
+  const [ra, rb] = await Promise.all([a.search(q, 5), b.search(q, 5)]);
+  assert.deepEqual(rb.labels, ra.labels);
+  assert.deepEqual(rb.distances, ra.distances);
+  await assert.rejects(b.addPreassigned(base.subarray(0, dim), BigInt64Array.of(32n)), FaissError);
+  await assert.rejects(b.addPreassigned(base.subarray(0, dim), BigInt64Array.of(-1n)), FaissError);
+  await assert.rejects(b.addPreassigned(base.subarray(0, 2 * dim), BigInt64Array.of(0n)), ValidationError);
+  await assert.rejects(b.reserveLists(new Uint32Array(3)), ValidationError);
+  assert.equal(b.ntotal, 4000, 'refused adds added nothing');
+  const flat = FaissIndex.fromFactory(dim, 'Flat', 'l2');
+  assert.equal(flat.isIvf, false);
+  await assert.rejects(flat.assign(base.subarray(0, dim)), FaissError);
+});
