@@ -282,6 +282,14 @@ export class IndexClient {
     else await this.all('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
   }
 
+  /**
+   * Resolves once a shared training this client started (its adds reached trainNum, or
+   * asyncTrain) is over; at once when there is none. It does not throw: see getState().
+   */
+  async trainingSettled(indexId: string): Promise<void> {
+    await this.indexes.get(indexId)?.training?.catch(() => {});
+  }
+
   /** Starts training and returns at once; poll getState() for TRAINED. */
   async asyncTrain(indexId: string): Promise<void> {
     const meta = await this.indexMeta(indexId);

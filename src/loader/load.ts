@@ -214,6 +214,7 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   const slowClient = async (): Promise<IndexClient> => (slow ??= opts.connectSlow ? await opts.connectSlow(trainTimeoutMs) : client);
   try {
     const tTrain = performance.now();
+    await client.trainingSettled(indexId); // a shared training the adds started
     let state = await client.getState(indexId);
     if (state !== IndexState.TRAINED) progress('training');
     if (state === IndexState.NOT_TRAINED || state === IndexState.TRAINING) {
