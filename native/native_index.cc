@@ -243,17 +243,24 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return w->Start();
   }
 
-  // addWithIds(x: Float32Array, n, ids: BigInt64Array)
-  Napi::Value AddWithIds(const Napi::CallbackInfo& info) {
+  // An exclusive job over (x: Float32Array, n, extra: BigInt64Array(n)): the arguments of
+  // addWithIds (extra = ids) and addPreassigned (extra = inverted lists).
+  template <typename Fn>
+  Napi::Value VectorsAndI64Job(const Napi::CallbackInfo& info, const char* extraName, Fn fn) {
     auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
     idx_t n = ArgInt(info, 1, "n");
-    auto ids = ArgArray<int64_t>(info, 2, napi_bigint64_array, "ids");
+    auto extra = ArgArray<int64_t>(info, 2, napi_bigint64_array, extraName);
     const float* px = x.Data();
-    const idx_t* pi = ids.Data();
-    auto* w = Job(info.Env(), true, [n, px, pi](faiss::Index* idx) { idx->add_with_ids(n, px, pi); });
+    const idx_t* pe = extra.Data();
+    auto* w = Job(info.Env(), true, [n, px, pe, fn](faiss::Index* idx) { fn(idx, n, px, pe); });
     w->Keep(x);
-    w->Keep(ids);
+    w->Keep(extra);
     return w->Start();
+  }
+
+  // addWithIds(x: Float32Array, n, ids: BigInt64Array)
+  Napi::Value AddWithIds(const Napi::CallbackInfo& info) {
+    return VectorsAndI64Job(info, "ids", [](faiss::Index* idx, idx_t n, const float* px, const idx_t* pi) { idx->add_with_ids(n, px, pi); });
   }
 
   // The leading arguments of every search: (x, n, k, distances: Float32Array(n*k), labels: BigInt64Array(n*k)).
@@ -489,12 +496,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
 
   // addPreassigned(x, n, assign: BigInt64Array(n)): add() with the lists from assign().
   Napi::Value AddPreassigned(const Napi::CallbackInfo& info) {
-    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
-    idx_t n = ArgInt(info, 1, "n");
-    auto assign = ArgArray<int64_t>(info, 2, napi_bigint64_array, "assign");
-    const float* px = x.Data();
-    const idx_t* pa = assign.Data();
-    auto* w = Job(info.Env(), true, [n, px, pa](faiss::Index* idx) {
+    return VectorsAndI64Job(info, "assign", [](faiss::Index* idx, idx_t n, const float* px, const idx_t* pa) {
       faiss::IndexIVF* ivf = TopIvf(idx);
       const idx_t nlist = static_cast<idx_t>(ivf->nlist);
       for (idx_t i = 0; i < n; i++) {
@@ -502,9 +504,6 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
       }
       ivf->add_core(n, px, nullptr, pa);
     });
-    w->Keep(x);
-    w->Keep(assign);
-    return w->Start();
   }
 
   Napi::Value Reset(const Napi::CallbackInfo& info) {
