@@ -249,38 +249,55 @@ export class TcpTransport implements Transport {
 
   listen(host: string, port: number, onConnection: (conn: Connection) => void, opts: ListenOptions = {}): Promise<Listener> {
     checkMaxFrameBytes(opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
-    return new Promise<Listener>((resolve, reject) => {
-      const server = net.createServer((socket) => {
+    return listenOn(host, port, opts, () =>
+      net.createServer((socket) => {
         this.configure(socket);
-        // An 'error' between accept and wrapping must not become an uncaught exception.
-        socket.on('error', () => {});
-        try {
-          onConnection(new SocketConnection(socket, opts));
-        } catch {
-          socket.destroy(); // a bug in the acceptor must not become an uncaught exception
-        }
-      });
-      if (opts.maxConnections) server.maxConnections = opts.maxConnections;
-      const onError = (err: Error): void => reject(new ConnectionError(`cannot listen on ${formatHostPort(host, port)}: ${err.message}`, { cause: err }));
-      server.once('error', onError);
-      server.listen(port, host, () => {
-        server.off('error', onError);
-        server.on('error', () => {}); // accept errors (EMFILE...) are per-connection; keep serving
-        const addr = server.address() as net.AddressInfo;
-        let closing: Promise<void> | undefined;
-        resolve({
-          host,
-          port: addr.port,
-          close: () => (closing ??= new Promise<void>((res) => server.close(() => res()))),
-        });
-      });
-    });
+        acceptConnection(socket, opts, onConnection);
+      }),
+    );
   }
 
   private configure(socket: net.Socket): void {
-    socket.setNoDelay(this.noDelay);
-    if (this.keepAliveMs > 0) socket.setKeepAlive(true, this.keepAliveMs);
+    configureSocket(socket, this.noDelay, this.keepAliveMs);
   }
+}
+
+/** TCP_NODELAY and keep-alive, as both transports set them on every socket. */
+export function configureSocket(socket: net.Socket, noDelay: boolean, keepAliveMs: number): void {
+  socket.setNoDelay(noDelay);
+  if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
+}
+
+/** Wraps an accepted socket and hands it over; neither a socket error nor the acceptor can throw out of here. */
+export function acceptConnection(socket: net.Socket, opts: ListenOptions, onConnection: (conn: Connection) => void): void {
+  // An 'error' between accept and wrapping must not become an uncaught exception.
+  socket.on('error', () => {});
+  try {
+    onConnection(new SocketConnection(socket, opts));
+  } catch {
+    socket.destroy(); // a bug in the acceptor must not become an uncaught exception
+  }
+}
+
+/** Creates the server (TCP or TLS) and listens; resolves once it is bound. */
+export function listenOn(host: string, port: number, opts: ListenOptions, create: () => net.Server): Promise<Listener> {
+  return new Promise<Listener>((resolve, reject) => {
+    const server = create();
+    if (opts.maxConnections) server.maxConnections = opts.maxConnections;
+    const onError = (err: Error): void => reject(new ConnectionError(`cannot listen on ${formatHostPort(host, port)}: ${err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      server.on('error', () => {}); // accept errors (EMFILE...) are per-connection; keep serving
+      const addr = server.address() as net.AddressInfo;
+      let closing: Promise<void> | undefined;
+      resolve({
+        host,
+        port: addr.port,
+        close: () => (closing ??= new Promise<void>((res) => server.close(() => res()))),
+      });
+    });
+  });
 }
 
 /**

@@ -13,7 +13,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { AuthError, ConnectionError, DfaissError, ValidationError } from '../errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame.js';
-import { SocketConnection, awaitConnected, checkMaxFrameBytes, formatHostPort, type TcpTransportOptions } from './tcp.js';
+import { acceptConnection, awaitConnected, checkMaxFrameBytes, configureSocket, formatHostPort, listenOn, type TcpTransportOptions } from './tcp.js';
 import type { ConnectOptions, Connection, ListenOptions, Listener, Transport } from './transport.js';
 
 /** A PEM file path, PEM text (starting with "-----BEGIN"), or PEM bytes. */
@@ -181,15 +181,10 @@ export class TlsTransport implements Transport {
     if (!context) {
       return Promise.reject(new ValidationError('tls', 'server options {key, cert} to listen with TLS', 'client options only'));
     }
-    return new Promise<Listener>((resolve, reject) => {
+    return listenOn(host, port, opts, () => {
       const server = tls.createServer({ ...context, handshakeTimeout: this.handshakeTimeoutMs }, (socket) => {
         this.configure(socket);
-        socket.on('error', () => {});
-        try {
-          onConnection(new SocketConnection(socket, opts));
-        } catch {
-          socket.destroy();
-        }
+        acceptConnection(socket, opts, onConnection);
       });
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
         const remote = socket.remoteAddress ? formatHostPort(socket.remoteAddress, socket.remotePort) : 'a client';
@@ -201,25 +196,11 @@ export class TlsTransport implements Transport {
         const Cls = /certificate/i.test(reason) ? AuthError : ConnectionError;
         opts.onError?.(new Cls(`TLS handshake with ${remote} failed: ${reason}${hint}`, { cause: err }), { remote });
       });
-      if (opts.maxConnections) server.maxConnections = opts.maxConnections;
-      const onError = (err: Error): void => reject(new ConnectionError(`cannot listen on ${formatHostPort(host, port)}: ${err.message}`, { cause: err }));
-      server.once('error', onError);
-      server.listen(port, host, () => {
-        server.off('error', onError);
-        server.on('error', () => {});
-        const addr = server.address() as net.AddressInfo;
-        let closing: Promise<void> | undefined;
-        resolve({
-          host,
-          port: addr.port,
-          close: () => (closing ??= new Promise<void>((res) => server.close(() => res()))),
-        });
-      });
+      return server;
     });
   }
 
   private configure(socket: tls.TLSSocket): void {
-    socket.setNoDelay(this.noDelay);
-    if (this.keepAliveMs > 0) socket.setKeepAlive(true, this.keepAliveMs);
+    configureSocket(socket, this.noDelay, this.keepAliveMs);
   }
 }
