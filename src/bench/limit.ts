@@ -100,12 +100,14 @@ export async function runLimits(ds: Dataset, kind: IndexKind, counts: SearchCoun
     { search: (q) => one.search(q, K), ids: (raw) => labelsToIds(raw as SearchResult) },
     counts,
   );
-  const r1: LimitResult = {
-    side: 'limit-1',
-    threads: '1 index x 2 threads',
-    ingest: { seconds: trainSeconds + add1, vecPerSec: ds.n / (trainSeconds + add1), trainSeconds, addSeconds: add1, trainRows },
-    ...m1,
-  };
+  // Ingest = the one training + this side's adds.
+  const result = (side: LimitResult['side'], threads: string, addSeconds: number, m: typeof m1): LimitResult => ({
+    side,
+    threads,
+    ingest: { seconds: trainSeconds + addSeconds, vecPerSec: ds.n / (trainSeconds + addSeconds), trainSeconds, addSeconds, trainRows },
+    ...m,
+  });
+  const r1 = result('limit-1', '1 index x 2 threads', add1, m1);
 
   // ---- 2 shards, 1 thread each, calls issued concurrently
   setNumThreads(1);
@@ -136,12 +138,7 @@ export async function runLimits(ds: Dataset, kind: IndexKind, counts: SearchCoun
     },
     counts,
   );
-  const r2: LimitResult = {
-    side: 'limit-2',
-    threads: '2 shards x 1 thread, concurrent',
-    ingest: { seconds: trainSeconds + add2, vecPerSec: ds.n / (trainSeconds + add2), trainSeconds, addSeconds: add2, trainRows },
-    ...m2,
-  };
+  const r2 = result('limit-2', '2 shards x 1 thread, concurrent', add2, m2);
   setNumThreads(2);
   return [r1, r2];
 }

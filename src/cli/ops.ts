@@ -71,6 +71,16 @@ function clientOpts(o: { wait: number; timeout: number } & ClientSecurityCliOpti
   return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name };
 }
 
+/** Connects to the cluster of `--discover`, runs `fn`, and closes the client whatever happens. */
+async function withCluster(o: { discover: string; wait: number; timeout: number } & ClientSecurityCliOptions, name: string, fn: (client: IndexClient) => Promise<void>): Promise<void> {
+  const client = await IndexClient.connect(o.discover, clientOpts(o, name));
+  try {
+    await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
 function jsonReplacer(_key: string, value: unknown): unknown {
   if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
   if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
@@ -134,8 +144,7 @@ export function registerOpsCommands(program: Command): void {
     .action(
       run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if ((o.queries === undefined) === (o.random === undefined)) throw new ValidationError('--queries / --random', 'exactly one of them', undefined);
-        const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-search'));
-        try {
+        await withCluster(o, 'dfaiss-search', async (client) => {
           const dims = (await client.status()).map((s) => (s.indexes as Record<string, IndexInfo> | undefined)?.[o.indexId]?.dim).filter((d) => d !== undefined);
           if (dims.length === 0) throw new DfaissError(`unknown index '${o.indexId}': no server has it (see 'dfaiss status')`);
           const dim = dims[0]!;
@@ -167,9 +176,7 @@ export function registerOpsCommands(program: Command): void {
             process.stdout.write(`${table(['QUERY', 'RANK', 'SCORE', 'METADATA'], rows)}\n`);
             process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers} servers\n`);
           }
-        } finally {
-          await client.close();
-        }
+        });
       }),
     );
 
@@ -182,15 +189,12 @@ export function registerOpsCommands(program: Command): void {
     .option('--timeout <sec>', 'how long the save may take', secondsArg('--timeout', 1), 3600)
     .action(
       run('save', async (o: { discover: string; indexId: string; wait: number; timeout: number } & ClientSecurityCliOptions) => {
-        const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-save'));
-        try {
+        await withCluster(o, 'dfaiss-save', async (client) => {
           const t0 = performance.now();
           await client.saveIndex(o.indexId);
           const ntotal = await client.getNtotal(o.indexId);
           process.stdout.write(`saved '${o.indexId}' on ${client.numServers} servers (ntotal ${ntotal}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-        } finally {
-          await client.close();
-        }
+        });
       }),
     );
 
@@ -205,13 +209,10 @@ export function registerOpsCommands(program: Command): void {
     .action(
       run('drop', async (o: { discover: string; indexId: string; yes: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if (!o.yes) throw new ValidationError('--yes', `to be given: dropping '${o.indexId}' deletes it from memory and disk on every server`, undefined);
-        const client = await IndexClient.connect(o.discover, clientOpts(o, 'dfaiss-drop'));
-        try {
+        await withCluster(o, 'dfaiss-drop', async (client) => {
           await client.dropIndex(o.indexId);
           process.stdout.write(`dropped '${o.indexId}' on ${client.numServers} servers\n`);
-        } finally {
-          await client.close();
-        }
+        });
       }),
     );
   for (const name of ['status', 'search', 'save', 'drop']) addClientSecurityOptions(program.commands.find((c) => c.name() === name)!);
