@@ -23,7 +23,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { IndexClient } from '../client/index-client.js';
+import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
 import type { IndexCfg } from '../config/index.js';
 import { SyntheticDataset } from '../datasets/synthetic.js';
 import { FaissIndex, setNumThreads, toMatrix } from '../native/index.js';
@@ -54,6 +54,29 @@ async function waitReady(c: IndexClient, id: string, n: number): Promise<void> {
     const infos = st.map((s) => (s.indexes as Record<string, { state: string; ntotal: number } | undefined>)[id]).filter((x) => x !== undefined);
     if (infos.every((i) => i.state === 'TRAINED') && infos.reduce((a, i) => a + i.ntotal, 0) === n) return;
     await sleep(5);
+  }
+}
+
+/** The bench's synthetic data (seed 1234): n rows in batches of `batch`, metadata = row number. */
+function syntheticBatches(n: number, batch: number): { data: SyntheticDataset; batches: Array<{ vectors: Float32Array; meta: number[] }> } {
+  const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
+  const base = data.base(n);
+  const batches = Array.from({ length: n / batch }, (_, b) => ({
+    vectors: base.subarray(b * batch * DIM, (b + 1) * batch * DIM),
+    meta: Array.from({ length: batch }, (_, i) => b * batch + i),
+  }));
+  return { data, batches };
+}
+
+/** A fresh cluster of `servers` and a client on it for `fn`; both stopped afterwards. */
+async function withCluster(servers: number, clientOpts: IndexClientOptions, fn: (client: IndexClient) => Promise<void>): Promise<void> {
+  const cluster = await startCluster(servers, { threads: 1 });
+  const client = await IndexClient.connect(cluster.discovery, clientOpts);
+  try {
+    await fn(client);
+  } finally {
+    await client.close();
+    await cluster.stop();
   }
 }
 
@@ -133,12 +156,7 @@ async function ingestParts(): Promise<Record<string, number>> {
 async function ingestModes(): Promise<Record<string, number>> {
   const n = 500_000;
   const batch = 5000;
-  const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
-  const base = data.base(n);
-  const batches = Array.from({ length: n / batch }, (_, b) => ({
-    vectors: base.subarray(b * batch * DIM, (b + 1) * batch * DIM),
-    meta: Array.from({ length: batch }, (_, i) => b * batch + i),
-  }));
+  const { batches } = syntheticBatches(n, batch);
   const out: Record<string, number> = {};
   const variants: Array<{ name: string; durability: Durability; inFlight?: number }> = [
     { name: 'durability fsync (default), 8 in flight (default)', durability: 'fsync' },
@@ -151,9 +169,7 @@ async function ingestModes(): Promise<Record<string, number>> {
   const runs = new Map<string, number[]>();
   for (let round = 0; round < 3; round++) {
     for (const v of variants) {
-      const cluster = await startCluster(4, { threads: 1 });
-      const client = await IndexClient.connect(cluster.discovery, v.inFlight ? { maxAddsInFlight: v.inFlight } : {});
-      try {
+      await withCluster(4, v.inFlight ? { maxAddsInFlight: v.inFlight } : {}, async (client) => {
         await client.createIndex('ing', { indexBuilderType: 'flat', dim: DIM, metric: 'l2', trainNum: batch, durability: v.durability });
         const t0 = nowMs();
         await Promise.all(batches.map((b) => client.addIndexData('ing', b.vectors, b.meta)));
@@ -161,10 +177,7 @@ async function ingestModes(): Promise<Record<string, number>> {
         const r = n / ((nowMs() - t0) / 1000);
         runs.set(v.name, [...(runs.get(v.name) ?? []), r]);
         log(`${v.name}: ${Math.round(r)} vec/s (load ${loadavg()[0]!.toFixed(2)})`);
-      } finally {
-        await client.close();
-        await cluster.stop();
-      }
+      });
     }
   }
   for (const [name, xs] of runs) out[`${name} [${xs.map((x) => Math.round(x / 1000)).join(', ')}k]`] = [...xs].sort((a, b) => a - b)[1]!;
@@ -245,27 +258,17 @@ async function searchParts(): Promise<Record<string, number>> {
 async function ivfTrainNum(): Promise<Record<string, number>> {
   const n = 500_000;
   const batch = 5000;
-  const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
-  const base = data.base(n);
-  const batches = Array.from({ length: n / batch }, (_, b) => ({
-    vectors: base.subarray(b * batch * DIM, (b + 1) * batch * DIM),
-    meta: Array.from({ length: batch }, (_, i) => b * batch + i),
-  }));
+  const { batches } = syntheticBatches(n, batch);
   const out: Record<string, number> = {};
   for (const trainNum of [125_000, 64_000, 40_000]) {
-    const cluster = await startCluster(4, { threads: 1 });
-    const client = await IndexClient.connect(cluster.discovery);
-    try {
+    await withCluster(4, {}, async (client) => {
       await client.createIndex('ivf', { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum, trainMode: 'per-shard' });
       const t0 = nowMs();
       await Promise.all(batches.map((b) => client.addIndexData('ivf', b.vectors, b.meta)));
       await waitReady(client, 'ivf', n);
       out[`per-shard trainNum ${trainNum}: ingest vec/s`] = n / ((nowMs() - t0) / 1000);
       log(`IVF trainNum ${trainNum}: ${Math.round(out[`per-shard trainNum ${trainNum}: ingest vec/s`]!)} vec/s`);
-    } finally {
-      await client.close();
-      await cluster.stop();
-    }
+    });
   }
   return out;
 }
@@ -277,19 +280,12 @@ async function ivfTrainNum(): Promise<Record<string, number>> {
 async function topology(): Promise<Record<string, number>> {
   const n = 500_000;
   const batch = 5000;
-  const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
-  const base = data.base(n);
+  const { data, batches } = syntheticBatches(n, batch);
   const queries = data.queries(1000);
-  const batches = Array.from({ length: n / batch }, (_, b) => ({
-    vectors: base.subarray(b * batch * DIM, (b + 1) * batch * DIM),
-    meta: Array.from({ length: batch }, (_, i) => b * batch + i),
-  }));
   const out: Record<string, number> = {};
   for (const kind of ['flat', 'ivf'] as const) {
     for (const servers of [2, 4]) {
-      const cluster = await startCluster(servers, { threads: 1 });
-      const client = await IndexClient.connect(cluster.discovery);
-      try {
+      await withCluster(servers, {}, async (client) => {
         const cfg: Partial<IndexCfg> =
           kind === 'flat'
             ? { indexBuilderType: 'flat', dim: DIM, metric: 'l2', trainNum: batch }
@@ -306,10 +302,7 @@ async function topology(): Promise<Record<string, number>> {
         out[`${kind}, ${servers} servers: batch-1 p99 (ms)`] = one.p99 / 1000;
         out[`${kind}, ${servers} servers: batch-100 QPS`] = 2000 / ((nowMs() - t0) / 1000);
         log(`${kind} ${servers} servers: p50 ${(one.p50 / 1000).toFixed(2)} ms`);
-      } finally {
-        await client.close();
-        await cluster.stop();
-      }
+      });
     }
   }
   return out;
@@ -382,7 +375,7 @@ async function memory(): Promise<Record<string, number>> {
         const cfg: Partial<IndexCfg> =
           v.kind === 'flat'
             ? { indexBuilderType: 'flat', dim: DIM, metric: 'l2', trainNum: 5000 }
-            : { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum: n };
+            : { indexBuilderType: 'ivf_simple', dim: DIM, metric: 'l2', centroids: 1024, nprobe: 16, trainNum: n, trainMode: 'per-shard' };
         await client.createIndex('m', cfg);
         await Promise.all(
           Array.from({ length: n / 5000 }, (_, b) =>
