@@ -28,6 +28,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FaissIndex, faissVersion, setNumThreads } from '../native/index.js';
+import { recallAtK } from '../datasets/exact.js';
 import { machineBusySeconds } from './cluster.js';
 import { runDfaiss } from './dfaiss.js';
 import { runLimits } from './limit.js';
@@ -40,7 +41,6 @@ import {
   QUICK_COUNTS,
   QUICK_SIZES,
   loadDataset,
-  recall,
   type Dataset,
   type DatasetName,
   type IndexKind,
@@ -158,12 +158,12 @@ async function runCase(ds: Dataset, kind: IndexKind, truth: Int32Array, counts: 
   log(`${name} ${kind}: load ${c.loadBefore.map((v) => v.toFixed(2)).join(' ')}`);
   if (opts.limit) {
     const [l1, l2] = await runLimits(ds, kind, counts, log);
-    c.limit1 = { ...l1!, recall: recall(truth, l1!.ids, ds.nq) };
-    c.limit2 = { ...l2!, recall: recall(truth, l2!.ids, ds.nq) };
+    c.limit1 = { ...l1!, recall: recallAtK(truth, l1!.ids, ds.nq, K) };
+    c.limit2 = { ...l2!, recall: recallAtK(truth, l2!.ids, ds.nq, K) };
   }
   if (opts.dfaiss) {
     const d = await runDfaiss(ds, kind, counts, log, { settle: opts.settle, ingestReps: counts.ingestReps, ...(serverNodeArgs ? { serverNodeArgs } : {}) });
-    c.dfaiss = { ...d, recall: recall(truth, d.ids, ds.nq) };
+    c.dfaiss = { ...d, recall: recallAtK(truth, d.ids, ds.nq, K) };
   }
   c.loadAfter = loadavg();
   c.seconds = (nowMs() - c0) / 1000;

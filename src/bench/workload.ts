@@ -183,19 +183,3 @@ export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCoun
   return { batch1: latencyStats(lat), batch10, batch100, ids, marksUs };
 }
 
-/** recall@K of `found` against `truth` (both nq*K global ids, -1 = none). */
-export function recall(truth: Int32Array, found: Int32Array, nq: number): number {
-  let hits = 0;
-  let total = 0;
-  for (let q = 0; q < nq; q++) {
-    const got = new Set<number>();
-    for (let r = 0; r < K; r++) got.add(found[q * K + r]!);
-    for (let r = 0; r < K; r++) {
-      const t = truth[q * K + r]!;
-      if (t < 0) continue;
-      total++;
-      if (got.has(t)) hits++;
-    }
-  }
-  return total === 0 ? 1 : hits / total;
-}

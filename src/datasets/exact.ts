@@ -51,16 +51,19 @@ export function exactSearch(
   return { labels, distances };
 }
 
-/** Fraction of the true top-k ids found in the approximate top-k (per query, averaged). */
-export function recallAtK(truth: BigInt64Array, found: BigInt64Array, nq: number, k: number, kFound = k): number {
+/**
+ * Fraction of the true top-k ids found in the approximate top-k (per query, averaged).
+ * Ids are FAISS labels (BigInt64Array) or global row numbers (Int32Array); negative = none.
+ */
+export function recallAtK<T extends BigInt64Array | Int32Array>(truth: T, found: T, nq: number, k: number, kFound = k): number {
   let hits = 0;
   let total = 0;
   for (let q = 0; q < nq; q++) {
-    const got = new Set<bigint>();
+    const got = new Set<number | bigint>();
     for (let r = 0; r < kFound; r++) got.add(found[q * kFound + r]!);
     for (let r = 0; r < k; r++) {
       const t = truth[q * k + r]!;
-      if (t < 0n) continue;
+      if (t < 0) continue;
       total++;
       if (got.has(t)) hits++;
     }
