@@ -13,7 +13,7 @@ import { StorageError } from '../errors.js';
 import { FaissIndex } from '../native/index.js';
 import type { MetadataStore } from './metadata-store.js';
 import { Shard, type ShardOptions } from './shard.js';
-import { syncDir, writeAll } from './wal.js';
+import { readdirIfExists, syncDir, writeAll } from './wal.js';
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
 const META_MAGIC = 0x544d4644; // "DFMT"
@@ -49,14 +49,7 @@ export interface SnapshotInfo {
 const snapName = (gen: number): string => `snapshot-${String(gen).padStart(10, '0')}`;
 
 export async function listSnapshots(shardDir: string): Promise<SnapshotInfo[]> {
-  let names: string[];
-  try {
-    names = await readdir(shardDir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
-  return names
+  return (await readdirIfExists(shardDir))
     .map((n) => ({ n, m: /^snapshot-(\d{10})$/.exec(n) }))
     .filter((x) => x.m)
     .map((x) => ({ generation: Number(x.m![1]), dir: join(shardDir, x.n) }))

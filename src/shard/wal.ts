@@ -281,15 +281,18 @@ function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
   return [h, vec, off, b.blob, key, pad].filter((p) => p.byteLength > 0);
 }
 
-export async function listSegments(dir: string): Promise<Array<{ name: string; start: number }>> {
-  let names: string[];
+/** The entries of `dir`; none when it does not exist (yet). Other errors are thrown. */
+export async function readdirIfExists(dir: string): Promise<string[]> {
   try {
-    names = await readdir(dir);
+    return await readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  return names
+}
+
+export async function listSegments(dir: string): Promise<Array<{ name: string; start: number }>> {
+  return (await readdirIfExists(dir))
     .map((name) => ({ name, m: /^wal-(\d{16})\.log$/.exec(name) }))
     .filter((x) => x.m)
     .map((x) => ({ name: x.name, start: Number(x.m![1]) }))
