@@ -43,7 +43,7 @@ let trimTimer: NodeJS.Timeout | null = null;
 /**
  * Hands the free memory glibc keeps (what FAISS freed while its vectors grew, k-means
  * buffers) back to the OS once work pauses: malloc_trim on a worker thread, `delayMs`
- * after the last call. Called after every burst of adds and every training.
+ * after the last call. Called after every burst of adds (a training trims at once: trimMemory).
  */
 export function scheduleMemoryTrim(delayMs = 500): void {
   if (trimTimer) {

@@ -393,7 +393,6 @@ export class Shard {
   }
 
   private install(index: FaissIndex, centroids: Float32Array): void {
-    scheduleMemoryTrim(); // after a training: k-means buffers
     this.index = index;
     this.sharedCentroids = centroids;
     this.stateValue = IndexState.TRAINED;
@@ -494,7 +493,6 @@ export class Shard {
     const job = this.train(trainRows).then(
       () => {
         this.training = null;
-        scheduleMemoryTrim();
         this.stateValue = IndexState.TRAINED;
         this.drainPending();
         this.hooks.onTrained?.();
