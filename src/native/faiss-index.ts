@@ -41,6 +41,9 @@ export interface SearchWithVectorsResult extends SearchResult {
 /** Upper bound on k: FAISS allocates n*k results and heaps of k per query. */
 export const MAX_K = 1 << 20;
 
+/** FAISS's distance for an empty result slot (largest float32), negated for inner product. */
+const FLT_MAX = 3.4028234663852886e38;
+
 export class FaissIndex {
   readonly dim: number;
   readonly metric: Metric;
@@ -146,8 +149,20 @@ export class FaissIndex {
     checkK(k);
     const distances = new Float32Array(n * k);
     const labels = new BigInt64Array(n * k);
-    await this.lock.read(() => wrap(this.raw.search(data, n, k, distances, labels)));
+    await this.lock.read(() => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.search(data, n, k, distances, labels))));
     return { n, k, distances, labels };
+  }
+
+  /**
+   * An empty index answers every slot empty (id -1, FAISS's worst distance) without calling
+   * FAISS: an empty HNSW would start from an entry point it does not have. Called under the
+   * lock, so an add that is running or queued is waited for, not raced.
+   */
+  private answeredEmpty(distances: Float32Array, labels: BigInt64Array): boolean {
+    if (this.raw.ntotal() !== 0) return false;
+    distances.fill(this.metric === 'l2' ? FLT_MAX : -FLT_MAX);
+    labels.fill(-1n);
+    return true;
   }
 
   /**
@@ -161,6 +176,7 @@ export class FaissIndex {
     if (!this.lock.readableNow) return null;
     const distances = new Float32Array(n * k);
     const labels = new BigInt64Array(n * k);
+    if (this.answeredEmpty(distances, labels)) return { n, k, distances, labels };
     let done: boolean;
     try {
       done = this.raw.searchSync(data, n, k, distances, labels);
@@ -177,7 +193,9 @@ export class FaissIndex {
     const distances = new Float32Array(n * k);
     const labels = new BigInt64Array(n * k);
     const vectors = new Float32Array(n * k * this.dim);
-    await this.lock.read(() => wrap(this.raw.searchAndReconstruct(data, n, k, distances, labels, vectors)));
+    await this.lock.read(() =>
+      this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchAndReconstruct(data, n, k, distances, labels, vectors)),
+    );
     return { n, k, distances, labels, vectors };
   }
 

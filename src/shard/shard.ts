@@ -419,7 +419,8 @@ export class Shard {
   async search(queries: Float32Array, k: number, withVectors: boolean): Promise<ShardSearchResult> {
     const n = queries.length / this.cfg.dim;
     const index = this.index;
-    if (!index || index.ntotal === 0) return this.noHits(n, k, withVectors);
+    // An empty index answers in the binding, under its lock: an add in flight is waited for.
+    if (!index) return this.noHits(n, k, withVectors);
     const dead = this.tombstonedBelow(index.ntotal);
     if (dead === 0) {
       if (withVectors) return index.searchAndReconstruct(queries, k);

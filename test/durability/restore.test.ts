@@ -142,6 +142,18 @@ test('zero-copy adds: a batch\'s memory is released once, after FAISS and every 
   await r.close();
 });
 
+test('a search right after training waits for the add in flight instead of answering empty', async () => {
+  const shard = new Shard(defaultIndexCfg({ indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 0 }));
+  const rows = 200_000; // long enough that the background add is still running
+  const { blob, offsets } = encodeMetadata(undefined, rows);
+  await shard.add(data.base(rows), blob, offsets);
+  await shard.syncTrain(); // resolves when the index exists; the buffer goes in in the background
+  const r = await shard.search(data.base(1, 123), 1, false);
+  assert.equal(Number(r.labels[0]), 123);
+  assert.equal(r.distances[0], 0);
+  await shard.close();
+});
+
 test('a pinned buffer (a snapshot reading it) is released only when unpinned', async () => {
   const shard = new Shard(defaultIndexCfg({ indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 0 }));
   const released: number[] = [];
