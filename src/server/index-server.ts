@@ -3,9 +3,9 @@
  * It knows nothing of other servers; clients do all coordination. Requests arrive over
  * the RPC layer and are dispatched only through the method table in methods.ts.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
@@ -13,7 +13,8 @@ import { appendFileLocked } from '../launch/nfs-lock.js';
 import { releasableBuffers, setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard } from '../shard/durable-shard.js';
-import type { Shard } from '../shard/shard.js';
+import { checkBatch, type Shard } from '../shard/shard.js';
+import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from './logger.js';
 import { buildMethods } from './methods.js';
 import { checkIndexId, shardDir } from './paths.js';
@@ -60,7 +61,7 @@ export class IndexServer {
   readonly log: Logger;
   private readonly shards = new Map<string, DurableShard>();
   private readonly rpc: RpcServer;
-  private readonly creating = new Map<string, Promise<DurableShard>>();
+  private readonly locks = new IndexLocks();
   private threads: number;
   readonly trainThreads: number;
   private readonly dieAfterLoggedAdd: boolean;
@@ -140,85 +141,113 @@ export class IndexServer {
     return [...this.shards.keys()];
   }
 
+  /**
+   * Runs `fn` on the index's current shard while no create, load or drop of that index
+   * runs (see IndexLocks): the shard cannot be closed or replaced under it.
+   */
+  withShard<T>(indexId: string, fn: (durable: DurableShard) => Promise<T>): Promise<T> {
+    checkIndexId(indexId);
+    return this.locks.shared(indexId, () => fn(this.getDurable(indexId)));
+  }
+
   /** sharedTraining: whether clients train this index once for all shards (trainMode 'shared' on a type that needs training). */
-  async createIndex(indexId: string, cfg: IndexCfg): Promise<{ created: boolean; sharedTraining: boolean }> {
+  createIndex(indexId: string, cfg: IndexCfg): Promise<{ created: boolean; sharedTraining: boolean }> {
     checkIndexId(indexId);
     const dir = shardDir(this.storageDir, cfg.indexStorageDir, indexId, this.rank);
-    const existing = this.shards.get(indexId) ?? (await this.creating.get(indexId));
-    if (existing) {
-      if (isDeepStrictEqual(existing.cfg, cfg)) return { created: false, sharedTraining: existing.shard.sharedTraining };
-      throw new ValidationError('cfg', `the configuration index '${indexId}' already has (drop it first to change it)`, 'a different configuration');
-    }
-    // A config that can never build or train is refused now, not as a background error later.
-    await checkIndexCfgBuildable(cfg);
-    const again = this.shards.get(indexId) ?? (await this.creating.get(indexId));
-    if (again) return this.createIndex(indexId, cfg);
-    // Several clients may create the same index at once: one creation, the others wait for it.
-    const creation = DurableShard.create(dir, cfg, this.shardOptions(indexId));
-    this.creating.set(indexId, creation);
-    try {
-      this.shards.set(indexId, await creation);
-    } finally {
-      this.creating.delete(indexId);
-    }
-    this.log.info({ indexId }, 'index created');
-    return { created: true, sharedTraining: this.shards.get(indexId)!.shard.sharedTraining };
+    // Several clients may create the same index at once: one creates it, the others find it.
+    return this.locks.exclusive(indexId, async () => {
+      const existing = this.shards.get(indexId);
+      if (existing) {
+        if (isDeepStrictEqual(existing.cfg, cfg)) return { created: false, sharedTraining: existing.shard.sharedTraining };
+        throw new ValidationError('cfg', `the configuration index '${indexId}' already has (drop it first to change it)`, 'a different configuration');
+      }
+      // A config that can never build or train is refused now, not as a background error later.
+      await checkIndexCfgBuildable(cfg);
+      const shard = await DurableShard.create(dir, cfg, this.shardOptions(indexId));
+      this.shards.set(indexId, shard);
+      this.log.info({ indexId }, 'index created');
+      return { created: true, sharedTraining: shard.shard.sharedTraining };
+    });
   }
 
-  /** Logs the batch durably, then buffers/indexes it; resolves with its first internal id. */
+  /**
+   * Logs the batch durably, then buffers/indexes it; resolves with its first internal id.
+   * A batch that arrives while the index is being reloaded goes to the reloaded shard; one
+   * that is refused (unknown or dropped index, wrong shape) leaves nothing behind.
+   */
   async addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void }): Promise<number> {
-    let durable: DurableShard;
+    let handed = false;
     try {
-      durable = this.getDurable(indexId);
-    } catch (err) {
-      opts.release?.();
-      throw err;
+      return await this.withShard(indexId, async (durable) => {
+        // Checked again here: a reload may have changed the configuration since the request arrived.
+        checkBatch(durable.cfg, vectors, offsets.length - 1);
+        handed = true;
+        const first = await durable.add(vectors, blob, offsets, opts);
+        if (this.dieAfterLoggedAdd && first >= 0) {
+          this.log.warn({ indexId, firstId: first }, 'DFAISS_TEST_DIE_AFTER_WAL: batch logged, dying before the reply');
+          process.kill(process.pid, 'SIGKILL');
+        }
+        return first;
+      });
+    } finally {
+      if (!handed) opts.release?.();
     }
-    const first = await durable.add(vectors, blob, offsets, opts);
-    if (this.dieAfterLoggedAdd && first >= 0) {
-      this.log.warn({ indexId, firstId: first }, 'DFAISS_TEST_DIE_AFTER_WAL: batch logged, dying before the reply');
-      process.kill(process.pid, 'SIGKILL');
-    }
-    return first;
   }
 
-  async saveIndex(indexId: string): Promise<void> {
-    const durable = this.getDurable(indexId);
-    await durable.snapshot();
-    this.log.info({ indexId, ntotal: durable.shard.info.ntotal }, 'index saved');
+  saveIndex(indexId: string): Promise<void> {
+    return this.withShard(indexId, async (durable) => {
+      await durable.snapshot();
+      this.log.info({ indexId, ntotal: durable.shard.info.ntotal }, 'index saved');
+    });
   }
 
   /** Loads an index from its folder; without forceReload an index already in memory is kept. */
-  async loadIndex(indexId: string, cfg: IndexCfg | null, forceReload: boolean): Promise<{ loaded: boolean }> {
+  loadIndex(indexId: string, cfg: IndexCfg | null, forceReload: boolean): Promise<{ loaded: boolean }> {
     checkIndexId(indexId);
-    const current = this.shards.get(indexId);
-    if (current && !forceReload) return { loaded: false };
-    const dir = this.dirOf(indexId, cfg ?? current?.cfg ?? null);
-    if (current) {
-      // forceReload: everything acknowledged is in the log, so closing without a snapshot loses nothing.
-      this.shards.delete(indexId);
-      await current.close();
-    }
-    if (!(await DurableShard.existsIn(dir))) {
-      if (cfg) {
-        // Nothing saved yet for this rank: start empty with the given configuration.
-        this.shards.set(indexId, await DurableShard.create(dir, cfg, this.shardOptions(indexId)));
-        return { loaded: false };
+    return this.locks.exclusive(indexId, async () => {
+      const current = this.shards.get(indexId);
+      if (current && !forceReload) return { loaded: false };
+      const dir = this.dirOf(indexId, cfg ?? current?.cfg ?? null);
+      const saved = await DurableShard.existsIn(dir);
+      if (!saved && !cfg) throw new UnknownIndexError(indexId);
+      // forceReload: everything acknowledged is in the log, so closing without a snapshot
+      // loses nothing (no add is half-way: adds hold the index's lock shared). Searches keep
+      // reading the old shard until the new one is in place.
+      await current?.close();
+      let opened: Awaited<ReturnType<typeof DurableShard.open>>;
+      try {
+        if (!saved) {
+          // Nothing saved yet for this rank: start empty with the given configuration.
+          this.shards.set(indexId, await DurableShard.create(dir, cfg!, this.shardOptions(indexId)));
+          return { loaded: false };
+        }
+        opened = await DurableShard.open(dir, cfg, this.shardOptions(indexId));
+      } catch (err) {
+        this.shards.delete(indexId);
+        throw err;
       }
-      throw new UnknownIndexError(indexId);
-    }
-    const { shard, report } = await DurableShard.open(dir, cfg, this.shardOptions(indexId));
-    this.shards.set(indexId, shard);
-    if (report.skipped.length > 0) this.log.warn({ indexId, skipped: report.skipped }, 'restore skipped damaged files');
-    this.log.info({ indexId, generation: report.generation, walRecords: report.walRecords, ...shard.shard.info }, 'index loaded');
-    return { loaded: true };
+      const { shard, report } = opened;
+      this.shards.set(indexId, shard);
+      if (report.skipped.length > 0) this.log.warn({ indexId, skipped: report.skipped }, 'restore skipped damaged files');
+      this.log.info({ indexId, generation: report.generation, walRecords: report.walRecords, ...shard.shard.info }, 'index loaded');
+      return { loaded: true };
+    });
   }
 
-  async dropIndex(indexId: string): Promise<void> {
-    const durable = this.getDurable(indexId);
-    this.shards.delete(indexId);
-    await durable.destroy();
-    this.log.info({ indexId }, 'index dropped');
+  /**
+   * Drops the index from memory and deletes its folders on this server: the shard folder,
+   * any `.replaced-*` folders of earlier lives of it, and the index folder once no other
+   * rank's shard is left in it.
+   */
+  dropIndex(indexId: string): Promise<void> {
+    checkIndexId(indexId);
+    return this.locks.exclusive(indexId, async () => {
+      const durable = this.getDurable(indexId);
+      this.shards.delete(indexId);
+      await durable.destroy();
+      await removeReplaced(durable.dir);
+      this.log.info({ indexId }, 'index dropped');
+    });
   }
 
   setThreads(n: number): void {
@@ -262,4 +291,20 @@ export class IndexServer {
       }
     }
   }
+}
+
+/** Deletes `{dir}.replaced-*` beside a dropped shard folder, then the index folder if it is empty now. */
+async function removeReplaced(dir: string): Promise<void> {
+  const parent = dirname(dir);
+  const prefix = `${basename(dir)}.replaced-`;
+  let names: string[] = [];
+  try {
+    names = await readdir(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) if (name.startsWith(prefix)) await rm(join(parent, name), { recursive: true, force: true });
+  // Other ranks may share the index folder (one storage root for a local cluster): it goes
+  // only once it is empty, and a rank creating its shard meanwhile retries (DurableShard.create).
+  await rmdir(parent).catch(() => {});
 }

@@ -27,7 +27,6 @@ export function buildMethods(server: IndexServer): MethodTable {
     addIndexData: defineMethod({
       schema: z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional() }).strict(),
       handler: async ({ indexId, n, trainAsync, key }, ctx) => {
-        const shard = server.getShard(indexId);
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
           throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
@@ -35,18 +34,22 @@ export function buildMethods(server: IndexServer): MethodTable {
         if (!(blob instanceof Uint8Array) || !(offBytes instanceof Uint8Array) || ctx.attachments.length !== 3) {
           throw new ValidationError('metadata', 'two u8 attachments after the vectors: packed values and n+1 u32 offsets');
         }
-        checkBatch(shard.cfg, raw, n);
         const offsets = offsetsView(offBytes);
         validateMetadata(blob, offsets, n);
+        // The shape is checked against the index now (before any conversion) and again in
+        // addBatch, under the index's lock (a reload may change the configuration).
+        const { cfg } = server.getShard(indexId);
+        checkBatch(cfg, raw, n);
         // fp16 is widened natively into a new array; f32 vectors stay in this request's
         // receive buffer, kept past the reply until FAISS has them (no copy).
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
-        toMatrix(vectors, shard.cfg.dim, 'vectors'); // NaN / Infinity check
+        toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key, release });
+        const { state, info } = server.getShard(indexId);
         // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
-        return { result: first < 0 ? { firstId: -1, revoked: true, state: shard.state } : { firstId: first, state: shard.state, buffered: shard.info.buffered } };
+        return { result: first < 0 ? { firstId: -1, revoked: true, state } : { firstId: first, state, buffered: info.buffered } };
       },
     }),
 
@@ -56,27 +59,27 @@ export function buildMethods(server: IndexServer): MethodTable {
      */
     revokeBatch: defineMethod({
       schema: z.object({ indexId, key: z.string().min(1).max(128) }).strict(),
-      handler: async ({ indexId, key }) => ({ result: await server.getDurable(indexId).revoke(key) }),
+      handler: async ({ indexId, key }) => ({ result: await server.withShard(indexId, (d) => d.revoke(key)) }),
     }),
 
     syncTrain: defineMethod({
       schema: byIndex,
       handler: async ({ indexId }) => {
-        await server.getShard(indexId).syncTrain();
+        await server.withShard(indexId, (d) => d.shard.syncTrain());
       },
     }),
 
     asyncTrain: defineMethod({
       schema: byIndex,
-      handler: ({ indexId }) => {
-        server.getShard(indexId).asyncTrain();
+      handler: async ({ indexId }) => {
+        await server.withShard(indexId, async (d) => d.shard.asyncTrain());
       },
     }),
 
     addBufferToIndex: defineMethod({
       schema: byIndex,
       handler: async ({ indexId }) => {
-        await server.getShard(indexId).addBufferToIndex();
+        await server.withShard(indexId, (d) => d.shard.addBufferToIndex());
       },
     }),
 
@@ -96,23 +99,23 @@ export function buildMethods(server: IndexServer): MethodTable {
      */
     trainShared: defineMethod({
       schema: byIndex,
-      handler: async ({ indexId }, ctx) => {
-        const durable = server.getDurable(indexId);
-        const [sample] = ctx.attachments;
-        if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
-          throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
-        }
-        // The sample is used in place, and its receive buffer is freed as soon as the
-        // training is done, before this shard starts adding its own buffer.
-        const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
-        const release = ctx.retainAttachments();
-        try {
-          const centroids = await durable.trainShared(rows, { threads: server.trainThreads, sampleDone: release });
-          return { result: { nlist: centroids.length / durable.cfg.dim, dim: durable.cfg.dim }, attachments: [centroids] };
-        } finally {
-          release();
-        }
-      },
+      handler: ({ indexId }, ctx) =>
+        server.withShard(indexId, async (durable) => {
+          const [sample] = ctx.attachments;
+          if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
+            throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
+          }
+          // The sample is used in place, and its receive buffer is freed as soon as the
+          // training is done, before this shard starts adding its own buffer.
+          const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
+          const release = ctx.retainAttachments();
+          try {
+            const centroids = await durable.trainShared(rows, { threads: server.trainThreads, sampleDone: release });
+            return { result: { nlist: centroids.length / durable.cfg.dim, dim: durable.cfg.dim }, attachments: [centroids] };
+          } finally {
+            release();
+          }
+        }),
     }),
 
     /** Shared training, step 3, on every other server — attachments in: the centroids (f32, nlist x dim). */
@@ -123,7 +126,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         if (!(centroids instanceof Float32Array) || ctx.attachments.length !== 1) {
           throw new ValidationError('centroids', 'one f32 attachment: nlist x dim centroids from trainShared', centroids);
         }
-        return { result: { installed: await server.getDurable(indexId).installTrained(centroids.slice()) } };
+        return { result: { installed: await server.withShard(indexId, (d) => d.installTrained(centroids.slice())) } };
       },
     }),
 
@@ -173,7 +176,7 @@ export function buildMethods(server: IndexServer): MethodTable {
     setSearchParameter: defineMethod({
       schema: z.object({ indexId, name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), value: z.number().finite() }).strict(),
       handler: async ({ indexId, name, value }) => {
-        await server.getShard(indexId).setParameter(name, value);
+        await server.withShard(indexId, (d) => d.shard.setParameter(name, value));
       },
     }),
 

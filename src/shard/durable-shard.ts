@@ -81,6 +81,8 @@ export class DurableShard {
   private readonly revoking = new Map<string, Promise<RevokeResult>>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Adds accepted (past the closed check) and not yet settled: close() lets them finish. */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   private constructor(dir: string, shard: Shard, wal: WriteAheadLog, seq: number, generation: number, opts: DurableShardOptions) {
     this.dir = dir;
@@ -105,8 +107,7 @@ export class DurableShard {
   static async create(dir: string, cfg: IndexCfg, opts: DurableShardOptions = {}): Promise<DurableShard> {
     try {
       if (await exists(dir)) await rename(dir, `${dir}.replaced-${Date.now()}`);
-      await mkdir(dir, { recursive: true });
-      await writeCfg(dir, cfg);
+      await makeShardDir(dir, cfg);
       const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? cfg.durability, 0);
       const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(cfg) });
       const ds = new DurableShard(dir, new Shard(cfg, link.options), wal, 0, 0, opts);
@@ -238,6 +239,18 @@ export class DurableShard {
       release();
       return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
     }
+    return this.track(this.addOnce(vectors, blob, offsets, opts, release));
+  }
+
+  /** Keeps `p` in inFlight until it settles. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inFlight.add(p);
+    const done = (): void => void this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private addOnce(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string }, release: () => void): Promise<number> {
     const key = opts.key ?? '';
     if (key) {
       // Revoked: the client has stored this batch elsewhere. -1 says "not stored".
@@ -246,7 +259,10 @@ export class DurableShard {
         return Promise.resolve(-1);
       }
       const revoking = this.revoking.get(key);
-      if (revoking) return revoking.then(() => this.add(vectors, blob, offsets, opts), () => this.add(vectors, blob, offsets, opts));
+      if (revoking) {
+        const again = (): Promise<number> => this.addOnce(vectors, blob, offsets, opts, release);
+        return revoking.then(again, again);
+      }
       const known = this.keys.get(key);
       const inFlight = known === undefined ? this.keysInFlight.get(key) : undefined;
       if (known !== undefined || inFlight) {
@@ -287,7 +303,7 @@ export class DurableShard {
     if (running) return running;
     const p = this.revokeLogged(key).finally(() => this.revoking.delete(key));
     this.revoking.set(key, p);
-    return p;
+    return this.track(p);
   }
 
   private async revokeLogged(key: string): Promise<RevokeResult> {
@@ -341,6 +357,8 @@ export class DurableShard {
   private centroidsWrite: Promise<void> | null = null;
 
   private persistCentroids(centroids: Float32Array): Promise<void> {
+    // A training that ends after a drop must not write into a folder created for a new index.
+    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded while it trained; train it again'));
     // Written once; concurrent callers share the write.
     this.centroidsWrite ??= writeSharedCentroids(this.dir, centroids, this.cfg.dim).catch((err: Error) => {
       this.centroidsWrite = null;
@@ -377,6 +395,8 @@ export class DurableShard {
     this.timer = null;
     if (this.closed) return;
     this.closed = true;
+    // An add that reached the log is applied and acknowledged, never left half-way.
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     try {
       if (opts.snapshot && this.changed) await this.snapshot();
       else await (this.queuedSnapshot ?? this.saving)?.catch(() => {}); // an autosave's failure was reported already
@@ -436,6 +456,23 @@ export class DurableShard {
       return (JSON.parse(await readFile(join(snapDir, 'manifest.json'), 'utf8')) as { walSeq: number }).walSeq;
     } catch {
       return 0; // unreadable: keep the whole log
+    }
+  }
+}
+
+/**
+ * Creates the shard folder with its cfg.json. Another rank dropping the same index removes
+ * the (shared) index folder once it looks empty, which can happen between our mkdir and
+ * our first file: then the folder is made again (bounded).
+ */
+async function makeShardDir(dir: string, cfg: IndexCfg): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await mkdir(dir, { recursive: true });
+      await writeCfg(dir, cfg);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5) throw err;
     }
   }
 }
