@@ -10,10 +10,12 @@ import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError,
 import { MAX_K, toMatrix, type Metric, type VectorsInput } from '../native/index.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
-import { aggregateStates, type IndexState } from '../shard/state.js';
+import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from './discovery.js';
 import { mergeOutput, mergeQueryInto, type ShardHits } from './merge.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
+import { Revocations, type PendingRevocation } from './revocations.js';
+import { clusterState, runSharedTraining, trainingDue, type ShardInfoReply } from './training.js';
 import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
 
 export interface IndexClientOptions extends ClientSecurityOptions {
@@ -40,6 +42,13 @@ export interface IndexClientOptions extends ClientSecurityOptions {
   maxAddsInFlight?: number;
   /** Name shown in server logs. */
   clientName?: string;
+  /**
+   * How long close() waits for shared trainings this client runs (its adds reached
+   * trainNum, or syncTrain/asyncTrain/getState started one) to be installed on every
+   * shard. A training still running then goes on on its server, and the next client that
+   * touches the index (add, search, getState, status, syncTrain) finishes it. @default 120_000
+   */
+  closeTimeoutMs?: number;
 }
 
 export interface SearchOptions {
@@ -74,13 +83,6 @@ export interface AddOptions {
   trainAsync?: boolean;
 }
 
-/** A batch this client moved away from `server` after it failed while holding it. */
-export interface PendingRevocation {
-  server: string;
-  indexId: string;
-  /** The batch's idempotency key on that server. */
-  key: string;
-}
 
 /** How long close() tries to deliver pending revocations. */
 const CLOSE_FLUSH_MS = 5000;
@@ -101,15 +103,6 @@ interface IndexMeta {
   training: Promise<void> | null;
 }
 
-interface ServerInfo {
-  state: IndexState;
-  dim: number;
-  metric: Metric;
-  buffered: number;
-  sharedTraining: boolean;
-  trainNum: number;
-  trainRatio: number;
-}
 
 export class IndexClient {
   private readonly servers: ServerConn[];
@@ -117,10 +110,10 @@ export class IndexClient {
   private readonly maxAddsInFlight: number;
   private readonly trainTimeoutMs: number;
   private readonly reconnectIntervalMs: number;
-  /** Per server (same order as `servers`): batch keys to revoke there once it is reachable. */
-  private readonly revocations: Array<Array<{ indexId: string; key: string }>>;
-  private readonly flushing: Array<Promise<void> | null>;
-  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly closeTimeoutMs: number;
+  /** Per index: when this client last asked the shards whether a shared training is left to finish (see search). */
+  private readonly trainingChecked = new Map<string, number>();
+  private readonly revocations: Revocations;
   private addsInFlight = 0;
   private readonly addWaiters: Array<() => void> = [];
   private closed = false;
@@ -130,8 +123,8 @@ export class IndexClient {
     this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
     this.trainTimeoutMs = opts.trainTimeoutMs ?? 3_600_000;
     this.reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
-    this.revocations = servers.map(() => []);
-    this.flushing = servers.map(() => null);
+    this.closeTimeoutMs = opts.closeTimeoutMs ?? 120_000;
+    this.revocations = new Revocations(servers, this.reconnectIntervalMs);
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
@@ -166,11 +159,12 @@ export class IndexClient {
   /**
    * Batches moved to another server after their first server failed while holding them,
    * whose revocation that first server has not confirmed yet (it is retried every
-   * reconnectIntervalMs and before this client reads from that server). Until confirmed,
-   * such a batch may exist there too; if this client ends first, it may stay twice.
+   * reconnectIntervalMs and before this client reads from that server). The server the
+   * batch moved to holds the same revocation durably, so if this client ends first, any
+   * other client delivers it before it reads from the failed server.
    */
   get pendingRevocations(): PendingRevocation[] {
-    return this.revocations.flatMap((list, i) => list.map((r) => ({ server: this.servers[i]!.name, ...r })));
+    return this.revocations.list();
   }
 
   /** Creates the index on every server (a no-op where it exists with the same cfg). */
@@ -219,7 +213,10 @@ export class IndexClient {
   /** Stores one batch on one server; returns the shared training this add started or joined, if any. */
   private async placeBatch(indexId: string, meta: IndexMeta, n: number, trainAsync: boolean, attachments: Parameters<ServerConn['call']>[3]): Promise<{ training: Promise<void> | null }> {
     const failures: string[] = [];
-    let revoking = false;
+    // Attempts on servers that failed while holding the batch: revoked there, and held
+    // durably by the server that finally stores it (movedFrom), so no client has to outlive them.
+    const moved: ReturnType<Revocations['queue']>[] = [];
+    const movedFrom: Array<[number, string]> = [];
     // Placement advances by one per batch; the fallbacks of this batch walk on from its
     // own start (concurrent adds share meta.next, so it cannot drive the retries).
     const start = meta.next;
@@ -233,23 +230,25 @@ export class IndexClient {
       const key = randomUUID();
       let reply: AddReply;
       try {
-        reply = (await server.call<AddReply>('bulk', 'addIndexData', { indexId, n, trainAsync, key }, attachments)).result;
+        const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
+        reply = (await server.call<AddReply>('bulk', 'addIndexData', args, attachments)).result;
         if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
       } catch (err) {
         if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
         failures.push(`${server.name}: ${err.message}`);
         if (!(err instanceof ServerUnavailableError)) {
-          this.queueRevocation(i, indexId, key);
-          revoking = true;
+          moved.push(this.revocations.queue(i, indexId, key));
+          if (server.rank !== undefined) movedFrom.push([server.rank, key]);
         }
         continue;
       }
+      this.revocations.stored(moved, i);
       return { training: this.afterAdd(indexId, meta, i, reply) };
     }
     throw new ServerUnavailableError(
       this.servers.map((s) => s.name).join(', '),
       `batch not stored: every server failed (${failures.join('; ')}). Resend it once a server is back` +
-        (revoking ? '; servers that failed while holding it will be told to drop any copy they kept (pendingRevocations)' : ''),
+        (moved.length > 0 ? '; servers that failed while holding it will be told to drop any copy they kept (pendingRevocations)' : ''),
     );
   }
 
@@ -278,8 +277,14 @@ export class IndexClient {
    */
   async syncTrain(indexId: string): Promise<void> {
     const meta = await this.indexMeta(indexId);
-    if (meta.sharedTraining) await this.sharedTrain(indexId, meta);
-    else await this.all('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
+    if (meta.sharedTraining) {
+      await this.sharedTrain(indexId, meta);
+      return;
+    }
+    // Per shard: a shard holding no vectors has nothing to train (it trains once data reaches
+    // it); only a cluster without any vector is an error.
+    const done = await this.all<{ trained: boolean }>('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
+    if (!done.some((d) => d.trained)) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
   }
 
   /**
@@ -305,64 +310,49 @@ export class IndexClient {
     return meta.training;
   }
 
-  /**
-   * Shared training: (1) a sample drawn across shards in proportion to their buffers,
-   * (2) one training on one server, which returns its centroids, (3) installed on every
-   * other untrained shard. The trainer is the first server already trained (so a
-   * late shard gets the same centroids) or else the first listed one, so concurrent
-   * clients pick the same server, which runs a single training for all of them.
-   */
   private async runSharedTraining(indexId: string, meta: IndexMeta): Promise<void> {
-    const timeoutMs = this.trainTimeoutMs;
-    // Servers that are down are left out: they get the trained index when they are back.
-    const settled = await Promise.allSettled(
-      this.servers.map((s) => s.call<ServerInfo>('query', 'getInfo', { indexId }).then((r) => r.result)),
+    await runSharedTraining(this.servers, indexId, meta.dim, this.trainTimeoutMs);
+    meta.clusterTrained = true;
+  }
+
+  /**
+   * Finishes what a shared training left to do, judged from every shard's info (another
+   * client may have started it and died): returns the training this client now runs or
+   * joins, or null when nothing is due.
+   */
+  private finishTraining(indexId: string, meta: IndexMeta, infos: ReadonlyArray<ShardInfoReply | null>): Promise<void> | null {
+    if (meta.training) return meta.training;
+    if (!meta.sharedTraining || !trainingDue(infos)) return null;
+    const t = this.sharedTrain(indexId, meta);
+    t.catch(() => {}); // background: a failure shows as NOT_TRAINED, and the next touch tries again
+    return t;
+  }
+
+  /**
+   * A search saw an untrained shard of a shared-training index: asks every shard, in the
+   * background and at most once per reconnectIntervalMs per index, whether a training is
+   * left to finish.
+   */
+  private checkTraining(indexId: string, meta: IndexMeta): void {
+    if (!meta.sharedTraining || meta.training || this.closed) return;
+    const now = Date.now();
+    if (now - (this.trainingChecked.get(indexId) ?? 0) < this.reconnectIntervalMs) return;
+    this.trainingChecked.set(indexId, now);
+    this.infos(indexId).then(
+      (infos) => void this.finishTraining(indexId, meta, infos),
+      () => {},
     );
-    const down: string[] = [];
-    const infos = settled.map((r, i) => {
-      if (r.status === 'fulfilled') return r.value;
-      if (!(r.reason instanceof ConnectionError)) throw r.reason;
-      down.push(this.servers[i]!.name);
-      return null;
+  }
+
+  /** Every server's info for the index; null for servers that are down. */
+  private async infos(indexId: string): Promise<Array<ShardInfoReply | null>> {
+    this.checkOpen();
+    const settled = await Promise.allSettled(this.servers.map((s) => s.call<ShardInfoReply>('query', 'getInfo', { indexId })));
+    return settled.map((r) => {
+      if (r.status === 'fulfilled') return r.value.result;
+      if (r.reason instanceof ConnectionError) return null;
+      throw r.reason;
     });
-    const live = infos.flatMap((info, i) => (info ? [i] : []));
-    if (live.length === 0) throw new ServerUnavailableError(down.join(', '), `no server answered to train index '${indexId}': ${down.join(', ')} down`);
-    const untrained = live.filter((i) => infos[i]!.state === 'NOT_TRAINED');
-    let trainer = live.find((i) => infos[i]!.state !== 'NOT_TRAINED') ?? -1;
-    let sample = new Float32Array(0);
-    if (untrained.length > 0 && trainer < 0) {
-      trainer = live[0]!;
-      const total = live.reduce((a, i) => a + infos[i]!.buffered, 0);
-      if (total === 0) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
-      const { trainNum, trainRatio } = infos[trainer]!;
-      const wanted = trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
-      const parts = await Promise.all(
-        this.servers.map(async (s, i) => {
-          const count = infos[i] ? Math.ceil((wanted * infos[i].buffered) / total) : 0;
-          if (count === 0) return new Float32Array(0);
-          const r = await s.call('bulk', 'sampleVectors', { indexId, count }, [], { timeoutMs });
-          return r.attachments[0] as Float32Array;
-        }),
-      );
-      sample = new Float32Array(Math.min(wanted, parts.reduce((a, p) => a + p.length / meta.dim, 0)) * meta.dim);
-      let off = 0;
-      for (const p of parts) {
-        const take = p.subarray(0, Math.min(p.length, sample.length - off));
-        sample.set(take, off);
-        off += take.length;
-      }
-    }
-    if (untrained.length > 0) {
-      const trained = await this.servers[trainer]!.call('bulk', 'trainShared', { indexId }, [sample], { timeoutMs });
-      const centroids = trained.attachments[0] as Float32Array;
-      await Promise.all(
-        untrained.filter((i) => i !== trainer).map((i) => this.servers[i]!.call('bulk', 'installTrained', { indexId }, [centroids], { timeoutMs })),
-      );
-      meta.clusterTrained = true;
-    }
-    if (down.length > 0) {
-      throw new ServerUnavailableError(down.join(', '), `index '${indexId}' is trained on the live servers; ${down.join(', ')} did not answer and get the trained index when they are back`);
-    }
   }
 
   /** Adds every server's buffered vectors to its (trained) index. */
@@ -372,8 +362,14 @@ export class IndexClient {
 
   /** Cluster state with the original's aggregation rules. */
   async getState(indexId: string): Promise<IndexState> {
-    const states = await this.all<IndexState>('query', 'getState', { indexId });
-    return aggregateStates(states);
+    const infos = await this.infos(indexId);
+    const down = infos.flatMap((info, i) => (info ? [] : [this.servers[i]!.name]));
+    if (down.length > 0) throw new ServerUnavailableError(down.join(', '), `cannot tell the state of '${indexId}': ${down.join(', ')} did not answer`);
+    const live = infos as ShardInfoReply[];
+    const meta = this.knownMeta(indexId, live[0]!);
+    // A training under way (here, or left by a client that is gone) is TRAINING, never NOT_TRAINED.
+    if (this.finishTraining(indexId, meta, live)) return IndexState.TRAINING;
+    return clusterState(live, aggregateStates);
   }
 
   /** Searchable vectors across all servers; 0 for an unknown index. */
@@ -429,14 +425,22 @@ export class IndexClient {
     await this.all('bulk', 'dropIndex', { indexId });
     this.indexes.delete(indexId);
     // The data is gone on every server: nothing left to revoke.
-    for (const list of this.revocations) for (let j = list.length - 1; j >= 0; j--) if (list[j]!.indexId === indexId) list.splice(j, 1);
+    this.revocations.forget(indexId);
   }
 
   /** Per-server status: indexes, states, counts, memory. */
   async status(): Promise<Array<{ address: ServerAddress } & Record<string, unknown>>> {
-    return Promise.all(
+    const all = await Promise.all(
       this.servers.map(async (s) => ({ address: s.address, ...((await s.call<Record<string, unknown>>('query', 'status', {})).result) })),
     );
+    // Finish any shared training left unfinished, as every touch of an index does.
+    const perIndex = all.map((s) => ((s as { indexes?: unknown }).indexes ?? {}) as Record<string, ShardInfoReply>);
+    for (const indexId of new Set(perIndex.flatMap((p) => Object.keys(p)))) {
+      const infos = perIndex.map((p) => p[indexId] ?? null);
+      const first = infos.find((i): i is ShardInfoReply => i !== null)!;
+      if (first.sharedTraining) this.finishTraining(indexId, this.knownMeta(indexId, first), infos);
+    }
+    return all;
   }
 
   /**
@@ -448,6 +452,7 @@ export class IndexClient {
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false);
+    if (replies.untrained) this.checkTraining(indexId, meta);
     const out = this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
     if (opts.allowPartial) out.missing = replies.missing;
     return out;
@@ -467,6 +472,7 @@ export class IndexClient {
     let fetchK = Math.min(MAX_K, k * 3);
     for (;;) {
       const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false);
+      if (replies.untrained) this.checkTraining(indexId, meta);
       const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
       const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
       let short = false;
@@ -501,84 +507,36 @@ export class IndexClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    if (this.pendingRevocations.length > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.allSettled(this.servers.map((_, i) => this.flushRevocations(i))),
-        new Promise((r) => (timer = setTimeout(r, CLOSE_FLUSH_MS))),
-      ]);
-      clearTimeout(timer);
-      const left = this.pendingRevocations;
-      if (left.length > 0) {
-        process.emitWarning(
-          `dfaiss: ${left.length} batch revocation(s) could not be delivered to ${[...new Set(left.map((r) => r.server))].join(', ')}: ` +
-            'those batches were moved to another server (or their add failed) when that server failed while holding them; ' +
-            'if it had stored them, its copy stays and the batch may exist twice',
-          { code: 'DFAISS_UNREVOKED', detail: JSON.stringify(left) },
-        );
-      }
+    await this.awaitTrainings();
+    const left = await this.revocations.close(CLOSE_FLUSH_MS);
+    if (left.length > 0) {
+      process.emitWarning(
+        `dfaiss: ${left.length} batch revocation(s) could not be delivered to ${[...new Set(left.map((r) => r.server))].join(', ')} yet: ` +
+          'the servers those batches moved to hold them too, and the next client that reads the index delivers them',
+        { code: 'DFAISS_UNREVOKED', detail: JSON.stringify(left) },
+      );
     }
     await Promise.allSettled(this.servers.map((s) => s.close()));
   }
 
   // ---- internals ----
 
-  // ---- batch revocations ----
-
-  private queueRevocation(i: number, indexId: string, key: string): void {
-    this.revocations[i]!.push({ indexId, key });
-    void this.flushRevocations(i);
-  }
-
-  /**
-   * Sends server i its pending revocations, oldest first, on the bulk connection; stops at
-   * the first failure and schedules a retry. Never rejects.
-   */
-  private flushRevocations(i: number): Promise<void> {
-    if (this.revocations[i]!.length === 0) return Promise.resolve();
-    this.flushing[i] ??= (async () => {
-      const list = this.revocations[i]!;
-      try {
-        while (list.length > 0) {
-          const item = list[0]!;
-          await this.servers[i]!.call('bulk', 'revokeBatch', item);
-          if (list[0] === item) list.shift();
-        }
-      } catch {
-        // Down, or the index is not loaded there (yet): keep it and try again later.
-        this.scheduleRevocationRetry();
-      } finally {
-        this.flushing[i] = null;
-      }
-    })();
-    return this.flushing[i]!;
-  }
-
-  /** One timer for all servers, every reconnectIntervalMs while anything is pending. */
-  private scheduleRevocationRetry(): void {
-    if (this.retryTimer || this.closed) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      for (let i = 0; i < this.servers.length; i++) void this.flushRevocations(i);
-    }, this.reconnectIntervalMs);
-    this.retryTimer.unref();
-  }
-
-  /**
-   * Before reading index data from server i: deliver its pending revocations for this index.
-   * If they cannot be delivered, its answer could count a batch twice, so the server counts
-   * as failed for this call (allowPartial lists it as missing).
-   */
-  private async readyToRead(i: number, indexId: string): Promise<void> {
-    if (!this.revocations[i]!.some((r) => r.indexId === indexId)) return;
-    await this.flushRevocations(i);
-    if (this.revocations[i]!.some((r) => r.indexId === indexId)) {
-      const name = this.servers[i]!.name;
-      throw new ServerUnavailableError(
-        name,
-        `server ${name} has not yet confirmed revoking batches of '${indexId}' that this client moved to other servers when it failed; its answer could count them twice (retrying every ${this.reconnectIntervalMs} ms)`,
+  /** close(): waits (up to closeTimeoutMs) for the shared trainings this client runs. */
+  private async awaitTrainings(): Promise<void> {
+    const running = [...this.indexes].filter(([, m]) => m.training);
+    if (running.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      Promise.allSettled(running.map(([, m]) => m.training)).then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), this.closeTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (!finished) {
+      const ids = running.filter(([, m]) => m.training).map(([id]) => `'${id}'`);
+      process.emitWarning(
+        `dfaiss: the shared training of ${ids.join(', ')} was still running after closeTimeoutMs (${this.closeTimeoutMs} ms); ` +
+          'it goes on on its server, and the next client that touches the index (add, search, getState, status, syncTrain) installs it on every shard',
+        { code: 'DFAISS_TRAINING_UNFINISHED' },
       );
     }
   }
@@ -586,24 +544,48 @@ export class IndexClient {
   /** all(), for calls that read an index's data: pending revocations go first. */
   private async readAll<R>(conn: ConnKind, method: string, indexId: string): Promise<R[]> {
     this.checkOpen();
+    // Revocations some shard holds that this client does not know go first (see fanOutSearch).
+    // A server that does not answer, or lacks the index, holds none that matter here.
+    const infos = await Promise.allSettled(this.servers.map((s) => s.call<ShardInfoReply>('query', 'getInfo', { indexId })));
+    await this.learnHeld(indexId, infos.map((r) => (r.status === 'fulfilled' ? (r.value.result.heldRevocations ?? 0) : 0)));
     const results = await Promise.all(
       this.servers.map(async (s, i) => {
-        await this.readyToRead(i, indexId);
+        await this.revocations.readyToRead(i, indexId);
         return s.call<R>(conn, method, { indexId });
       }),
     );
     return results.map((r) => r.result);
   }
 
+  /**
+   * A fan-out search. A shard that holds revocations this client does not know yet (see
+   * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
+   * and delivered, and the search runs once more.
+   */
   private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean) {
+    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial);
+    if (!(await this.learnHeld(indexId, first.held))) return first;
+    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial);
+  }
+
+  /** Fetches held revocations from each server reporting more than this client knows; true when there were new ones. */
+  private async learnHeld(indexId: string, held: readonly number[]): Promise<boolean> {
+    const ask = held.flatMap((n, i) => (n > this.revocations.known(i, indexId) ? [i] : []));
+    if (ask.length === 0) return false;
+    const learned = await Promise.all(ask.map((i) => this.revocations.learn(i, indexId).catch(() => false)));
+    return learned.some(Boolean);
+  }
+
+  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean) {
     const settled = await Promise.allSettled(
       this.servers.map(async (s, i) => {
-        await this.readyToRead(i, indexId);
-        return s.call<{ n: number; k: number; metric: Metric; ntotal: number }>('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries]);
+        await this.revocations.readyToRead(i, indexId);
+        return s.call<{ n: number; k: number; metric: Metric; ntotal: number; state?: IndexState; held?: number }>('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries]);
       }),
     );
     const missing: Array<{ server: string; error: string }> = [];
     const replies = [];
+    const held = settled.map((r) => (r.status === 'fulfilled' ? (r.value.result.held ?? 0) : 0));
     for (let i = 0; i < settled.length; i++) {
       const r = settled[i]!;
       if (r.status === 'fulfilled') replies.push(r.value);
@@ -613,16 +595,20 @@ export class IndexClient {
     if (replies.length === 0) throw new ServerUnavailableError(missing.map((m) => m.server).join(', '), `no server answered: ${missing.map((m) => `${m.server}: ${m.error}`).join('; ')}`);
     let ntotal = 0;
     let trained = false;
+    let untrained = false;
     const shards = replies.map((r) => {
       ntotal += r.result.ntotal;
+      if (r.result.state === IndexState.NOT_TRAINED) untrained = true;
       if (r.result.ntotal > 0) trained = true;
       const [distances, labels, blob, offBytes, vectors] = r.attachments as [Float32Array, BigInt64Array, Uint8Array, Uint8Array, Float32Array?];
       return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric };
     });
     if (!trained) {
+      const meta = this.indexes.get(indexId);
+      if (meta && untrained) this.checkTraining(indexId, meta);
       throw new IndexStateError(`index '${indexId}' has no searchable vectors yet: add data and wait until getState() is TRAINED`);
     }
-    return { shards, ntotal, missing };
+    return { shards, ntotal, missing, untrained, held };
   }
 
   private mergeReplies(
@@ -658,9 +644,26 @@ export class IndexClient {
   /** Dimension and metric of an index: known from createIndex, else asked from a server. */
   private async indexMeta(indexId: string): Promise<IndexMeta> {
     this.checkOpen();
+    const known = this.indexes.get(indexId);
+    if (known) return known;
+    // First touch of this index by this client: every shard's info, so a shared training
+    // another client left unfinished is finished here.
+    const infos = await this.infos(indexId);
+    const first = infos.find((i): i is ShardInfoReply => i !== null);
+    if (!first) return this.firstAnswer<never>('getInfo', { indexId }); // all down: fails naming them
+    const meta = this.knownMeta(indexId, first);
+    infos.forEach((info, i) => {
+      if (info) meta.buffered[i] = info.buffered;
+      if (info && info.state !== IndexState.NOT_TRAINED && info.state !== IndexState.TRAINING) meta.clusterTrained = true;
+    });
+    this.finishTraining(indexId, meta, infos);
+    return meta;
+  }
+
+  /** The index's meta, made from a shard's info when this client has none yet. */
+  private knownMeta(indexId: string, info: ShardInfoReply): IndexMeta {
     let meta = this.indexes.get(indexId);
     if (!meta) {
-      const info = await this.firstAnswer<ServerInfo>('getInfo', { indexId });
       meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum);
       this.indexes.set(indexId, meta);
     }

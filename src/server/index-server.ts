@@ -12,7 +12,7 @@ import { UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../launch/nfs-lock.js';
 import { releasableBuffers, setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
-import { DurableShard } from '../shard/durable-shard.js';
+import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
 import { checkBatch, type Shard } from '../shard/shard.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from './logger.js';
@@ -175,7 +175,7 @@ export class IndexServer {
    * A batch that arrives while the index is being reloaded goes to the reloaded shard; one
    * that is refused (unknown or dropped index, wrong shape) leaves nothing behind.
    */
-  async addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void }): Promise<number> {
+  async addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions): Promise<number> {
     let handed = false;
     try {
       return await this.withShard(indexId, async (durable) => {

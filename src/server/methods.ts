@@ -15,6 +15,8 @@ import type { IndexServer } from './index-server.js';
 const indexId = z.string().min(1).max(128);
 const cfgObject = z.record(z.string(), z.unknown());
 const byIndex = z.object({ indexId }).strict();
+/** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
+const movedFrom = z.array(z.tuple([z.number().int().min(0).max(1_000_000), z.string().min(1).max(128)])).max(1024);
 
 export function buildMethods(server: IndexServer): MethodTable {
   return {
@@ -25,8 +27,10 @@ export function buildMethods(server: IndexServer): MethodTable {
 
     /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
     addIndexData: defineMethod({
-      schema: z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional() }).strict(),
-      handler: async ({ indexId, n, trainAsync, key }, ctx) => {
+      schema: z
+        .object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional(), movedFrom: movedFrom.optional() })
+        .strict(),
+      handler: async ({ indexId, n, trainAsync, key, movedFrom }, ctx) => {
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
           throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
@@ -45,7 +49,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
         toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
-        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key, release });
+        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key, release, movedFrom });
         const { state, info } = server.getShard(indexId);
         // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
@@ -62,11 +66,21 @@ export function buildMethods(server: IndexServer): MethodTable {
       handler: async ({ indexId, key }) => ({ result: await server.withShard(indexId, (d) => d.revoke(key)) }),
     }),
 
+    /** The revocations this shard holds for other servers (batches moved here): [rank, key] pairs to deliver with revokeBatch. */
+    heldRevocations: defineMethod({
+      schema: byIndex,
+      handler: ({ indexId }) => ({ result: server.getDurable(indexId).heldRevocations() }),
+    }),
+
+    /** A client delivered (revokeBatch answered) these held revocations: this shard forgets them. Idempotent. */
+    revocationsDelivered: defineMethod({
+      schema: z.object({ indexId, pairs: movedFrom }).strict(),
+      handler: async ({ indexId, pairs }) => ({ result: { forgotten: await server.withShard(indexId, (d) => d.delivered(pairs)) } }),
+    }),
+
     syncTrain: defineMethod({
       schema: byIndex,
-      handler: async ({ indexId }) => {
-        await server.withShard(indexId, (d) => d.shard.syncTrain());
-      },
+      handler: async ({ indexId }) => ({ result: { trained: await server.withShard(indexId, (d) => d.shard.syncTrain()) } }),
     }),
 
     asyncTrain: defineMethod({
@@ -144,8 +158,9 @@ export function buildMethods(server: IndexServer): MethodTable {
     getInfo: defineMethod({
       schema: byIndex,
       handler: ({ indexId }) => {
-        const shard = server.getShard(indexId);
-        return { result: { ...shard.info, error: shard.error?.message ?? null } };
+        const durable = server.getDurable(indexId);
+        const { shard } = durable;
+        return { result: { ...shard.info, heldRevocations: durable.heldRevocations().length, error: shard.error?.message ?? null } };
       },
     }),
 
@@ -213,7 +228,10 @@ export function buildMethods(server: IndexServer): MethodTable {
       schema: z.object({}).strict().optional(),
       handler: () => {
         const indexes: Record<string, unknown> = {};
-        for (const id of server.indexIds()) indexes[id] = server.getShard(id).info;
+        for (const id of server.indexIds()) {
+          const durable = server.getDurable(id);
+          indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldRevocations().length };
+        }
         const mem = process.memoryUsage();
         return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes } };
       },
@@ -228,14 +246,20 @@ export function buildMethods(server: IndexServer): MethodTable {
       schema: z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional() }).strict(),
       attachments: ['f32'],
       handler: async ({ indexId, k, returnEmbeddings }, ctx) => {
-        const shard = server.getShard(indexId);
+        const durable = server.getDurable(indexId);
+        const { shard } = durable;
         const queries = ctx.attachments[0] as Float32Array;
         toMatrix(queries, shard.cfg.dim, 'queries');
         const r = await shard.search(queries, k, returnEmbeddings ?? false);
         const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
         const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
         if (r.vectors) attachments.push(r.vectors);
-        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal }, attachments };
+        // state: a client that sees an untrained shard of a shared-training index checks
+        // whether a training is left to finish (its client may be gone).
+        // held: revocations this shard holds for other servers; a client that does not know
+        // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
+        const held = durable.heldRevocations().length;
+        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held }, attachments };
       },
     }),
   };

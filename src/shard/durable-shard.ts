@@ -53,6 +53,16 @@ export interface RestoreReport {
   skipped: string[];
 }
 
+export interface AddBatchOptions {
+  trainAsync?: boolean;
+  /** Idempotency key: a batch whose key was stored already is not stored again. */
+  key?: string;
+  /** Called once the vectors' memory is no longer needed (see Shard.add). */
+  release?: () => void;
+  /** [rank, key] of this batch's attempts on servers that failed while holding it: held here until delivered. */
+  movedFrom?: Array<[number, string]>;
+}
+
 export interface DurableShardOptions extends ShardOptions {
   /** Overrides cfg.durability. */
   durability?: Durability;
@@ -77,6 +87,12 @@ export class DurableShard {
   private readonly keysInFlight = new Map<string, Promise<number>>();
   /** Keys revoked by their client (recent ones): a batch arriving with one is refused. */
   private readonly revoked = new Set<string>();
+  /**
+   * Revocations this shard holds for other servers: [rank, key] of attempts of batches that
+   * were moved here because that server failed while holding them. Durable (logged with the
+   * batch) until a client confirms their delivery, so no client has to outlive them.
+   */
+  private readonly outgoing = new Map<string, [number, string]>();
   /** Revocations being logged right now; an add with the same key waits for the outcome. */
   private readonly revoking = new Map<string, Promise<RevokeResult>>();
   private timer: NodeJS.Timeout | null = null;
@@ -136,6 +152,10 @@ export class DurableShard {
     let fromSeq = 0;
     let recentKeys: Array<[string, number, number?]> = [];
     let revokedKeys: string[] = [];
+    const held = new Map<string, [number, string]>();
+    const hold = (pairs: ReadonlyArray<[number, string]> | undefined, keep: boolean): void => {
+      for (const [rank, key] of pairs ?? []) keep ? held.set(`${rank}\0${key}`, [rank, key]) : held.delete(`${rank}\0${key}`);
+    };
     const snapshots = await listSnapshots(dir);
     for (const snap of snapshots) {
       try {
@@ -145,6 +165,7 @@ export class DurableShard {
         fromSeq = r.manifest.walSeq;
         recentKeys = r.manifest.recentKeys ?? [];
         revokedKeys = r.manifest.revokedKeys ?? [];
+        hold(r.manifest.outgoingRevocations, true);
         for (const [first, n] of r.manifest.tombstones ?? []) shard.tombstone(first, n);
         break;
       } catch (err) {
@@ -161,6 +182,10 @@ export class DurableShard {
         trainOnRows = rec.rows;
         return;
       }
+      if (rec.type === 'delivered') {
+        hold(rec.movedFrom, false);
+        return;
+      }
       if (rec.type === 'revoke') {
         // The logged outcome, not a fresh decision: the replay does what happened live.
         if (rec.firstId! >= 0 && rec.rows > 0) shard!.tombstone(rec.firstId!, rec.rows);
@@ -169,6 +194,7 @@ export class DurableShard {
       }
       if (rec.dim !== useCfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${useCfg.dim}`);
       if (rec.key) keys.push([rec.key, shard!.metadata.size, rec.rows]);
+      hold(rec.movedFrom, true);
       void shard!.add(rec.vectors, rec.blob, rec.offsets, { replay: true });
     });
     skipped.push(...report.skipped);
@@ -182,6 +208,7 @@ export class DurableShard {
     ds.snapshotSeq = fromSeq;
     for (const [k, id, n] of keys) ds.rememberKey(k, id, n);
     for (const k of revoked) ds.rememberRevoked(k);
+    ds.holdRevocations([...held.values()]);
     if (shard.sharedTraining && !shard.faissIndex) {
       // Installed before the restart but not yet snapshotted: the same centroids again.
       const centroids = await readSharedCentroids(dir, useCfg.dim);
@@ -233,7 +260,7 @@ export class DurableShard {
    * A batch whose idempotency key was stored already is not stored again (a client retry).
    * `release` is called once the vectors' memory is no longer needed (see Shard.add).
    */
-  add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string; release?: () => void } = {}): Promise<number> {
+  add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions = {}): Promise<number> {
     const release = opts.release ?? (() => {});
     if (this.closed) {
       release();
@@ -250,7 +277,7 @@ export class DurableShard {
     return p;
   }
 
-  private addOnce(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: { trainAsync?: boolean; key?: string }, release: () => void): Promise<number> {
+  private addOnce(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, release: () => void): Promise<number> {
     const key = opts.key ?? '';
     if (key) {
       // Revoked: the client has stored this batch elsewhere. -1 says "not stored".
@@ -269,11 +296,11 @@ export class DurableShard {
         release();
         return inFlight ?? Promise.resolve(known![0]);
       }
-      const p = this.addLogged(vectors, blob, offsets, opts.trainAsync, key, release).finally(() => this.keysInFlight.delete(key));
+      const p = this.addLogged(vectors, blob, offsets, opts, key, release).finally(() => this.keysInFlight.delete(key));
       this.keysInFlight.set(key, p);
       return p;
     }
-    return this.addLogged(vectors, blob, offsets, opts.trainAsync, '', release);
+    return this.addLogged(vectors, blob, offsets, opts, '', release);
   }
 
   private rememberKey(key: string, firstId: number, n: number): void {
@@ -285,6 +312,29 @@ export class DurableShard {
   private rememberRevoked(key: string): void {
     this.revoked.add(key);
     if (this.revoked.size > MAX_KEYS) this.revoked.delete(this.revoked.values().next().value!);
+  }
+
+  private holdRevocations(pairs: ReadonlyArray<[number, string]> | undefined): void {
+    for (const [rank, key] of pairs ?? []) this.outgoing.set(`${rank}\0${key}`, [rank, key]);
+  }
+
+  /** Revocations held for other servers ([rank, key]), until a client confirms their delivery. */
+  heldRevocations(): Array<[number, string]> {
+    return [...this.outgoing.values()];
+  }
+
+  /** A client delivered these held revocations to their servers: forget them (durably). */
+  async delivered(pairs: ReadonlyArray<[number, string]>): Promise<number> {
+    if (this.closed) throw new IndexStateError('index was dropped or is being reloaded; create or load it again');
+    const known = pairs.filter(([rank, key]) => this.outgoing.has(`${rank}\0${key}`));
+    if (known.length === 0) return 0;
+    return this.track(
+      this.wal.appendDelivered(known, (seq) => {
+        this.appliedSeq = seq;
+        for (const [rank, key] of known) this.outgoing.delete(`${rank}\0${key}`);
+        return known.length;
+      }),
+    );
   }
 
   /** Recently stored idempotency keys with their first id and size (for snapshots). */
@@ -320,13 +370,15 @@ export class DurableShard {
     });
   }
 
-  private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, trainAsync: boolean | undefined, key: string, release: () => void): Promise<number> {
+  private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, key: string, release: () => void): Promise<number> {
     // apply() returns the shard's promise unawaited; its synchronous part (ids, buffering)
     // has run in log order by the time the WAL resolves.
     let handed = false;
+    const { trainAsync, movedFrom } = opts;
     return this.wal
-      .append({ vectors, dim: this.cfg.dim, blob, offsets, key }, (seq) => {
+      .append({ vectors, dim: this.cfg.dim, blob, offsets, key, movedFrom }, (seq) => {
         this.appliedSeq = seq;
+        this.holdRevocations(movedFrom);
         this.rememberKey(key, this.shard.metadata.size, vectors.length / this.cfg.dim);
         handed = true;
         return { done: this.shard.add(vectors, blob, offsets, { trainAsync, release }) };
@@ -433,6 +485,7 @@ export class DurableShard {
         recentKeys: this.recentKeys().slice(-SNAPSHOT_KEYS),
         tombstones: this.shard.tombstones(),
         revokedKeys: [...this.revoked].slice(-SNAPSHOT_KEYS),
+        outgoingRevocations: this.heldRevocations(),
       };
     });
     this.wal.requestRotate();

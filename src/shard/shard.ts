@@ -305,10 +305,17 @@ export class Shard {
     }
   }
 
-  /** Trains now on the buffered vectors and waits until training is done (adds continue in the background). */
-  async syncTrain(): Promise<void> {
+  /**
+   * Trains now on the buffered vectors and waits until training is done (adds continue in
+   * the background). False when there is nothing to train on: a shard that holds no vectors
+   * trains once it reaches trainNum (or on the next syncTrain); the client decides whether
+   * the cluster as a whole had nothing.
+   */
+  async syncTrain(): Promise<boolean> {
     this.checkOpen();
+    if (!this.index && !this.training && this.pendingCount === 0) return false;
     await this.startTraining();
+    return true;
   }
 
   /** Starts training in the background and returns at once. */

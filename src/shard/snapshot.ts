@@ -39,6 +39,8 @@ export interface SnapshotManifest {
   tombstones?: Array<[number, number]>;
   /** Recently revoked keys: a batch arriving with one is refused. */
   revokedKeys?: string[];
+  /** [rank, key] of attempts of batches moved here whose revocation on that rank is not yet confirmed. */
+  outgoingRevocations?: Array<[number, string]>;
 }
 
 export interface SnapshotInfo {
@@ -147,6 +149,7 @@ export interface SnapshotCut {
   recentKeys: Array<[string, number, number]>;
   tombstones: Array<[number, number]>;
   revokedKeys: string[];
+  outgoingRevocations: Array<[number, string]>;
 }
 
 /** Writes snapshot `generation` of `shard` from a cut; returns its folder. */
@@ -181,6 +184,7 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
       recentKeys: cut.recentKeys,
       tombstones: cut.tombstones,
       revokedKeys: cut.revokedKeys,
+      outgoingRevocations: cut.outgoingRevocations,
     };
     // cfg travels inside the snapshot too: a snapshot is self-contained.
     await writeParts(join(tmp, 'cfg.json'), [Buffer.from(indexCfgToJSON(shard.cfg))]);

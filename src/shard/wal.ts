@@ -18,8 +18,8 @@ export type Durability = 'fsync' | 'os' | 'none';
 
 const SEGMENT_MAGIC = 0x53574644; // "DFWS"
 const RECORD_MAGIC = 0x4c574644; // "DFWL"
-/** 2 added revoke records; segments of format 1 are still read. */
-export const WAL_FORMAT_VERSION = 2;
+/** 2 added revoke records, 3 moved-from keys on adds and delivered records; older segments are still read. */
+export const WAL_FORMAT_VERSION = 3;
 const SEGMENT_HEADER = 16;
 const RECORD_HEADER = 48;
 const TYPE_ADD = 1;
@@ -27,6 +27,8 @@ const TYPE_ADD = 1;
 const TYPE_TRAIN = 2;
 /** A batch key was revoked by its client: the ids it got (if any) are tombstoned, a later add with it is refused. */
 const TYPE_REVOKE = 3;
+/** Revocations this shard held for batches moved here (see WalBatch.movedFrom) were delivered to their servers. */
+const TYPE_DELIVERED = 4;
 /** Replay refuses records claiming more than this (a corrupt length must not allocate GBs). */
 const MAX_RECORD_BYTES = 2 ** 31;
 
@@ -37,11 +39,17 @@ export interface WalBatch {
   offsets: Uint32Array;
   /** Idempotency key of the batch ('' when none). */
   key: string;
+  /**
+   * add records: [rank, key] of the attempts of this batch on servers that failed while
+   * holding it (the client moved it here); each must be revoked there. delivered records:
+   * the pairs whose revocation was confirmed.
+   */
+  movedFrom?: Array<[number, string]>;
 }
 
 export interface WalRecord extends WalBatch {
   seq: number;
-  type: 'add' | 'train' | 'revoke';
+  type: 'add' | 'train' | 'revoke' | 'delivered';
   /** train records: rows the training used; add records: vectors in the batch; revoke records: ids tombstoned. */
   rows: number;
   /** revoke records: first tombstoned id, -1 when the key had not arrived (it is refused from then on). */
@@ -107,6 +115,11 @@ export class WriteAheadLog {
     const blob = new Uint8Array(8);
     new DataView(blob.buffer).setBigInt64(0, BigInt(firstId), true);
     return this.append({ vectors: new Float32Array(0), dim: 0, blob, offsets: new Uint32Array([rows]), key }, apply, TYPE_REVOKE);
+  }
+
+  /** Logs that the revocations `pairs` ([rank, key]) of batches moved here were delivered. */
+  appendDelivered<T>(pairs: Array<[number, string]>, apply: (seq: number) => T): Promise<T> {
+    return this.append({ vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array([0]), key: '', movedFrom: pairs }, apply, TYPE_DELIVERED);
   }
 
   append<T>(batch: WalBatch, apply: (seq: number) => T, type = TYPE_ADD): Promise<T> {
@@ -255,12 +268,13 @@ export async function syncDir(dir: string): Promise<void> {
 
 function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
   // train and revoke records carry their row count in n and no offsets
-  const countOnly = type === TYPE_TRAIN || type === TYPE_REVOKE;
+  const countOnly = type !== TYPE_ADD;
   const n = countOnly ? b.offsets[0]! : b.offsets.length - 1;
   const key = Buffer.from(b.key, 'utf8');
+  const moved = b.movedFrom && b.movedFrom.length > 0 ? Buffer.from(JSON.stringify(b.movedFrom), 'utf8') : Buffer.alloc(0);
   const vecBytes = b.vectors.byteLength;
   const offBytes = countOnly ? 0 : b.offsets.byteLength;
-  const payload = vecBytes + offBytes + b.blob.byteLength + key.byteLength;
+  const payload = vecBytes + offBytes + b.blob.byteLength + key.byteLength + moved.byteLength;
   const total = Math.ceil((RECORD_HEADER + payload) / 8) * 8;
   const h = Buffer.alloc(RECORD_HEADER);
   h.writeUInt32LE(RECORD_MAGIC, 0);
@@ -272,13 +286,14 @@ function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
   h.writeUInt32LE(vecBytes, 32);
   h.writeUInt32LE(b.blob.byteLength, 36);
   h.writeUInt32LE(key.byteLength, 40);
+  h.writeUInt32LE(moved.byteLength, 44);
   const vec = new Uint8Array(b.vectors.buffer, b.vectors.byteOffset, vecBytes);
   const off = new Uint8Array(b.offsets.buffer, b.offsets.byteOffset, offBytes);
   const pad = new Uint8Array(total - RECORD_HEADER - payload);
   let crc = crc32Update(0, h.subarray(8));
-  for (const p of [vec, off, b.blob, key, pad]) crc = crc32Update(crc, p);
+  for (const p of [vec, off, b.blob, key, moved, pad]) crc = crc32Update(crc, p);
   h.writeUInt32LE(crc, 4);
-  return [h, vec, off, b.blob, key, pad].filter((p) => p.byteLength > 0);
+  return [h, vec, off, b.blob, key, moved, pad].filter((p) => p.byteLength > 0);
 }
 
 /** The entries of `dir`; none when it does not exist (yet). Other errors are thrown. */
@@ -374,17 +389,38 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
     const key = body.toString('utf8', 8, 8 + keyBytes);
     return { record: { seq, type: 'revoke', rows: n, firstId, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key }, total };
   }
+  const movedBytes = h.readUInt32LE(44);
+  if (type === TYPE_DELIVERED) {
+    if (movedBytes > body.byteLength) return 'inconsistent delivered record sizes';
+    const movedFrom = parseMoved(body.subarray(0, movedBytes));
+    if (!movedFrom) return 'unreadable delivered record';
+    return { record: { seq, type: 'delivered', rows: 0, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key: '', movedFrom }, total };
+  }
   if (type !== TYPE_ADD) return `unknown record type ${type}`;
   const dim = h.readUInt32LE(28);
   const vecBytes = h.readUInt32LE(32);
   const blobBytes = h.readUInt32LE(36);
   const keyBytes = h.readUInt32LE(40);
   const offBytes = (n + 1) * 4;
-  if (vecBytes !== n * dim * 4 || vecBytes + offBytes + blobBytes + keyBytes > body.byteLength) return 'inconsistent record sizes';
+  if (vecBytes !== n * dim * 4 || vecBytes + offBytes + blobBytes + keyBytes + movedBytes > body.byteLength) return 'inconsistent record sizes';
   // body is a fresh, 8-aligned allocation of its own (Buffer.alloc never pools), so views are safe
   const vectors = new Float32Array(body.buffer, body.byteOffset, n * dim);
   const offsets = new Uint32Array(body.buffer, body.byteOffset + vecBytes, n + 1);
   const blob = body.subarray(vecBytes + offBytes, vecBytes + offBytes + blobBytes);
-  const key = body.toString('utf8', vecBytes + offBytes + blobBytes, vecBytes + offBytes + blobBytes + keyBytes);
-  return { record: { seq, type: 'add', rows: n, vectors, dim, blob, offsets, key }, total };
+  const keyEnd = vecBytes + offBytes + blobBytes + keyBytes;
+  const key = body.toString('utf8', vecBytes + offBytes + blobBytes, keyEnd);
+  const movedFrom = movedBytes > 0 ? parseMoved(body.subarray(keyEnd, keyEnd + movedBytes)) : undefined;
+  if (movedFrom === null) return 'unreadable moved-from keys';
+  return { record: { seq, type: 'add', rows: n, vectors, dim, blob, offsets, key, ...(movedFrom ? { movedFrom } : {}) }, total };
+}
+
+/** [[rank, key], ...] as logged; null when it is not that shape. */
+function parseMoved(bytes: Uint8Array): Array<[number, string]> | null {
+  try {
+    const v = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as unknown;
+    if (Array.isArray(v) && v.every((p) => Array.isArray(p) && p.length === 2 && Number.isSafeInteger(p[0]) && typeof p[1] === 'string')) return v as Array<[number, string]>;
+  } catch {
+    // fall through
+  }
+  return null;
 }

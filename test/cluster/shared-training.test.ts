@@ -151,13 +151,34 @@ test('installTrained refuses what are not centroids of the right shape; the serv
     assert.equal(installed.result.installed, true);
     assert.equal((await raw.call<string>('getState', { indexId: 'bad' })).result, 'TRAINED');
     // Types whose training is more than centroids train per shard even with trainMode 'shared'.
-    await client.createIndex('pq', { indexBuilderType: 'knnlm', dim, metric: 'l2', centroids: 4, codeSize: 4, bitsPerVector: 4, trainNum: 0, trainMode: 'shared' });
+    await client.createIndex('pq', { indexBuilderType: 'knnlm', dim, metric: 'l2', centroids: 4, extra: { codeSize: 4, bitsPerVector: 4 }, trainNum: 0, trainMode: 'shared' });
     const info = (await raw.call<{ sharedTraining: boolean }>('getInfo', { indexId: 'pq' })).result;
     assert.equal(info.sharedTraining, false);
   } finally {
     await raw.close();
     await client.dropIndex('bad').catch(() => {});
     await client.dropIndex('pq').catch(() => {});
+    await client.close();
+  }
+});
+
+test('syncTrain never fails because one shard is empty (per-shard and shared); the cluster counts as TRAINED', async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  try {
+    for (const trainMode of ['per-shard', 'shared'] as const) {
+      const id = `one-${trainMode}`;
+      await client.createIndex(id, { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 8, nprobe: 8, trainNum: 0, trainMode });
+      await client.addIndexData(id, data.base(400)); // one batch: one server has vectors, two are empty
+      await client.syncTrain(id);
+      await waitTrained(client, id, 400);
+      const r = await client.search(id, data.base(3), 1);
+      assert.equal(r.scores.length, 3);
+    }
+    // With no vector anywhere, syncTrain says so.
+    await client.createIndex('none', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 8, trainNum: 0, trainMode: 'per-shard' });
+    await assert.rejects(client.syncTrain('none'), /no vectors to train on/);
+  } finally {
+    for (const id of ['one-per-shard', 'one-shared', 'none']) await client.dropIndex(id).catch(() => {});
     await client.close();
   }
 });

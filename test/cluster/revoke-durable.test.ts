@@ -1,0 +1,81 @@
+// Revocations do not live only in the client (issue 12, defect 2): a client moves a batch
+// away from a server that died holding it and is SIGKILLed before that server is back. The
+// server that received the moved batch holds the revocation durably (even across its own
+// kill -9), and a different client delivers it before it reads from the failed server, so
+// the batch is counted and returned once.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { IndexClient, IndexState } from '../../src/index.js';
+import { SyntheticDataset } from '../../src/datasets/synthetic.js';
+import { RpcClient } from '../../src/protocol/index.js';
+import { startCluster } from '../helpers/cluster.js';
+
+const dim = 8;
+const ROWS = 10;
+const data = new SyntheticDataset({ dim, seed: 33 });
+const MOVER = new URL('../helpers/moving-client.ts', import.meta.url).pathname;
+
+test('a moved batch whose client was SIGKILLed before revoking it is still counted once', { timeout: 120_000 }, async () => {
+  const cluster = await startCluster(2);
+  try {
+    const setup = await IndexClient.connect(cluster.discovery);
+    await setup.createIndex('mv', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
+    await setup.close();
+    const port0 = cluster.servers[0]!.port;
+    const port1 = cluster.servers[1]!.port;
+    // Server 0 dies right after its first add is in its log, before replying.
+    await cluster.kill(0);
+    await cluster.start(0, ['--port', String(port0), '--load-index'], { DFAISS_TEST_DIE_AFTER_WAL: '1' });
+    const child = spawn(process.execPath, ['--import', 'tsx', MOVER, cluster.discovery, String(ROWS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const signal = await new Promise((r) => child.on('exit', (_code, sig) => r(sig)));
+    assert.equal(signal, 'SIGKILL', `the client killed itself after moving a batch (${out})`);
+    const batches = Number(/moved (\d+)/.exec(out)?.[1]);
+    assert.ok(batches >= 1, out);
+    assert.equal(cluster.servers[0]!.proc.signalCode, 'SIGKILL', 'server 0 died holding a batch');
+
+    // The server that took the moved batch is killed -9 too: what it holds comes back from its log.
+    await cluster.kill(1);
+    await cluster.start(1, ['--port', String(port1), '--load-index']);
+    await cluster.start(0, ['--port', String(port0), '--load-index']);
+
+    // Before any client touches the index, server 1 holds the revocation it logged with the batch.
+    const raw = await RpcClient.connect('127.0.0.1', port1);
+    const held = (await raw.call<{ heldRevocations?: number }>('getInfo', { indexId: 'mv' })).result.heldRevocations;
+    await raw.close();
+    const client = await IndexClient.connect(cluster.discovery);
+    try {
+      for (let i = 0; (await client.getState('mv')) !== IndexState.TRAINED; i++) {
+        assert.ok(i < 500, 'shards settle');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(await client.getNtotal('mv'), batches * ROWS, 'every vector counted once');
+      const all = data.base(batches * ROWS, 0);
+      const r = await client.search('mv', all, 2);
+      for (let q = 0; q < batches * ROWS; q++) {
+        const want = [Math.floor(q / ROWS), q % ROWS];
+        assert.deepEqual(r.metadata[q]![0], want, `vector ${q} is stored`);
+        assert.notDeepEqual(r.metadata[q]![1], want, `vector ${q} is stored twice`);
+      }
+      assert.equal(held, 1, 'the server that took the moved batch held its revocation across kill -9');
+      const status = await client.status();
+      const idx = (port: number) => (status.find((s) => s.address.port === port)!.indexes as Record<string, { tombstoned: number }>).mv!;
+      assert.equal(idx(port0).tombstoned, ROWS, 'server 0 had stored the batch; it is tombstoned now');
+      // Delivered and confirmed: the holder forgets it (durably), and nothing is pending.
+      for (let i = 0; ; i++) {
+        const held = (await client.status()).map((s) => (s.indexes as Record<string, { heldRevocations: number }>).mv!.heldRevocations);
+        assert.equal(held.length, 2);
+        if (held.every((h) => h === 0)) break;
+        assert.ok(i < 100, 'the holder is told the revocation was delivered');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(client.pendingRevocations, []);
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
