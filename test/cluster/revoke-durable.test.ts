@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { IndexClient, IndexState } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { RpcClient } from '../../src/protocol/index.js';
+import { encodeMetadata, offsetsBytes } from '../../src/protocol/metadata.js';
 import { startCluster } from '../helpers/cluster.js';
 
 const dim = 8;
@@ -76,6 +77,55 @@ test('a moved batch whose client was SIGKILLed before revoking it is still count
       await client.close();
     }
   } finally {
+    await cluster.stop();
+  }
+});
+
+test('held revocations reach clients that were connected all along, and a delivered-but-unconfirmed one is confirmed by the next client', { timeout: 120_000 }, async () => {
+  const cluster = await startCluster(2);
+  const raws = await Promise.all(cluster.servers.map((s) => RpcClient.connect('127.0.0.1', s.port)));
+  // A long-lived client, connected before anything happens (no reconnect will tell it).
+  const watcher = await IndexClient.connect(cluster.discovery);
+  try {
+    await watcher.createIndex('h', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
+    const rankOf = (i: number) => raws[i]!.server.rank!;
+    const rawAdd = (i: number, b: number, key: string, movedFrom?: Array<[number, string]>) => {
+      const { blob, offsets } = encodeMetadata(Array.from({ length: ROWS }, (_, r) => [b, r]), ROWS);
+      return raws[i]!.call('addIndexData', { indexId: 'h', n: ROWS, key, ...(movedFrom ? { movedFrom } : {}) }, [data.base(ROWS, b * ROWS), blob, offsetsBytes(offsets)]);
+    };
+    // What a dying client leaves: batch 0 stored on server 0 under k0 (its reply never
+    // arrived), then moved to server 1 under k1 with movedFrom; no revocation was sent.
+    await rawAdd(0, 0, 'k0');
+    await rawAdd(1, 0, 'k1', [[rankOf(0), 'k0']]);
+    await rawAdd(0, 1, 'k2');
+    for (let i = 0; (await watcher.getState('h')) !== IndexState.TRAINED; i++) {
+      assert.ok(i < 500);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // The watcher's search sees server 1 holding a revocation it does not know: it delivers
+    // it to server 0 and searches again, so batch 0 comes back once.
+    const r = await watcher.search('h', data.base(ROWS, 0), 2);
+    for (let q = 0; q < ROWS; q++) assert.notDeepEqual(r.metadata[q]![1], [0, q], `vector ${q} of the moved batch counted twice`);
+    assert.equal(await watcher.getNtotal('h'), 2 * ROWS);
+
+    // Delivered but never confirmed (the client died in between): the next client confirms it.
+    await rawAdd(1, 2, 'k3', [[rankOf(0), 'k4']]);
+    await raws[0]!.call('revokeBatch', { indexId: 'h', key: 'k4' });
+    const heldOn1 = async () => (await raws[1]!.call<{ heldRevocations: number }>('getInfo', { indexId: 'h' })).result.heldRevocations;
+    assert.equal(await heldOn1(), 1);
+    const next = await IndexClient.connect(cluster.discovery);
+    try {
+      assert.equal(await next.getNtotal('h'), 3 * ROWS);
+      for (let i = 0; (await heldOn1()) !== 0; i++) {
+        assert.ok(i < 100, 'the holder is told the revocation was delivered');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      await next.close();
+    }
+  } finally {
+    await watcher.close();
+    await Promise.all(raws.map((r) => r.close()));
     await cluster.stop();
   }
 });
