@@ -45,6 +45,11 @@ export class ServerConn {
     return this.clients.query?.server.rank;
   }
 
+  /** The largest frame the server accepts, from its hello. */
+  get maxFrameBytes(): number | undefined {
+    return this.clients.bulk?.server.maxFrameBytes;
+  }
+
   async call<R>(kind: ConnKind, method: string, args: unknown, attachments: readonly Attachment[] = [], opts: CallOptions = {}): Promise<CallResult<R>> {
     const client = await this.client(kind);
     return client.call<R>(method, args, attachments, opts);

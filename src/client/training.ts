@@ -10,6 +10,7 @@
  * (`trainingDue`) and finish it: joining a running training, installing the trainer's
  * centroids on the shards still untrained, or starting again from the buffers.
  */
+import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError } from '../errors.js';
 import type { Metric } from '../native/index.js';
 import type { IndexState } from '../shard/state.js';
@@ -80,14 +81,14 @@ export async function runSharedTraining(servers: readonly ServerConn[], indexId:
   if (live.length === 0) throw new ServerUnavailableError(down.join(', '), `no server answered to train index '${indexId}': ${down.join(', ')} down`);
   const untrained = live.filter((i) => infos[i]!.state === 'NOT_TRAINED');
   let trainer = live.find((i) => infos[i]!.state !== 'NOT_TRAINED') ?? -1;
-  let sample: Float32Array = new Float32Array(0);
-  if (untrained.length > 0 && trainer < 0) {
-    trainer = live[0]!;
-    sample = await drawSample(servers, indexId, dim, infos, timeoutMs);
-  }
   if (untrained.length > 0) {
+    let args: Record<string, unknown> = { indexId };
+    if (trainer < 0) {
+      trainer = live[0]!;
+      args = { indexId, ...(await stageSample(servers, indexId, dim, infos, trainer, timeoutMs)) };
+    }
     // Already trained: returns its centroids at once; training for a client that is gone: joins it.
-    const trained = await servers[trainer]!.call('bulk', 'trainShared', { indexId }, [sample], { timeoutMs });
+    const trained = await servers[trainer]!.call('bulk', 'trainShared', args, [], { timeoutMs });
     const centroids = trained.attachments[0] as Float32Array;
     await Promise.all(
       untrained.filter((i) => i !== trainer).map((i) => servers[i]!.call('bulk', 'installTrained', { indexId }, [centroids], { timeoutMs })),
@@ -98,27 +99,68 @@ export async function runSharedTraining(servers: readonly ServerConn[], indexId:
   }
 }
 
-/** The training sample: from each live shard in proportion to its buffer, trainNum rows (or trainRatio of all). */
-async function drawSample(servers: readonly ServerConn[], indexId: string, dim: number, infos: ReadonlyArray<ShardInfoReply | null>, timeoutMs: number): Promise<Float32Array> {
-  const first = infos.find((i): i is ShardInfoReply => i !== null)!;
-  const total = infos.reduce((a, i) => a + (i?.buffered ?? 0), 0);
+/** Largest piece of a training sample in one frame (the default frame limit is 256 MiB). */
+const SAMPLE_CHUNK_BYTES = 32 << 20;
+
+/**
+ * Stages the training sample on the trainer: trainNum rows (or trainRatio of all) drawn from
+ * each live shard in proportion to its buffer. The other shards' shares travel in chunks of
+ * at most 32 MiB, one at a time, so a sample of any trainNum x dim works with default frame
+ * limits and never sits whole in the client; the trainer draws its own share itself.
+ * Returns trainShared's arguments for that sample.
+ */
+async function stageSample(
+  servers: readonly ServerConn[],
+  indexId: string,
+  dim: number,
+  infos: ReadonlyArray<ShardInfoReply | null>,
+  trainer: number,
+  timeoutMs: number,
+): Promise<{ sampleId: string; total: number; own: { offset: number; count: number; of: number } }> {
+  const buffered = infos.map((i) => i?.buffered ?? 0);
+  const total = buffered.reduce((a, b) => a + b, 0);
   if (total === 0) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
-  const { trainNum, trainRatio } = first;
+  const { trainNum, trainRatio } = infos[trainer]!;
   const wanted = trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
-  const parts = await Promise.all(
-    servers.map(async (s, i) => {
-      const count = infos[i] ? Math.ceil((wanted * infos[i].buffered) / total) : 0;
-      if (count === 0) return new Float32Array(0);
-      const r = await s.call('bulk', 'sampleVectors', { indexId, count }, [], { timeoutMs });
-      return r.attachments[0] as Float32Array;
-    }),
-  );
-  const sample = new Float32Array(Math.min(wanted, parts.reduce((a, p) => a + p.length / dim, 0)) * dim);
-  let off = 0;
-  for (const p of parts) {
-    const take = p.subarray(0, Math.min(p.length, sample.length - off));
-    sample.set(take, off);
-    off += take.length;
+  const counts = proportionalShares(wanted, buffered);
+  const sampleId = randomUUID();
+  // Under the trainer's frame limit too (leaving room for the envelope).
+  const chunkBytes = Math.min(SAMPLE_CHUNK_BYTES, (servers[trainer]!.maxFrameBytes ?? SAMPLE_CHUNK_BYTES) - 65536);
+  const chunkRows = Math.max(1, Math.floor(chunkBytes / (dim * 4)));
+  let offset = 0;
+  let own = { offset: 0, count: 0, of: 0 };
+  for (let i = 0; i < servers.length; i++) {
+    const count = counts[i]!;
+    if (i === trainer) own = { offset, count, of: buffered[i]! };
+    else {
+      for (let done = 0; done < count; ) {
+        const r = await servers[i]!.call('bulk', 'sampleVectors', { indexId, count: Math.min(chunkRows, count - done), offset: done, of: buffered[i]! }, [], { timeoutMs });
+        const rows = r.attachments[0] as Float32Array;
+        const n = rows.length / dim;
+        if (n === 0) throw new IndexStateError(`server ${servers[i]!.name} returned fewer sample rows of '${indexId}' than it buffered (reloaded meanwhile?): train again`);
+        await servers[trainer]!.call('bulk', 'stageSample', { indexId, sampleId, offset: offset + done, total: wanted }, [rows], { timeoutMs });
+        r.release?.();
+        done += n;
+      }
+    }
+    offset += count;
   }
-  return sample;
+  return { sampleId, total: wanted, own };
+}
+
+/** `total` split in proportion to `weights`, summing exactly to total (largest remainders get the rest). */
+export function proportionalShares(total: number, weights: readonly number[]): number[] {
+  const sum = weights.reduce((a, b) => a + b, 0);
+  const exact = weights.map((w) => (sum > 0 ? (total * w) / sum : 0));
+  const shares = exact.map(Math.floor);
+  let left = total - shares.reduce((a, b) => a + b, 0);
+  const order = exact.map((e, i) => [e - Math.floor(e), i] as const).sort((a, b) => b[0] - a[0]);
+  for (const [, i] of order) {
+    if (left <= 0) break;
+    if (shares[i]! < weights[i]!) {
+      shares[i]!++;
+      left--;
+    }
+  }
+  return shares;
 }

@@ -15,6 +15,7 @@ import type { IndexServer } from './index-server.js';
 const indexId = z.string().min(1).max(128);
 const cfgObject = z.record(z.string(), z.unknown());
 const byIndex = z.object({ indexId }).strict();
+const rowCount = z.number().int().min(0).max(1 << 24);
 /** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
 const movedFrom = z.array(z.tuple([z.number().int().min(0).max(1_000_000), z.string().min(1).max(128)])).max(1024);
 
@@ -49,7 +50,14 @@ export function buildMethods(server: IndexServer): MethodTable {
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
         toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
-        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), { trainAsync: trainAsync ?? true, key, release, movedFrom });
+        const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), {
+          trainAsync: trainAsync ?? true,
+          key,
+          release,
+          movedFrom,
+          // float16 is logged as it arrived; the request's memory outlives the log write (this handler awaits it).
+          ...(raw instanceof Uint16Array ? { arrived: raw } : {}),
+        });
         const { state, info } = server.getShard(indexId);
         // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
@@ -99,11 +107,26 @@ export function buildMethods(server: IndexServer): MethodTable {
 
     /** Shared training, step 1 — attachments out: up to `count` rows sampled from this shard's buffer (f32). */
     sampleVectors: defineMethod({
-      schema: z.object({ indexId, count: z.number().int().min(0).max(1 << 24) }).strict(),
-      handler: ({ indexId, count }) => {
+      schema: z.object({ indexId, count: rowCount, offset: rowCount.optional(), of: rowCount.optional() }).strict(),
+      handler: ({ indexId, count, offset, of }) => {
         const shard = server.getShard(indexId);
-        const sample = shard.sample(count);
+        const sample = shard.sample(count, offset ?? 0, of ?? shard.info.buffered);
         return { result: { n: sample.length / shard.cfg.dim }, attachments: [sample] };
+      },
+    }),
+
+    /**
+     * Shared training, step 1b, on the trainer — attachments in: rows [offset, offset + n) of
+     * the cluster's training sample of `total` rows (f32), so a sample of any size travels in
+     * bounded frames.
+     */
+    stageSample: defineMethod({
+      schema: z.object({ indexId, sampleId: z.string().min(1).max(128), offset: rowCount, total: rowCount }).strict(),
+      attachments: ['f32'],
+      handler: ({ indexId, sampleId, offset, total }, ctx) => {
+        const shard = server.getShard(indexId);
+        const rows = toMatrix(ctx.attachments[0] as Float32Array, shard.cfg.dim, 'sample').data;
+        shard.stageSample(sampleId, offset, total, rows);
       },
     }),
 
@@ -112,16 +135,28 @@ export function buildMethods(server: IndexServer): MethodTable {
      * may be empty: then this shard's own buffer). out: the trained centroids (f32, nlist x dim).
      */
     trainShared: defineMethod({
-      schema: byIndex,
-      handler: ({ indexId }, ctx) =>
+      schema: z
+        .object({
+          indexId,
+          sampleId: z.string().min(1).max(128).optional(),
+          total: rowCount.optional(),
+          own: z.object({ offset: rowCount, count: rowCount, of: rowCount }).strict().optional(),
+        })
+        .strict(),
+      handler: ({ indexId, sampleId, total, own }, ctx) =>
         server.withShard(indexId, async (durable) => {
           const [sample] = ctx.attachments;
           if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
             throw new ValidationError('sample', 'at most one f32 attachment (the training vectors)', sample);
           }
           // The sample is used in place, and its receive buffer is freed as soon as the
-          // training is done, before this shard starts adding its own buffer.
-          const rows = sample && sample.length > 0 ? toMatrix(sample, durable.cfg.dim, 'sample').data : new Float32Array(0);
+          // training is done, before this shard starts adding its own buffer. A staged sample
+          // (stageSample) gets this shard's own share added here, without a round trip.
+          const rows = sampleId
+            ? durable.shard.stagedSample(sampleId, total ?? 0, own ?? { offset: 0, count: 0, of: 0 })
+            : sample && sample.length > 0
+              ? toMatrix(sample, durable.cfg.dim, 'sample').data
+              : new Float32Array(0);
           const release = ctx.retainAttachments();
           try {
             const centroids = await durable.trainShared(rows, { threads: server.trainThreads, sampleDone: release });

@@ -12,6 +12,7 @@ import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, StorageError } from '../errors.js';
+import { fp16ToFp32 } from '../native/index.js';
 import { Shard, type SharedTrainingOptions, type ShardOptions } from './shard.js';
 import {
   exists,
@@ -61,6 +62,8 @@ export interface AddBatchOptions {
   release?: () => void;
   /** [rank, key] of this batch's attempts on servers that failed while holding it: held here until delivered. */
   movedFrom?: Array<[number, string]>;
+  /** The vectors as they arrived when that was float16: logged as they are (half the bytes of the widened copy). */
+  arrived?: Uint16Array;
 }
 
 export interface DurableShardOptions extends ShardOptions {
@@ -195,7 +198,8 @@ export class DurableShard {
       if (rec.dim !== useCfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${useCfg.dim}`);
       if (rec.key) keys.push([rec.key, shard!.metadata.size, rec.rows]);
       hold(rec.movedFrom, true);
-      void shard!.add(rec.vectors, rec.blob, rec.offsets, { replay: true });
+      const vectors = rec.vectors instanceof Uint16Array ? fp16ToFp32(rec.vectors) : rec.vectors;
+      void shard!.add(vectors, rec.blob, rec.offsets, { replay: true });
     });
     skipped.push(...report.skipped);
     // Later appends go to a fresh segment: a torn tail in the old one stays behind the
@@ -376,7 +380,7 @@ export class DurableShard {
     let handed = false;
     const { trainAsync, movedFrom } = opts;
     return this.wal
-      .append({ vectors, dim: this.cfg.dim, blob, offsets, key, movedFrom }, (seq) => {
+      .append({ vectors: opts.arrived ?? vectors, dim: this.cfg.dim, blob, offsets, key, movedFrom }, (seq) => {
         this.appliedSeq = seq;
         this.holdRevocations(movedFrom);
         this.rememberKey(key, this.shard.metadata.size, vectors.length / this.cfg.dim);

@@ -31,6 +31,8 @@ const MAX_ADD_CHUNK = 16384;
  * 125k x 128 is 16M and goes to a worker).
  */
 const INLINE_SEARCH_WORK = 1 << 21;
+/** Largest shared-training sample a trainer stages (float32 values: 4 GiB). */
+const MAX_SAMPLE_VALUES = 2 ** 30;
 /** Batches at least this large go to FAISS as they are (no concatenation copy). */
 const SOLO_ROWS = 1024;
 
@@ -84,6 +86,8 @@ export class Shard {
   /** The centroids this shard was trained with (shared training only). */
   private sharedCentroids: Float32Array | null = null;
   private sharedJob: Promise<Float32Array> | null = null;
+  /** The cluster's training sample being staged here in chunks (this shard is the trainer). */
+  private staged: { id: string; data: Float32Array } | null = null;
   private index: FaissIndex | null = null;
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
@@ -325,10 +329,45 @@ export class Shard {
   }
 
   /** Up to `count` buffered vectors picked at random (seeded): this shard's part of a shared training sample. */
-  sample(count: number): Float32Array {
+  sample(count: number, offset = 0, of = this.pendingCount): Float32Array {
     this.checkOpen();
     if (!Number.isSafeInteger(count) || count < 0) throw new ValidationError('count', 'a non-negative integer', count);
-    return this.sampleRows(Math.min(count, this.pendingCount), this.pendingCount);
+    // The sample order is over the first `of` rows (fixed by the caller across chunked
+    // calls; an untrained buffer only grows), so chunks never repeat or skip a row.
+    const total = Math.min(of, this.pendingCount);
+    const from = Math.min(offset, total);
+    return this.sampleRows(Math.min(count, total - from), total, from);
+  }
+
+  /**
+   * Shared training, on the trainer: copies one chunk of the cluster's training sample
+   * (rows [offset, offset + n) of `total`) into a staged buffer. A new sampleId replaces
+   * the staged sample (a client that died half-way left it; the next one starts over).
+   */
+  stageSample(sampleId: string, offset: number, total: number, rows: Float32Array): void {
+    this.checkOpen();
+    const { dim } = this.cfg;
+    if (total * dim > MAX_SAMPLE_VALUES) throw new ValidationError('total', `a training sample of at most ${Math.floor(MAX_SAMPLE_VALUES / dim)} rows of dim ${dim} (4 GiB)`, total);
+    if (this.staged?.id !== sampleId) this.staged = { id: sampleId, data: new Float32Array(total * dim) };
+    const { data } = this.staged;
+    if (data.length !== total * dim || offset * dim + rows.length > data.length) {
+      throw new ValidationError('offset', `rows within the staged sample of ${data.length / dim} rows`, `[${offset}, ${offset + rows.length / dim}) of ${total}`);
+    }
+    data.set(rows, offset * dim);
+  }
+
+  /** The staged sample `sampleId`, with this shard's own share filled in, for trainShared (and no longer staged). */
+  stagedSample(sampleId: string, total: number, own: { offset: number; count: number; of: number }): Float32Array {
+    this.checkOpen();
+    let data: Float32Array;
+    if (this.staged?.id === sampleId) data = this.staged.data;
+    else if (own.count === total && own.offset === 0 && total * this.cfg.dim <= MAX_SAMPLE_VALUES) data = new Float32Array(total * this.cfg.dim); // the whole sample is this shard's
+    else throw new IndexStateError(`no training sample '${sampleId}' is staged here (another client's training replaced it, or the server restarted): train again`);
+    this.staged = null;
+    const mine = this.sample(own.count, 0, own.of);
+    if (own.offset * this.cfg.dim + mine.length > data.length) throw new ValidationError('own.offset', 'a share inside the staged sample', own.offset);
+    data.set(mine, own.offset * this.cfg.dim);
+    return data;
   }
 
   /**
@@ -536,15 +575,18 @@ export class Shard {
     return trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
   }
 
-  /** `count` buffered vectors picked uniformly at random (seeded: retrains are reproducible). */
-  private sampleRows(count: number, total: number): Float32Array {
+  /**
+   * `count` buffered vectors picked uniformly at random among the first `total` (seeded:
+   * retrains are reproducible), starting at position `offset` of that random order.
+   */
+  private sampleRows(count: number, total: number, offset = 0): Float32Array {
     const { dim } = this.cfg;
     const out = new Float32Array(count * dim);
     // Partial Fisher-Yates over row numbers; the batches are addressed through a prefix table.
     const rows = new Uint32Array(total);
     for (let i = 0; i < total; i++) rows[i] = i;
     const rand = prng(0x5eed);
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < offset + count; i++) {
       const j = i + Math.floor(rand() * (total - i));
       const t = rows[i]!;
       rows[i] = rows[j]!;
@@ -557,7 +599,7 @@ export class Shard {
       s += b.vectors.length / dim;
     }
     for (let i = 0; i < count; i++) {
-      const r = rows[i]!;
+      const r = rows[offset + i]!;
       let lo = 0;
       let hi = starts.length - 1;
       while (lo < hi) {

@@ -18,7 +18,7 @@ export type Durability = 'fsync' | 'os' | 'none';
 
 const SEGMENT_MAGIC = 0x53574644; // "DFWS"
 const RECORD_MAGIC = 0x4c574644; // "DFWL"
-/** 2 added revoke records, 3 moved-from keys on adds and delivered records; older segments are still read. */
+/** 2 added revoke records, 3 moved-from keys, delivered records and float16 adds; older segments are still read. */
 export const WAL_FORMAT_VERSION = 3;
 const SEGMENT_HEADER = 16;
 const RECORD_HEADER = 48;
@@ -29,11 +29,14 @@ const TYPE_TRAIN = 2;
 const TYPE_REVOKE = 3;
 /** Revocations this shard held for batches moved here (see WalBatch.movedFrom) were delivered to their servers. */
 const TYPE_DELIVERED = 4;
+/** An add batch whose vectors arrived as float16 and are logged as they arrived (half the bytes). */
+const TYPE_ADD_F16 = 5;
 /** Replay refuses records claiming more than this (a corrupt length must not allocate GBs). */
 const MAX_RECORD_BYTES = 2 ** 31;
 
 export interface WalBatch {
-  vectors: Float32Array;
+  /** float32, or float16 (as Uint16Array) logged as it arrived. */
+  vectors: Float32Array | Uint16Array;
   dim: number;
   blob: Uint8Array;
   offsets: Uint32Array;
@@ -266,15 +269,18 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
+function encodeRecord(seq: number, b: WalBatch, kind: number): Uint8Array[] {
+  const type = kind === TYPE_ADD && b.vectors instanceof Uint16Array ? TYPE_ADD_F16 : kind;
   // train and revoke records carry their row count in n and no offsets
-  const countOnly = type !== TYPE_ADD;
+  const countOnly = type !== TYPE_ADD && type !== TYPE_ADD_F16;
   const n = countOnly ? b.offsets[0]! : b.offsets.length - 1;
   const key = Buffer.from(b.key, 'utf8');
   const moved = b.movedFrom && b.movedFrom.length > 0 ? Buffer.from(JSON.stringify(b.movedFrom), 'utf8') : Buffer.alloc(0);
   const vecBytes = b.vectors.byteLength;
+  // float16 vectors are padded to 4 bytes, so the u32 offsets after them stay aligned.
+  const vecPad = new Uint8Array(align4(vecBytes) - vecBytes);
   const offBytes = countOnly ? 0 : b.offsets.byteLength;
-  const payload = vecBytes + offBytes + b.blob.byteLength + key.byteLength + moved.byteLength;
+  const payload = vecBytes + vecPad.byteLength + offBytes + b.blob.byteLength + key.byteLength + moved.byteLength;
   const total = Math.ceil((RECORD_HEADER + payload) / 8) * 8;
   const h = Buffer.alloc(RECORD_HEADER);
   h.writeUInt32LE(RECORD_MAGIC, 0);
@@ -291,9 +297,13 @@ function encodeRecord(seq: number, b: WalBatch, type: number): Uint8Array[] {
   const off = new Uint8Array(b.offsets.buffer, b.offsets.byteOffset, offBytes);
   const pad = new Uint8Array(total - RECORD_HEADER - payload);
   let crc = crc32Update(0, h.subarray(8));
-  for (const p of [vec, off, b.blob, key, moved, pad]) crc = crc32Update(crc, p);
+  for (const p of [vec, vecPad, off, b.blob, key, moved, pad]) crc = crc32Update(crc, p);
   h.writeUInt32LE(crc, 4);
-  return [h, vec, off, b.blob, key, moved, pad].filter((p) => p.byteLength > 0);
+  return [h, vec, vecPad, off, b.blob, key, moved, pad].filter((p) => p.byteLength > 0);
+}
+
+function align4(n: number): number {
+  return Math.ceil(n / 4) * 4;
 }
 
 /** The entries of `dir`; none when it does not exist (yet). Other errors are thrown. */
@@ -396,19 +406,21 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
     if (!movedFrom) return 'unreadable delivered record';
     return { record: { seq, type: 'delivered', rows: 0, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key: '', movedFrom }, total };
   }
-  if (type !== TYPE_ADD) return `unknown record type ${type}`;
+  if (type !== TYPE_ADD && type !== TYPE_ADD_F16) return `unknown record type ${type}`;
+  const f16 = type === TYPE_ADD_F16;
   const dim = h.readUInt32LE(28);
   const vecBytes = h.readUInt32LE(32);
   const blobBytes = h.readUInt32LE(36);
   const keyBytes = h.readUInt32LE(40);
   const offBytes = (n + 1) * 4;
-  if (vecBytes !== n * dim * 4 || vecBytes + offBytes + blobBytes + keyBytes + movedBytes > body.byteLength) return 'inconsistent record sizes';
+  const vecEnd = align4(vecBytes);
+  if (vecBytes !== n * dim * (f16 ? 2 : 4) || vecEnd + offBytes + blobBytes + keyBytes + movedBytes > body.byteLength) return 'inconsistent record sizes';
   // body is a fresh, 8-aligned allocation of its own (Buffer.alloc never pools), so views are safe
-  const vectors = new Float32Array(body.buffer, body.byteOffset, n * dim);
-  const offsets = new Uint32Array(body.buffer, body.byteOffset + vecBytes, n + 1);
-  const blob = body.subarray(vecBytes + offBytes, vecBytes + offBytes + blobBytes);
-  const keyEnd = vecBytes + offBytes + blobBytes + keyBytes;
-  const key = body.toString('utf8', vecBytes + offBytes + blobBytes, keyEnd);
+  const vectors = f16 ? new Uint16Array(body.buffer, body.byteOffset, n * dim) : new Float32Array(body.buffer, body.byteOffset, n * dim);
+  const offsets = new Uint32Array(body.buffer, body.byteOffset + vecEnd, n + 1);
+  const blob = body.subarray(vecEnd + offBytes, vecEnd + offBytes + blobBytes);
+  const keyEnd = vecEnd + offBytes + blobBytes + keyBytes;
+  const key = body.toString('utf8', vecEnd + offBytes + blobBytes, keyEnd);
   const movedFrom = movedBytes > 0 ? parseMoved(body.subarray(keyEnd, keyEnd + movedBytes)) : undefined;
   if (movedFrom === null) return 'unreadable moved-from keys';
   return { record: { seq, type: 'add', rows: n, vectors, dim, blob, offsets, key, ...(movedFrom ? { movedFrom } : {}) }, total };

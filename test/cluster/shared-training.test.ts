@@ -182,3 +182,28 @@ test('syncTrain never fails because one shard is empty (per-shard and shared); t
     await client.close();
   }
 });
+
+test('a training sample larger than the servers\' frame limit travels in chunks (--max-frame-mb 1)', { timeout: 120_000 }, async () => {
+  const small = await startCluster(2, { serverArgs: ['--max-frame-mb', '1'] });
+  const client = await IndexClient.connect(small.discovery);
+  try {
+    const d = 64;
+    const big = new SyntheticDataset({ dim: d, seed: 5 });
+    // 12000 x 64 float32 = 3 MiB of sample, 3x one frame.
+    await client.createIndex('chunked', { indexBuilderType: 'ivf_simple', dim: d, metric: 'l2', centroids: 32, nprobe: 32, trainNum: 12_000 });
+    const base = big.base(12_000);
+    for (let i = 0; i < 12_000; i += 1000) await client.addIndexData('chunked', base.subarray(i * d, (i + 1000) * d), Array.from({ length: 1000 }, (_, j) => i + j));
+    await client.trainingSettled('chunked');
+    const end = Date.now() + 30_000;
+    while ((await client.getState('chunked')) !== IndexState.TRAINED || (await client.getNtotal('chunked')) !== 12_000) {
+      assert.ok(Date.now() < end, 'trained');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(sameCentroids(await client.getCentroids('chunked')));
+    const r = await client.search('chunked', base.subarray(0, 10 * d), 1);
+    assert.deepEqual(r.metadata.map((m) => m[0]), Array.from({ length: 10 }, (_, i) => i));
+  } finally {
+    await client.close();
+    await small.stop();
+  }
+});
