@@ -4,10 +4,10 @@
  * Each server gets two connections: one for bulk traffic (adds, training, saves) and one
  * for searches and small calls, so a search never queues behind a 16 MiB batch.
  */
-import { defaultIndexCfg, type IndexCfg } from '../config/index.js';
+import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
-import { MAX_K, toMatrix, type Metric, type VectorsInput } from '../native/index.js';
+import { MAX_K, checkK, toMatrix, type Metric, type VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
@@ -724,9 +724,6 @@ export class IndexClient {
 
 type AddReply = { firstId: number; state: IndexState; buffered?: number; revoked?: boolean } | undefined;
 
-function checkK(k: number): void {
-  if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);
-}
 
 function filterPredicate(filter: SearchFilter): (m: unknown) => boolean {
   if ('where' in filter) {

@@ -4,7 +4,7 @@
  * order in O(k log S). Ties break by server order, then position: the same inputs give
  * the same result every time.
  */
-import type { Metric } from '../native/index.js';
+import type { Metric } from '../vectors.js';
 
 export interface ShardHits {
   /** n*k scores, row-major. */

@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError } from '../errors.js';
-import type { Metric } from '../native/index.js';
+import type { Metric } from '../vectors.js';
 import type { IndexState } from '../shard/state.js';
 import type { ServerConn } from './server-conn.js';
 

@@ -2,7 +2,7 @@
  * Exact k-NN by brute force in TypeScript, and recall@k. Used to check FAISS results and
  * to measure recall in the demo and benchmark; deliberately independent of FAISS.
  */
-import type { Metric } from '../native/index.js';
+import type { Metric } from '../vectors.js';
 
 /** Brute-force top-k: ids (-1 padded) and scores, row-major n*k. Ties go to the lower id. */
 export function exactSearch(

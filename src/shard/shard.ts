@@ -17,7 +17,7 @@
 import { createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, ValidationError } from '../errors.js';
 import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory } from '../native/index.js';
-import { prng } from '../datasets/synthetic.js';
+import { prng } from '../util/random.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
 import { IndexState } from './state.js';
 

@@ -1,0 +1,44 @@
+/**
+ * dfaiss's client entry (`import { IndexClient } from 'dfaiss/client'`): everything a service
+ * needs to query and load a cluster, and nothing that loads the FAISS addon, so it runs
+ * where no FAISS or C++ toolchain exists. `dfaiss` (the main entry) re-exports all of it.
+ */
+export { MAX_K } from './vectors.js';
+export type { IdsInput, Metric, VectorsInput } from './vectors.js';
+export {
+  DURABILITY_MODES,
+  INDEX_BUILDER_TYPES,
+  INDEX_METRICS,
+  TRAIN_MODES,
+  defaultIndexCfg,
+  indexCfgToJSON,
+  loadIndexCfgFile,
+  parseIndexCfg,
+} from './config/index-cfg.js';
+export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, TrainMode } from './config/index-cfg.js';
+export { IndexClient } from './client/index-client.js';
+export type { AddOptions, IndexClientOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
+export type { PendingRevocation } from './client/revocations.js';
+export type { ClientSecurityOptions } from './client/security-options.js';
+export { readSecretFile } from './protocol/auth.js';
+export type { Secret } from './protocol/auth.js';
+export type { PemSource, TlsClientOptions } from './protocol/tls.js';
+export { parseDiscovery, readDiscovery } from './client/discovery.js';
+export type { DiscoveryOptions, ServerAddress } from './client/discovery.js';
+export { IndexState, aggregateStates } from './shard/state.js';
+export {
+  AuthError,
+  ConnectionError,
+  DfaissError,
+  FaissError,
+  GpuUnavailableError,
+  IndexStateError,
+  NativeLoadError,
+  ProtocolError,
+  RemoteError,
+  ServerUnavailableError,
+  StorageError,
+  TimeoutError,
+  UnknownIndexError,
+  ValidationError,
+} from './errors.js';

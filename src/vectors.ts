@@ -1,0 +1,74 @@
+/**
+ * Vectors as the API takes them, and the checks every layer shares: matrix shape and
+ * finiteness, metrics, the k limit. Pure TypeScript: the client imports this, never the
+ * FAISS binding.
+ */
+import { ValidationError } from './errors.js';
+
+/** 'dot' = inner product (larger is better), 'l2' = squared Euclidean distance (smaller is better). */
+export type Metric = 'dot' | 'l2';
+
+/** Row-major Float32Array of n*dim values, or one array of numbers per vector. */
+export type VectorsInput = Float32Array | ReadonlyArray<ArrayLike<number>>;
+
+/** Vector ids: BigInt64Array, or plain safe integers / bigints. */
+export type IdsInput = BigInt64Array | ReadonlyArray<number | bigint>;
+
+/** Upper bound on k: FAISS allocates n*k results and heaps of k per query. */
+export const MAX_K = 1 << 20;
+
+/** Normalises vectors to a row-major Float32Array, without copying when it already is one. */
+export function toMatrix(x: VectorsInput, dim: number, field: string): { data: Float32Array; n: number } {
+  if (x instanceof Float32Array) {
+    if (x.length === 0) throw new ValidationError(field, 'at least one vector', 'an empty array');
+    if (x.length % dim !== 0) {
+      throw new ValidationError(field, `a Float32Array whose length is a multiple of dim=${dim}`, `length ${x.length}`);
+    }
+    checkFinite(x, dim, field);
+    return { data: x, n: x.length / dim };
+  }
+  if (!Array.isArray(x)) {
+    throw new ValidationError(field, 'a Float32Array (row-major) or an array of vectors', x);
+  }
+  if (x.length === 0) throw new ValidationError(field, 'at least one vector', 'an empty array');
+  const data = new Float32Array(x.length * dim);
+  for (let i = 0; i < x.length; i++) {
+    const row = x[i] as ArrayLike<number> | undefined;
+    if (row == null || typeof row.length !== 'number' || row.length !== dim) {
+      throw new ValidationError(`${field}[${i}]`, `a vector of dim=${dim} numbers`, row == null ? row : `length ${row.length}`);
+    }
+    for (let j = 0; j < dim; j++) data[i * dim + j] = row[j] as number;
+  }
+  checkFinite(data, dim, field);
+  return { data, n: x.length };
+}
+
+function checkFinite(data: Float32Array, dim: number, field: string): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    // v - v is NaN for NaN and +-Infinity, 0 otherwise: one comparison per value.
+    if (v - v !== 0) {
+      const row = Math.floor(i / dim);
+      throw new ValidationError(`${field}[${row}][${i % dim}]`, 'a finite number (no NaN or Infinity)', v);
+    }
+  }
+}
+
+export function toIds(ids: IdsInput, field: string): BigInt64Array {
+  if (ids instanceof BigInt64Array) return ids;
+  if (!Array.isArray(ids)) throw new ValidationError(field, 'a BigInt64Array or an array of integers', ids);
+  const out = new BigInt64Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const v = ids[i];
+    if (typeof v === 'bigint') out[i] = v;
+    else if (typeof v === 'number' && Number.isSafeInteger(v)) out[i] = BigInt(v);
+    else throw new ValidationError(`${field}[${i}]`, 'an integer', v);
+  }
+  return out;
+}
+
+export function checkK(k: number): void {
+  if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) {
+    throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);
+  }
+}
