@@ -4,7 +4,7 @@
  * Each server gets two connections: one for bulk traffic (adds, training, saves) and one
  * for searches and small calls, so a search never queues behind a 16 MiB batch.
  */
-import { defaultIndexCfg, type IndexCfg } from '../config/index.js';
+import { checkSearchParameter, defaultIndexCfg, type IndexCfg, type IndexTypeCfg } from '../config/index.js';
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { MAX_K, toMatrix, type Metric, type VectorsInput } from '../native/index.js';
@@ -99,6 +99,8 @@ interface IndexMeta {
   clusterTrained: boolean;
   /** The shared training this client is running, if any. */
   training: Promise<void> | null;
+  /** What decides its search parameters (null from a server that does not report it). */
+  type: IndexTypeCfg | null;
 }
 
 interface ServerInfo {
@@ -109,6 +111,10 @@ interface ServerInfo {
   sharedTraining: boolean;
   trainNum: number;
   trainRatio: number;
+  indexBuilderType?: IndexTypeCfg['indexBuilderType'];
+  faissFactory?: IndexTypeCfg['faissFactory'];
+  centroids?: number;
+  inferCentroids?: boolean;
 }
 
 export class IndexClient {
@@ -177,7 +183,7 @@ export class IndexClient {
   async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
     const created = await this.all<{ sharedTraining: boolean }>('bulk', 'createIndex', { indexId, cfg: full as unknown as Record<string, unknown> });
-    this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum));
+    this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum, full));
   }
 
   /**
@@ -398,13 +404,21 @@ export class IndexClient {
     );
   }
 
-  /** Sets nprobe (efSearch for hnswsq) on every server. */
+  /** Sets nprobe (efSearch for hnswsq) on every server: an integer from 1 to the index's list count. */
   async setNprobe(indexId: string, nprobe: number): Promise<void> {
     await this.setSearchParameter(indexId, 'nprobe', nprobe);
   }
 
-  /** Sets any FAISS ParameterSpace parameter ('nprobe', 'efSearch', 'k_factor', ...) cluster-wide. */
+  /**
+   * Sets a FAISS search parameter cluster-wide. Which names an index type has and their
+   * ranges are in docs/protocol.md ("Search parameters"): nprobe and max_codes (IVF),
+   * efSearch and efConstruction (HNSW), ht (PQ), k_factor (IVFPQR), k_factor_rf (refine).
+   * Anything else, or a value out of range, is a ValidationError here and on the servers;
+   * the index keeps its previous value and stays searchable.
+   */
   async setSearchParameter(indexId: string, name: string, value: number): Promise<void> {
+    const meta = await this.indexMeta(indexId);
+    if (meta.type) checkSearchParameter(meta.type, name, value);
     await this.all('query', 'setSearchParameter', { indexId, name, value });
   }
 
@@ -661,13 +675,14 @@ export class IndexClient {
     let meta = this.indexes.get(indexId);
     if (!meta) {
       const info = await this.firstAnswer<ServerInfo>('getInfo', { indexId });
-      meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum);
+      const type = info.faissFactory !== undefined ? { indexBuilderType: info.indexBuilderType ?? null, faissFactory: info.faissFactory, centroids: info.centroids ?? 0, inferCentroids: info.inferCentroids ?? false } : null;
+      meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum, type);
       this.indexes.set(indexId, meta);
     }
     return meta;
   }
 
-  private newMeta(dim: number, metric: Metric, sharedTraining: boolean, trainNum: number): IndexMeta {
+  private newMeta(dim: number, metric: Metric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
     return {
       dim,
       metric,
@@ -677,6 +692,7 @@ export class IndexClient {
       buffered: new Array<number>(this.servers.length).fill(0),
       clusterTrained: false,
       training: null,
+      type: type && { indexBuilderType: type.indexBuilderType, faissFactory: type.faissFactory, centroids: type.centroids, inferCentroids: type.inferCentroids },
     };
   }
 

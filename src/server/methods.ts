@@ -142,7 +142,9 @@ export function buildMethods(server: IndexServer): MethodTable {
       schema: byIndex,
       handler: ({ indexId }) => {
         const shard = server.getShard(indexId);
-        return { result: { ...shard.info, error: shard.error?.message ?? null } };
+        // The index type's fields let a client check search parameters before sending them.
+        const { indexBuilderType, faissFactory, centroids, inferCentroids } = shard.cfg;
+        return { result: { ...shard.info, indexBuilderType, faissFactory, centroids, inferCentroids, error: shard.error?.message ?? null } };
       },
     }),
 

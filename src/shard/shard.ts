@@ -14,8 +14,8 @@
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
  */
-import { createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
-import { IndexStateError, ValidationError } from '../errors.js';
+import { checkSearchParameter, createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
+import { FaissError, IndexStateError, ValidationError } from '../errors.js';
 import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory } from '../native/index.js';
 import { prng } from '../datasets/synthetic.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
@@ -459,11 +459,23 @@ export class Shard {
 
   /** Sets a FAISS search parameter now and on any index trained later. */
   async setParameter(name: string, value: number): Promise<void> {
+    // Checked against the table first (FAISS casts and accepts nprobe 0 or 1e12, then every
+    // search fails an assertion); a trained index bounds nprobe by its real list count.
+    const nlist = this.index?.nlist;
+    checkSearchParameter(this.cfg, name, value, nlist !== undefined && nlist > 0 ? { nlist } : {});
     // The original's hnswsq builder searches with efSearch = nprobe; keep setNprobe meaningful there.
     if (name === 'nprobe' && this.cfg.indexBuilderType === 'hnswsq') name = 'efSearch';
     // Before training, try it on a stand-in index of the same type: a parameter this index
     // type does not have must fail now, not make every later training fail.
-    await (this.index ?? (await createStandInIndex(this.cfg))).setParameter(name, value);
+    try {
+      await (this.index ?? (await createStandInIndex(this.cfg))).setParameter(name, value);
+    } catch (err) {
+      // A factory string the table does not know: FAISS's refusal, as the same error kind.
+      if (err instanceof FaissError && /could not set parameter/.test(err.message)) {
+        throw new ValidationError('name', `a search parameter this index type has (FAISS: ${err.message})`, name);
+      }
+      throw err;
+    }
     this.params.set(name, value);
   }
 

@@ -8,7 +8,6 @@ import { existsSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import {
-  FaissError,
   IndexClient,
   IndexStateError,
   ProtocolError,
@@ -275,9 +274,10 @@ describe('indexes and configurations', () => {
 
   it('a search parameter the index type does not have, set before training (found by the socket fuzz)', async () => {
     await client.createIndex('param', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 5 });
-    // Refused at once (tried on a stand-in index), instead of making every later training fail.
-    await rejectsWith(client.setNprobe('param', 4), FaissError, undefined, /nprobe/);
-    await rejectsWith(client.setSearchParameter('param', 'efSearch', 4), FaissError);
+    // Refused at once (the per-type table, issue 12), instead of making every later training fail.
+    await rejectsWith(client.setNprobe('param', 4), ValidationError, 'name', /has none/);
+    await rejectsWith(client.setSearchParameter('param', 'efSearch', 4), ValidationError, 'name');
+    await rejectsWith(raw[0]!.call('setSearchParameter', { indexId: 'param', name: 'nprobe', value: 4 }), ValidationError, 'name');
     await rejectsWith(raw[0]!.call('setSearchParameter', { indexId: 'param', name: 'no such', value: 1 }), ValidationError, 'args.name');
     // Training triggered by adds (in the background) then works.
     await client.addIndexData('param', data.base(10, 0));
