@@ -111,6 +111,7 @@ export class DurableShard {
       const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(cfg) });
       const ds = new DurableShard(dir, new Shard(cfg, link.options), wal, 0, 0, opts);
       link.attach(ds);
+      await ds.shard.useIndexIfTrainedAtConstruction(); // Flat, HNSW-Flat, ...: TRAINED at creation
       return ds;
     } catch (err) {
       if (err instanceof StorageError) throw err;
@@ -186,6 +187,7 @@ export class DurableShard {
       const centroids = await readSharedCentroids(dir, useCfg.dim);
       if (centroids) await shard.installTrained(centroids);
     }
+    await shard.useIndexIfTrainedAtConstruction(); // saved before it had vectors, or by an older version
     shard.resume({ trainOnRows });
     return { shard: ds, report: { generation, walRecords: report.records, skipped } };
   }

@@ -132,6 +132,23 @@ export class Shard {
     return this.stateValue;
   }
 
+  /**
+   * Index types FAISS builds trained (Flat, IDMap,Flat, HNSW-Flat, ...) need no training:
+   * the shard gets its index now and is TRAINED from creation, so a flat index with the
+   * default trainNum 0 is searchable after its first add and syncTrain is a no-op.
+   * Returns whether it did (false for types that train, and once an index exists).
+   */
+  async useIndexIfTrainedAtConstruction(): Promise<boolean> {
+    if (this.index || this.training || this.sharedTraining || this.stateValue !== IndexState.NOT_TRAINED) return false;
+    if (!(await createStandInIndex(this.cfg)).isTrained) return false;
+    const index = await createFaissIndex(this.cfg, 0, { totalVectors: 0 });
+    for (const [name, value] of this.params) await index.setParameter(name, value);
+    if (this.index || this.training) return false; // trained meanwhile
+    this.index = index;
+    this.stateValue = IndexState.TRAINED;
+    return true;
+  }
+
   get info(): ShardInfo {
     const indexed = this.index?.ntotal ?? 0;
     const deadIndexed = this.tombstonedBelow(indexed);
