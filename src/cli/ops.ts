@@ -68,7 +68,7 @@ export async function clusterStatus(
 }
 
 function clientOpts(o: { wait: number; timeout: number } & ClientSecurityCliOptions, name: string): IndexClientOptions {
-  return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name };
+  return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name, log: (m) => process.stderr.write(`dfaiss ${name.replace(/^dfaiss-/, '')}: ${m}\n`) };
 }
 
 /** Connects to the cluster of `--discover`, runs `fn`, and closes the client whatever happens. */

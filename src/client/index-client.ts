@@ -20,6 +20,14 @@ export interface IndexClientOptions extends ClientSecurityOptions {
   /** How long connect() waits for the discovery file to list every server. @default 7_200_000 (2 h) */
   discoveryTimeoutMs?: number;
   /**
+   * While connect() waits for the discovery file, gets a line every discoveryLogIntervalMs
+   * saying what is missing (the file does not exist, is empty, lists 1 of 4 servers).
+   * @default one line on stderr (pass `() => {}` to silence)
+   */
+  log?: (message: string) => void;
+  /** @default 5000 */
+  discoveryLogIntervalMs?: number;
+  /**
    * Deadline of each call to a server: a dead or stuck server makes the call fail within it,
    * with an error naming the server. @default 120_000
    */
@@ -142,7 +150,7 @@ export class IndexClient {
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
   static async connect(discoveryPath: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
-    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs });
+    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs, log: opts.log, logIntervalMs: opts.discoveryLogIntervalMs });
     return IndexClient.connectTo(addresses, opts);
   }
 
