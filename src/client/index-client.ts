@@ -202,9 +202,11 @@ export class IndexClient {
    * next server, and the failed one is told to revoke it once reachable (see
    * pendingRevocations). Fails with ServerUnavailableError when every server failed.
    * `vectors` is a row-major Float32Array (or one array per vector; a Uint16Array is sent as
-   * float16). `metadata`, when given, has one plain msgpack-able value per vector.
+   * float16). `metadata`, when given, has one plain msgpack-able value per vector (a
+   * Uint8Array comes back from search as a Uint8Array); null or undefined, as a list or
+   * an item, stores none (the original's None).
    */
-  async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[], opts: AddOptions = {}): Promise<void> {
+  async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[] | null, opts: AddOptions = {}): Promise<void> {
     const meta = await this.indexMeta(indexId);
     let data: Float32Array | Uint16Array;
     let n: number;
@@ -439,8 +441,13 @@ export class IndexClient {
     await this.all('bulk', 'saveIndex', { indexId });
   }
 
-  /** Loads the index on every server from its storage folder; cfg overrides the stored cfg.json. */
-  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = false): Promise<void> {
+  /**
+   * Loads the index on every server from its storage folder, as the original's
+   * load_index(id, cfg=None, force_reload=True): an index already in memory is reloaded
+   * (forceReload, the default) or, with forceReload false, kept unless a cfg different from
+   * its own is given; a given cfg overrides the stored cfg.json and is saved as it.
+   */
+  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = true): Promise<void> {
     const full = cfg ? defaultIndexCfg(cfg) : null;
     await this.all('bulk', 'loadIndex', { indexId, cfg: full as unknown as Record<string, unknown> | null, forceReload });
     this.indexes.delete(indexId);

@@ -16,7 +16,7 @@ import { DurableShard } from '../shard/durable-shard.js';
 import type { Shard } from '../shard/shard.js';
 import { silentLogger, type Logger } from './logger.js';
 import { buildMethods } from './methods.js';
-import { checkIndexId, shardDir } from './paths.js';
+import { checkIndexId, indexIdOfFolder, shardDir } from './paths.js';
 import { rpcSecurityOptions, type ServerSecurityOptions } from './security-options.js';
 
 export interface IndexServerStartOptions {
@@ -188,11 +188,14 @@ export class IndexServer {
     this.log.info({ indexId, ntotal: durable.shard.info.ntotal }, 'index saved');
   }
 
-  /** Loads an index from its folder; without forceReload an index already in memory is kept. */
+  /**
+   * Loads an index from its folder. Without forceReload an index already in memory is kept,
+   * unless `cfg` differs from its own: the cfg is applied (by a reload) either way.
+   */
   async loadIndex(indexId: string, cfg: IndexCfg | null, forceReload: boolean): Promise<{ loaded: boolean }> {
     checkIndexId(indexId);
     const current = this.shards.get(indexId);
-    if (current && !forceReload) return { loaded: false };
+    if (current && !forceReload && (cfg === null || isDeepStrictEqual(cfg, current.cfg))) return { loaded: false };
     const dir = this.dirOf(indexId, cfg ?? current?.cfg ?? null);
     if (current) {
       // forceReload: everything acknowledged is in the log, so closing without a snapshot loses nothing.
@@ -242,7 +245,7 @@ export class IndexServer {
     return shardDir(this.storageDir, cfg?.indexStorageDir ?? null, indexId, this.rank);
   }
 
-  /** Loads {storageDir}/{indexId}/{rank} for every index folder present. */
+  /** Loads {storageDir}/{folder name of indexId}/{rank} for every index folder present. */
   private async loadAll(): Promise<void> {
     let names: string[];
     try {
@@ -251,14 +254,15 @@ export class IndexServer {
       return;
     }
     for (const name of names) {
+      const id = indexIdOfFolder(name); // null: not an index folder (e.g. a stray file)
+      if (id === null) continue;
       try {
-        checkIndexId(name);
         if (!(await stat(join(this.storageDir, name))).isDirectory()) continue;
       } catch {
         continue;
       }
       if (await DurableShard.existsIn(join(this.storageDir, name, String(this.rank)))) {
-        await this.loadIndex(name, null, true);
+        await this.loadIndex(id, null, true);
       }
     }
   }

@@ -196,7 +196,7 @@ export function buildMethods(server: IndexServer): MethodTable {
     loadIndex: defineMethod({
       schema: z.object({ indexId, cfg: cfgObject.nullable().optional(), forceReload: z.boolean().optional() }).strict(),
       handler: async ({ indexId, cfg, forceReload }) => ({
-        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? false),
+        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? true), // the original's default
       }),
     }),
 

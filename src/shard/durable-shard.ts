@@ -129,6 +129,7 @@ export class DurableShard {
     const skipped: string[] = [];
     const useCfg = cfg ?? (await readCfg(dir));
     if (!useCfg) throw new StorageError(`${dir} has no cfg.json: not a dfaiss index folder (pass a cfg to load it anyway)`);
+    if (cfg) await writeCfg(dir, cfg); // the given cfg is the index's from now on (a later load without one keeps it)
     const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(useCfg) });
     const hooked = link.options;
     let shard: Shard | null = null;
@@ -139,7 +140,8 @@ export class DurableShard {
     const snapshots = await listSnapshots(dir);
     for (const snap of snapshots) {
       try {
-        const r = await readSnapshot(snap.dir, cfg, hooked);
+        // cfg.json beside the snapshots wins over a snapshot's copy: a load with a cfg rewrites it.
+        const r = await readSnapshot(snap.dir, useCfg, hooked);
         shard = r.shard;
         generation = snap.generation;
         fromSeq = r.manifest.walSeq;
