@@ -379,6 +379,20 @@ describe('frames', () => {
     await stillServing();
   });
 
+  it('request id 0 (reserved for goodbye frames) is refused in every stage, hello included (issue 12)', async () => {
+    // Before: the hello was answered with id 0, which the client reads as a goodbye.
+    const { frames } = await rawSession(hello(PROTOCOL_VERSION, 0), { keepOpen: true });
+    assert.equal(frames.length, 1, `only the goodbye, no hello reply: ${JSON.stringify(frames)}`);
+    const bye = goodbyeOf(frames);
+    assert.equal(bye.code, 'PROTOCOL');
+    assert.match(bye.message, /request id 0 is reserved \(for goodbye frames\); 'hello' must use an id from 1/);
+    // After the handshake, as before.
+    const later = await rawSession(Buffer.concat([hello(), frame({ v: 1, id: 0, method: 'getNtotal', args: { indexId: HEALTHY } })]), { keepOpen: true });
+    assert.equal((later.frames[0] as { ok?: boolean }).ok, true, 'hello answered');
+    assert.match(goodbyeOf(later.frames).message, /request id 0 is reserved/);
+    await stillServing();
+  });
+
   it('truncated frames', async () => {
     const request = frame({ v: 1, id: 2, method: 'search', args: { indexId: HEALTHY, k: 1 } }, [probe]);
     for (const cut of [3, 15, 16, 40, request.length - 1]) {
