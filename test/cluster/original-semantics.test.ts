@@ -52,13 +52,14 @@ async function restartAll(): Promise<void> {
 
 describe("the original's semantics (issue 12, defect 7)", () => {
   it('loadIndex applies cfg to an index in memory; forceReload defaults to true; the cfg is kept', async () => {
-    const cfg = { indexBuilderType: 'flat' as const, dim, metric: 'l2' as const };
+    // trainNum 1: searchable after the first add even where flat indexes still needed training.
+    const cfg = { indexBuilderType: 'flat' as const, dim, metric: 'l2' as const, trainNum: 1 };
     await client.createIndex('lc', cfg);
     await client.addIndexData('lc', data.base(20, 0));
     await client.addIndexData('lc', data.base(20, 20));
     await waitNtotal('lc', 40);
     await client.saveIndex('lc');
-    assert.deepEqual(await trainNums('lc'), [0, 0]);
+    assert.deepEqual(await trainNums('lc'), [1, 1]);
 
     await client.loadIndex('lc', { ...cfg, trainNum: 7 }); // in memory, no forceReload given
     assert.deepEqual(await trainNums('lc'), [7, 7], 'cfg applied with the default forceReload');
@@ -74,22 +75,28 @@ describe("the original's semantics (issue 12, defect 7)", () => {
     assert.equal(await client.getNtotal('lc'), 40);
   });
 
-  it('metadata null (None) as a list and as items; binary metadata comes back as Uint8Array', async () => {
-    await client.createIndex('meta', { indexBuilderType: 'flat', dim, metric: 'l2' });
+  it('metadata null (None) as a list and as items', async () => {
+    await client.createIndex('none', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
+    await client.addIndexData('none', data.base(3, 0), null);
+    await client.addIndexData('none', data.base(3, 3), [null, { a: 1 }, undefined]);
+    await waitNtotal('none', 6);
+    const r = await client.search('none', data.base(6, 0), 1);
+    assert.deepEqual(r.metadata.map((row) => row[0]), [null, null, null, null, { a: 1 }, null]);
+  });
+
+  it('binary metadata comes back as Uint8Array, also after a restart', async () => {
+    await client.createIndex('bin', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
     const bin = [Uint8Array.of(1, 2, 3), { blob: Uint8Array.of(255, 0), tag: 'x' }, [Uint8Array.of(), 4]];
-    await client.addIndexData('meta', data.base(3, 0), null);
-    await client.addIndexData('meta', data.base(3, 3), [null, { a: 1 }, undefined]);
-    await client.addIndexData('meta', data.base(3, 6), bin);
-    await client.addIndexData('meta', data.base(3, 9), bin);
-    await waitNtotal('meta', 12);
+    await client.addIndexData('bin', data.base(3, 0), bin);
+    await client.addIndexData('bin', data.base(3, 3), bin);
+    await waitNtotal('bin', 6);
     const check = async (): Promise<void> => {
-      const r = await client.search('meta', data.base(12, 0), 1);
+      const r = await client.search('bin', data.base(6, 0), 1);
       const got = r.metadata.map((row) => row[0]);
-      assert.deepEqual(got.slice(0, 6), [null, null, null, null, { a: 1 }, null]);
-      assert.deepEqual(got.slice(6, 9), bin, 'binary values round-trip');
-      assert.deepEqual(got.slice(9, 12), bin);
-      assert.ok(got[6] instanceof Uint8Array && got[6].constructor === Uint8Array, 'a Uint8Array, not a Buffer view');
-      assert.ok((got[7] as { blob: unknown }).blob instanceof Uint8Array);
+      assert.deepEqual(got.slice(0, 3), bin, 'binary values round-trip');
+      assert.deepEqual(got.slice(3, 6), bin);
+      assert.ok(got[0] instanceof Uint8Array && got[0].constructor === Uint8Array, 'a Uint8Array, not a Buffer view');
+      assert.ok((got[1] as { blob: unknown }).blob instanceof Uint8Array);
     };
     await check();
     await restartAll(); // from the write-ahead log
@@ -101,7 +108,7 @@ describe("the original's semantics (issue 12, defect 7)", () => {
     const around = readdirSync(dirname(cluster.dir)).filter((n) => n.startsWith('escaped')).sort();
     const beside = readdirSync(cluster.dir).sort();
     for (const [i, id] of ids.entries()) {
-      await client.createIndex(id, { indexBuilderType: 'flat', dim, metric: 'l2' });
+      await client.createIndex(id, { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
       await client.addIndexData(id, data.base(1, i), [id]);
     }
     const folders = ids.map(indexFolderName);
