@@ -134,12 +134,12 @@ export class Shard {
 
   /**
    * Index types FAISS builds trained (Flat, IDMap,Flat, HNSW-Flat, ...) need no training:
-   * the shard gets its index now and is TRAINED from creation, so a flat index with the
-   * default trainNum 0 is searchable after its first add and syncTrain is a no-op.
-   * Returns whether it did (false for types that train, and once an index exists).
+   * with trainNum 0 (the default) the shard gets its index now and is TRAINED from creation,
+   * so it is searchable after its first add and syncTrain is a no-op. A trainNum > 0 keeps
+   * the original's rule (buffered until trainNum vectors arrive). Returns whether it did.
    */
   async useIndexIfTrainedAtConstruction(): Promise<boolean> {
-    if (this.index || this.training || this.sharedTraining || this.stateValue !== IndexState.NOT_TRAINED) return false;
+    if (this.cfg.trainNum > 0 || this.index || this.training || this.sharedTraining || this.stateValue !== IndexState.NOT_TRAINED) return false;
     if (!(await createStandInIndex(this.cfg)).isTrained) return false;
     const index = await createFaissIndex(this.cfg, 0, { totalVectors: 0 });
     for (const [name, value] of this.params) await index.setParameter(name, value);
