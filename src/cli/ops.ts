@@ -48,6 +48,7 @@ export async function clusterStatus(
     throw new DfaissError(`cannot read discovery file ${discoveryPath}: ${(err as Error).message}`);
   }
   const { expected, servers } = parseDiscovery(text, discoveryPath);
+  if (expected < 0) throw new DfaissError(`discovery file ${discoveryPath} is empty: its first line must be the number of servers, then one "host,port" line per server`);
   const rows = await Promise.all(
     servers.map(async (address): Promise<ServerStatusRow> => {
       let client: IndexClient | null = null;

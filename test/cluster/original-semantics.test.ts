@@ -108,7 +108,7 @@ describe("the original's semantics (issue 12, defect 7)", () => {
     const around = readdirSync(dirname(cluster.dir)).filter((n) => n.startsWith('escaped')).sort();
     const beside = readdirSync(cluster.dir).sort();
     for (const [i, id] of ids.entries()) {
-      await client.createIndex(id, { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 1 });
+      await client.createIndex(id, { indexBuilderType: 'flat', dim, metric: 'l2' });
       await client.addIndexData(id, data.base(1, i), [id]);
     }
     const folders = ids.map(indexFolderName);
