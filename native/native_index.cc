@@ -5,6 +5,7 @@
 #include <faiss/IVFlib.h>
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <mutex>
 #include <shared_mutex>
 
@@ -238,7 +240,17 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
     idx_t n = ArgInt(info, 1, "n");
     const float* px = x.Data();
-    auto* w = Job(info.Env(), true, [n, px](faiss::Index* idx) { idx->add(n, px); });
+    auto* w = Job(info.Env(), true, [n, px](faiss::Index* idx) {
+      // IDMap refuses add(): give it the ids plain indexes would assign (ntotal, ntotal+1, ...),
+      // so "IDMap,Flat" and friends work where callers rely on those ids.
+      if (auto* idmap = dynamic_cast<faiss::IndexIDMap*>(idx)) {
+        std::vector<idx_t> ids(static_cast<size_t>(n));
+        std::iota(ids.begin(), ids.end(), idx->ntotal);
+        idmap->add_with_ids(n, px, ids.data());
+      } else {
+        idx->add(n, px);
+      }
+    });
     w->Keep(x);
     return w->Start();
   }

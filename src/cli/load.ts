@@ -75,6 +75,7 @@ export function registerLoadCommand(program: Command): void {
           ...security,
           discoveryTimeoutMs: opts.discoveryTimeout * 1000,
           clientName: 'dfaiss-load',
+          log: (m) => process.stderr.write(`dfaiss load: ${m}\n`),
           ...(opts.inFlight ? { maxAddsInFlight: opts.inFlight } : {}),
         });
         const progress = createProgressReporter({ intervalMs: opts.progressInterval * 1000 });

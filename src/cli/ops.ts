@@ -48,6 +48,7 @@ export async function clusterStatus(
     throw new DfaissError(`cannot read discovery file ${discoveryPath}: ${(err as Error).message}`);
   }
   const { expected, servers } = parseDiscovery(text, discoveryPath);
+  if (expected < 0) throw new DfaissError(`discovery file ${discoveryPath} is empty: its first line must be the number of servers, then one "host,port" line per server`);
   const rows = await Promise.all(
     servers.map(async (address): Promise<ServerStatusRow> => {
       let client: IndexClient | null = null;
@@ -68,7 +69,7 @@ export async function clusterStatus(
 }
 
 function clientOpts(o: { wait: number; timeout: number } & ClientSecurityCliOptions, name: string): IndexClientOptions {
-  return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name };
+  return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name, log: (m) => process.stderr.write(`dfaiss ${name.replace(/^dfaiss-/, '')}: ${m}\n`) };
 }
 
 /** Connects to the cluster of `--discover`, runs `fn`, and closes the client whatever happens. */

@@ -5,6 +5,7 @@
  * for searches and small calls, so a search never queues behind a 16 MiB batch.
  */
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
+import { checkSearchParameter, type IndexTypeCfg } from '../config/search-params.js';
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { MAX_K, checkK, toMatrix, type Metric, type VectorsInput } from '../vectors.js';
@@ -21,6 +22,14 @@ import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security
 export interface IndexClientOptions extends ClientSecurityOptions {
   /** How long connect() waits for the discovery file to list every server. @default 7_200_000 (2 h) */
   discoveryTimeoutMs?: number;
+  /**
+   * While connect() waits for the discovery file, gets a line every discoveryLogIntervalMs
+   * saying what is missing (the file does not exist, is empty, lists 1 of 4 servers).
+   * @default one line on stderr (pass `() => {}` to silence)
+   */
+  log?: (message: string) => void;
+  /** @default 5000 */
+  discoveryLogIntervalMs?: number;
   /**
    * Deadline of each call to a server: a dead or stuck server makes the call fail within it,
    * with an error naming the server. @default 120_000
@@ -101,6 +110,8 @@ interface IndexMeta {
   clusterTrained: boolean;
   /** The shared training this client is running, if any. */
   training: Promise<void> | null;
+  /** What decides its search parameters (null from a server that does not report it). */
+  type: IndexTypeCfg | null;
 }
 
 
@@ -129,7 +140,7 @@ export class IndexClient {
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
   static async connect(discoveryPath: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
-    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs });
+    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs, log: opts.log, logIntervalMs: opts.discoveryLogIntervalMs });
     return IndexClient.connectTo(addresses, opts);
   }
 
@@ -171,7 +182,7 @@ export class IndexClient {
   async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
     const created = await this.all<{ sharedTraining: boolean }>('bulk', 'createIndex', { indexId, cfg: full as unknown as Record<string, unknown> });
-    this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum));
+    this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum, full));
   }
 
   /**
@@ -182,9 +193,11 @@ export class IndexClient {
    * next server, and the failed one is told to revoke it once reachable (see
    * pendingRevocations). Fails with ServerUnavailableError when every server failed.
    * `vectors` is a row-major Float32Array (or one array per vector; a Uint16Array is sent as
-   * float16). `metadata`, when given, has one plain msgpack-able value per vector.
+   * float16). `metadata`, when given, has one plain msgpack-able value per vector (a
+   * Uint8Array comes back from search as a Uint8Array); null or undefined, as a list or
+   * an item, stores none (the original's None).
    */
-  async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[], opts: AddOptions = {}): Promise<void> {
+  async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[] | null, opts: AddOptions = {}): Promise<void> {
     const meta = await this.indexMeta(indexId);
     let data: Float32Array | Uint16Array;
     let n: number;
@@ -394,13 +407,21 @@ export class IndexClient {
     );
   }
 
-  /** Sets nprobe (efSearch for hnswsq) on every server. */
+  /** Sets nprobe (efSearch for hnswsq) on every server: an integer from 1 to the index's list count. */
   async setNprobe(indexId: string, nprobe: number): Promise<void> {
     await this.setSearchParameter(indexId, 'nprobe', nprobe);
   }
 
-  /** Sets any FAISS ParameterSpace parameter ('nprobe', 'efSearch', 'k_factor', ...) cluster-wide. */
+  /**
+   * Sets a FAISS search parameter cluster-wide. Which names an index type has and their
+   * ranges are in docs/protocol.md ("Search parameters"): nprobe and max_codes (IVF),
+   * efSearch and efConstruction (HNSW), ht (PQ), k_factor (IVFPQR), k_factor_rf (refine).
+   * Anything else, or a value out of range, is a ValidationError here and on the servers;
+   * the index keeps its previous value and stays searchable.
+   */
   async setSearchParameter(indexId: string, name: string, value: number): Promise<void> {
+    const meta = await this.indexMeta(indexId);
+    if (meta.type) checkSearchParameter(meta.type, name, value);
     await this.all('query', 'setSearchParameter', { indexId, name, value });
   }
 
@@ -413,8 +434,13 @@ export class IndexClient {
     await this.all('bulk', 'saveIndex', { indexId });
   }
 
-  /** Loads the index on every server from its storage folder; cfg overrides the stored cfg.json. */
-  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = false): Promise<void> {
+  /**
+   * Loads the index on every server from its storage folder, as the original's
+   * load_index(id, cfg=None, force_reload=True): an index already in memory is reloaded
+   * (forceReload, the default) or, with forceReload false, kept unless a cfg different from
+   * its own is given; a given cfg overrides the stored cfg.json and is saved as it.
+   */
+  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = true): Promise<void> {
     const full = cfg ? defaultIndexCfg(cfg) : null;
     await this.all('bulk', 'loadIndex', { indexId, cfg: full as unknown as Record<string, unknown> | null, forceReload });
     this.indexes.delete(indexId);
@@ -664,13 +690,13 @@ export class IndexClient {
   private knownMeta(indexId: string, info: ShardInfoReply): IndexMeta {
     let meta = this.indexes.get(indexId);
     if (!meta) {
-      meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum);
+      meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum, indexTypeOf(info));
       this.indexes.set(indexId, meta);
     }
     return meta;
   }
 
-  private newMeta(dim: number, metric: Metric, sharedTraining: boolean, trainNum: number): IndexMeta {
+  private newMeta(dim: number, metric: Metric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
     return {
       dim,
       metric,
@@ -680,6 +706,7 @@ export class IndexClient {
       buffered: new Array<number>(this.servers.length).fill(0),
       clusterTrained: false,
       training: null,
+      type: type && { indexBuilderType: type.indexBuilderType, faissFactory: type.faissFactory, centroids: type.centroids, inferCentroids: type.inferCentroids },
     };
   }
 
@@ -741,3 +768,8 @@ function isEqual(a: unknown, b: unknown): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** The index-type fields of a shard's info (to check search parameters before sending them). */
+function indexTypeOf(info: ShardInfoReply): IndexTypeCfg | null {
+  if (info.faissFactory === undefined) return null;
+  return { indexBuilderType: info.indexBuilderType ?? null, faissFactory: info.faissFactory, centroids: info.centroids ?? 0, inferCentroids: info.inferCentroids ?? false };
+}

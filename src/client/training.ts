@@ -13,6 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError } from '../errors.js';
 import type { Metric } from '../vectors.js';
+import type { IndexTypeCfg } from '../config/search-params.js';
 import type { IndexState } from '../shard/state.js';
 import type { ServerConn } from './server-conn.js';
 
@@ -30,6 +31,11 @@ export interface ShardInfoReply {
   trainRatio: number;
   /** Revocations this shard holds for other servers (see Revocations). */
   heldRevocations?: number;
+  /** The index type (to check search parameters in the client). */
+  indexBuilderType?: IndexTypeCfg['indexBuilderType'];
+  faissFactory?: IndexTypeCfg['faissFactory'];
+  centroids?: number;
+  inferCentroids?: boolean;
 }
 
 const isTrained = (s: IndexState): boolean => s === 'TRAINED' || s === 'ADD';

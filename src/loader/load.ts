@@ -120,7 +120,8 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   if (opts.cfg && opts.cfg.dim !== file.dim) {
     throw new ValidationError('--cfg dim', `${file.dim}, the dimension of ${file.path}`, opts.cfg.dim);
   }
-  if (opts.loadIndex) await client.loadIndex(indexId, opts.cfg);
+  // forceReload false: a resumed load keeps an index that is already in memory (a different cfg is still applied).
+  if (opts.loadIndex) await client.loadIndex(indexId, opts.cfg, false);
   else if (opts.cfg) await client.createIndex(indexId, opts.cfg);
   else throw new ValidationError('--cfg', 'an index config file to create the index with (or --load-index to use a saved one)', undefined);
   // A loaded index's dimension comes from its saved cfg.

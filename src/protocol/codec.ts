@@ -111,7 +111,7 @@ export function unpackEnvelope(bytes: Uint8Array): { envelope: Envelope; att: At
     throw new ProtocolError(`undecodable frame envelope: ${(err as Error)?.message ?? String(err)}`);
   }
   if (!isPlainObject(raw)) throw new ProtocolError(`frame envelope must be a msgpack map, got ${describe(raw)}`);
-  const bad = findNonPlain(raw, 0);
+  const bad = findNonPlain(raw, 0, false);
   if (bad) {
     throw new ProtocolError(
       `frame envelope field ${bad.path || '(root)'} holds ${describe(bad.value)}: only plain msgpack types are allowed${bad.tooDeep ? ` and at most ${MAX_DEPTH} levels of nesting` : ''}`,
@@ -177,8 +177,8 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 }
 
 /** Throws a ValidationError naming the first non-plain value inside `value` (rooted at `root`). */
-export function assertPlain(value: unknown, root: string): void {
-  const bad = findNonPlain(value, 0);
+export function assertPlain(value: unknown, root: string, opts: { allowBytes?: boolean } = {}): void {
+  const bad = findNonPlain(value, 0, opts.allowBytes ?? false);
   if (!bad) return;
   const field = `${root}${bad.path}`;
   if (bad.tooDeep) throw new ValidationError(field, `at most ${MAX_DEPTH} levels of nesting`);
@@ -197,7 +197,8 @@ interface NonPlain {
   tooDeep?: boolean;
 }
 
-function findNonPlain(value: unknown, depth: number): NonPlain | null {
+/** `allowBytes`: Uint8Array (and Buffer) values are plain too (msgpack bin, for metadata). */
+function findNonPlain(value: unknown, depth: number, allowBytes: boolean): NonPlain | null {
   switch (typeof value) {
     case 'string':
     case 'number':
@@ -207,19 +208,20 @@ function findNonPlain(value: unknown, depth: number): NonPlain | null {
       return null;
     case 'object': {
       if (value === null) return null;
+      if (allowBytes && value instanceof Uint8Array && (value.constructor === Uint8Array || Buffer.isBuffer(value))) return null;
       if (depth >= MAX_DEPTH) return { path: '', value, tooDeep: true };
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           const v = value[i];
           if (v === null || (typeof v !== 'object' && typeof v !== 'function' && typeof v !== 'symbol')) continue;
-          const bad = findNonPlain(v, depth + 1);
+          const bad = findNonPlain(v, depth + 1, allowBytes);
           if (bad) return { ...bad, path: `[${i}]${bad.path}` };
         }
         return null;
       }
       if (!isPlainObject(value)) return { path: '', value };
       for (const key in value) {
-        const bad = findNonPlain(value[key], depth + 1);
+        const bad = findNonPlain(value[key], depth + 1, allowBytes);
         if (bad) return { ...bad, path: `.${key}${bad.path}` };
       }
       return null;

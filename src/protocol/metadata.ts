@@ -3,7 +3,8 @@
  * own, and a batch travels as two u8 attachments: the concatenated bytes ("blob") and
  * n+1 little-endian u32 offsets into it. The server stores the bytes as they came (no
  * decode/re-encode, no JS object per vector) and returns them with search hits.
- * Only plain data is allowed (no msgpack extension types), as in envelopes.
+ * Only plain data is allowed (no msgpack extension types), as in envelopes, plus binary
+ * values: a Uint8Array travels as msgpack bin and comes back as a Uint8Array of its own.
  */
 import { Packr, Unpackr, type Options } from 'msgpackr';
 import { ValidationError } from '../errors.js';
@@ -21,8 +22,12 @@ export interface EncodedMetadata {
   offsets: Uint32Array;
 }
 
-/** Packs one metadata value per vector; `undefined` metadata means nil for every vector. */
-export function encodeMetadata(values: readonly unknown[] | undefined, n: number, field = 'metadata'): EncodedMetadata {
+/**
+ * Packs one metadata value per vector; `undefined` or `null` metadata (the original's None)
+ * means nil for every vector, and so does a null or undefined item.
+ */
+export function encodeMetadata(values: readonly unknown[] | undefined | null, n: number, field = 'metadata'): EncodedMetadata {
+  if (values === null) values = undefined;
   if (values !== undefined && (!Array.isArray(values) || values.length !== n)) {
     throw new ValidationError(field, `an array with one entry per vector (${n})`, Array.isArray(values) ? `${values.length} entries` : values);
   }
@@ -32,7 +37,7 @@ export function encodeMetadata(values: readonly unknown[] | undefined, n: number
   for (let i = 0; i < n; i++) {
     let bytes: Uint8Array = NIL_METADATA;
     if (values !== undefined && values[i] !== undefined && values[i] !== null) {
-      assertPlain(values[i], `${field}[${i}]`);
+      assertPlain(values[i], `${field}[${i}]`, BYTES);
       try {
         bytes = packr.pack(values[i]);
       } catch (err) {
@@ -104,8 +109,8 @@ export function metadataReader(blob: Uint8Array, offsets: Uint32Array, field = '
     } catch (err) {
       throw new ValidationError(`${field}[${slot}]`, `one msgpack value (${(err as Error).message})`);
     }
-    assertPlain(value, `${field}[${slot}]`);
-    return value;
+    assertPlain(value, `${field}[${slot}]`, BYTES);
+    return mayHoldBin(buf, start, end) ? ownBytes(value) : value;
   };
 }
 
@@ -118,6 +123,27 @@ export function decodeMetadataItem(bytes: Uint8Array, field = 'metadata'): unkno
     throw new ValidationError(field, `one msgpack value (${(err as Error).message})`);
   }
   if (values.length !== 1) throw new ValidationError(field, 'exactly one msgpack value', `${values.length} values`);
-  assertPlain(values[0], field);
-  return values[0];
+  assertPlain(values[0], field, BYTES);
+  return mayHoldBin(bytes, 0, bytes.byteLength) ? ownBytes(values[0]) : values[0];
+}
+
+const BYTES = { allowBytes: true };
+
+/** Whether a packed value may contain msgpack bin (markers 0xc4-0xc6): cheap, may say yes wrongly. */
+function mayHoldBin(bytes: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (bytes[i]! >= 0xc4 && bytes[i]! <= 0xc6) return true;
+  return false;
+}
+
+/**
+ * msgpackr decodes bin as a Buffer viewing the source bytes (a reply's receive buffer, which
+ * is reused): each becomes a Uint8Array copy, so it round-trips as the type it was sent as.
+ */
+function ownBytes(value: unknown): unknown {
+  if (value instanceof Uint8Array) return new Uint8Array(value);
+  if (value !== null && typeof value === 'object') {
+    const obj = value as Record<string, unknown>;
+    for (const key of Object.keys(obj)) obj[key] = ownBytes(obj[key]);
+  }
+  return value;
 }

@@ -324,6 +324,12 @@ class Session {
       this.protocolError(`client sent a reply (id ${env.id}) but clients may only send requests`);
       return;
     }
+    if (env.id === 0) {
+      // Reserved for goodbye frames in every stage: a reply with id 0 would read as one.
+      frame.release();
+      this.protocolError(`request id 0 is reserved (for goodbye frames); '${env.method}' must use an id from 1`);
+      return;
+    }
     if (this.stage === 'hello') {
       if (env.method !== HELLO_METHOD) {
         frame.release();
@@ -351,9 +357,9 @@ class Session {
       this.protocolError(`request uses protocol version ${env.v}, but this connection agreed on ${this.server.version}`);
       return;
     }
-    if (env.id === 0 || this.ids.has(env.id)) {
+    if (this.ids.has(env.id)) {
       frame.release();
-      this.protocolError(env.id === 0 ? 'request id 0 is reserved' : `request id ${env.id} is already in flight on this connection`);
+      this.protocolError(`request id ${env.id} is already in flight on this connection`);
       return;
     }
     const spec = HANDSHAKE_METHODS.includes(env.method) ? undefined : this.server.method(env.method);

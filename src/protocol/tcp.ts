@@ -39,10 +39,19 @@ export class SocketConnection implements Connection {
   private frameTimer: NodeJS.Timeout | undefined;
   private paused = false;
 
+  /** Any byte received yet (see quietEnd). */
+  private receivedAny = false;
+
+  /**
+   * `quietEnd`: the reason to report when the peer ends the connection before sending a
+   * single byte (a TLS server refusing a client certificate after a TLS 1.3 handshake does
+   * just that, with no alert the client could show).
+   */
   constructor(
     private readonly socket: net.Socket,
     opts: ConnectionOptions = {},
     remote?: string,
+    private readonly quietEnd?: () => Error,
   ) {
     this.remote = remote ?? formatHostPort(socket.remoteAddress, socket.remotePort);
     this.closeGraceMs = opts.closeGraceMs ?? 1000;
@@ -56,6 +65,7 @@ export class SocketConnection implements Connection {
     });
     socket.on('end', () => {
       if (this.closing) return;
+      if (!this.receivedAny && this.quietEnd) this.reason ??= this.quietEnd();
       const size = this.assembler.partialFrameSize;
       const have = this.assembler.partialBytes;
       if (have > 0) {
@@ -157,6 +167,7 @@ export class SocketConnection implements Connection {
   }
 
   private onData(chunk: Buffer): void {
+    this.receivedAny = true;
     if (this.closing) return;
     try {
       this.assembler.push(chunk);
@@ -312,6 +323,7 @@ export function awaitConnected<S extends net.Socket>(
   opts: ConnectOptions,
   configure: (socket: S) => void,
   explain: (err: Error) => Error | undefined = () => undefined,
+  quietEnd?: () => Error,
 ): Promise<Connection> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const what = readyEvent === 'secureConnect' ? `${remote} (TLS)` : remote;
@@ -331,7 +343,7 @@ export function awaitConnected<S extends net.Socket>(
       socket.off('error', onError);
       configure(socket);
       try {
-        resolve(new SocketConnection(socket, opts, remote));
+        resolve(new SocketConnection(socket, opts, remote, quietEnd));
       } catch (err) {
         socket.destroy();
         reject(err);

@@ -172,7 +172,16 @@ export class TlsTransport implements Transport {
     const context = this.clientContext ?? { minVersion: 'TLSv1.2' as const, rejectUnauthorized: true };
     const servername = this.servername ?? (net.isIP(host) ? undefined : host);
     const socket = tls.connect({ ...context, host, port, ...(servername ? { servername } : {}) });
-    return awaitConnected(socket, 'secureConnect', remote, opts, (s) => this.configure(s), (err) => explainTlsError(err, remote));
+    // Under TLS 1.3 a server that rejects the client certificate does so after the client's
+    // handshake is done, and Node's server just closes: the client sees a silent end.
+    const quietEnd = this.clientContext?.cert
+      ? () =>
+          new AuthError(
+            `TLS: server ${remote} closed the connection right after the handshake without a word: it most likely refused this client's certificate ` +
+              "(mutual TLS: tls.cert must be signed by the CA the server was started with, --tls-ca; the server's log names the reason)",
+          )
+      : undefined;
+    return awaitConnected(socket, 'secureConnect', remote, opts, (s) => this.configure(s), (err) => explainTlsError(err, remote), quietEnd);
   }
 
   listen(host: string, port: number, onConnection: (conn: Connection) => void, opts: ListenOptions = {}): Promise<Listener> {

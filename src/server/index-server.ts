@@ -17,7 +17,7 @@ import { checkBatch, type Shard } from '../shard/shard.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from './logger.js';
 import { buildMethods } from './methods.js';
-import { checkIndexId, shardDir } from './paths.js';
+import { checkIndexId, indexIdOfFolder, shardDir } from './paths.js';
 import { rpcSecurityOptions, type ServerSecurityOptions } from './security-options.js';
 
 export interface IndexServerStartOptions {
@@ -201,12 +201,15 @@ export class IndexServer {
     });
   }
 
-  /** Loads an index from its folder; without forceReload an index already in memory is kept. */
+  /**
+   * Loads an index from its folder. Without forceReload an index already in memory is kept,
+   * unless `cfg` differs from its own: the cfg is applied (by a reload) either way.
+   */
   loadIndex(indexId: string, cfg: IndexCfg | null, forceReload: boolean): Promise<{ loaded: boolean }> {
     checkIndexId(indexId);
     return this.locks.exclusive(indexId, async () => {
       const current = this.shards.get(indexId);
-      if (current && !forceReload) return { loaded: false };
+      if (current && !forceReload && (cfg === null || isDeepStrictEqual(cfg, current.cfg))) return { loaded: false };
       const dir = this.dirOf(indexId, cfg ?? current?.cfg ?? null);
       const saved = await DurableShard.existsIn(dir);
       if (!saved && !cfg) throw new UnknownIndexError(indexId);
@@ -271,7 +274,7 @@ export class IndexServer {
     return shardDir(this.storageDir, cfg?.indexStorageDir ?? null, indexId, this.rank);
   }
 
-  /** Loads {storageDir}/{indexId}/{rank} for every index folder present. */
+  /** Loads {storageDir}/{folder name of indexId}/{rank} for every index folder present. */
   private async loadAll(): Promise<void> {
     let names: string[];
     try {
@@ -280,14 +283,15 @@ export class IndexServer {
       return;
     }
     for (const name of names) {
+      const id = indexIdOfFolder(name); // null: not an index folder (e.g. a stray file)
+      if (id === null) continue;
       try {
-        checkIndexId(name);
         if (!(await stat(join(this.storageDir, name))).isDirectory()) continue;
       } catch {
         continue;
       }
       if (await DurableShard.existsIn(join(this.storageDir, name, String(this.rank)))) {
-        await this.loadIndex(name, null, true);
+        await this.loadIndex(id, null, true);
       }
     }
   }

@@ -195,7 +195,11 @@ export function buildMethods(server: IndexServer): MethodTable {
       handler: ({ indexId }) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
-        return { result: { ...shard.info, heldRevocations: durable.heldRevocations().length, error: shard.error?.message ?? null } };
+        // The index type's fields let a client check search parameters before sending them.
+        const { indexBuilderType, faissFactory, centroids, inferCentroids } = shard.cfg;
+        return {
+          result: { ...shard.info, indexBuilderType, faissFactory, centroids, inferCentroids, heldRevocations: durable.heldRevocations().length, error: shard.error?.message ?? null },
+        };
       },
     }),
 
@@ -247,7 +251,7 @@ export function buildMethods(server: IndexServer): MethodTable {
     loadIndex: defineMethod({
       schema: z.object({ indexId, cfg: cfgObject.nullable().optional(), forceReload: z.boolean().optional() }).strict(),
       handler: async ({ indexId, cfg, forceReload }) => ({
-        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? false),
+        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? true), // the original's default
       }),
     }),
 

@@ -131,6 +131,7 @@ export class DurableShard {
       const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(cfg) });
       const ds = new DurableShard(dir, new Shard(cfg, link.options), wal, 0, 0, opts);
       link.attach(ds);
+      await ds.shard.useIndexIfTrainedAtConstruction(); // Flat, HNSW-Flat, ...: TRAINED at creation
       return ds;
     } catch (err) {
       if (err instanceof StorageError) throw err;
@@ -148,6 +149,7 @@ export class DurableShard {
     const skipped: string[] = [];
     const useCfg = cfg ?? (await readCfg(dir));
     if (!useCfg) throw new StorageError(`${dir} has no cfg.json: not a dfaiss index folder (pass a cfg to load it anyway)`);
+    if (cfg) await writeCfg(dir, cfg); // the given cfg is the index's from now on (a later load without one keeps it)
     const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(useCfg) });
     const hooked = link.options;
     let shard: Shard | null = null;
@@ -162,7 +164,8 @@ export class DurableShard {
     const snapshots = await listSnapshots(dir);
     for (const snap of snapshots) {
       try {
-        const r = await readSnapshot(snap.dir, cfg, hooked);
+        // cfg.json beside the snapshots wins over a snapshot's copy: a load with a cfg rewrites it.
+        const r = await readSnapshot(snap.dir, useCfg, hooked);
         shard = r.shard;
         generation = snap.generation;
         fromSeq = r.manifest.walSeq;
@@ -218,6 +221,7 @@ export class DurableShard {
       const centroids = await readSharedCentroids(dir, useCfg.dim);
       if (centroids) await shard.installTrained(centroids);
     }
+    await shard.useIndexIfTrainedAtConstruction(); // saved before it had vectors, or by an older version
     shard.resume({ trainOnRows });
     return { shard: ds, report: { generation, walRecords: report.records, skipped } };
   }

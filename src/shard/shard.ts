@@ -14,8 +14,8 @@
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
  */
-import { createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
-import { IndexStateError, ValidationError } from '../errors.js';
+import { checkSearchParameter, createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
+import { FaissError, IndexStateError, ValidationError } from '../errors.js';
 import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory } from '../native/index.js';
 import { prng } from '../util/random.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
@@ -134,6 +134,23 @@ export class Shard {
 
   get state(): IndexState {
     return this.stateValue;
+  }
+
+  /**
+   * Index types FAISS builds trained (Flat, IDMap,Flat, HNSW-Flat, ...) need no training:
+   * with trainNum 0 (the default) the shard gets its index now and is TRAINED from creation,
+   * so it is searchable after its first add and syncTrain is a no-op. A trainNum > 0 keeps
+   * the original's rule (buffered until trainNum vectors arrive). Returns whether it did.
+   */
+  async useIndexIfTrainedAtConstruction(): Promise<boolean> {
+    if (this.cfg.trainNum > 0 || this.index || this.training || this.sharedTraining || this.stateValue !== IndexState.NOT_TRAINED) return false;
+    if (!(await createStandInIndex(this.cfg)).isTrained) return false;
+    const index = await createFaissIndex(this.cfg, 0, { totalVectors: 0 });
+    for (const [name, value] of this.params) await index.setParameter(name, value);
+    if (this.index || this.training) return false; // trained meanwhile
+    this.index = index;
+    this.stateValue = IndexState.TRAINED;
+    return true;
   }
 
   get info(): ShardInfo {
@@ -505,11 +522,23 @@ export class Shard {
 
   /** Sets a FAISS search parameter now and on any index trained later. */
   async setParameter(name: string, value: number): Promise<void> {
+    // Checked against the table first (FAISS casts and accepts nprobe 0 or 1e12, then every
+    // search fails an assertion); a trained index bounds nprobe by its real list count.
+    const nlist = this.index?.nlist;
+    checkSearchParameter(this.cfg, name, value, nlist !== undefined && nlist > 0 ? { nlist } : {});
     // The original's hnswsq builder searches with efSearch = nprobe; keep setNprobe meaningful there.
     if (name === 'nprobe' && this.cfg.indexBuilderType === 'hnswsq') name = 'efSearch';
     // Before training, try it on a stand-in index of the same type: a parameter this index
     // type does not have must fail now, not make every later training fail.
-    await (this.index ?? (await createStandInIndex(this.cfg))).setParameter(name, value);
+    try {
+      await (this.index ?? (await createStandInIndex(this.cfg))).setParameter(name, value);
+    } catch (err) {
+      // A factory string the table does not know: FAISS's refusal, as the same error kind.
+      if (err instanceof FaissError && /could not set parameter/.test(err.message)) {
+        throw new ValidationError('name', `a search parameter this index type has (FAISS: ${err.message})`, name);
+      }
+      throw err;
+    }
     this.params.set(name, value);
   }
 

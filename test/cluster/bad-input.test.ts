@@ -8,7 +8,6 @@ import { existsSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import {
-  FaissError,
   IndexClient,
   IndexStateError,
   ProtocolError,
@@ -275,9 +274,10 @@ describe('indexes and configurations', () => {
 
   it('a search parameter the index type does not have, set before training (found by the socket fuzz)', async () => {
     await client.createIndex('param', { indexBuilderType: 'flat', dim, metric: 'l2', trainNum: 5 });
-    // Refused at once (tried on a stand-in index), instead of making every later training fail.
-    await rejectsWith(client.setNprobe('param', 4), FaissError, undefined, /nprobe/);
-    await rejectsWith(client.setSearchParameter('param', 'efSearch', 4), FaissError);
+    // Refused at once (the per-type table, issue 12), instead of making every later training fail.
+    await rejectsWith(client.setNprobe('param', 4), ValidationError, 'name', /has none/);
+    await rejectsWith(client.setSearchParameter('param', 'efSearch', 4), ValidationError, 'name');
+    await rejectsWith(raw[0]!.call('setSearchParameter', { indexId: 'param', name: 'nprobe', value: 4 }), ValidationError, 'name');
     await rejectsWith(raw[0]!.call('setSearchParameter', { indexId: 'param', name: 'no such', value: 1 }), ValidationError, 'args.name');
     // Training triggered by adds (in the background) then works.
     await client.addIndexData('param', data.base(10, 0));
@@ -303,7 +303,10 @@ describe('indexes and configurations', () => {
   it('search before any data (IndexStateError)', async () => {
     await client.createIndex('empty', { indexBuilderType: 'flat', dim, metric: 'l2' });
     await rejectsWith(client.search('empty', probe, 3), IndexStateError, undefined, /no searchable vectors yet/);
-    // Data buffered but not trained yet (trainNum 0): still nothing searchable.
+    await client.dropIndex('empty');
+    // Data buffered but not trained yet (an IVF index, trainNum 0): still nothing searchable.
+    // (A flat index needs no training: searchable after its first add, issue 12.)
+    await client.createIndex('empty', { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 2 });
     await client.addIndexData('empty', data.base(5, 0));
     await rejectsWith(client.search('empty', probe, 3), IndexStateError);
     await rejectsWith(client.getCentroids('empty'), IndexStateError);
@@ -373,6 +376,20 @@ describe('frames', () => {
     const early = goodbyeOf((await rawSession(header, { keepOpen: true })).frames);
     assert.equal(early.code, 'PROTOCOL');
     assert.match(early.message, /65536/);
+    await stillServing();
+  });
+
+  it('request id 0 (reserved for goodbye frames) is refused in every stage, hello included (issue 12)', async () => {
+    // Before: the hello was answered with id 0, which the client reads as a goodbye.
+    const { frames } = await rawSession(hello(PROTOCOL_VERSION, 0), { keepOpen: true });
+    assert.equal(frames.length, 1, `only the goodbye, no hello reply: ${JSON.stringify(frames)}`);
+    const bye = goodbyeOf(frames);
+    assert.equal(bye.code, 'PROTOCOL');
+    assert.match(bye.message, /request id 0 is reserved \(for goodbye frames\); 'hello' must use an id from 1/);
+    // After the handshake, as before.
+    const later = await rawSession(Buffer.concat([hello(), frame({ v: 1, id: 0, method: 'getNtotal', args: { indexId: HEALTHY } })]), { keepOpen: true });
+    assert.equal((later.frames[0] as { ok?: boolean }).ok, true, 'hello answered');
+    assert.match(goodbyeOf(later.frames).message, /request id 0 is reserved/);
     await stillServing();
   });
 
@@ -453,9 +470,11 @@ describe('frames', () => {
 });
 
 describe('storage root', () => {
-  it('index ids that would escape the storage root', async () => {
+  // Ids such as '..' or '../escaped' are accepted now, in an encoded folder (issue 12;
+  // test/cluster/original-semantics.test.ts): only non-printable or too long ids are refused.
+  it('index ids that are not printable or too long', async () => {
     const before = readdirSync(cluster.dir).sort();
-    for (const id of ['..', '../escaped', '../../etc', '/tmp/escaped', 'a/b', 'a\\b', 'a\0b', '.hidden', '-flag', 'x'.repeat(129), 'ok..no']) {
+    for (const id of ['a\0b', 'tab\there', 'line\n', '\u0085', 'x'.repeat(129), ':'.repeat(86)]) {
       await rejectsWith(client.createIndex(id, { indexBuilderType: 'flat', dim }), ValidationError, /indexId$/);
       await rejectsWith(raw[0]!.call('createIndex', { indexId: id, cfg: { indexBuilderType: 'flat', dim } }), ValidationError, /indexId$/);
       await rejectsWith(raw[0]!.call('loadIndex', { indexId: id }), ValidationError, /indexId$/);

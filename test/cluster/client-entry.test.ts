@@ -11,7 +11,7 @@ const ROOT = new URL('../..', import.meta.url).pathname;
 const script = `
 const { IndexClient, IndexState } = await import('dfaiss/client');
 const client = await IndexClient.connect(process.argv[1]);
-await client.createIndex('c', { indexBuilderType: 'flat', dim: 4, metric: 'l2', trainNum: 1 });
+await client.createIndex('c', { indexBuilderType: 'flat', dim: 4, metric: 'l2' });
 await client.addIndexData('c', [[0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0]], ['a', 'b', 'c']);
 while ((await client.getState('c')) !== IndexState.TRAINED) await new Promise((r) => setTimeout(r, 20));
 const r = await client.search('c', [[0, 1, 0, 0]], 2);

@@ -238,7 +238,7 @@ test('connect() waits for servers that register themselves, and times out in the
   const dir = mkdtempSync(join(tmpdir(), 'dfaiss-disc-'));
   const discovery = join(dir, 'servers.txt');
   writeFileSync(discovery, '2\n');
-  await assert.rejects(IndexClient.connect(discovery, { discoveryTimeoutMs: 300 }), (e: unknown) => e instanceof TimeoutError && /^2 != 0 in server list .*servers\.txt\. Timed out after waiting 0\.\d seconds$/.test(e.message));
+  await assert.rejects(IndexClient.connect(discovery, { discoveryTimeoutMs: 300 }), (e: unknown) => e instanceof TimeoutError && /^2 != 0 in server list .*servers\.txt\. Timed out after waiting 0\.\d seconds: it lists 0 of 2 servers/.test(e.message));
   const procs = [0, 1].map((rank) =>
     spawn(process.execPath, [CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', join(dir, 'data'), '--discovery-config', discovery], { stdio: 'ignore' }),
   );

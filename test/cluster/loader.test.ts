@@ -89,7 +89,7 @@ test('.npy float16 and float32, and a raw float16 file (--dstore-fp16, --mmap-si
   assert.equal(a.summary.ntotal, 1000);
   assert.equal(b.summary.ntotal, 1000);
   assert.equal(c.summary.ntotal, 900, '--mmap-size limits the rows');
-  assert.equal(a.summary.syncTrainCalled, true, 'flat with train_num 0: the loader trains it');
+  assert.equal(a.summary.syncTrainCalled, false, 'flat with train_num 0 needs no training: TRAINED from creation (issue 12)');
   const q = f32.subarray(500 * DIM, 503 * DIM);
   const [ra, rb, rc] = await Promise.all(['h16', 'f32', 'raw16'].map((id) => client.search(id, q, 3)));
   assert.deepEqual(ra!.metadata, rb!.metadata);

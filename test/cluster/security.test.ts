@@ -126,6 +126,21 @@ describe('dfaiss server security flags', () => {
     assert.equal(await server.stop(), 0);
   });
 
+  it('--tls-ca (mutual TLS): a client certificate from another CA fails on the client with a hint at the certificate (issue 12)', async () => {
+    const server = await startServer(['--tls-key', pki.serverKey, '--tls-cert', pki.serverCert, '--tls-ca', pki.ca]);
+    const address = [{ host: '127.0.0.1', port: server.port }];
+    const good = await IndexClient.connectTo(address, { tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } });
+    assert.equal(await good.getNtotal('none'), 0);
+    await good.close();
+    // Before: "connection ... lost while call 'hello' was pending (closed by the server)".
+    await assert.rejects(IndexClient.connectTo(address, { tls: { ca: pki.ca, cert: pki.otherClientCert, key: pki.otherClientKey } }), (e: unknown) => {
+      assert.ok(e instanceof AuthError, String(e));
+      assert.match(e.message, /refused this client's certificate \(mutual TLS: tls\.cert must be signed by the CA the server was started with, --tls-ca/);
+      return true;
+    });
+    assert.equal(await server.stop(), 0);
+  });
+
   it('--max-frame-mb and --max-connections reach the server', async () => {
     const server = await startServer(['--max-frame-mb', '1', '--max-connections', '3']);
     const a = await RpcClient.connect('127.0.0.1', server.port);

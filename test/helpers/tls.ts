@@ -17,6 +17,9 @@ export interface TestPki {
   clientCert: string;
   /** A second, unrelated CA: trusting only it must fail. */
   otherCa: string;
+  /** A client certificate signed by the other CA (mutual TLS must refuse it). */
+  otherClientKey: string;
+  otherClientCert: string;
   remove(): void;
 }
 
@@ -47,6 +50,7 @@ export function makeTestPki(): TestPki {
   makeCa(dir, 'other-ca');
   makeLeaf(dir, 'server', 'ca', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth');
   makeLeaf(dir, 'client', 'ca', 'extendedKeyUsage=clientAuth');
+  makeLeaf(dir, 'other-client', 'other-ca', 'extendedKeyUsage=clientAuth');
   return {
     dir,
     ca: join(dir, 'ca.crt'),
@@ -55,6 +59,8 @@ export function makeTestPki(): TestPki {
     clientKey: join(dir, 'client.key'),
     clientCert: join(dir, 'client.crt'),
     otherCa: join(dir, 'other-ca.crt'),
+    otherClientKey: join(dir, 'other-client.key'),
+    otherClientCert: join(dir, 'other-client.crt'),
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
