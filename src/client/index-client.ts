@@ -16,7 +16,8 @@ import { readDiscovery, type ServerAddress } from './discovery.js';
 import { mergeOutput, mergeQueryInto, type ShardHits } from './merge.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
-import { clusterState, runSharedTraining, trainingDue, type ShardInfoReply } from './training.js';
+import { clusterState, runSharedTraining, trainingDue } from './training.js';
+import type { ArgsOf, MethodName, ResultOf, ShardInfoReply, StatusReply } from '../contract.js';
 import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
 
 export interface IndexClientOptions extends ClientSecurityOptions {
@@ -181,7 +182,7 @@ export class IndexClient {
   /** Creates the index on every server (a no-op where it exists with the same cfg). */
   async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
-    const created = await this.all<{ sharedTraining: boolean }>('bulk', 'createIndex', { indexId, cfg: full as unknown as Record<string, unknown> });
+    const created = await this.all('bulk', 'createIndex', { indexId, cfg: { ...full } });
     this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum, full));
   }
 
@@ -244,7 +245,7 @@ export class IndexClient {
       let reply: AddReply;
       try {
         const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
-        reply = (await server.call<AddReply>('bulk', 'addIndexData', args, attachments)).result;
+        reply = (await server.call('bulk', 'addIndexData', args, attachments)).result;
         if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
       } catch (err) {
         if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
@@ -296,7 +297,7 @@ export class IndexClient {
     }
     // Per shard: a shard holding no vectors has nothing to train (it trains once data reaches
     // it); only a cluster without any vector is an error.
-    const done = await this.all<{ trained: boolean }>('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
+    const done = await this.all('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
     if (!done.some((d) => d.trained)) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
   }
 
@@ -360,7 +361,7 @@ export class IndexClient {
   /** Every server's info for the index; null for servers that are down. */
   private async infos(indexId: string): Promise<Array<ShardInfoReply | null>> {
     this.checkOpen();
-    const settled = await Promise.allSettled(this.servers.map((s) => s.call<ShardInfoReply>('query', 'getInfo', { indexId })));
+    const settled = await Promise.allSettled(this.servers.map((s) => s.call('query', 'getInfo', { indexId })));
     return settled.map((r) => {
       if (r.status === 'fulfilled') return r.value.result;
       if (r.reason instanceof ConnectionError) return null;
@@ -387,13 +388,13 @@ export class IndexClient {
 
   /** Searchable vectors across all servers; 0 for an unknown index. */
   async getNtotal(indexId: string): Promise<number> {
-    const counts = await this.readAll<number>('query', 'getNtotal', indexId);
+    const counts = await this.readAll('query', 'getNtotal', indexId);
     return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Distinct metadata[customMetaIdIdx] values across all servers. */
   async getIds(indexId: string): Promise<Set<unknown>> {
-    const lists = await this.readAll<unknown[]>('bulk', 'getIds', indexId);
+    const lists = await this.readAll('bulk', 'getIds', indexId);
     return new Set(lists.flat());
   }
 
@@ -401,8 +402,8 @@ export class IndexClient {
   async getCentroids(indexId: string): Promise<Array<{ nlist: number; dim: number; data: Float32Array }>> {
     return Promise.all(
       this.servers.map(async (s) => {
-        const r = await s.call<{ nlist: number; dim: number }>('query', 'getCentroids', { indexId });
-        return { ...r.result, data: (r.attachments[0] as Float32Array).slice() };
+        const r = await s.call('query', 'getCentroids', { indexId });
+        return { ...r.result, data: r.attachments[0].slice() };
       }),
     );
   }
@@ -442,7 +443,7 @@ export class IndexClient {
    */
   async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = true): Promise<void> {
     const full = cfg ? defaultIndexCfg(cfg) : null;
-    await this.all('bulk', 'loadIndex', { indexId, cfg: full as unknown as Record<string, unknown> | null, forceReload });
+    await this.all('bulk', 'loadIndex', { indexId, cfg: full && { ...full }, forceReload });
     this.indexes.delete(indexId);
   }
 
@@ -455,12 +456,12 @@ export class IndexClient {
   }
 
   /** Per-server status: indexes, states, counts, memory. */
-  async status(): Promise<Array<{ address: ServerAddress } & Record<string, unknown>>> {
+  async status(): Promise<Array<{ address: ServerAddress } & StatusReply>> {
     const all = await Promise.all(
-      this.servers.map(async (s) => ({ address: s.address, ...((await s.call<Record<string, unknown>>('query', 'status', {})).result) })),
+      this.servers.map(async (s) => ({ address: s.address, ...((await s.call('query', 'status', {})).result) })),
     );
     // Finish any shared training left unfinished, as every touch of an index does.
-    const perIndex = all.map((s) => ((s as { indexes?: unknown }).indexes ?? {}) as Record<string, ShardInfoReply>);
+    const perIndex = all.map((s) => s.indexes);
     for (const indexId of new Set(perIndex.flatMap((p) => Object.keys(p)))) {
       const infos = perIndex.map((p) => p[indexId] ?? null);
       const first = infos.find((i): i is ShardInfoReply => i !== null)!;
@@ -568,16 +569,16 @@ export class IndexClient {
   }
 
   /** all(), for calls that read an index's data: pending revocations go first. */
-  private async readAll<R>(conn: ConnKind, method: string, indexId: string): Promise<R[]> {
+  private async readAll<M extends 'getNtotal' | 'getIds'>(conn: ConnKind, method: M, indexId: string): Promise<Array<ResultOf<M>>> {
     this.checkOpen();
     // Revocations some shard holds that this client does not know go first (see fanOutSearch).
     // A server that does not answer, or lacks the index, holds none that matter here.
-    const infos = await Promise.allSettled(this.servers.map((s) => s.call<ShardInfoReply>('query', 'getInfo', { indexId })));
+    const infos = await Promise.allSettled(this.servers.map((s) => s.call('query', 'getInfo', { indexId })));
     await this.learnHeld(indexId, infos.map((r) => (r.status === 'fulfilled' ? (r.value.result.heldRevocations ?? 0) : 0)));
     const results = await Promise.all(
       this.servers.map(async (s, i) => {
         await this.revocations.readyToRead(i, indexId);
-        return s.call<R>(conn, method, { indexId });
+        return s.call<M>(conn, method, { indexId } as ArgsOf<M>); // both take { indexId }
       }),
     );
     return results.map((r) => r.result);
@@ -606,7 +607,7 @@ export class IndexClient {
     const settled = await Promise.allSettled(
       this.servers.map(async (s, i) => {
         await this.revocations.readyToRead(i, indexId);
-        return s.call<{ n: number; k: number; metric: Metric; ntotal: number; state?: IndexState; held?: number }>('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries]);
+        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries]);
       }),
     );
     const missing: Array<{ server: string; error: string }> = [];
@@ -626,7 +627,7 @@ export class IndexClient {
       ntotal += r.result.ntotal;
       if (r.result.state === IndexState.NOT_TRAINED) untrained = true;
       if (r.result.ntotal > 0) trained = true;
-      const [distances, labels, blob, offBytes, vectors] = r.attachments as [Float32Array, BigInt64Array, Uint8Array, Uint8Array, Float32Array?];
+      const [distances, labels, blob, offBytes, vectors] = r.attachments;
       return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric };
     });
     if (!trained) {
@@ -676,7 +677,7 @@ export class IndexClient {
     // another client left unfinished is finished here.
     const infos = await this.infos(indexId);
     const first = infos.find((i): i is ShardInfoReply => i !== null);
-    if (!first) return this.firstAnswer<never>('getInfo', { indexId }); // all down: fails naming them
+    if (!first) throw await this.firstAnswer('getInfo', { indexId }).then(() => new ConnectionError(`no server answered about index '${indexId}'`), (err: unknown) => err); // all down: fails naming them
     const meta = this.knownMeta(indexId, first);
     infos.forEach((info, i) => {
       if (info) meta.buffered[i] = info.buffered;
@@ -710,18 +711,18 @@ export class IndexClient {
     };
   }
 
-  private async all<R>(conn: ConnKind, method: string, args: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<R[]> {
+  private async all<M extends MethodName>(conn: ConnKind, method: M, args: ArgsOf<M>, opts: { timeoutMs?: number } = {}): Promise<Array<ResultOf<M>>> {
     this.checkOpen();
-    const results = await Promise.all(this.servers.map((s) => s.call<R>(conn, method, args, [], opts)));
+    const results = await Promise.all(this.servers.map((s) => s.call<M>(conn, method, args, [], opts)));
     return results.map((r) => r.result);
   }
 
   /** The first live server's answer (for facts every server knows, like an index's dim). */
-  private async firstAnswer<R>(method: string, args: Record<string, unknown>): Promise<R> {
+  private async firstAnswer<M extends MethodName>(method: M, args: ArgsOf<M>): Promise<ResultOf<M>> {
     let last: unknown;
     for (const s of this.servers) {
       try {
-        return (await s.call<R>('query', method, args)).result;
+        return (await s.call<M>('query', method, args)).result;
       } catch (err) {
         if (!(err instanceof ConnectionError)) throw err;
         last = err;

@@ -89,7 +89,7 @@ export class Revocations {
    * not know. Resolves true when there were new ones.
    */
   async learn(holder: number, indexId: string): Promise<boolean> {
-    const { result } = await this.servers[holder]!.call<Array<[number, string]>>('query', 'heldRevocations', { indexId });
+    const { result } = await this.servers[holder]!.call('query', 'heldRevocations', { indexId });
     let learned = false;
     for (const [rank, key] of result) {
       const target = this.servers.findIndex((s) => s.rank === rank);

@@ -6,7 +6,13 @@
  */
 import { ConnectionError, ServerUnavailableError } from '../errors.js';
 import { RpcClient, type Attachment, type CallOptions, type CallResult, type RpcClientOptions } from '../protocol/index.js';
+import type { ArgsOf, AttachmentsOutOf, MethodName, ResultOf } from '../contract.js';
 import type { ServerAddress } from './discovery.js';
+
+/** A reply as the contract declares it. */
+export interface Reply<M extends MethodName> extends Omit<CallResult<ResultOf<M>>, 'attachments'> {
+  attachments: AttachmentsOutOf<M>;
+}
 
 export type ConnKind = 'bulk' | 'query';
 
@@ -50,9 +56,12 @@ export class ServerConn {
     return this.clients.bulk?.server.maxFrameBytes;
   }
 
-  async call<R>(kind: ConnKind, method: string, args: unknown, attachments: readonly Attachment[] = [], opts: CallOptions = {}): Promise<CallResult<R>> {
+  /** Calls a method of the contract on this server; args, result and reply attachments are typed by it. */
+  async call<M extends MethodName>(kind: ConnKind, method: M, args: ArgsOf<M>, attachments: readonly Attachment[] = [], opts: CallOptions = {}): Promise<Reply<M>> {
     const client = await this.client(kind);
-    return client.call<R>(method, args, attachments, opts);
+    const r = await client.call<ResultOf<M>>(method, args, attachments, opts);
+    // The server implements the same contract (server/methods.ts): its reply has these shapes.
+    return r as unknown as Reply<M>;
   }
 
   /** Waits (up to timeoutMs) until the server is reachable again. */

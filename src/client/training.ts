@@ -12,31 +12,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError } from '../errors.js';
-import type { Metric } from '../vectors.js';
-import type { IndexTypeCfg } from '../config/search-params.js';
+import type { ArgsOf, ShardInfoReply } from '../contract.js';
 import type { IndexState } from '../shard/state.js';
 import type { ServerConn } from './server-conn.js';
 
-/** A shard's getInfo reply (the fields the client uses). */
-export interface ShardInfoReply {
-  state: IndexState;
-  dim: number;
-  metric: Metric;
-  ntotal: number;
-  buffered: number;
-  /** Live vectors received: ntotal + buffered. */
-  total: number;
-  sharedTraining: boolean;
-  trainNum: number;
-  trainRatio: number;
-  /** Revocations this shard holds for other servers (see Revocations). */
-  heldRevocations?: number;
-  /** The index type (to check search parameters in the client). */
-  indexBuilderType?: IndexTypeCfg['indexBuilderType'];
-  faissFactory?: IndexTypeCfg['faissFactory'];
-  centroids?: number;
-  inferCentroids?: boolean;
-}
 
 const isTrained = (s: IndexState): boolean => s === 'TRAINED' || s === 'ADD';
 
@@ -74,7 +53,7 @@ export function clusterState(infos: readonly ShardInfoReply[], aggregate: (s: In
  */
 export async function runSharedTraining(servers: readonly ServerConn[], indexId: string, dim: number, timeoutMs: number): Promise<void> {
   // Servers that are down are left out: they get the trained index when they are back.
-  const settled = await Promise.allSettled(servers.map((s) => s.call<ShardInfoReply>('query', 'getInfo', { indexId }).then((r) => r.result)));
+  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId }).then((r) => r.result)));
   const down: string[] = [];
   const infos = settled.map((r, i) => {
     if (r.status === 'fulfilled') return r.value;
@@ -88,14 +67,14 @@ export async function runSharedTraining(servers: readonly ServerConn[], indexId:
   const untrained = live.filter((i) => infos[i]!.state === 'NOT_TRAINED');
   let trainer = live.find((i) => infos[i]!.state !== 'NOT_TRAINED') ?? -1;
   if (untrained.length > 0) {
-    let args: Record<string, unknown> = { indexId };
+    let args: ArgsOf<'trainShared'> = { indexId };
     if (trainer < 0) {
       trainer = live[0]!;
       args = { indexId, ...(await stageSample(servers, indexId, dim, infos, trainer, timeoutMs)) };
     }
     // Already trained: returns its centroids at once; training for a client that is gone: joins it.
     const trained = await servers[trainer]!.call('bulk', 'trainShared', args, [], { timeoutMs });
-    const centroids = trained.attachments[0] as Float32Array;
+    const [centroids] = trained.attachments;
     await Promise.all(
       untrained.filter((i) => i !== trainer).map((i) => servers[i]!.call('bulk', 'installTrained', { indexId }, [centroids], { timeoutMs })),
     );
@@ -141,7 +120,7 @@ async function stageSample(
     else {
       for (let done = 0; done < count; ) {
         const r = await servers[i]!.call('bulk', 'sampleVectors', { indexId, count: Math.min(chunkRows, count - done), offset: done, of: buffered[i]! }, [], { timeoutMs });
-        const rows = r.attachments[0] as Float32Array;
+        const [rows] = r.attachments;
         const n = rows.length / dim;
         if (n === 0) throw new IndexStateError(`server ${servers[i]!.name} returned fewer sample rows of '${indexId}' than it buffered (reloaded meanwhile?): train again`);
         await servers[trainer]!.call('bulk', 'stageSample', { indexId, sampleId, offset: offset + done, total: wanted }, [rows], { timeoutMs });

@@ -3,35 +3,32 @@
  * schema for its arguments (validated before the handler runs) and, where tensors travel,
  * the attachments it expects. docs/protocol.md lists the same table for other languages.
  */
-import { z } from 'zod';
 import { parseIndexCfg } from '../config/index.js';
+import { CONTRACT, type Contract, type MethodName, type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
 import { ValidationError } from '../errors.js';
-import { MAX_K, fp16ToFp32Async, toMatrix } from '../native/index.js';
-import { defineMethod, type Attachment, type MethodTable } from '../protocol/index.js';
+import { fp16ToFp32Async, toMatrix } from '../native/index.js';
+import type { Attachment, CallContext, HandlerReply, MethodSpec } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
 import type { IndexServer } from './index-server.js';
 
-const indexId = z.string().min(1).max(128);
-const cfgObject = z.record(z.string(), z.unknown());
-const byIndex = z.object({ indexId }).strict();
-const rowCount = z.number().int().min(0).max(1 << 24);
-/** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
-const movedFrom = z.array(z.tuple([z.number().int().min(0).max(1_000_000), z.string().min(1).max(128)])).max(1024);
+type Handler<M extends MethodName> = (args: ParsedArgsOf<M>, ctx: CallContext) => HandlerReply<ResultOf<M>> | void | Promise<HandlerReply<ResultOf<M>> | void>;
 
-export function buildMethods(server: IndexServer): MethodTable {
+/** A method of the contract, implemented: its schema and attachment rule come from CONTRACT. */
+function implement<M extends MethodName>(name: M, handler: Handler<M>): MethodSpec<ParsedArgsOf<M>, ResultOf<M>> {
+  const spec: Contract[M] = CONTRACT[name];
+  return { schema: spec.args as unknown as MethodSpec<ParsedArgsOf<M>>['schema'], ...('attachmentsIn' in spec ? { attachments: spec.attachmentsIn } : {}), handler };
+}
+
+/** Every method of the contract (the mapped type makes a missing one a compile error). */
+export type ServerMethods = { [M in MethodName]: MethodSpec<ParsedArgsOf<M>, ResultOf<M>> };
+
+export function buildMethods(server: IndexServer): ServerMethods {
   return {
-    createIndex: defineMethod({
-      schema: z.object({ indexId, cfg: cfgObject }).strict(),
-      handler: async ({ indexId, cfg }) => ({ result: await server.createIndex(indexId, parseIndexCfg(cfg)) }),
-    }),
+    createIndex: implement('createIndex', async ({ indexId, cfg }) => ({ result: await server.createIndex(indexId, parseIndexCfg(cfg)) })),
 
     /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
-    addIndexData: defineMethod({
-      schema: z
-        .object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional(), movedFrom: movedFrom.optional() })
-        .strict(),
-      handler: async ({ indexId, n, trainAsync, key, movedFrom }, ctx) => {
+    addIndexData: implement('addIndexData', async ({ indexId, n, trainAsync, key, movedFrom }, ctx) => {
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
           throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
@@ -62,88 +59,53 @@ export function buildMethods(server: IndexServer): MethodTable {
         // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
         return { result: first < 0 ? { firstId: -1, revoked: true, state } : { firstId: first, state, buffered: info.buffered } };
-      },
-    }),
+      }),
 
     /**
      * The client stored batch `key` on another server after this one failed while holding
      * it: hide it here if it was stored, refuse it if it arrives later. Idempotent.
      */
-    revokeBatch: defineMethod({
-      schema: z.object({ indexId, key: z.string().min(1).max(128) }).strict(),
-      handler: async ({ indexId, key }) => ({ result: await server.withShard(indexId, (d) => d.revoke(key)) }),
-    }),
+    revokeBatch: implement('revokeBatch', async ({ indexId, key }) => ({ result: await server.withShard(indexId, (d) => d.revoke(key)) })),
 
     /** The revocations this shard holds for other servers (batches moved here): [rank, key] pairs to deliver with revokeBatch. */
-    heldRevocations: defineMethod({
-      schema: byIndex,
-      handler: ({ indexId }) => ({ result: server.getDurable(indexId).heldRevocations() }),
-    }),
+    heldRevocations: implement('heldRevocations', ({ indexId }) => ({ result: server.getDurable(indexId).heldRevocations() })),
 
     /** A client delivered (revokeBatch answered) these held revocations: this shard forgets them. Idempotent. */
-    revocationsDelivered: defineMethod({
-      schema: z.object({ indexId, pairs: movedFrom }).strict(),
-      handler: async ({ indexId, pairs }) => ({ result: { forgotten: await server.withShard(indexId, (d) => d.delivered(pairs)) } }),
-    }),
+    revocationsDelivered: implement('revocationsDelivered', async ({ indexId, pairs }) => ({ result: { forgotten: await server.withShard(indexId, (d) => d.delivered(pairs)) } })),
 
-    syncTrain: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }) => ({ result: { trained: await server.withShard(indexId, (d) => d.shard.syncTrain()) } }),
-    }),
+    syncTrain: implement('syncTrain', async ({ indexId }) => ({ result: { trained: await server.withShard(indexId, (d) => d.shard.syncTrain()) } })),
 
-    asyncTrain: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }) => {
+    asyncTrain: implement('asyncTrain', async ({ indexId }) => {
         await server.withShard(indexId, async (d) => d.shard.asyncTrain());
-      },
-    }),
+      }),
 
-    addBufferToIndex: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }) => {
+    addBufferToIndex: implement('addBufferToIndex', async ({ indexId }) => {
         await server.withShard(indexId, (d) => d.shard.addBufferToIndex());
-      },
-    }),
+      }),
 
     /** Shared training, step 1 — attachments out: up to `count` rows sampled from this shard's buffer (f32). */
-    sampleVectors: defineMethod({
-      schema: z.object({ indexId, count: rowCount, offset: rowCount.optional(), of: rowCount.optional() }).strict(),
-      handler: ({ indexId, count, offset, of }) => {
+    sampleVectors: implement('sampleVectors', ({ indexId, count, offset, of }) => {
         const shard = server.getShard(indexId);
         const sample = shard.sample(count, offset ?? 0, of ?? shard.info.buffered);
         return { result: { n: sample.length / shard.cfg.dim }, attachments: [sample] };
-      },
-    }),
+      }),
 
     /**
      * Shared training, step 1b, on the trainer — attachments in: rows [offset, offset + n) of
      * the cluster's training sample of `total` rows (f32), so a sample of any size travels in
      * bounded frames.
      */
-    stageSample: defineMethod({
-      schema: z.object({ indexId, sampleId: z.string().min(1).max(128), offset: rowCount, total: rowCount }).strict(),
-      attachments: ['f32'],
-      handler: ({ indexId, sampleId, offset, total }, ctx) => {
+    stageSample: implement('stageSample', ({ indexId, sampleId, offset, total }, ctx) => {
         const shard = server.getShard(indexId);
         const rows = toMatrix(ctx.attachments[0] as Float32Array, shard.cfg.dim, 'sample').data;
         shard.stageSample(sampleId, offset, total, rows);
-      },
-    }),
+      }),
 
     /**
      * Shared training, step 2, on one server — attachments in: the training sample (f32,
      * may be empty: then this shard's own buffer). out: the trained centroids (f32, nlist x dim).
      */
-    trainShared: defineMethod({
-      schema: z
-        .object({
-          indexId,
-          sampleId: z.string().min(1).max(128).optional(),
-          total: rowCount.optional(),
-          own: z.object({ offset: rowCount, count: rowCount, of: rowCount }).strict().optional(),
-        })
-        .strict(),
-      handler: ({ indexId, sampleId, total, own }, ctx) =>
+    trainShared: implement('trainShared', ({ indexId, sampleId, total, own }, ctx) =>
         server.withShard(indexId, async (durable) => {
           const [sample] = ctx.attachments;
           if (ctx.attachments.length > 1 || (sample !== undefined && !(sample instanceof Float32Array))) {
@@ -164,35 +126,23 @@ export function buildMethods(server: IndexServer): MethodTable {
           } finally {
             release();
           }
-        }),
-    }),
+        })),
 
     /** Shared training, step 3, on every other server — attachments in: the centroids (f32, nlist x dim). */
-    installTrained: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }, ctx) => {
+    installTrained: implement('installTrained', async ({ indexId }, ctx) => {
         const [centroids] = ctx.attachments;
         if (!(centroids instanceof Float32Array) || ctx.attachments.length !== 1) {
           throw new ValidationError('centroids', 'one f32 attachment: nlist x dim centroids from trainShared', centroids);
         }
         return { result: { installed: await server.withShard(indexId, (d) => d.installTrained(centroids.slice())) } };
-      },
-    }),
+      }),
 
-    getState: defineMethod({
-      schema: byIndex,
-      handler: ({ indexId }) => ({ result: server.getShard(indexId).state }),
-    }),
+    getState: implement('getState', ({ indexId }) => ({ result: server.getShard(indexId).state })),
 
     /** ntotal of one index; 0 for an index this server does not have (as the original). */
-    getNtotal: defineMethod({
-      schema: byIndex,
-      handler: ({ indexId }) => ({ result: server.findShard(indexId)?.info.ntotal ?? 0 }),
-    }),
+    getNtotal: implement('getNtotal', ({ indexId }) => ({ result: server.findShard(indexId)?.info.ntotal ?? 0 })),
 
-    getInfo: defineMethod({
-      schema: byIndex,
-      handler: ({ indexId }) => {
+    getInfo: implement('getInfo', ({ indexId }) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
         // The index type's fields let a client check search parameters before sending them.
@@ -200,13 +150,10 @@ export function buildMethods(server: IndexServer): MethodTable {
         return {
           result: { ...shard.info, indexBuilderType, faissFactory, centroids, inferCentroids, heldRevocations: durable.heldRevocations().length, error: shard.error?.message ?? null },
         };
-      },
-    }),
+      }),
 
     /** Distinct metadata[customMetaIdIdx] values (the whole value when metadata is not an array). */
-    getIds: defineMethod({
-      schema: byIndex,
-      handler: ({ indexId }) => {
+    getIds: implement('getIds', ({ indexId }) => {
         const shard = server.getShard(indexId);
         const idx = shard.cfg.customMetaIdIdx;
         const ids = new Set<unknown>();
@@ -216,75 +163,50 @@ export function buildMethods(server: IndexServer): MethodTable {
           ids.add(Array.isArray(m) ? m[idx] : m);
         }
         return { result: [...ids] };
-      },
-    }),
+      }),
 
-    getCentroids: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }) => {
+    getCentroids: implement('getCentroids', async ({ indexId }) => {
         const c = await server.getShard(indexId).centroids();
         return { result: { nlist: c.nlist, dim: c.dim }, attachments: [c.data] };
-      },
-    }),
-
-    setSearchParameter: defineMethod({
-      schema: z.object({ indexId, name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), value: z.number().finite() }).strict(),
-      handler: async ({ indexId, name, value }) => {
-        await server.withShard(indexId, (d) => d.shard.setParameter(name, value));
-      },
-    }),
-
-    setOmpNumThreads: defineMethod({
-      schema: z.object({ threads: z.number().int().min(1).max(1024) }).strict(),
-      handler: ({ threads }) => {
-        server.setThreads(threads);
-      },
-    }),
-
-    saveIndex: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }) => {
-        await server.saveIndex(indexId);
-      },
-    }),
-
-    loadIndex: defineMethod({
-      schema: z.object({ indexId, cfg: cfgObject.nullable().optional(), forceReload: z.boolean().optional() }).strict(),
-      handler: async ({ indexId, cfg, forceReload }) => ({
-        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? true), // the original's default
       }),
-    }),
 
-    dropIndex: defineMethod({
-      schema: byIndex,
-      handler: async ({ indexId }) => {
+    setSearchParameter: implement('setSearchParameter', async ({ indexId, name, value }) => {
+        await server.withShard(indexId, (d) => d.shard.setParameter(name, value));
+      }),
+
+    setOmpNumThreads: implement('setOmpNumThreads', ({ threads }) => {
+        server.setThreads(threads);
+      }),
+
+    saveIndex: implement('saveIndex', async ({ indexId }) => {
+        await server.saveIndex(indexId);
+      }),
+
+    loadIndex: implement('loadIndex', async ({ indexId, cfg, forceReload }) => ({
+        result: await server.loadIndex(indexId, cfg ? parseIndexCfg(cfg) : null, forceReload ?? true), // the original's default
+      })),
+
+    dropIndex: implement('dropIndex', async ({ indexId }) => {
         await server.dropIndex(indexId);
-      },
-    }),
+      }),
 
     /** Every index on this server with its state and counts, plus process memory. */
-    status: defineMethod({
-      schema: z.object({}).strict().optional(),
-      handler: () => {
-        const indexes: Record<string, unknown> = {};
+    status: implement('status', () => {
+        const indexes: Record<string, ShardInfoReply> = {};
         for (const id of server.indexIds()) {
           const durable = server.getDurable(id);
           indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldRevocations().length };
         }
         const mem = process.memoryUsage();
         return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes } };
-      },
-    }),
+      }),
 
     /**
      * attachments in: queries (f32, n*dim). out: distances (f32 n*k), labels (i64 n*k, this
      * shard's ids, -1 = none), metadata blob + offsets (u8, n*k entries, empty for -1), and
      * the hits' vectors (f32 n*k*dim) when returnEmbeddings.
      */
-    search: defineMethod({
-      schema: z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional() }).strict(),
-      attachments: ['f32'],
-      handler: async ({ indexId, k, returnEmbeddings }, ctx) => {
+    search: implement('search', async ({ indexId, k, returnEmbeddings }, ctx) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
         const queries = ctx.attachments[0] as Float32Array;
@@ -299,8 +221,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
         const held = durable.heldRevocations().length;
         return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held }, attachments };
-      },
-    }),
+      }),
   };
 }
 

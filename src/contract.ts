@@ -1,0 +1,128 @@
+/**
+ * The RPC contract between dfaiss clients and index servers: per method, its argument
+ * schema (zod, validated by the server before the handler runs), the attachments it takes,
+ * its result type and the attachments it returns. The server implements exactly this table
+ * (server/methods.ts, through `implement`), the client calls it through typed stubs
+ * (ServerConn.rpc), and a test checks docs/protocol.md against it. Pure: no server code.
+ */
+import { z } from 'zod';
+import type { IndexTypeCfg } from './config/search-params.js';
+import type { IndexState } from './shard/state.js';
+import { MAX_K, type Metric } from './vectors.js';
+
+import type { AttachmentRule } from './protocol/rpc-server.js';
+
+const indexId = z.string().min(1).max(128);
+const cfgObject = z.record(z.string(), z.unknown());
+const byIndex = z.object({ indexId }).strict();
+const rowCount = z.number().int().min(0).max(1 << 24);
+const key = z.string().min(1).max(128);
+/** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
+const rankKeyPairs = z.array(z.tuple([z.number().int().min(0).max(1_000_000), key])).max(1024);
+
+/** A shard's getInfo reply, and each index's entry of status. */
+export interface ShardInfoReply {
+  state: IndexState;
+  dim: number;
+  metric: Metric;
+  /** Searchable vectors (tombstoned ones excluded). */
+  ntotal: number;
+  /** Vectors waiting for training or indexing. */
+  buffered: number;
+  /** Live vectors received: ntotal + buffered. */
+  total: number;
+  tombstoned: number;
+  sharedTraining: boolean;
+  trainNum: number;
+  trainRatio: number;
+  /** Revocations this shard holds for other servers (see client/revocations.ts). */
+  heldRevocations?: number;
+  /** The index type (so a client can check search parameters before sending them). */
+  indexBuilderType?: IndexTypeCfg['indexBuilderType'];
+  faissFactory?: IndexTypeCfg['faissFactory'];
+  centroids?: number;
+  inferCentroids?: boolean;
+  error?: string | null;
+}
+
+export interface StatusReply {
+  rank: number;
+  threads: number;
+  rssBytes: number;
+  heapBytes: number;
+  indexes: Record<string, ShardInfoReply>;
+  [extra: string]: unknown;
+}
+
+export interface SearchReply {
+  n: number;
+  k: number;
+  metric: Metric;
+  ntotal: number;
+  state?: IndexState;
+  /** Revocations this shard holds for other servers. */
+  held?: number;
+}
+
+interface MethodContract<A extends z.ZodType, R, Out extends readonly unknown[]> {
+  readonly args: A;
+  /** Attachments the request must carry (checked before the handler runs), if fixed. */
+  readonly attachmentsIn?: AttachmentRule;
+  /** Type-level only: the result and the attachments of the reply. */
+  readonly result?: R;
+  readonly attachmentsOut?: Out;
+}
+
+/** Declares one method: `method<Result, OutAttachments>()(argsSchema, attachmentsIn?)`. */
+function method<R = void, Out extends readonly unknown[] = []>() {
+  return <A extends z.ZodType>(args: A, attachmentsIn?: AttachmentRule): MethodContract<A, R, Out> => ({ args, ...(attachmentsIn ? { attachmentsIn } : {}) });
+}
+
+export const CONTRACT = {
+  createIndex: method<{ created: boolean; sharedTraining: boolean }>()(z.object({ indexId, cfg: cfgObject }).strict()),
+  /** in: vectors (f32 or f16), metadata blob (u8), metadata offsets (u8: n+1 LE u32); checked by the handler. */
+  addIndexData: method<{ firstId: number; state: IndexState; buffered?: number; revoked?: boolean }>()(
+    z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional(), movedFrom: rankKeyPairs.optional() }).strict(),
+  ),
+  revokeBatch: method<{ outcome: 'tombstoned' | 'blocked' | 'already'; count: number }>()(z.object({ indexId, key }).strict()),
+  heldRevocations: method<Array<[number, string]>>()(byIndex),
+  revocationsDelivered: method<{ forgotten: number }>()(z.object({ indexId, pairs: rankKeyPairs }).strict()),
+  syncTrain: method<{ trained: boolean }>()(byIndex),
+  asyncTrain: method()(byIndex),
+  addBufferToIndex: method()(byIndex),
+  sampleVectors: method<{ n: number }, [Float32Array]>()(z.object({ indexId, count: rowCount, offset: rowCount.optional(), of: rowCount.optional() }).strict()),
+  stageSample: method()(z.object({ indexId, sampleId: key, offset: rowCount, total: rowCount }).strict(), ['f32']),
+  /** in: optional training sample (f32). */
+  trainShared: method<{ nlist: number; dim: number }, [Float32Array]>()(
+    z
+      .object({ indexId, sampleId: key.optional(), total: rowCount.optional(), own: z.object({ offset: rowCount, count: rowCount, of: rowCount }).strict().optional() })
+      .strict(),
+  ),
+  /** in: centroids (f32, nlist x dim); checked by the handler. */
+  installTrained: method<{ installed: boolean }>()(byIndex),
+  getState: method<IndexState>()(byIndex),
+  getNtotal: method<number>()(byIndex),
+  getInfo: method<ShardInfoReply>()(byIndex),
+  getIds: method<unknown[]>()(byIndex),
+  getCentroids: method<{ nlist: number; dim: number }, [Float32Array]>()(byIndex),
+  setSearchParameter: method()(z.object({ indexId, name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), value: z.number().finite() }).strict()),
+  setOmpNumThreads: method()(z.object({ threads: z.number().int().min(1).max(1024) }).strict()),
+  saveIndex: method()(byIndex),
+  loadIndex: method<{ loaded: boolean }>()(z.object({ indexId, cfg: cfgObject.nullable().optional(), forceReload: z.boolean().optional() }).strict()),
+  dropIndex: method()(byIndex),
+  status: method<StatusReply>()(z.object({}).strict().optional()),
+  /** out: distances (f32 n*k), labels (i64 n*k), metadata blob + offsets (u8), vectors (f32, with returnEmbeddings). */
+  search: method<SearchReply, [Float32Array, BigInt64Array, Uint8Array, Uint8Array, Float32Array?]>()(
+    z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional() }).strict(),
+    ['f32'],
+  ),
+} as const;
+
+export type Contract = typeof CONTRACT;
+export type MethodName = keyof Contract;
+/** What a caller passes. */
+export type ArgsOf<M extends MethodName> = z.input<Contract[M]['args']>;
+/** What a handler receives (after validation and defaults). */
+export type ParsedArgsOf<M extends MethodName> = z.output<Contract[M]['args']>;
+export type ResultOf<M extends MethodName> = Exclude<Contract[M]['result'], undefined>;
+export type AttachmentsOutOf<M extends MethodName> = Exclude<Contract[M]['attachmentsOut'], undefined>;
