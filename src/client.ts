@@ -23,8 +23,8 @@ export type { ClientSecurityOptions } from './client/security-options.js';
 export { readSecretFile } from './protocol/auth.js';
 export type { Secret } from './protocol/auth.js';
 export type { PemSource, TlsClientOptions } from './protocol/tls.js';
-export { parseDiscovery, readDiscovery } from './client/discovery.js';
-export type { DiscoveryOptions, ServerAddress } from './client/discovery.js';
+export { parseDiscovery, readDiscovery } from './discovery/discovery-file.js';
+export type { DiscoveryOptions, ServerAddress } from './discovery/discovery-file.js';
 export { IndexState, aggregateStates } from './shard/state.js';
 export {
   AuthError,

@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
 import { defaultThreadsPerServer, LocalCluster } from '../launch/local.js';
-import { createLogger } from '../server/logger.js';
+import { createLogger } from '../util/logger.js';
 import { intArg } from './args.js';
 import { addServerSecurityOptions, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 

@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
-import { parseDiscovery, type ServerAddress } from '../client/discovery.js';
+import { parseDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
 import { prng } from '../util/random.js';
 import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';

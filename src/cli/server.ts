@@ -1,7 +1,7 @@
 /** `dfaiss server`: run one index server in this process until SIGINT/SIGTERM. */
 import { Option, type Command } from 'commander';
 import { IndexServer } from '../server/index-server.js';
-import { createLogger } from '../server/logger.js';
+import { createLogger } from '../util/logger.js';
 import { intArg } from './args.js';
 import { addServerSecurityOptions, isLoopback, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 

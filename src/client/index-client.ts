@@ -12,7 +12,7 @@ import { MAX_K, checkK, toMatrix, type Metric, type VectorsInput } from '../vect
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
-import { readDiscovery, type ServerAddress } from './discovery.js';
+import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
 import { mergeOutput, mergeQueryInto, type ShardHits } from './merge.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
 import { Revocations, type PendingRevocation } from './revocations.js';

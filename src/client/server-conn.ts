@@ -7,7 +7,7 @@
 import { ConnectionError, ServerUnavailableError } from '../errors.js';
 import { RpcClient, type Attachment, type CallOptions, type CallResult, type RpcClientOptions } from '../protocol/index.js';
 import type { ArgsOf, AttachmentsOutOf, MethodName, ResultOf } from '../contract.js';
-import type { ServerAddress } from './discovery.js';
+import type { ServerAddress } from '../discovery/discovery-file.js';
 
 /** A reply as the contract declares it. */
 export interface Reply<M extends MethodName> extends Omit<CallResult<ResultOf<M>>, 'attachments'> {
@@ -41,11 +41,6 @@ export class ServerConn {
     return new ServerConn(address, opts, reconnectIntervalMs, bulk, query);
   }
 
-  /** Both connections are open (as far as this side knows). */
-  get up(): boolean {
-    return !!this.clients.bulk && !this.clients.bulk.closed && !!this.clients.query && !this.clients.query.closed;
-  }
-
   /** The server's rank from its hello. */
   get rank(): number | undefined {
     return this.clients.query?.server.rank;
@@ -62,21 +57,6 @@ export class ServerConn {
     const r = await client.call<ResultOf<M>>(method, args, attachments, opts);
     // The server implements the same contract (server/methods.ts): its reply has these shapes.
     return r as unknown as Reply<M>;
-  }
-
-  /** Waits (up to timeoutMs) until the server is reachable again. */
-  async waitUp(timeoutMs: number): Promise<boolean> {
-    const end = Date.now() + timeoutMs;
-    while (Date.now() < end && !this.closed) {
-      try {
-        await this.client('bulk');
-        await this.client('query');
-        return true;
-      } catch {
-        await new Promise((r) => setTimeout(r, Math.min(this.reconnectIntervalMs, Math.max(0, end - Date.now()))));
-      }
-    }
-    return false;
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@
  * original's IndexCfg field for field (same defaults), in camelCase, and reads and
  * writes the original's snake_case JSON so existing config files keep working.
  */
+import type { Metric } from '../vectors.js';
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { DfaissError, ValidationError } from '../errors.js';
@@ -12,8 +13,9 @@ export const INDEX_BUILDER_TYPES = ['flat', 'ivf_simple', 'knnlm', 'hnswsq', 'iv
 export type IndexBuilderType = (typeof INDEX_BUILDER_TYPES)[number];
 
 /** 'dot' = inner product (larger is better), 'l2' = squared Euclidean distance (smaller is better). */
-export const INDEX_METRICS = ['dot', 'l2'] as const;
-export type IndexMetric = (typeof INDEX_METRICS)[number];
+export const INDEX_METRICS = ['dot', 'l2'] as const satisfies readonly Metric[];
+/** @deprecated the same as Metric (one name per concept); kept for code written against 0.1. */
+export type IndexMetric = Metric;
 
 export const DURABILITY_MODES = ['fsync', 'os', 'none'] as const;
 export type Durability = (typeof DURABILITY_MODES)[number];
@@ -60,7 +62,7 @@ export interface IndexCfg {
    * Similarity: 'dot' (inner product) or 'l2'.
    * @default 'dot'
    */
-  metric: IndexMetric;
+  metric: Metric;
   /**
    * IVF lists probed per query; for HNSW it is the search breadth efSearch.
    * @default 1

@@ -21,9 +21,9 @@ import { availableParallelism, hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseDiscovery } from '../client/discovery.js';
+import { parseDiscovery } from '../discovery/discovery-file.js';
 import { DfaissError, TimeoutError, ValidationError } from '../errors.js';
-import { silentLogger, type Logger } from '../server/logger.js';
+import { silentLogger, type Logger } from '../util/logger.js';
 
 export interface LocalClusterOptions {
   /** How many server processes. */

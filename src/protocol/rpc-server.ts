@@ -51,8 +51,6 @@ export interface CallContext {
   readonly remote: string;
   /** Aborted when the client's connection closes (the reply would go nowhere). */
   readonly signal: AbortSignal;
-  /** Distinguishes connections (e.g. to tell one client's bulk and search connections apart). */
-  readonly connectionId: number;
 }
 
 export interface HandlerReply<R = unknown> {
@@ -143,7 +141,6 @@ export class RpcServer {
   private readonly opts: RpcServerOptions;
   private listener: Listener | undefined;
   private readonly sessions = new Set<Session>();
-  private nextConnectionId = 1;
   private closing: Promise<void> | undefined;
 
   constructor(opts: RpcServerOptions) {
@@ -251,7 +248,7 @@ export class RpcServer {
       conn.close(err);
       return;
     }
-    const session = new Session(this, conn, this.nextConnectionId++);
+    const session = new Session(this, conn);
     this.sessions.add(session);
     session.closed.then(() => this.sessions.delete(session));
   }
@@ -276,7 +273,6 @@ class Session {
   constructor(
     private readonly server: RpcServer,
     private readonly conn: Connection,
-    private readonly connectionId: number,
   ) {
     this.closed = new Promise<void>((resolve) => {
       conn.onClose((reason) => {
@@ -394,7 +390,6 @@ class Session {
         attachments: frame.attachments,
         remote: this.conn.remote,
         signal: this.abort.signal,
-        connectionId: this.connectionId,
         retainAttachments: () => {
           retained = true;
           return frame.release;

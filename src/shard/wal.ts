@@ -14,7 +14,9 @@ import { join } from 'node:path';
 import { crc32Update } from './crc.js';
 import { StorageError } from '../errors.js';
 
-export type Durability = 'fsync' | 'os' | 'none';
+import type { Durability } from '../config/index-cfg.js';
+
+export type { Durability };
 
 const SEGMENT_MAGIC = 0x53574644; // "DFWS"
 const RECORD_MAGIC = 0x4c574644; // "DFWL"

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mergeQuery } from '../../src/client/merge.js';
 import { IndexState, aggregateStates } from '../../src/shard/state.js';
-import { parseDiscovery } from '../../src/client/discovery.js';
+import { parseDiscovery } from '../../src/discovery/discovery-file.js';
 
 const shard = (d: number[], l: number[]) => ({ distances: Float32Array.from(d), labels: BigInt64Array.from(l.map(BigInt)), k: d.length });
 

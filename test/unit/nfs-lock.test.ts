@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TimeoutError } from '../../src/errors.js';
-import { acquireNfsLock, appendFileLocked, withNfsLock } from '../../src/launch/nfs-lock.js';
+import { acquireNfsLock, appendFileLocked, withNfsLock } from '../../src/discovery/nfs-lock.js';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'dfaiss-lock-'));
@@ -39,7 +39,7 @@ test('the lock is exclusive across processes: 6 processes x 15 locked read-modif
   try {
     const file = join(dir, 'counter');
     writeFileSync(file, '0');
-    const lockModule = new URL('../../src/launch/nfs-lock.ts', import.meta.url).href;
+    const lockModule = new URL('../../src/discovery/nfs-lock.ts', import.meta.url).href;
     const script = `
       import { withNfsLock } from ${JSON.stringify(lockModule)};
       import { readFile, writeFile } from 'node:fs/promises';
