@@ -26,6 +26,7 @@
 #include <shared_mutex>
 
 #include "common.h"
+#include "trained_state.h"
 
 namespace dfaiss {
 
@@ -86,8 +87,9 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::RemoveIds>("removeIds"),
             InstanceMethod<&NativeIndex::SetParameter>("setParameter"),
             InstanceMethod<&NativeIndex::Centroids>("centroids"),
-            InstanceMethod<&NativeIndex::CoarseOnly>("coarseOnly"),
-            InstanceMethod<&NativeIndex::InstallCentroids>("installCentroids"),
+            InstanceMethod<&NativeIndex::TrainedLayout>("trainedLayout"),
+            InstanceMethod<&NativeIndex::ExportTrained>("exportTrained"),
+            InstanceMethod<&NativeIndex::InstallTrainedState>("installTrainedState"),
             InstanceMethod<&NativeIndex::IsIvf>("isIvf"),
             InstanceMethod<&NativeIndex::Assign>("assign"),
             InstanceMethod<&NativeIndex::ReserveLists>("reserveLists"),
@@ -412,43 +414,66 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return w->Start();
   }
 
-  // True when training this index is only its IVF coarse quantizer, a flat one, at the top
-  // level (IVF-Flat; IVF-SQ with fp16 or direct codes): its centroids are then its whole
-  // trained state, and shared training ships them instead of a serialized index (FAISS's
-  // reader is not meant for untrusted bytes).
-  static bool IsCoarseOnly(const faiss::Index* idx) {
-    auto* ivf = dynamic_cast<const faiss::IndexIVF*>(idx);
-    if (!ivf || !dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer)) return false;
-    if (dynamic_cast<const faiss::IndexIVFFlat*>(ivf)) return true;
-    if (auto* sq = dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(ivf)) {
-      return sq->sq.qtype == faiss::ScalarQuantizer::QT_fp16 || sq->sq.qtype == faiss::ScalarQuantizer::QT_8bit_direct;
-    }
-    return false;
-  }
-
-  Napi::Value CoarseOnly(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), IsCoarseOnly(holder_->index.get()));
-  }
-
-  // installCentroids(c: Float32Array(nlist*d)): trains an untrained coarse-only IVF index by
-  // giving its quantizer these centroids; every size is checked against this index.
-  Napi::Value InstallCentroids(const Napi::CallbackInfo& info) {
-    auto c = ArgArray<float>(info, 0, napi_float32_array, "centroids");
-    const float* pc = c.Data();
-    size_t len = c.ElementLength();
-    auto* w = Job(info.Env(), true, [pc, len](faiss::Index* idx) {
-      auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
-      if (!ivf || !IsCoarseOnly(idx)) throw std::runtime_error("this index type is trained beyond its IVF centroids; it cannot install centroids");
-      if (ivf->is_trained || ivf->quantizer->ntotal != 0) throw std::runtime_error("index is trained already");
-      size_t want = ivf->nlist * static_cast<size_t>(ivf->quantizer->d);
-      if (len != want) {
-        throw std::runtime_error("expected nlist x d = " + std::to_string(want) + " centroid values, got " + std::to_string(len));
+  // trainedLayout(): [[name, length], ...] of this index's trained state (see
+  // trained_state.h); throws for a type whose training cannot be shared. It reads only the
+  // index's structure (sizes fixed at construction), so it takes no lock.
+  Napi::Value TrainedLayout(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      auto parts = TrainedParts(holder_->index.get(), nullptr);
+      Napi::Array out = Napi::Array::New(env, parts.size());
+      for (size_t i = 0; i < parts.size(); i++) {
+        Napi::Array pair = Napi::Array::New(env, 2);
+        pair.Set(0u, Napi::String::New(env, parts[i].name));
+        pair.Set(1u, Napi::Number::New(env, static_cast<double>(parts[i].len)));
+        out.Set(static_cast<uint32_t>(i), pair);
       }
-      ivf->quantizer->add(static_cast<idx_t>(ivf->nlist), pc);
-      ivf->quantizer->is_trained = true;
-      ivf->is_trained = true;
+      return out;
+    } catch (const std::exception& e) {
+      Napi::Error::New(env, e.what()).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+
+  // exportTrained(out: Float32Array(sum of lengths)): the trained state, parts back to back.
+  Napi::Value ExportTrained(const Napi::CallbackInfo& info) {
+    auto out = ArgArray<float>(info, 0, napi_float32_array, "out");
+    float* po = out.Data();
+    size_t cap = out.ElementLength();
+    auto* w = Job(info.Env(), false, [po, cap](faiss::Index* idx) {
+      if (!idx->is_trained) throw std::runtime_error("index is not trained yet");
+      size_t off = 0;
+      for (auto& p : TrainedParts(idx, nullptr)) {
+        if (off + p.len > cap) throw std::runtime_error("trained-state output buffer too small");
+        p.get(po + off);
+        off += p.len;
+      }
     });
-    w->Keep(c);
+    w->Keep(out);
+    return w->Start();
+  }
+
+  // installTrainedState(data: Float32Array): trains an untrained index with another index's
+  // exported state; the total length must match this index's own layout exactly.
+  Napi::Value InstallTrainedState(const Napi::CallbackInfo& info) {
+    auto data = ArgArray<float>(info, 0, napi_float32_array, "state");
+    const float* pd = data.Data();
+    size_t len = data.ElementLength();
+    auto* w = Job(info.Env(), true, [pd, len](faiss::Index* idx) {
+      if (idx->is_trained) throw std::runtime_error("index is trained already");
+      std::vector<std::function<void()>> after;
+      auto parts = TrainedParts(idx, &after);
+      size_t want = 0;
+      for (auto& p : parts) want += p.len;
+      if (len != want) throw std::runtime_error("expected " + std::to_string(want) + " trained-state values, got " + std::to_string(len));
+      size_t off = 0;
+      for (auto& p : parts) {
+        p.set(pd + off);
+        off += p.len;
+      }
+      for (auto& f : after) f();
+    });
+    w->Keep(data);
     return w->Start();
   }
 
@@ -457,14 +482,21 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   // reserveLists() gives each inverted list its final capacity (vectors grown by repeated
   // appends kept ~80% of slack and freed blocks here), addPreassigned() only appends.
   // Top-level IVF indexes only (isIvf).
+  // Only with ArrayInvertedLists: fast-scan indexes pack codes in BlockInvertedLists, whose
+  // add_entries refuses appends at an offset (and throws inside FAISS's OpenMP loop, which
+  // would end the process); they take the plain add() path.
   Napi::Value IsIvf(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), dynamic_cast<const faiss::IndexIVF*>(holder_->index.get()) != nullptr);
+    auto* ivf = dynamic_cast<const faiss::IndexIVF*>(holder_->index.get());
+    return Napi::Boolean::New(info.Env(), ivf != nullptr && dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists) != nullptr);
   }
 
-  static faiss::IndexIVF* TopIvf(faiss::Index* idx) {
+  static faiss::IndexIVF* TopIvf(faiss::Index* idx, bool arrayLists = false) {
     auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
     if (!ivf) throw std::runtime_error("not an IVF index");
     if (!ivf->is_trained) throw std::runtime_error("index is not trained");
+    if (arrayLists && !dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists)) {
+      throw std::runtime_error("this IVF index keeps its lists in blocks (fast scan): add vectors with add()");
+    }
     return ivf;
   }
 
@@ -487,7 +519,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     const uint32_t* pc = counts.Data();
     size_t len = counts.ElementLength();
     auto* w = Job(info.Env(), true, [pc, len](faiss::Index* idx) {
-      faiss::IndexIVF* ivf = TopIvf(idx);
+      faiss::IndexIVF* ivf = TopIvf(idx, true);
       if (len != ivf->nlist) throw std::runtime_error("counts must have nlist entries");
       auto* lists = dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists);
       if (!lists) return;  // other list storage: nothing to reserve
@@ -509,7 +541,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   // addPreassigned(x, n, assign: BigInt64Array(n)): add() with the lists from assign().
   Napi::Value AddPreassigned(const Napi::CallbackInfo& info) {
     return VectorsAndI64Job(info, "assign", [](faiss::Index* idx, idx_t n, const float* px, const idx_t* pa) {
-      faiss::IndexIVF* ivf = TopIvf(idx);
+      faiss::IndexIVF* ivf = TopIvf(idx, true);
       const idx_t nlist = static_cast<idx_t>(ivf->nlist);
       for (idx_t i = 0; i < n; i++) {
         if (pa[i] < 0 || pa[i] >= nlist) throw std::runtime_error("assign holds a list number out of range");

@@ -93,13 +93,21 @@ export const CONTRACT = {
   sampleVectors: method<{ n: number }, [Float32Array]>()(z.object({ indexId, count: rowCount, offset: rowCount.optional(), of: rowCount.optional() }).strict()),
   stageSample: method()(z.object({ indexId, sampleId: key, offset: rowCount, total: rowCount }).strict(), ['f32']),
   /** in: optional training sample (f32). */
-  trainShared: method<{ nlist: number; dim: number }, [Float32Array]>()(
+  trainShared: method<{ nlist: number; dim: number; layout: Array<[string, number]> }, [Float32Array]>()(
     z
       .object({ indexId, sampleId: key.optional(), total: rowCount.optional(), own: z.object({ offset: rowCount, count: rowCount, of: rowCount }).strict().optional() })
       .strict(),
   ),
-  /** in: centroids (f32, nlist x dim); checked by the handler. */
-  installTrained: method<{ installed: boolean }>()(byIndex),
+  /** in: the trainer's state (f32; without a layout: coarse centroids, nlist x dim); checked by the handler. */
+  installTrained: method<{ installed: boolean }>()(
+    z
+      .object({
+        indexId,
+        nlist: z.number().int().min(-1).max(1 << 24).optional(),
+        layout: z.array(z.tuple([z.string().min(1).max(64), z.number().int().min(0).max(2 ** 31)])).max(64).optional(),
+      })
+      .strict(),
+  ),
   getState: method<IndexState>()(byIndex),
   getNtotal: method<number>()(byIndex),
   getInfo: method<ShardInfoReply>()(byIndex),

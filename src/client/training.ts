@@ -74,9 +74,10 @@ export async function runSharedTraining(servers: readonly ServerConn[], indexId:
     }
     // Already trained: returns its centroids at once; training for a client that is gone: joins it.
     const trained = await servers[trainer]!.call('bulk', 'trainShared', args, [], { timeoutMs });
-    const [centroids] = trained.attachments;
+    const [state] = trained.attachments;
+    const { nlist, layout } = trained.result;
     await Promise.all(
-      untrained.filter((i) => i !== trainer).map((i) => servers[i]!.call('bulk', 'installTrained', { indexId }, [centroids], { timeoutMs })),
+      untrained.filter((i) => i !== trainer).map((i) => servers[i]!.call('bulk', 'installTrained', { indexId, nlist, layout }, [state], { timeoutMs })),
     );
   }
   if (down.length > 0) {

@@ -32,8 +32,9 @@ export interface RawIndex {
   removeIds(ids: BigInt64Array): Promise<number>;
   setParameter(name: string, value: number): Promise<void>;
   centroids(out: Float32Array): Promise<void>;
-  coarseOnly(): boolean;
-  installCentroids(centroids: Float32Array): Promise<void>;
+  trainedLayout(): Array<[string, number]>;
+  exportTrained(out: Float32Array): Promise<void>;
+  installTrainedState(state: Float32Array): Promise<void>;
   isIvf(): boolean;
   assign(x: Float32Array, n: number, out: BigInt64Array): Promise<void>;
   reserveLists(counts: Uint32Array): Promise<void>;

@@ -18,6 +18,15 @@ export { MAX_K, toIds, toMatrix };
 export type { IdsInput, Metric, VectorsInput };
 
 
+/** [part name, float count] of an index's trained state, in order. */
+export type TrainedLayout = Array<[string, number]>;
+
+/** An index's trained state as plain numbers (shared training ships this, never an index). */
+export interface TrainedState {
+  layout: TrainedLayout;
+  data: Float32Array;
+}
+
 export interface SearchResult {
   /** Number of queries. */
   readonly n: number;
@@ -233,25 +242,47 @@ export class FaissIndex {
   }
 
   /**
-   * True when training this index is only its IVF coarse quantizer (a flat one): IVF-Flat,
-   * IVF-SQ with fp16 or direct codes. Its centroids are then its whole trained state.
+   * The parts of this index's trained state as [name, float count] (e.g. coarse centroids,
+   * PQ codebooks, SQ ranges, transform matrices), or null when its training cannot be
+   * shared (see native/trained_state.h). Fixed by the index's structure, trained or not.
    */
-  get trainsCentroidsOnly(): boolean {
-    return this.raw.coarseOnly();
+  get trainedLayout(): TrainedLayout | null {
+    try {
+      return this.raw.trainedLayout();
+    } catch {
+      return null;
+    }
+  }
+
+  /** The trained state, parts back to back in trainedLayout order (a trained index only). */
+  async exportTrained(): Promise<TrainedState> {
+    const layout = this.trainedLayout;
+    if (!layout) throw new ValidationError('index', 'an index type whose training can be shared', this.description);
+    const data = new Float32Array(layout.reduce((a, [, n]) => a + n, 0));
+    await this.lock.read(() => wrap(this.raw.exportTrained(data)));
+    return { layout, data };
   }
 
   /**
-   * Trains an untrained index of that kind (trainsCentroidsOnly) by installing centroids
-   * (nlist x quantizer dim, row-major, finite), as trained elsewhere.
+   * Trains this (untrained) index with another index's exported state. The layout must be
+   * this index's own, name for name and length for length, and every value finite: only
+   * numbers that fit this index's own structure are installed.
    */
-  async installCentroids(centroids: Float32Array): Promise<void> {
-    const nlist = this.raw.nlist();
-    const dq = this.raw.quantizerDim();
-    if (!(centroids instanceof Float32Array) || nlist < 0 || centroids.length !== nlist * dq) {
-      throw new ValidationError('centroids', `${nlist} x ${dq} float32 values (nlist x quantizer dim)`, centroids instanceof Float32Array ? `${centroids.length} values` : centroids);
+  async installTrainedState(state: TrainedState): Promise<void> {
+    const mine = this.trainedLayout;
+    if (!mine) throw new ValidationError('index', 'an index type whose training can be shared', this.description);
+    const want = mine.map(([n, l]) => `${n}:${l}`).join(',');
+    const got = Array.isArray(state.layout) ? state.layout.map((p) => (Array.isArray(p) ? `${p[0]}:${p[1]}` : '?')).join(',') : '?';
+    if (want !== got) throw new ValidationError('layout', `this index's trained-state layout [${want}]`, `[${got}]`);
+    const total = mine.reduce((a, [, n]) => a + n, 0);
+    if (!(state.data instanceof Float32Array) || state.data.length !== total) {
+      throw new ValidationError('state', `${total} float32 values`, state.data instanceof Float32Array ? `${state.data.length} values` : state.data);
     }
-    toMatrix(centroids, dq, 'centroids'); // finite values only
-    await this.lock.write(() => wrap(this.raw.installCentroids(centroids)));
+    for (let i = 0; i < total; i++) {
+      const v = state.data[i]!;
+      if (v - v !== 0) throw new ValidationError(`state[${i}]`, 'a finite number', v);
+    }
+    await this.lock.write(() => wrap(this.raw.installTrainedState(state.data)));
   }
 
   /** True for an IVF index at the top level (no transform or wrapper): assign, reserveLists and addPreassigned apply. */

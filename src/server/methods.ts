@@ -103,7 +103,8 @@ export function buildMethods(server: IndexServer): ServerMethods {
 
     /**
      * Shared training, step 2, on one server — attachments in: the training sample (f32,
-     * may be empty: then this shard's own buffer). out: the trained centroids (f32, nlist x dim).
+     * may be empty: then this shard's own buffer). out: the trained state (f32, parts back to
+     * back as `layout` lists them: coarse centroids, PQ codebooks, SQ ranges, transforms).
      */
     trainShared: implement('trainShared', ({ indexId, sampleId, total, own }, ctx) =>
         server.withShard(indexId, async (durable) => {
@@ -121,20 +122,30 @@ export function buildMethods(server: IndexServer): ServerMethods {
               : new Float32Array(0);
           const release = ctx.retainAttachments();
           try {
-            const centroids = await durable.trainShared(rows, { threads: server.trainThreads, sampleDone: release });
-            return { result: { nlist: centroids.length / durable.cfg.dim, dim: durable.cfg.dim }, attachments: [centroids] };
+            const state = await durable.trainShared(rows, { threads: server.trainThreads, sampleDone: release });
+            return { result: { nlist: state.nlist, dim: durable.cfg.dim, layout: state.layout }, attachments: [state.data] };
           } finally {
             release();
           }
         })),
 
-    /** Shared training, step 3, on every other server — attachments in: the centroids (f32, nlist x dim). */
-    installTrained: implement('installTrained', async ({ indexId }, ctx) => {
-        const [centroids] = ctx.attachments;
-        if (!(centroids instanceof Float32Array) || ctx.attachments.length !== 1) {
-          throw new ValidationError('centroids', 'one f32 attachment: nlist x dim centroids from trainShared', centroids);
+    /**
+     * Shared training, step 3, on every other server — attachments in: the trainer's state
+     * (f32) with its `nlist` and `layout`; without a layout, coarse centroids (nlist x dim),
+     * as clients before trained-state sharing sent.
+     */
+    installTrained: implement('installTrained', async ({ indexId, nlist, layout }, ctx) => {
+        const [data] = ctx.attachments;
+        if (!(data instanceof Float32Array) || ctx.attachments.length !== 1) {
+          throw new ValidationError(layout ? 'state' : 'centroids', 'one f32 attachment: the trained state from trainShared', data);
         }
-        return { result: { installed: await server.withShard(indexId, (d) => d.installTrained(centroids.slice())) } };
+        const dim = server.getShard(indexId).cfg.dim;
+        if (!layout && (data.length === 0 || data.length % dim !== 0)) {
+          throw new ValidationError('centroids', `nlist x dim=${dim} float32 values, nlist >= 1`, `${data.length} values`);
+        }
+        if (!layout) toMatrix(data, dim, 'centroids'); // finite values only
+        const state = layout ? { nlist: nlist ?? -1, layout, data: data.slice() } : { nlist: data.length / dim, layout: [['coarse', data.length]] as Array<[string, number]>, data: data.slice() };
+        return { result: { installed: await server.withShard(indexId, (d) => d.installTrained(state)) } };
       }),
 
     getState: implement('getState', ({ indexId }) => ({ result: server.getShard(indexId).state })),

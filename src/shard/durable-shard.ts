@@ -13,18 +13,18 @@ import { join } from 'node:path';
 import { createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, StorageError } from '../errors.js';
 import { fp16ToFp32 } from '../native/index.js';
-import { Shard, type SharedTrainingOptions, type ShardOptions } from './shard.js';
+import { Shard, type SharedTrained, type SharedTrainingOptions, type ShardOptions } from './shard.js';
 import {
   exists,
   listSnapshots,
   pruneSnapshots,
   readCfg,
   readSnapshot,
-  readSharedCentroids,
+  readSharedTrained,
   snapshotTmpDir,
   writeCfg,
   writeSnapshot,
-  writeSharedCentroids,
+  writeSharedTrained,
   type SnapshotCut,
 } from './snapshot.js';
 import { WriteAheadLog, replayWal, type Durability } from './wal.js';
@@ -217,9 +217,9 @@ export class DurableShard {
     for (const k of revoked) ds.rememberRevoked(k);
     ds.holdRevocations([...held.values()]);
     if (shard.sharedTraining && !shard.faissIndex) {
-      // Installed before the restart but not yet snapshotted: the same centroids again.
-      const centroids = await readSharedCentroids(dir, useCfg.dim);
-      if (centroids) await shard.installTrained(centroids);
+      // Installed before the restart but not yet snapshotted: the same state again.
+      const trained = await readSharedTrained(dir, useCfg.dim);
+      if (trained) await shard.installTrained(trained);
     }
     await shard.useIndexIfTrainedAtConstruction(); // saved before it had vectors, or by an older version
     shard.resume({ trainOnRows });
@@ -400,31 +400,31 @@ export class DurableShard {
       );
   }
 
-  /** Shared training on this shard (see Shard.trainShared); the centroids are on disk before they are returned. */
-  async trainShared(sample: Float32Array, opts: SharedTrainingOptions = {}): Promise<Float32Array> {
-    const centroids = await this.shard.trainShared(sample, opts);
-    await this.persistCentroids(centroids);
-    return centroids;
+  /** Shared training on this shard (see Shard.trainShared); the trained state is on disk before it is returned. */
+  async trainShared(sample: Float32Array, opts: SharedTrainingOptions = {}): Promise<SharedTrained> {
+    const state = await this.shard.trainShared(sample, opts);
+    await this.persistTrained(state);
+    return state;
   }
 
-  /** Installs another shard's shared-training centroids; on disk before this resolves. */
-  async installTrained(centroids: Float32Array): Promise<boolean> {
-    const installed = await this.shard.installTrained(centroids);
-    if (installed) await this.persistCentroids(centroids);
+  /** Installs another shard's shared-training state; on disk before this resolves. */
+  async installTrained(state: SharedTrained): Promise<boolean> {
+    const installed = await this.shard.installTrained(state);
+    if (installed) await this.persistTrained(state);
     return installed;
   }
 
-  private centroidsWrite: Promise<void> | null = null;
+  private trainedWrite: Promise<void> | null = null;
 
-  private persistCentroids(centroids: Float32Array): Promise<void> {
+  private persistTrained(state: SharedTrained): Promise<void> {
     // A training that ends after a drop must not write into a folder created for a new index.
     if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded while it trained; train it again'));
     // Written once; concurrent callers share the write.
-    this.centroidsWrite ??= writeSharedCentroids(this.dir, centroids, this.cfg.dim).catch((err: Error) => {
-      this.centroidsWrite = null;
-      throw new StorageError(`cannot write ${join(this.dir, 'centroids.bin')}: ${err.message}`, { cause: err });
-    });
-    return this.centroidsWrite;
+    const write = (this.trainedWrite ??= writeSharedTrained(this.dir, state).catch((err: Error) => {
+      this.trainedWrite = null;
+      throw new StorageError(`cannot write ${join(this.dir, 'trained.bin')}: ${err.message}`, { cause: err });
+    }));
+    return write;
   }
 
   /**
@@ -539,13 +539,13 @@ async function makeShardDir(dir: string, cfg: IndexCfg): Promise<void> {
 }
 
 /**
- * Shared training applies to index types whose training is their IVF centroids (IVF-Flat,
- * IVF-SQfp16): centroids are plain numbers, checked against the local index, where a
- * serialized FAISS index would be an unsafe input. Flat needs no training; PQ, SQ8, HNSW
- * and factory strings with transforms train per shard.
+ * Shared training applies to index types whose trained state is plain arrays (coarse
+ * centroids, PQ codebooks, SQ ranges, linear transforms: FaissIndex.trainedLayout), checked
+ * against the local index, where a serialized FAISS index would be an unsafe input. Flat
+ * needs no training; other types (an HNSW coarse quantizer, IVFPQR, ...) train per shard.
  */
 async function usesSharedTraining(cfg: IndexCfg): Promise<boolean> {
   if (cfg.trainMode !== 'shared') return false;
   const standIn = await createStandInIndex(cfg);
-  return !standIn.isTrained && standIn.trainsCentroidsOnly;
+  return !standIn.isTrained && standIn.trainedLayout !== null;
 }

@@ -6,17 +6,17 @@
  * background, off the event loop, and searches keep answering in every state with what
  * is already indexed (the original refused to search during ADD).
  *
- * Shared training (trainMode 'shared', for index types whose training is their IVF
- * centroids): the shard never trains on its own. A client trains once on one server, on a
- * sample drawn across shards (trainShared), and every other shard installs those centroids
- * (installTrained).
+ * Shared training (trainMode 'shared', for index types whose trained state is plain arrays:
+ * see FaissIndex.trainedLayout): the shard never trains on its own. A client trains once on
+ * one server, on a sample drawn across shards (trainShared), and every other shard installs
+ * that state (installTrained).
  *
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
  */
 import { checkSearchParameter, createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
 import { FaissError, IndexStateError, ValidationError } from '../errors.js';
-import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory } from '../native/index.js';
+import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory, type TrainedState } from '../native/index.js';
 import { prng } from '../util/random.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
 import { IndexState } from './state.js';
@@ -68,7 +68,7 @@ export interface ShardOptions {
   metadata?: MetadataStore;
   /**
    * The trained state comes from the cluster (trainMode 'shared' on an index type whose
-   * training is its IVF centroids): reaching trainNum does not start training here. @default false
+   * trained state can be shared): reaching trainNum does not start training here. @default false
    */
   sharedTraining?: boolean;
   /** Training starts on the first `rows` buffered vectors (the durable layer logs this). */
@@ -83,9 +83,9 @@ export class Shard {
   readonly cfg: IndexCfg;
   readonly metadata: MetadataStore;
   readonly sharedTraining: boolean;
-  /** The centroids this shard was trained with (shared training only). */
-  private sharedCentroids: Float32Array | null = null;
-  private sharedJob: Promise<Float32Array> | null = null;
+  /** The trained state this shard was trained with (shared training only). */
+  private sharedState: SharedTrained | null = null;
+  private sharedJob: Promise<SharedTrained> | null = null;
   /** The cluster's training sample being staged here in chunks (this shard is the trainer). */
   private staged: { id: string; data: Float32Array } | null = null;
   private index: FaissIndex | null = null;
@@ -390,25 +390,25 @@ export class Shard {
   /**
    * Shared training on this shard (the one the client picked): trains a new index on
    * `sample` (drawn across all shards; this shard's own buffer when empty), installs it here
-   * and returns its centroids (nlist x dim), which are the whole trained state of the index
-   * types shared training applies to (see sharedTraining), for the other shards to install.
-   * Concurrent and later calls get the same centroids.
+   * and returns its trained state (coarse centroids, PQ codebooks, SQ ranges, transform
+   * matrices: plain numbers, see FaissIndex.exportTrained) for the other shards to install.
+   * Concurrent and later calls get the same state.
    */
-  trainShared(sample: Float32Array, opts: SharedTrainingOptions = {}): Promise<Float32Array> {
+  trainShared(sample: Float32Array, opts: SharedTrainingOptions = {}): Promise<SharedTrained> {
     this.checkOpen();
-    if (this.sharedCentroids) return Promise.resolve(this.sharedCentroids);
+    if (this.sharedState) return Promise.resolve(this.sharedState);
     this.sharedJob ??= this.runSharedTraining(sample, opts).finally(() => {
       this.sharedJob = null;
     });
     return this.sharedJob;
   }
 
-  private async runSharedTraining(sample: Float32Array, opts: SharedTrainingOptions): Promise<Float32Array> {
+  private async runSharedTraining(sample: Float32Array, opts: SharedTrainingOptions): Promise<SharedTrained> {
     await this.training?.catch(() => {}); // a local training (syncTrain) already running: use its result
     if (this.index) {
-      // Trained before without shared centroids (per-shard training, or an old snapshot).
-      this.sharedCentroids = (await this.index.centroids()).data;
-      return this.sharedCentroids;
+      // Trained before without a shared state (per-shard training, or an old snapshot).
+      this.sharedState = { nlist: this.index.nlist, ...(await this.index.exportTrained()) };
+      return this.sharedState;
     }
     const { dim } = this.cfg;
     if (sample.length === 0 && this.pendingCount === 0) throw new IndexStateError('no vectors to train on: add data before training');
@@ -423,9 +423,9 @@ export class Shard {
       // next allocate elsewhere, so hand that memory back first (measured: ~30 MiB of peak).
       await trimMemory();
       for (const [name, value] of this.params) await index.setParameter(name, value);
-      const centroids = (await index.centroids()).data;
-      this.install(index, centroids);
-      return centroids;
+      const state: SharedTrained = { nlist: index.nlist, ...(await index.exportTrained()) };
+      this.install(index, state);
+      return state;
     } catch (err) {
       if (!this.index) this.stateValue = IndexState.NOT_TRAINED;
       this.lastError = err as Error;
@@ -434,30 +434,31 @@ export class Shard {
   }
 
   /**
-   * Trains this shard with the centroids another shard's shared training produced (nlist x
-   * dim, row-major). Returns false when this shard has an index already (a repeated or late
-   * install). Only numbers cross the wire: the index is built here from this shard's cfg.
+   * Trains this shard with the state another shard's shared training produced. Returns
+   * false when this shard has an index already (a repeated or late install). Only numbers
+   * cross the wire: the index is built here from this shard's cfg (with the trainer's nlist,
+   * which it may have inferred from its sample size), and the state must fit its layout.
    */
-  async installTrained(centroids: Float32Array): Promise<boolean> {
+  async installTrained(state: SharedTrained): Promise<boolean> {
     this.checkOpen();
     if (this.index || this.training || this.sharedJob) return false;
-    const { dim } = this.cfg;
-    const nlist = centroids.length / dim;
-    if (!Number.isSafeInteger(nlist) || nlist < 1) {
-      throw new ValidationError('centroids', `nlist x dim=${dim} float32 values, nlist >= 1`, `${centroids.length} values`);
+    if (!Number.isSafeInteger(state.nlist) || state.nlist === 0 || state.nlist < -1 || state.nlist > 1 << 24) {
+      throw new ValidationError('nlist', 'the trainer\'s list count (1 to 2^24, or -1 for an index without lists)', state.nlist);
     }
-    // The trainer may have inferred nlist from its sample size: build exactly that many lists.
-    const index = await createFaissIndex({ ...this.cfg, centroids: nlist, inferCentroids: false }, nlist, { totalVectors: nlist });
-    await index.installCentroids(centroids);
+    const cfg = state.nlist > 0 ? { ...this.cfg, centroids: state.nlist, inferCentroids: false } : this.cfg;
+    // Built, not trained, here: the training-set size checks do not apply (the trainer passed them).
+    const built = 1 << 24;
+    const index = await createFaissIndex(cfg, built, { totalVectors: built });
+    await index.installTrainedState(state);
     for (const [name, value] of this.params) await index.setParameter(name, value);
     if (this.index || this.training || this.sharedJob) return false; // another install won meanwhile
-    this.install(index, centroids);
+    this.install(index, state);
     return true;
   }
 
-  private install(index: FaissIndex, centroids: Float32Array): void {
+  private install(index: FaissIndex, state: SharedTrained): void {
     this.index = index;
-    this.sharedCentroids = centroids;
+    this.sharedState = state;
     this.stateValue = IndexState.TRAINED;
     this.drainPending();
     this.hooks.onTrained?.();
@@ -753,6 +754,11 @@ export class Shard {
     }
     return { vectors, assign, rows: taken, batches, rest: null };
   }
+}
+
+/** A shared training's result: the trainer's nlist (-1 without lists) and its trained state. */
+export interface SharedTrained extends TrainedState {
+  nlist: number;
 }
 
 export interface SharedTrainingOptions {

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { crc32Update } from './crc.js';
 import { indexCfgToJSON, parseIndexCfg, type IndexCfg } from '../config/index.js';
 import { StorageError } from '../errors.js';
-import { FaissIndex } from '../native/index.js';
+import { FaissIndex, type TrainedLayout } from '../native/index.js';
 import type { MetadataStore } from './metadata-store.js';
-import { Shard, type ShardOptions } from './shard.js';
+import { Shard, type SharedTrained, type ShardOptions } from './shard.js';
 import { readdirIfExists, syncDir, writeAll } from './wal.js';
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -20,6 +20,8 @@ const META_MAGIC = 0x544d4644; // "DFMT"
 const BUF_MAGIC = 0x42564644; // "DFVB"
 const CENTROIDS_MAGIC = 0x45434644; // "DFCE"
 const CENTROIDS_FILE = 'centroids.bin';
+const TRAINED_MAGIC = 0x53544644; // "DFTS"
+const TRAINED_FILE = 'trained.bin';
 const HEADER = 24;
 
 export interface SnapshotManifest {
@@ -267,35 +269,61 @@ function checkHeader(b: Buffer, magic: number, name: string): void {
 }
 
 /**
- * Shared training's result: the centroids every shard of the index was trained with
- * (header with rows, dim and CRC-32C, then rows x dim float32). Written atomically before a
- * training or install is acknowledged, so a restart gets the same centroids back.
+ * Shared training's result: the trained state every shard of the index was trained with
+ * (`trained.bin`: header with the value count and nlist, a u32 length and the JSON layout
+ * padded to 8 bytes, a CRC-32C of the values, then the float32 values). Written atomically
+ * before a training or install is acknowledged, so a restart gets the same state back.
+ * `centroids.bin` (coarse centroids only) is what earlier versions wrote; it is still read.
  */
-export async function writeSharedCentroids(shardDir: string, centroids: Float32Array, dim: number): Promise<void> {
-  const bytes = new Uint8Array(centroids.buffer, centroids.byteOffset, centroids.byteLength);
-  const h = header(CENTROIDS_MAGIC, centroids.length / dim, dim);
-  await writeFileAtomic(join(shardDir, CENTROIDS_FILE), [h, u32le(crc32Update(0, bytes)), bytes]);
+export async function writeSharedTrained(shardDir: string, state: SharedTrained): Promise<void> {
+  const bytes = new Uint8Array(state.data.buffer, state.data.byteOffset, state.data.byteLength);
+  const json = Buffer.from(JSON.stringify(state.layout));
+  const jsonPart = Buffer.alloc(Math.ceil((4 + json.byteLength) / 8) * 8);
+  jsonPart.writeUInt32LE(json.byteLength, 0);
+  json.copy(jsonPart, 4);
+  const h = header(TRAINED_MAGIC, state.data.length, state.nlist < 0 ? 0 : state.nlist + 1);
+  await writeFileAtomic(join(shardDir, TRAINED_FILE), [h, jsonPart, u32le(crc32Update(0, bytes)), bytes]);
   await syncDir(shardDir);
 }
 
-/** The shared centroids, or null when this shard never received any (or the file is damaged). */
-export async function readSharedCentroids(shardDir: string, dim: number): Promise<Float32Array | null> {
+/** The shared trained state, or null when this shard never received one (or the file is damaged: the client trains again). */
+export async function readSharedTrained(shardDir: string, dim: number): Promise<SharedTrained | null> {
   let b: Buffer;
   try {
-    b = await readFile(join(shardDir, CENTROIDS_FILE));
+    b = await readFile(join(shardDir, TRAINED_FILE));
+  } catch {
+    return readLegacyCentroids(shardDir, dim);
+  }
+  try {
+    checkHeader(b, TRAINED_MAGIC, TRAINED_FILE);
+    const count = Number(b.readBigUInt64LE(8));
+    const nlist = Number(b.readBigUInt64LE(16)) - 1;
+    const jsonBytes = b.readUInt32LE(HEADER);
+    const jsonEnd = HEADER + Math.ceil((4 + jsonBytes) / 8) * 8;
+    const layout = JSON.parse(b.toString('utf8', HEADER + 4, HEADER + 4 + jsonBytes)) as TrainedLayout;
+    const body = b.subarray(jsonEnd + 8);
+    if (body.byteLength !== count * 4 || crc32Update(0, body) !== b.readUInt32LE(jsonEnd)) return null;
+    if (!Array.isArray(layout) || layout.reduce((a, p) => a + (Array.isArray(p) ? Number(p[1]) : NaN), 0) !== count) return null;
+    return { nlist, layout, data: new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)) };
   } catch {
     return null;
   }
+}
+
+/** centroids.bin of earlier versions: rows x dim coarse centroids. */
+async function readLegacyCentroids(shardDir: string, dim: number): Promise<SharedTrained | null> {
+  let b: Buffer;
   try {
+    b = await readFile(join(shardDir, CENTROIDS_FILE));
     checkHeader(b, CENTROIDS_MAGIC, CENTROIDS_FILE);
   } catch {
     return null;
   }
   const rows = Number(b.readBigUInt64LE(8));
   const body = b.subarray(HEADER + 8);
-  // A torn or damaged file is as good as none: the client trains again.
   if (Number(b.readBigUInt64LE(16)) !== dim || body.byteLength !== rows * dim * 4 || crc32Update(0, body) !== b.readUInt32LE(HEADER)) return null;
-  return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+  const data = new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+  return { nlist: rows, layout: [['coarse', data.length]], data };
 }
 
 function u32le(v: number): Uint8Array {

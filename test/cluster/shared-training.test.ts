@@ -150,10 +150,12 @@ test('installTrained refuses what are not centroids of the right shape; the serv
     const installed = await raw.call<{ installed: boolean }>('installTrained', { indexId: 'bad' }, [new SyntheticDataset({ dim, seed: 9 }).base(4)]);
     assert.equal(installed.result.installed, true);
     assert.equal((await raw.call<string>('getState', { indexId: 'bad' })).result, 'TRAINED');
-    // Types whose training is more than centroids train per shard even with trainMode 'shared'.
+    // IVF-PQ shares its training too (centroids and codebook travel as numbers); a state
+    // whose layout does not fit the receiving index is refused, naming the layout.
     await client.createIndex('pq', { indexBuilderType: 'knnlm', dim, metric: 'l2', centroids: 4, extra: { codeSize: 4, bitsPerVector: 4 }, trainNum: 0, trainMode: 'shared' });
     const info = (await raw.call<{ sharedTraining: boolean }>('getInfo', { indexId: 'pq' })).result;
-    assert.equal(info.sharedTraining, false);
+    assert.equal(info.sharedTraining, true);
+    await assert.rejects(raw.call('installTrained', { indexId: 'pq', nlist: 4, layout: [['coarse', 4 * dim]] }, [new Float32Array(4 * dim)]), isBad('layout'));
   } finally {
     await raw.close();
     await client.dropIndex('bad').catch(() => {});

@@ -62,15 +62,17 @@ test('restore = newest snapshot + WAL replay: every batch exactly once, state an
   await s.close();
 });
 
-test('shared training: centroids.bin brings the installed centroids back when no snapshot has them; a damaged file is ignored', async () => {
+test('shared training: trained.bin brings the installed state back when no snapshot has it; a damaged file is ignored', async () => {
   const sharedCfg = { ...cfg, trainMode: 'shared' as const };
   const trainerDir = join(tmp(), 'trainer');
   const trainer = await DurableShard.create(trainerDir, sharedCfg);
   for (let b = 0; b < 5; b++) await addBatch(trainer, b); // 500 >= trainNum, but shared: no training here
   assert.equal(trainer.shard.state, IndexState.NOT_TRAINED);
-  const centroids = await trainer.trainShared(new Float32Array(0));
-  assert.equal(centroids.length, 8 * dim, 'nlist x dim');
-  assert.equal(await trainer.trainShared(new Float32Array(0)), centroids, 'later calls get the same centroids');
+  const trained = await trainer.trainShared(new Float32Array(0));
+  assert.deepEqual(trained.layout, [['coarse', 8 * dim]], 'IVF-Flat: the state is its nlist x dim centroids');
+  assert.equal(trained.nlist, 8);
+  const centroids = trained.data;
+  assert.equal(await trainer.trainShared(new Float32Array(0)), trained, 'later calls get the same state');
   await trainer.shard.idle();
   assert.equal(trainer.shard.info.ntotal, 500);
   await trainer.close();
@@ -79,16 +81,16 @@ test('shared training: centroids.bin brings the installed centroids back when no
     const dir = join(tmp(), 'shard');
     const s = await DurableShard.create(dir, sharedCfg);
     for (let b = 0; b < 3; b++) await addBatch(s, b);
-    assert.equal(await s.installTrained(centroids), true);
-    assert.equal(await s.installTrained(centroids), false, 'a repeated install is a no-op');
+    assert.equal(await s.installTrained(trained), true);
+    assert.equal(await s.installTrained(trained), false, 'a repeated install is a no-op');
     await s.shard.idle();
     const installedCentroids = (await s.shard.centroids()).data;
     assert.deepEqual(installedCentroids, centroids);
     await s.close();
-    // As if the process died before any snapshot held the trained index: WAL + centroids.bin only.
+    // As if the process died before any snapshot held the trained index: WAL + trained.bin only.
     for (const n of readdirSync(dir)) if (n.startsWith('snapshot-')) rmSync(join(dir, n), { recursive: true });
     if (damaged) {
-      const fd = openSync(join(dir, 'centroids.bin'), 'r+');
+      const fd = openSync(join(dir, 'trained.bin'), 'r+');
       writeSync(fd, Buffer.from([0xff]), 0, 1, 100);
       closeSync(fd);
     }

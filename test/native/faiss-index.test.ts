@@ -321,33 +321,40 @@ test('releasableBuffers: free returns the memory at once and empties every view'
   releasableBuffers.free(new Uint8Array(16)); // not ours: left alone
 });
 
-test('installCentroids: an IVF index trained from another one\'s centroids searches identically; other types refuse', async () => {
+test('trained state: an index trained from another one\'s exported state searches identically, for every shareable type; other layouts refuse', async () => {
   const dim = 16;
   const data = new SyntheticDataset({ dim, seed: 8 });
   const base = data.base(3000);
-  const a = FaissIndex.fromFactory(dim, 'IVF16,Flat', 'l2');
-  await a.train(base);
-  const b = FaissIndex.fromFactory(dim, 'IVF16,Flat', 'l2');
-  assert.equal(b.trainsCentroidsOnly, true);
-  assert.equal(FaissIndex.fromFactory(dim, 'IVF16,SQfp16', 'l2').trainsCentroidsOnly, true);
-  for (const f of ['IVF16,PQ4x4np', 'IVF16,SQ8', 'PCA8,IVF16,Flat', 'HNSW8,SQ8', 'Flat']) {
-    assert.equal(FaissIndex.fromFactory(dim, f, 'l2').trainsCentroidsOnly, false, f);
-  }
-  const c = (await a.centroids()).data;
-  await assert.rejects(b.installCentroids(c.subarray(0, c.length - dim)), ValidationError);
-  await assert.rejects(b.installCentroids(Float32Array.from(c, (v, i) => (i === 5 ? Infinity : v))), ValidationError);
-  await b.installCentroids(c);
-  assert.equal(b.isTrained, true);
-  await assert.rejects(b.installCentroids(c), FaissError); // trained already
-  await assert.rejects(FaissIndex.fromFactory(dim, 'IVF16,PQ4x4np', 'l2').installCentroids(c), FaissError);
-  for (const ix of [a, b]) {
-    await ix.setParameter('nprobe', 4);
-    await ix.add(base);
-  }
   const q = data.queries(20);
-  const [ra, rb] = await Promise.all([a.search(q, 10), b.search(q, 10)]);
-  assert.deepEqual(rb.labels, ra.labels);
-  assert.deepEqual(rb.distances, ra.distances);
+  setNumThreads(1); // HNSW graph construction is only deterministic single-threaded
+  try {
+    for (const f of ['IVF16,Flat', 'IVF16,SQfp16', 'IVF16,SQ8', 'IVF16,PQ4x4', 'IVF16,PQ4x4fs', 'HNSW8,SQ8', 'PCA8,IVF16,Flat', 'OPQ4,IVF16,PQ4x4', 'SQ4', 'PQ4x4']) {
+      const a = FaissIndex.fromFactory(dim, f, 'l2');
+      const b = FaissIndex.fromFactory(dim, f, 'l2');
+      assert.ok(a.trainedLayout, `${f} is shareable`);
+      await a.train(base);
+      const state = await a.exportTrained();
+      assert.deepEqual(state.layout, b.trainedLayout, `${f}: the layout is fixed by the structure`);
+      await b.installTrainedState(state);
+      assert.equal(b.isTrained, true, f);
+      await assert.rejects(b.installTrainedState(state), FaissError, `${f}: trained already`);
+      for (const ix of [a, b]) await ix.add(base);
+      const [ra, rb] = await Promise.all([a.search(q, 10), b.search(q, 10)]);
+      assert.deepEqual(rb.labels, ra.labels, f);
+      assert.deepEqual(rb.distances, ra.distances, f);
+    }
+  } finally {
+    setNumThreads(0);
+  }
+  assert.equal(FaissIndex.fromFactory(dim, 'IVF16_HNSW8,Flat', 'l2').trainedLayout, null, 'an HNSW coarse quantizer trains per shard');
+  const a = FaissIndex.fromFactory(dim, 'IVF16,PQ4x4', 'l2');
+  await a.train(base);
+  const state = await a.exportTrained();
+  const other = FaissIndex.fromFactory(dim, 'IVF16,Flat', 'l2');
+  await assert.rejects(other.installTrainedState(state), (e: Error) => e instanceof ValidationError && /layout/.test(e.message));
+  const fresh = () => FaissIndex.fromFactory(dim, 'IVF16,PQ4x4', 'l2');
+  await assert.rejects(fresh().installTrainedState({ layout: state.layout, data: state.data.subarray(1) }), ValidationError);
+  await assert.rejects(fresh().installTrainedState({ layout: state.layout, data: Float32Array.from(state.data, (v, i) => (i === 7 ? NaN : v)) }), ValidationError);
 });
 
 test('assign + reserveLists + addPreassigned: the same index as add(); bad list numbers refused; IVF only', async () => {
@@ -356,9 +363,8 @@ test('assign + reserveLists + addPreassigned: the same index as add(); bad list 
   const base = data.base(4000);
   const a = FaissIndex.fromFactory(dim, 'IVF32,Flat', 'l2');
   await a.train(base);
-  const c = (await a.centroids()).data;
   const b = FaissIndex.fromFactory(dim, 'IVF32,Flat', 'l2');
-  await b.installCentroids(c);
+  await b.installTrainedState(await a.exportTrained());
   assert.equal(b.isIvf, true);
   await a.add(base);
   const assign = await b.assign(base);
@@ -381,4 +387,16 @@ test('assign + reserveLists + addPreassigned: the same index as add(); bad list 
   const flat = FaissIndex.fromFactory(dim, 'Flat', 'l2');
   assert.equal(flat.isIvf, false);
   await assert.rejects(flat.assign(base.subarray(0, dim)), FaissError);
+});
+
+test('fast-scan IVF indexes are not split-added (block lists): addPreassigned fails as FaissError instead of ending the process', async () => {
+  const d = 16;
+  const x = Float32Array.from({ length: 2000 * d }, (_, i) => Math.sin(i * 0.37));
+  const index = FaissIndex.fromFactory(d, 'IVF8,PQ8x4fs', 'l2');
+  await index.train(x);
+  assert.equal(index.isIvf, false, 'the shard adds it with add()');
+  const assign = await index.assign(x);
+  await assert.rejects(index.addPreassigned(x, assign), /fast scan/);
+  await index.add(x);
+  assert.equal(index.ntotal, 2000);
 });

@@ -1,0 +1,115 @@
+// Shared training for every trainable type (issue 15): IVF-PQ (knnlm, PQ factory strings,
+// fast scan), IVF-SQ8, HNSW+SQ8, OPQ and PCA pre-transforms train once on one server and
+// every shard installs the same state (plain numbers, checked against its own index). Recall
+// is compared with per-shard training on the same data; a restarted shard keeps the state.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IndexClient, IndexState, type IndexCfg } from '../../src/index.js';
+import { SyntheticDataset } from '../../src/datasets/synthetic.js';
+import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
+import { RpcClient } from '../../src/protocol/index.js';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+
+const dim = 32;
+const N = 9_000;
+const K = 10;
+const data = new SyntheticDataset({ dim, seed: 15 });
+const base = data.base(N);
+const queries = data.queries(200);
+const truth = exactSearch(base, queries, dim, K, 'l2').labels;
+
+let cluster: TestCluster;
+before(async () => {
+  cluster = await startCluster(3, { serverArgs: ['--train-threads', '2'] });
+});
+after(async () => {
+  await cluster.stop();
+});
+
+const TYPES: Array<[string, Partial<IndexCfg>, Record<string, number>]> = [
+  ['knnlm (IVF-PQ)', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 8, bitsPerVector: 6 } }, { nprobe: 8 }],
+  ['IVF,PQ fast scan', { faissFactory: 'IVF{centroids},PQ16x4fs', centroids: 32 }, { nprobe: 8 }],
+  ['IVF,SQ8', { faissFactory: 'IVF{centroids},SQ8', centroids: 32 }, { nprobe: 8 }],
+  ['hnswsq (HNSW+SQ8)', { indexBuilderType: 'hnswsq', extra: { storeN: 16, efConstruction: 40 } }, { efSearch: 64 }],
+  ['OPQ + IVF-PQ', { faissFactory: 'OPQ8,IVF{centroids},PQ8x6', centroids: 32 }, { nprobe: 8 }],
+  ['PCA + IVF-Flat', { faissFactory: 'PCA24,IVF{centroids},Flat', centroids: 32 }, { nprobe: 8 }],
+];
+
+async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, params: Record<string, number>, trainMode: 'shared' | 'per-shard'): Promise<number> {
+  // Both train on every vector: per shard each server on its own 4000, shared one server on all 12000.
+  await client.createIndex(id, { ...cfg, dim, metric: 'l2', trainNum: trainMode === 'shared' ? N : N / 3, trainMode });
+  const jobs = [];
+  for (let i = 0; i < N; i += 1000) jobs.push(client.addIndexData(id, base.subarray(i * dim, (i + 1000) * dim), Array.from({ length: 1000 }, (_, j) => i + j)));
+  await Promise.all(jobs);
+  await client.trainingSettled(id);
+  const end = Date.now() + 110_000;
+  while ((await client.getState(id)) !== IndexState.TRAINED || (await client.getNtotal(id)) !== N) {
+    assert.ok(Date.now() < end, `${id} trained`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  for (const [name, value] of Object.entries(params)) await client.setSearchParameter(id, name, value);
+  const r = await client.search(id, queries, K);
+  const found = new Int32Array(r.metadata.flatMap((row) => Array.from({ length: K }, (_, i) => (row[i] as number | undefined) ?? -1)));
+  return recallAtK(new Int32Array(Array.from(truth, Number)), found, 200, K);
+}
+
+async function states(id: string): Promise<Array<{ sharedTraining: boolean; layout: unknown }>> {
+  return Promise.all(
+    cluster.servers.map(async (s) => {
+      const raw = await RpcClient.connect('127.0.0.1', s.port);
+      try {
+        return (await raw.call<{ sharedTraining: boolean; layout: unknown }>('getInfo', { indexId: id })).result;
+      } finally {
+        await raw.close();
+      }
+    }),
+  );
+}
+
+for (const [name, cfg, params] of TYPES) {
+  test(`shared training: ${name} trains once, every shard installs it, recall as per-shard`, { timeout: 240_000 }, async (t) => {
+    const client = await IndexClient.connect(cluster.discovery);
+    const id = name.replace(/[^a-z]/gi, '').toLowerCase();
+    try {
+      const shared = await build(client, `${id}-s`, cfg, params, 'shared');
+      assert.ok((await states(`${id}-s`)).every((s) => s.sharedTraining), 'the index trains once for the cluster');
+      const perShard = await build(client, `${id}-p`, cfg, params, 'per-shard');
+      t.diagnostic(`recall@10 shared ${shared.toFixed(3)} per-shard ${perShard.toFixed(3)}`);
+      // Per shard, each server fits its own model to a third of the data (three codebooks and
+      // partitions, merged): that alone moved recall by +-0.02-0.04 either way between index
+      // types here (knnlm 0.612 vs 0.649, fast scan 0.573 vs 0.552, OPQ 0.728 vs 0.704 on 12k
+      // vectors), so the bound is 0.05; the measured pairs are printed.
+      assert.ok(shared >= perShard - 0.05, `shared training's recall ${shared} is within 0.05 of per-shard ${perShard} (or better)`);
+      assert.ok(shared > 0.3, `recall ${shared} is meaningful`);
+      // Every shard holds the same trained state: a vector that is its own query comes back first from any shard.
+      const own = await client.search(`${id}-s`, base.subarray(0, 30 * dim), 1);
+      const firstHits = own.metadata.filter((m, i) => m[0] === i).length;
+      assert.ok(firstHits >= 20, `${firstHits}/30 vectors find themselves`);
+    } finally {
+      await client.dropIndex(`${id}-s`).catch(() => {});
+      await client.dropIndex(`${id}-p`).catch(() => {});
+      await client.close();
+    }
+  });
+}
+
+test('shared IVF-PQ: a shard SIGKILLed after the install comes back with the same state, and searches the same', { timeout: 120_000 }, async () => {
+  const client = await IndexClient.connect(cluster.discovery, { reconnectIntervalMs: 50 });
+  try {
+    await client.createIndex('pqkill', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 8, bitsPerVector: 6 }, dim, metric: 'l2', trainNum: 4000, nprobe: 32 });
+    for (let i = 0; i < 6000; i += 1000) await client.addIndexData('pqkill', base.subarray(i * dim, (i + 1000) * dim), Array.from({ length: 1000 }, (_, j) => i + j));
+    await client.trainingSettled('pqkill');
+    while ((await client.getState('pqkill')) !== IndexState.TRAINED) await new Promise((r) => setTimeout(r, 50));
+    const before = await client.search('pqkill', queries, K);
+    const port = cluster.servers[1]!.port;
+    await cluster.kill(1);
+    await cluster.start(1, ['--port', String(port), '--load-index']);
+    while ((await client.getState('pqkill').catch(() => 'down')) !== IndexState.TRAINED) await new Promise((r) => setTimeout(r, 50));
+    const afterRestart = await client.search('pqkill', queries, K);
+    assert.deepEqual(afterRestart.metadata, before.metadata, 'the same hits: the restarted shard has the same codebook and centroids');
+    assert.deepEqual(afterRestart.scores, before.scores);
+  } finally {
+    await client.dropIndex('pqkill').catch(() => {});
+    await client.close();
+  }
+});
