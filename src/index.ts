@@ -1,53 +1,19 @@
 /**
  * dfaiss public API. Everything exported here is supported; modules not re-exported
- * here are internal and may change.
+ * here are internal and may change. The client half is 'dfaiss/client' (src/client.ts),
+ * re-exported whole; this entry adds the server, the FAISS binding and the launchers.
  */
-export { FaissIndex, MAX_K, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
-export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, VectorsInput } from './native/index.js';
+export * from './client.js';
 
-export {
-  DURABILITY_MODES,
-  INDEX_BUILDER_TYPES,
-  INDEX_METRICS,
-  TRAIN_MODES,
-  defaultIndexCfg,
-  indexCfgToJSON,
-  loadIndexCfgFile,
-  parseIndexCfg,
-  resolveIndexSpec,
-  createFaissIndex,
-} from './config/index.js';
-export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, IndexSpec, TrainMode } from './config/index.js';
+export { FaissIndex, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export type { SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState } from './native/index.js';
 
-export { IndexClient } from './client/index-client.js';
-export type { AddOptions, IndexClientOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
-export type { PendingRevocation } from './client/revocations.js';
-export type { ClientSecurityOptions } from './client/security-options.js';
+export { resolveIndexSpec, createFaissIndex } from './config/index.js';
+export type { IndexSpec } from './config/index.js';
+
 export type { ServerSecurityOptions } from './server/security-options.js';
-export { readSecretFile } from './protocol/auth.js';
-export type { Secret } from './protocol/auth.js';
-export type { PemSource, TlsClientOptions, TlsServerOptions } from './protocol/tls.js';
-export { parseDiscovery, readDiscovery } from './discovery/discovery-file.js';
-export type { DiscoveryOptions, ServerAddress } from './discovery/discovery-file.js';
+export type { TlsServerOptions } from './protocol/tls.js';
 export { IndexServer } from './server/index-server.js';
 export type { IndexServerOptions, IndexServerStartOptions } from './server/index-server.js';
 export { LocalCluster } from './launch/local.js';
 export type { LocalClusterOptions, LocalServerInfo, ServerExitEvent, ServerStatus } from './launch/local.js';
-export { IndexState, aggregateStates } from './shard/state.js';
-
-export {
-  AuthError,
-  ConnectionError,
-  DfaissError,
-  FaissError,
-  GpuUnavailableError,
-  IndexStateError,
-  NativeLoadError,
-  ProtocolError,
-  RemoteError,
-  ServerUnavailableError,
-  StorageError,
-  TimeoutError,
-  UnknownIndexError,
-  ValidationError,
-} from './errors.js';
