@@ -5,6 +5,9 @@
 #include <faiss/IVFlib.h>
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFFastScan.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexPreTransform.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
@@ -88,6 +91,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::SetParameter>("setParameter"),
             InstanceMethod<&NativeIndex::Centroids>("centroids"),
             InstanceMethod<&NativeIndex::TrainedLayout>("trainedLayout"),
+            InstanceMethod<&NativeIndex::TakesSearchParams>("takesSearchParams"),
             InstanceMethod<&NativeIndex::ExportTrained>("exportTrained"),
             InstanceMethod<&NativeIndex::InstallTrainedState>("installTrainedState"),
             InstanceMethod<&NativeIndex::IsIvf>("isIvf"),
@@ -292,6 +296,92 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             ArgArray<int64_t>(info, 4, napi_bigint64_array, "labels")};
   }
 
+  // Per-call search parameters ({nprobe?, maxCodes?, efSearch?} at argument `i`): they go to
+  // FAISS as SearchParameters for this call only, so the index's own settings (shared by
+  // every client) never change. Validated in TypeScript (config/search-params.ts) first.
+  struct CallParams {
+    int64_t nprobe = -1, maxCodes = -1, efSearch = -1;
+    bool any() const { return nprobe >= 0 || maxCodes >= 0 || efSearch >= 0; }
+  };
+
+  static CallParams ParseCallParams(const Napi::CallbackInfo& info, size_t i) {
+    CallParams p;
+    if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return p;
+    if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "argument 'params' must be an object");
+    Napi::Object o = info[i].As<Napi::Object>();
+    auto get = [&](const char* name, int64_t& out) {
+      Napi::Value v = o.Get(name);
+      if (v.IsUndefined()) return;
+      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw Napi::TypeError::New(info.Env(), std::string("params.") + name + " must be a non-negative number");
+      out = v.As<Napi::Number>().Int64Value();
+    };
+    get("nprobe", p.nprobe);
+    get("maxCodes", p.maxCodes);
+    get("efSearch", p.efSearch);
+    return p;
+  }
+
+  // FAISS 1.7.3's fast-scan IVF (and IDMap wrappers) refuse SearchParameters: for those, a
+  // per-call nprobe is set on the index for the one search, under the exclusive lock (so no
+  // other search sees it), and restored after.
+  static bool TakesParams(faiss::Index* idx) {
+    if (dynamic_cast<faiss::IndexIDMap*>(idx)) return false;
+    faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+    return !(ivf && dynamic_cast<faiss::IndexIVFFastScan*>(ivf));
+  }
+
+  Napi::Value TakesSearchParams(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), TakesParams(holder_->index.get()));
+  }
+
+  template <typename Fn>
+  static void WithOverride(faiss::Index* idx, const CallParams& p, Fn search) {
+    faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+    if (!ivf || p.efSearch >= 0) throw std::runtime_error("this index type takes no such search parameters");
+    size_t nprobe = ivf->nprobe, maxCodes = ivf->max_codes;
+    if (p.nprobe > 0) ivf->nprobe = static_cast<size_t>(p.nprobe);
+    if (p.maxCodes >= 0) ivf->max_codes = static_cast<size_t>(p.maxCodes);
+    try {
+      search();
+    } catch (...) {
+      ivf->nprobe = nprobe;
+      ivf->max_codes = maxCodes;
+      throw;
+    }
+    ivf->nprobe = nprobe;
+    ivf->max_codes = maxCodes;
+  }
+
+  // The SearchParameters object for `p` on this index (null when none are set); `hold` owns
+  // what it points to (IVF parameters may point at HNSW ones for the coarse quantizer).
+  static const faiss::SearchParameters* BuildParams(faiss::Index* idx, const CallParams& p, std::vector<std::unique_ptr<faiss::SearchParameters>>& hold) {
+    if (!p.any()) return nullptr;
+    faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+    if (ivf) {
+      auto sp = std::make_unique<faiss::SearchParametersIVF>();
+      sp->nprobe = p.nprobe > 0 ? static_cast<size_t>(p.nprobe) : ivf->nprobe;
+      sp->max_codes = p.maxCodes >= 0 ? static_cast<size_t>(p.maxCodes) : ivf->max_codes;
+      if (p.efSearch >= 0) {
+        if (!dynamic_cast<faiss::IndexHNSW*>(ivf->quantizer)) throw std::runtime_error("efSearch applies to HNSW indexes (or an HNSW coarse quantizer)");
+        auto q = std::make_unique<faiss::SearchParametersHNSW>();
+        q->efSearch = static_cast<int>(p.efSearch);
+        sp->quantizer_params = q.get();
+        hold.push_back(std::move(q));
+      }
+      hold.push_back(std::move(sp));
+      return hold.back().get();
+    }
+    faiss::Index* inner = idx;
+    if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(idx)) inner = pt->index;
+    if (dynamic_cast<faiss::IndexHNSW*>(inner) && p.nprobe < 0 && p.maxCodes < 0) {
+      auto sp = std::make_unique<faiss::SearchParametersHNSW>();
+      sp->efSearch = p.efSearch >= 0 ? static_cast<int>(p.efSearch) : dynamic_cast<faiss::IndexHNSW*>(inner)->hnsw.efSearch;
+      hold.push_back(std::move(sp));
+      return hold.back().get();
+    }
+    throw std::runtime_error("this index type takes no such search parameters");
+  }
+
   // search(x, n, k, distances, labels)
   Napi::Value Search(const Napi::CallbackInfo& info) {
     SearchArgs a = ParseSearchArgs(info);
@@ -299,7 +389,13 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     float* pd = a.dist.Data();
     idx_t* pl = a.labels.Data();
     idx_t n = a.n, k = a.k;
-    auto* w = Job(info.Env(), false, [n, k, px, pd, pl](faiss::Index* idx) { idx->search(n, px, k, pd, pl); });
+    CallParams cp = ParseCallParams(info, 5);
+    bool override = cp.any() && !TakesParams(holder_->index.get());
+    auto* w = Job(info.Env(), override, [n, k, px, pd, pl, cp, override](faiss::Index* idx) {
+      if (override) return WithOverride(idx, cp, [&] { idx->search(n, px, k, pd, pl); });
+      std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
+      idx->search(n, px, k, pd, pl, BuildParams(idx, cp, hold));
+    });
     w->Keep(a.x);
     w->Keep(a.dist);
     w->Keep(a.labels);
@@ -312,11 +408,14 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   // Returns false, without searching, when a write holds the index (the caller goes async).
   Napi::Value SearchSync(const Napi::CallbackInfo& info) {
     SearchArgs a = ParseSearchArgs(info);
+    CallParams cp = ParseCallParams(info, 5);
+    if (cp.any() && !TakesParams(holder_->index.get())) return Napi::Boolean::New(info.Env(), false);  // needs the exclusive path
     std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
     if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
     ApplyThreadCount();
     try {
-      holder_->index->search(a.n, a.x.Data(), a.k, a.dist.Data(), a.labels.Data());
+      std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
+      holder_->index->search(a.n, a.x.Data(), a.k, a.dist.Data(), a.labels.Data(), BuildParams(holder_->index.get(), cp, hold));
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), e.what());
     }
@@ -332,8 +431,12 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     idx_t* pl = a.labels.Data();
     float* pr = recons.Data();
     idx_t n = a.n, k = a.k;
-    auto* w = Job(info.Env(), false, [n, k, px, pd, pl, pr](faiss::Index* idx) {
-      idx->search_and_reconstruct(n, px, k, pd, pl, pr);
+    CallParams cp = ParseCallParams(info, 6);
+    bool override = cp.any() && !TakesParams(holder_->index.get());
+    auto* w = Job(info.Env(), override, [n, k, px, pd, pl, pr, cp, override](faiss::Index* idx) {
+      if (override) return WithOverride(idx, cp, [&] { idx->search_and_reconstruct(n, px, k, pd, pl, pr); });
+      std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
+      idx->search_and_reconstruct(n, px, k, pd, pl, pr, BuildParams(idx, cp, hold));
     });
     w->Keep(a.x);
     w->Keep(a.dist);

@@ -121,7 +121,7 @@ export const CONTRACT = {
   status: method<StatusReply>()(z.object({}).strict().optional()),
   /** out: distances (f32 n*k), labels (i64 n*k), metadata blob + offsets (u8), vectors (f32, with returnEmbeddings). */
   search: method<SearchReply, [Float32Array, BigInt64Array, Uint8Array, Uint8Array, Float32Array?]>()(
-    z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional() }).strict(),
+    z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional(), params: z.record(z.string().max(64), z.number()).optional() }).strict(),
     ['f32'],
   ),
 } as const;

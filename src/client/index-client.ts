@@ -5,7 +5,7 @@
  * for searches and small calls, so a search never queues behind a 16 MiB batch.
  */
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
-import { checkSearchParameter, type IndexTypeCfg } from '../config/search-params.js';
+import { checkCallSearchParams, checkSearchParameter, type IndexTypeCfg } from '../config/search-params.js';
 import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { MAX_K, checkK, toMatrix, type Metric, type VectorsInput } from '../vectors.js';
@@ -62,6 +62,12 @@ export interface IndexClientOptions extends ClientSecurityOptions {
 }
 
 export interface SearchOptions {
+  /**
+   * Search parameters for this call only, e.g. `{ nprobe: 32 }` (IVF), `{ efSearch: 128 }`
+   * (HNSW), `max_codes`, `quantizer_efSearch`: they never change the index other clients
+   * search (setNprobe / setSearchParameter set its defaults). Validated for the index type.
+   */
+  params?: Record<string, number>;
   /** Also return each hit's stored vector. @default false */
   returnEmbeddings?: boolean;
   /**
@@ -478,7 +484,8 @@ export class IndexClient {
     const meta = await this.indexMeta(indexId);
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
-    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false);
+    const params = this.callParams(meta, opts.params);
+    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false, params);
     if (replies.untrained) this.checkTraining(indexId, meta);
     const out = this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
     if (opts.allowPartial) out.missing = replies.missing;
@@ -495,10 +502,11 @@ export class IndexClient {
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const keep = filterPredicate(filter);
+    const params = this.callParams(meta, opts.params);
     const withVectors = opts.returnEmbeddings ?? false;
     let fetchK = Math.min(MAX_K, k * 3);
     for (;;) {
-      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false);
+      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false, params);
       if (replies.untrained) this.checkTraining(indexId, meta);
       const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
       const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
@@ -589,10 +597,10 @@ export class IndexClient {
    * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
    * and delivered, and the search runs once more.
    */
-  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean) {
-    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial);
+  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>) {
+    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params);
     if (!(await this.learnHeld(indexId, first.held))) return first;
-    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial);
+    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params);
   }
 
   /** Fetches held revocations from each server reporting more than this client knows; true when there were new ones. */
@@ -603,11 +611,11 @@ export class IndexClient {
     return learned.some(Boolean);
   }
 
-  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean) {
+  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>) {
     const settled = await Promise.allSettled(
       this.servers.map(async (s, i) => {
         await this.revocations.readyToRead(i, indexId);
-        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors }, [queries]);
+        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}) }, [queries]);
       }),
     );
     const missing: Array<{ server: string; error: string }> = [];
@@ -666,6 +674,14 @@ export class IndexClient {
       }
     }
     return out;
+  }
+
+  /** Per-call search parameters, checked for the index type before anything is sent (the servers check again). */
+  private callParams(meta: IndexMeta, params: Record<string, number> | undefined): Record<string, number> | undefined {
+    if (params === undefined) return undefined;
+    if (meta.type) checkCallSearchParams(meta.type, params);
+    else if (typeof params !== 'object' || params === null) throw new ValidationError('params', 'an object of search parameters, e.g. { nprobe: 32 }', params);
+    return Object.keys(params).length > 0 ? params : undefined;
   }
 
   /** Dimension and metric of an index: known from createIndex, else asked from a server. */

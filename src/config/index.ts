@@ -15,6 +15,6 @@ export {
 export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, KnownExtraKey, TrainMode } from './index-cfg.js';
 export { inferNumCentroids, resolveCentroids, resolveIndexSpec } from './builders.js';
 export type { IndexSpec, ResolveOptions } from './builders.js';
-export { checkSearchParameter, configuredNlist, MAX_EF, MAX_K_FACTOR, MAX_NPROBE_UNKNOWN_NLIST, searchParameterRules } from './search-params.js';
-export type { IndexTypeCfg, SearchParamRule } from './search-params.js';
+export { checkCallSearchParams, checkSearchParameter, configuredNlist, MAX_EF, MAX_K_FACTOR, MAX_NPROBE_UNKNOWN_NLIST, searchParameterRules } from './search-params.js';
+export type { CallSearchParams, IndexTypeCfg, SearchParamRule } from './search-params.js';
 export { checkIndexCfgBuildable, createFaissIndex, createStandInIndex } from './create-index.js';

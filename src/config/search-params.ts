@@ -162,3 +162,38 @@ export function checkSearchParameter(cfg: IndexTypeCfg, name: string, value: unk
     throw new ValidationError(name, `${rule.integer ? 'an integer' : 'a number'} from ${rule.min} to ${rule.max}: ${rule.about}`, value);
   }
 }
+
+/** Search parameters one call can set (FAISS SearchParameters), in the binding's names. */
+export interface CallSearchParams {
+  nprobe?: number;
+  maxCodes?: number;
+  efSearch?: number;
+}
+
+const PER_CALL = new Map<string, keyof CallSearchParams>([
+  ['nprobe', 'nprobe'],
+  ['max_codes', 'maxCodes'],
+  ['efSearch', 'efSearch'],
+  ['quantizer_efSearch', 'efSearch'],
+]);
+
+/**
+ * Validates per-call search parameters (`search(id, q, k, { params })`) for this index type
+ * and turns them into the binding's form. Per call: nprobe, max_codes, efSearch,
+ * quantizer_efSearch; the others (ht, k_factor, ...) only as index defaults.
+ */
+export function checkCallSearchParams(cfg: IndexTypeCfg, params: unknown, opts: { nlist?: number } = {}): CallSearchParams {
+  if (params === undefined || params === null) return {};
+  if (typeof params !== 'object' || Array.isArray(params)) throw new ValidationError('params', 'an object of search parameters, e.g. { nprobe: 32 }', params);
+  const out: CallSearchParams = {};
+  for (const [name, value] of Object.entries(params)) {
+    const target = PER_CALL.get(name);
+    if (!target) {
+      throw new ValidationError(`params.${name}`, `a search parameter one call can set (${[...PER_CALL.keys()].join(', ')}); set others as the index's default with setSearchParameter`, name);
+    }
+    checkSearchParameter(cfg, name, value, opts);
+    // The original's hnswsq searches with efSearch = nprobe.
+    out[cfg.indexBuilderType === 'hnswsq' && name === 'nprobe' ? 'efSearch' : target] = value as number;
+  }
+  return out;
+}

@@ -12,6 +12,13 @@ import { NativeLoadError } from '../errors.js';
 export const METRIC_INNER_PRODUCT = 0;
 export const METRIC_L2 = 1;
 
+/** Per-call search parameters (validated in TypeScript first). */
+export interface NativeSearchParams {
+  nprobe?: number;
+  maxCodes?: number;
+  efSearch?: number;
+}
+
 export interface RawIndex {
   dim(): number;
   ntotal(): number;
@@ -23,10 +30,11 @@ export interface RawIndex {
   train(x: Float32Array, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number): Promise<void>;
   addWithIds(x: Float32Array, n: number, ids: BigInt64Array): Promise<void>;
-  search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array): Promise<void>;
-  searchSync(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array): boolean;
+  search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): Promise<void>;
+  searchSync(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): boolean;
+  takesSearchParams(): boolean;
   searchAndReconstruct(
-    x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, recons: Float32Array,
+    x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, recons: Float32Array, params?: NativeSearchParams,
   ): Promise<void>;
   reconstruct(ids: BigInt64Array, out: Float32Array): Promise<void>;
   removeIds(ids: BigInt64Array): Promise<number>;

@@ -10,7 +10,7 @@
  *   FaissError with FAISS's message.
  */
 import { FaissError, GpuUnavailableError, ValidationError } from '../errors.js';
-import { METRIC_INNER_PRODUCT, METRIC_L2, native, type RawIndex } from './binding.js';
+import { METRIC_INNER_PRODUCT, METRIC_L2, native, type NativeSearchParams, type RawIndex } from './binding.js';
 import { RwLock } from './rwlock.js';
 import { MAX_K, checkK, toIds, toMatrix, type IdsInput, type Metric, type VectorsInput } from '../vectors.js';
 
@@ -147,13 +147,25 @@ export class FaissIndex {
   }
 
   /** k nearest neighbours of each query. k may exceed ntotal: the unused slots hold id -1. */
-  async search(queries: VectorsInput, k: number): Promise<SearchResult> {
+  /**
+   * k nearest neighbours of each query. `params` (nprobe, maxCodes, efSearch) apply to this
+   * call only, as FAISS SearchParameters; the index's own settings never change. Index types
+   * that refuse SearchParameters in FAISS 1.7.3 (fast-scan IVF) get them for the one search
+   * under the exclusive lock instead.
+   */
+  async search(queries: VectorsInput, k: number, params?: NativeSearchParams): Promise<SearchResult> {
     const { data, n } = toMatrix(queries, this.dim, 'queries');
     checkK(k);
     const distances = new Float32Array(n * k);
     const labels = new BigInt64Array(n * k);
-    await this.lock.read(() => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.search(data, n, k, distances, labels))));
+    await this.withParamsLock(params, () => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.search(data, n, k, distances, labels, params))));
     return { n, k, distances, labels };
+  }
+
+  /** Read lock, or the write lock when per-call parameters must be set on the index itself. */
+  private withParamsLock<T>(params: NativeSearchParams | undefined, fn: () => Promise<T>): Promise<T> {
+    const override = params !== undefined && Object.keys(params).length > 0 && !this.raw.takesSearchParams();
+    return override ? this.lock.write(fn) : this.lock.read(fn);
   }
 
   /**
@@ -173,7 +185,7 @@ export class FaissIndex {
    * to a worker thread costs more than they do; the caller judges the size. Returns null,
    * without searching, when a write holds the index or waits for it: use search() then.
    */
-  searchInline(queries: VectorsInput, k: number): SearchResult | null {
+  searchInline(queries: VectorsInput, k: number, params?: NativeSearchParams): SearchResult | null {
     const { data, n } = toMatrix(queries, this.dim, 'queries');
     checkK(k);
     if (!this.lock.readableNow) return null;
@@ -182,7 +194,7 @@ export class FaissIndex {
     if (this.answeredEmpty(distances, labels)) return { n, k, distances, labels };
     let done: boolean;
     try {
-      done = this.raw.searchSync(data, n, k, distances, labels);
+      done = this.raw.searchSync(data, n, k, distances, labels, params);
     } catch (err) {
       throw new FaissError(cleanFaissMessage((err as Error).message), { cause: err });
     }
@@ -190,14 +202,14 @@ export class FaissIndex {
   }
 
   /** search() plus the stored (reconstructed) vector of every hit. */
-  async searchAndReconstruct(queries: VectorsInput, k: number): Promise<SearchWithVectorsResult> {
+  async searchAndReconstruct(queries: VectorsInput, k: number, params?: NativeSearchParams): Promise<SearchWithVectorsResult> {
     const { data, n } = toMatrix(queries, this.dim, 'queries');
     checkK(k);
     const distances = new Float32Array(n * k);
     const labels = new BigInt64Array(n * k);
     const vectors = new Float32Array(n * k * this.dim);
-    await this.lock.read(() =>
-      this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchAndReconstruct(data, n, k, distances, labels, vectors)),
+    await this.withParamsLock(params, () =>
+      this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchAndReconstruct(data, n, k, distances, labels, vectors, params)),
     );
     return { n, k, distances, labels, vectors };
   }

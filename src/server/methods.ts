@@ -3,7 +3,7 @@
  * schema for its arguments (validated before the handler runs) and, where tensors travel,
  * the attachments it expects. docs/protocol.md lists the same table for other languages.
  */
-import { parseIndexCfg } from '../config/index.js';
+import { checkCallSearchParams, parseIndexCfg } from '../config/index.js';
 import { CONTRACT, type Contract, type MethodName, type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
 import { ValidationError } from '../errors.js';
 import { fp16ToFp32Async, toMatrix } from '../native/index.js';
@@ -217,12 +217,15 @@ export function buildMethods(server: IndexServer): ServerMethods {
      * shard's ids, -1 = none), metadata blob + offsets (u8, n*k entries, empty for -1), and
      * the hits' vectors (f32 n*k*dim) when returnEmbeddings.
      */
-    search: implement('search', async ({ indexId, k, returnEmbeddings }, ctx) => {
+    search: implement('search', async ({ indexId, k, returnEmbeddings, params }, ctx) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
         const queries = ctx.attachments[0] as Float32Array;
         toMatrix(queries, shard.cfg.dim, 'queries');
-        const r = await shard.search(queries, k, returnEmbeddings ?? false);
+        // Per call (never changing the index other clients search), checked against the real nlist.
+        const nlist = shard.faissIndex?.nlist;
+        const callParams = params ? checkCallSearchParams(shard.cfg, params, nlist !== undefined && nlist > 0 ? { nlist } : {}) : undefined;
+        const r = await shard.search(queries, k, returnEmbeddings ?? false, callParams);
         const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
         const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
         if (r.vectors) attachments.push(r.vectors);

@@ -14,7 +14,7 @@
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
  */
-import { checkSearchParameter, createFaissIndex, createStandInIndex, type IndexCfg } from '../config/index.js';
+import { checkSearchParameter, createFaissIndex, createStandInIndex, type CallSearchParams, type IndexCfg } from '../config/index.js';
 import { FaissError, IndexStateError, ValidationError } from '../errors.js';
 import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory, type TrainedState } from '../native/index.js';
 import { prng } from '../util/random.js';
@@ -480,26 +480,26 @@ export class Shard {
   }
 
   /** Searches what is indexed so far; an untrained shard answers with no hits (ids -1). */
-  async search(queries: Float32Array, k: number, withVectors: boolean): Promise<ShardSearchResult> {
+  async search(queries: Float32Array, k: number, withVectors: boolean, params?: CallSearchParams): Promise<ShardSearchResult> {
     const n = queries.length / this.cfg.dim;
     const index = this.index;
     // An empty index answers in the binding, under its lock: an add in flight is waited for.
     if (!index) return this.noHits(n, k, withVectors);
     const dead = this.tombstonedBelow(index.ntotal);
     if (dead === 0) {
-      if (withVectors) return index.searchAndReconstruct(queries, k);
-      if (searchWork(index, n) <= INLINE_SEARCH_WORK) {
-        const r = index.searchInline(queries, k);
+      if (withVectors) return index.searchAndReconstruct(queries, k, params);
+      if (searchWork(index, n, params?.nprobe) <= INLINE_SEARCH_WORK) {
+        const r = index.searchInline(queries, k, params);
         if (r) return r;
       }
-      return index.search(queries, k);
+      return index.search(queries, k, params);
     }
     // Over-fetch by the tombstoned count so k live hits survive the filter (capped at MAX_K:
     // beyond that a query may get fewer than k).
     const kk = Math.min(MAX_K, k + dead);
     const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
-      ? await index.searchAndReconstruct(queries, kk)
-      : await index.search(queries, kk);
+      ? await index.searchAndReconstruct(queries, kk, params)
+      : await index.search(queries, kk, params);
     const out = this.noHits(n, k, withVectors);
     const { dim } = this.cfg;
     for (let q = 0; q < n; q++) {
@@ -786,9 +786,9 @@ export function checkBatch(cfg: IndexCfg, vectors: Float32Array | Uint16Array, n
 }
 
 /** Multiply-adds of a search, roughly: IVF scans the quantizer and nprobe average lists; others scan everything. */
-function searchWork(index: FaissIndex, n: number): number {
+function searchWork(index: FaissIndex, n: number, nprobe = index.nprobe): number {
   const nlist = index.nlist;
   const ntotal = index.ntotal;
-  const perQuery = nlist > 0 ? nlist + Math.max(1, index.nprobe) * (ntotal / nlist) : ntotal;
+  const perQuery = nlist > 0 ? nlist + Math.max(1, nprobe) * (ntotal / nlist) : ntotal;
   return n * perQuery * index.dim;
 }
