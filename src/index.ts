@@ -2,7 +2,8 @@
  * dfaiss public API. Everything exported here is supported; modules not re-exported
  * here are internal and may change.
  */
-export { FaissIndex, MAX_K, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export { FaissIndex, MAX_K, faissBuild, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export type { FaissBuildInfo } from './native/index.js';
 export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, VectorsInput } from './native/index.js';
 
 export {

@@ -2,12 +2,22 @@
 /** The `dfaiss` command line. Each subcommand lives in its own module under src/cli/. */
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { run } from './common.js';
 import { registerLaunchCommand } from './launch.js';
 import { registerLoadCommand } from './load.js';
 import { registerOpsCommands } from './ops.js';
 import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
+
+/** What scripts/setup.sh recorded when it built the addon (the FAISS library it linked), if it did. */
+function linkedFaiss(): string | null {
+  try {
+    return readFileSync(new URL('../../build/faiss-linked.txt', import.meta.url), 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
 
 export function buildProgram(): Command {
   const program = new Command('dfaiss')
@@ -18,11 +28,13 @@ export function buildProgram(): Command {
 
   program
     .command('info')
-    .description('print the linked FAISS version and native capabilities')
-    .action(async () => {
-      const native = await import('../native/index.js');
-      console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissVersion, gpu: native.gpuAvailable, ompThreads: native.getNumThreads() }, null, 2));
-    });
+    .description('print the linked FAISS (version, SIMD level, BLAS, where it was built from) and native capabilities')
+    .action(
+      run('info', async () => {
+        const native = await import('../native/index.js');
+        console.log(JSON.stringify({ dfaiss: pkg.version, faiss: { ...native.faissBuild, linked: linkedFaiss() }, ompThreads: native.getNumThreads() }, null, 2));
+      }),
+    );
 
   registerServerCommand(program);
   registerLaunchCommand(program);

@@ -11,6 +11,26 @@ export const gpuAvailable: boolean = native.gpuAvailable;
 /** Version of the linked FAISS library, e.g. "1.7.3". */
 export const faissVersion: string = native.faissVersion;
 
+/** Which FAISS this process runs: reported by `dfaiss info`, the server's hello and status, and the bench. */
+export interface FaissBuildInfo {
+  version: string;
+  /** The instruction-set level FAISS was built for: 'generic', 'avx2' or 'avx512'. */
+  simd: string;
+  /** FAISS's own get_compile_options(), e.g. "OPTIMIZE AVX2". */
+  compileOptions: string;
+  /** The BLAS FAISS calls for batched distances and k-means, e.g. "OpenBLAS 0.3.21 ... Haswell ...". */
+  blas: string;
+  gpu: boolean;
+}
+
+export const faissBuild: FaissBuildInfo = Object.freeze({
+  version: native.faissVersion,
+  simd: native.simdLevel,
+  compileOptions: native.faissCompileOptions.trim(),
+  blas: native.blas.trim(),
+  gpu: native.gpuAvailable,
+});
+
 /**
  * Sets the OpenMP (and OpenBLAS) thread count for every later FAISS call in this
  * process. n <= 0 restores the default (one per core). With several servers on one

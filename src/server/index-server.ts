@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../launch/nfs-lock.js';
-import { releasableBuffers, setNumThreads } from '../native/index.js';
+import { faissBuild, releasableBuffers, setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard } from '../shard/durable-shard.js';
 import type { Shard } from '../shard/shard.js';
@@ -85,6 +85,7 @@ export class IndexServer {
       methods: buildMethods(this),
       rank,
       capabilities: ['fp16', 'metadata-blob', 'search-embeddings'],
+      faiss: { version: faissBuild.version, simd: faissBuild.simd, blas: faissBuild.blas },
       onError: (err, info) => this.log.warn({ err: err.message, ...info }, 'request problem'),
     });
   }

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { parseIndexCfg } from '../config/index.js';
 import { ValidationError } from '../errors.js';
-import { MAX_K, fp16ToFp32Async, toMatrix } from '../native/index.js';
+import { MAX_K, faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
 import { defineMethod, type Attachment, type MethodTable } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
@@ -205,14 +205,14 @@ export function buildMethods(server: IndexServer): MethodTable {
       },
     }),
 
-    /** Every index on this server with its state and counts, plus process memory. */
+    /** Every index on this server with its state and counts, plus process memory and the FAISS build. */
     status: defineMethod({
       schema: z.object({}).strict().optional(),
       handler: () => {
         const indexes: Record<string, unknown> = {};
         for (const id of server.indexIds()) indexes[id] = server.getShard(id).info;
         const mem = process.memoryUsage();
-        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes } };
+        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, faiss: faissBuild, indexes } };
       },
     }),
 
