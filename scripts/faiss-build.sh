@@ -13,6 +13,7 @@
 # the marker (named in the warning) to try again. Called by scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -20,13 +21,16 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 FAISS_VERSION=1.7.3
 DEB_VERSION=1.7.3-2
+# Bumped whenever the build changes (flags, scripts/patches/): an older cached build is rebuilt.
+RECIPE=2
 SUITE=bookworm  # the suite that ships faiss 1.7.3-2 (trixie's 1.11 is not served here)
 
 level=$(node scripts/faiss-config.mjs best-level)
 cache=$(node scripts/faiss-config.mjs cache-dir)
 dest=$cache/faiss-$FAISS_VERSION-$level
 failed=$cache/faiss-$FAISS_VERSION-$level.fetch-failed
-[[ -f $dest/build-info.json ]] && exit 0
+current() { grep -q "\"recipe\": $RECIPE," "$dest/build-info.json" 2>/dev/null; }
+current && exit 0
 if [[ -f $failed ]]; then
   log "warning: using Debian's generic libfaiss (no $level build: $(cat "$failed"); rm $failed to retry)"
   exit 0
@@ -35,7 +39,7 @@ fi
 mkdir -p "$cache"
 exec 9>"$cache/faiss.lock"
 flock 9  # a second setup (another checkout) waits for this build instead of duplicating it
-[[ -f $dest/build-info.json ]] && exit 0
+current && exit 0
 
 t0=$(date +%s)
 work=$(mktemp -d "$cache/build.XXXXXX")
@@ -81,9 +85,16 @@ fail_fetch() {
   log "warning: linking Debian's generic libfaiss instead (no AVX2: several times slower); rm $failed to retry"
   exit 0
 }
-{ apt-get update -o APT::Update::Error-Mode=any && cd "$work" && apt-get source --download-only "faiss=$DEB_VERSION" \
-    && dpkg-source -x "faiss_$DEB_VERSION.dsc" src; } >"$buildlog" 2>&1 \
+{ apt-get update -o APT::Update::Error-Mode=any && (cd "$work" && apt-get source --download-only "faiss=$DEB_VERSION" \
+    && dpkg-source -x "faiss_$DEB_VERSION.dsc" src); } >"$buildlog" 2>&1 \
   || fail_fetch "apt-get source faiss=$DEB_VERSION from $mirror failed"
+
+# Our changes to FAISS's source, each explained in its own header (scripts/patches/).
+patches=()
+for p in "$repo"/scripts/patches/faiss-$FAISS_VERSION-*.patch; do
+  patch -d "$work/src" -p1 --quiet <"$p" >>"$buildlog" 2>&1 || { printf 'failed\n' >&2; log "patch $p does not apply (log: $buildlog)"; exit 1; }
+  patches+=("$(basename "$p")")
+done
 
 # FAISS's own CMake options for a CPU-only static library; OpenBLAS as the BLAS.
 target=faiss; [[ $level == avx2 ]] && target=faiss_avx2
@@ -100,8 +111,8 @@ mkdir -p "$stage/lib" "$stage/include"
 cp "$work/build/faiss/lib$target.a" "$stage/lib/"
 (cd "$work/src" && find faiss -name '*.h' ! -path '*/gpu/*' ! -path '*/python/*' -exec cp --parents {} "$stage/include/" \;)
 seconds=$(($(date +%s) - t0))
-printf '{ "faissVersion": "%s", "debianSource": "faiss %s", "mirror": "%s", "level": "%s", "library": "lib/lib%s.a", "blas": "OpenBLAS", "cmake": "%s", "buildSeconds": %d }\n' \
-  "$FAISS_VERSION" "$DEB_VERSION" "$mirror" "$level" "$target" "${cmake_flags[*]}" "$seconds" >"$stage/build-info.json"
+printf '{ "recipe": %d, "faissVersion": "%s", "debianSource": "faiss %s", "mirror": "%s", "level": "%s", "library": "lib/lib%s.a", "blas": "OpenBLAS", "patches": "%s", "cmake": "%s", "buildSeconds": %d }\n' \
+  "$RECIPE" "$FAISS_VERSION" "$DEB_VERSION" "$mirror" "$level" "$target" "${patches[*]}" "${cmake_flags[*]}" "$seconds" >"$stage/build-info.json"
 rm -rf "$dest"
 mv "$stage" "$dest"  # atomic: a half-built cache is never visible
 printf 'done in %d s (%s)\n' "$seconds" "$dest" >&2

@@ -44,8 +44,9 @@ export function resolve() {
   if (prefix) {
     if (!existsSync(join(prefix, 'include', 'faiss', 'Index.h'))) throw new Error(`DFAISS_FAISS_PREFIX=${prefix}: no include/faiss/Index.h there`);
     // cmake --install of an avx2/avx512 build installs the generic library next to the optimised one.
+    // lib/x86_64-linux-gnu too, so DFAISS_FAISS_PREFIX=/usr names Debian's libfaiss-dev.
     const names = ['libfaiss_avx512', 'libfaiss_avx2', 'libfaiss'].flatMap((n) => [`${n}.a`, `${n}.so`]);
-    const lib = names.map((n) => join(prefix, 'lib', n)).find((p) => existsSync(p));
+    const lib = ['lib', 'lib64', 'lib/x86_64-linux-gnu'].flatMap((d) => names.map((n) => join(prefix, d, n))).find((p) => existsSync(p));
     if (!lib) throw new Error(`DFAISS_FAISS_PREFIX=${prefix}: no lib/libfaiss{,_avx2,_avx512}.{a,so} there`);
     const level = lib.includes('_avx512') ? 'avx512' : lib.includes('_avx2') ? 'avx2' : 'generic';
     const gpu = existsSync(join(prefix, 'include', 'faiss', 'gpu', 'GpuIndex.h'));

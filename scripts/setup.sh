@@ -44,7 +44,7 @@ fi
 bash scripts/faiss-build.sh
 
 addon=build/Release/dfaiss_native.node
-stamp=build/faiss-linked.txt  # which FAISS the addon links, to notice when that changes
+stamp=build/Release/faiss-linked.txt  # which FAISS the addon links, to notice when that changes
 faiss=$(node scripts/faiss-config.mjs describe)
 faisslib=$(node scripts/faiss-config.mjs libs | cut -d' ' -f1)
 if [[ ! -f $addon || ! -f $stamp || $(cat "$stamp") != "$faiss" || $faisslib -nt $addon \

@@ -10,15 +10,6 @@ import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
 
-/** What scripts/setup.sh recorded when it built the addon (the FAISS library it linked), if it did. */
-function linkedFaiss(): string | null {
-  try {
-    return readFileSync(new URL('../../build/faiss-linked.txt', import.meta.url), 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
 export function buildProgram(): Command {
   const program = new Command('dfaiss')
     .description(pkg.description)
@@ -32,7 +23,7 @@ export function buildProgram(): Command {
     .action(
       run('info', async () => {
         const native = await import('../native/index.js');
-        console.log(JSON.stringify({ dfaiss: pkg.version, faiss: { ...native.faissBuild, linked: linkedFaiss() }, ompThreads: native.getNumThreads() }, null, 2));
+        console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissBuild, ompThreads: native.getNumThreads() }, null, 2));
       }),
     );
 

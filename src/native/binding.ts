@@ -9,7 +9,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { NativeLoadError } from '../errors.js';
 
 /** FAISS's MetricType enum values. */
@@ -82,7 +82,7 @@ interface CpuCheck {
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 // DFAISS_NATIVE_DIR: another build of both modules, e.g. the bench's generic variant.
-const addonDir = process.env.DFAISS_NATIVE_DIR || join(packageRoot, 'build', 'Release');
+export const addonDir = resolve(process.env.DFAISS_NATIVE_DIR || join(packageRoot, 'build', 'Release'));
 const addonPath = join(addonDir, 'dfaiss_native.node');
 const checkPath = join(addonDir, 'dfaiss_cpu.node');
 

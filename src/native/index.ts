@@ -1,6 +1,8 @@
 /** The FAISS binding: FaissIndex plus process-wide FAISS settings. */
 import { ValidationError } from '../errors.js';
-import { native } from './binding.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { addonDir, native } from './binding.js';
 
 export { FaissIndex, MAX_K, toIds, toMatrix } from './faiss-index.js';
 export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, VectorsInput } from './faiss-index.js';
@@ -21,6 +23,16 @@ export interface FaissBuildInfo {
   /** The BLAS FAISS calls for batched distances and k-means, e.g. "OpenBLAS 0.3.21 ... Haswell ...". */
   blas: string;
   gpu: boolean;
+  /** The library the addon was linked with, as scripts/setup.sh recorded it (null if built by hand). */
+  linked: string | null;
+}
+
+function linkedFaiss(): string | null {
+  try {
+    return readFileSync(join(addonDir, 'faiss-linked.txt'), 'utf8').trim();
+  } catch {
+    return null;
+  }
 }
 
 export const faissBuild: FaissBuildInfo = Object.freeze({
@@ -29,6 +41,7 @@ export const faissBuild: FaissBuildInfo = Object.freeze({
   compileOptions: native.faissCompileOptions.trim(),
   blas: native.blas.trim(),
   gpu: native.gpuAvailable,
+  linked: linkedFaiss(),
 });
 
 /**
