@@ -22,7 +22,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 FAISS_VERSION=1.7.3
 DEB_VERSION=1.7.3-2
 # Bumped whenever the build changes (flags, scripts/patches/): an older cached build is rebuilt.
-RECIPE=2
+RECIPE=3
 SUITE=bookworm  # the suite that ships faiss 1.7.3-2 (trixie's 1.11 is not served here)
 
 level=$(node scripts/faiss-config.mjs best-level)

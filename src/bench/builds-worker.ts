@@ -31,6 +31,9 @@ export interface WorkerCaseReport {
   name: string;
   batch1Qps: number;
   batch100Qps: number;
+  /** Queries per CPU-second of this process: less sensitive than wall time to other load on a shared machine. */
+  batch1CpuQps: number;
+  batch100CpuQps: number;
   /** Row ids of the top-k of every query (nq*k), when the job asked. */
   ids?: number[];
 }
@@ -40,12 +43,17 @@ export interface WorkerReport {
   cases: WorkerCaseReport[];
 }
 
-/** Runs `once` repeatedly for at least `seconds` (and at least `minCalls` times); returns calls per second. */
-async function rate(seconds: number, minCalls: number, once: (i: number) => Promise<void>): Promise<number> {
+/**
+ * Runs `once` repeatedly for at least `seconds` (and at least `minCalls` times); returns
+ * calls per wall-clock second and per CPU-second of this process (all its threads).
+ */
+async function rate(seconds: number, minCalls: number, once: (i: number) => Promise<void>): Promise<{ wall: number; cpu: number }> {
   const t0 = nowMs();
+  const c0 = process.cpuUsage();
   let calls = 0;
   while (calls < minCalls || nowMs() - t0 < seconds * 1000) await once(calls++);
-  return calls / ((nowMs() - t0) / 1000);
+  const c = process.cpuUsage(c0);
+  return { wall: calls / ((nowMs() - t0) / 1000), cpu: calls / ((c.user + c.system) / 1e6) };
 }
 
 async function runCase(job: WorkerJob, queries: Float32Array, c: WorkerCase): Promise<WorkerCaseReport> {
@@ -63,13 +71,20 @@ async function runCase(job: WorkerJob, queries: Float32Array, c: WorkerCase): Pr
   }
   for (let i = 0; i < 20; i++) await index.search(row(i), k);
 
-  const batch1Qps = await rate(job.seconds, 50, async (i) => {
+  const b1 = await rate(job.seconds, 50, async (i) => {
     await index.search(row(i), k);
   });
-  const batch100Qps = 100 * (await rate(job.seconds, 3, async (b) => {
+  const b100 = await rate(job.seconds, 3, async (b) => {
     await index.search(batch(b), k);
-  }));
-  return { name: c.name, batch1Qps, batch100Qps, ...(job.ids ? { ids } : {}) };
+  });
+  return {
+    name: c.name,
+    batch1Qps: b1.wall,
+    batch100Qps: 100 * b100.wall,
+    batch1CpuQps: b1.cpu,
+    batch100CpuQps: 100 * b100.cpu,
+    ...(job.ids ? { ids } : {}),
+  };
 }
 
 async function main(jobFile: string): Promise<void> {
