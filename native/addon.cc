@@ -1,10 +1,14 @@
 // Module entry: exports NativeIndex, fp16 conversion and thread control.
 #include <faiss/Index.h>
+#include <faiss/utils/utils.h>
 #include <omp.h>
 
 #include <string>
 
 #include "common.h"
+
+// OpenBLAS's build description, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
+extern "C" char* openblas_get_config(void);
 
 namespace dfaiss {
 
@@ -40,6 +44,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("faissVersion", Napi::String::New(env, std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." + std::to_string(FAISS_VERSION_PATCH)));
+  // The level binding.gyp built for (what dfaiss_cpu checked), and what FAISS's own code
+  // was compiled with ("OPTIMIZE AVX2 " or "OPTIMIZE GENERIC "): the two must agree.
+  exports.Set("simdLevel", Napi::String::New(env, DFAISS_SIMD_LEVEL));
+  exports.Set("faissCompileOptions", Napi::String::New(env, faiss::get_compile_options()));
+  exports.Set("blas", Napi::String::New(env, openblas_get_config()));
 #ifdef FAISS_GPU
   exports.Set("gpuAvailable", Napi::Boolean::New(env, true));
 #else

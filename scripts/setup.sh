@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Installs whatever dfaiss is missing on this machine, then builds it. Idempotent and
 # quick when nothing changed, so `npm test` and `npm run demo` can both call it first.
-#   1. Debian packages: libfaiss-dev + libopenblas-dev (FAISS 1.7.3, static libfaiss.a),
-#      dataset-fashion-mnist (real data for the demo, tests and benchmark).
+#   1. Debian packages: the tools to build FAISS (cmake, g++, make, dpkg-dev), OpenBLAS,
+#      libfaiss-dev (Debian's generic FAISS 1.7.3: the fallback), dataset-fashion-mnist
+#      (real data for the demo, tests and benchmark).
 #   2. npm dependencies (npm ci when node_modules is missing or older than the lockfile).
-#   3. The native addon (node-gyp) when missing or older than its sources.
-#   4. The TypeScript build (dist/).
+#   3. FAISS 1.7.3 built for this CPU (avx2 or generic) from Debian's source package, once,
+#      cached under ${XDG_CACHE_HOME:-~/.cache}/dfaiss (scripts/faiss-build.sh).
+#   4. The native addon (node-gyp) when missing, older than its sources or FAISS, or built
+#      against another FAISS than scripts/faiss-config.mjs now picks.
+#   5. The TypeScript build (dist/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-for pkg in libfaiss-dev libopenblas-dev dataset-fashion-mnist; do
+for pkg in cmake g++ make dpkg-dev libopenblas-dev libfaiss-dev dataset-fashion-mnist; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi
@@ -37,14 +41,21 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
   npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
 
+bash scripts/faiss-build.sh
+
 addon=build/Release/dfaiss_native.node
-if [[ ! -f $addon || -n $(find native binding.gyp -newer "$addon" -print -quit) ]]; then
-  log "building the native addon (node-gyp)"
+stamp=build/Release/faiss-linked.txt  # which FAISS the addon links, to notice when that changes
+faiss=$(node scripts/faiss-config.mjs describe)
+faisslib=$(node scripts/faiss-config.mjs libs | cut -d' ' -f1)
+if [[ ! -f $addon || ! -f $stamp || $(cat "$stamp") != "$faiss" || $faisslib -nt $addon \
+      || -n $(find native binding.gyp scripts/faiss-config.mjs -newer "$addon" -print -quit) ]]; then
+  log "building the native addon (node-gyp) against $faiss"
   # npm puts its bundled node-gyp on PATH for scripts; the log lives outside build/,
   # which `node-gyp rebuild` deletes first.
   buildlog=${TMPDIR:-/tmp}/dfaiss-native-build.log
   npm run --silent build:native -- -j "$(nproc)" >"$buildlog" 2>&1 \
     || { cat "$buildlog" >&2; log "native build failed (log: $buildlog)"; exit 1; }
+  echo "$faiss" >"$stamp"
 fi
 
 if [[ ! -f dist/index.js || -n $(find src tsconfig.json -newer dist/index.js -print -quit) ]]; then

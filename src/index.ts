@@ -5,8 +5,8 @@
  */
 export * from './client.js';
 
-export { FaissIndex, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
-export type { SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState } from './native/index.js';
+export { FaissIndex, faissBuild, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export type { FaissBuildInfo, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState } from './native/index.js';
 
 export { resolveIndexSpec, createFaissIndex } from './config/index.js';
 export type { IndexSpec } from './config/index.js';

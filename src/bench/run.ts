@@ -21,18 +21,25 @@
  *
  * After ingest, searches wait until the servers are idle (background work such as the
  * post-training snapshot; reported as "settle"); --no-settle searches at once.
+ *
+ * First, the FAISS build comparison (builds.ts, issue 11): every index type in-process
+ * with Debian's generic FAISS and with the build setup made for this CPU, written to
+ * bench/results/<name>-builds.{json,md}. --no-builds skips it, --builds-only runs only it,
+ * --pq adds the PQ variants of the regression study, --only PQ,SQ keeps the cases whose factory contains one of those, --variant name=prefix adds a build
+ * of our binding against another FAISS (e.g. --variant avx2-unpatched=$HOME/faiss-avx2).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FaissIndex, faissVersion, setNumThreads } from '../native/index.js';
+import { FaissIndex, faissBuild, setNumThreads } from '../native/index.js';
 import { recallAtK } from '../datasets/exact.js';
 import { machineBusySeconds } from './cluster.js';
 import { runDfaiss } from './dfaiss.js';
 import { runLimits } from './limit.js';
 import { checkTargets, markdown, type CaseResult, type RunRecord } from './report.js';
+import { buildsMarkdown, defaultVariant, genericVariant, runBuildComparison, type Variant } from './builds.js';
 import { nowMs, sleep } from './stats.js';
 import {
   FULL_COUNTS,
@@ -62,6 +69,15 @@ interface Options {
   settle: boolean;
   /** Extra attempts per case when other processes used more than NOISY_SHARE of the machine. */
   retries: number;
+  builds: boolean;
+  buildsOnly: boolean;
+  pq: boolean;
+  variants: Array<{ name: string; prefix: string }>;
+  /** Only the build-comparison cases whose factory string contains one of these. */
+  only: string[];
+  /** Base vectors of the build comparison (default 200k, --quick 50k). */
+  buildsN: number;
+  buildsRounds: number;
 }
 
 /** A case is redone when other processes used more than this share of the machine's CPU during it. */
@@ -80,6 +96,13 @@ function parseArgs(argv: string[]): Options {
     out: join(REPO, 'bench', 'results'),
     settle: true,
     retries: 0,
+    builds: true,
+    buildsOnly: false,
+    pq: false,
+    variants: [],
+    only: [],
+    buildsN: 0,
+    buildsRounds: 0,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -99,8 +122,18 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--out') o.out = next();
     else if (a === '--no-settle') o.settle = false;
     else if (a === '--retry-noisy') o.retries = /^\d+$/.test(argv[i + 1] ?? '') ? Number(next()) : 3;
-    else if (a === '--help' || a === '-h') {
-      console.log('npm run bench [-- --quick] [--name N] [--datasets synthetic,fashion-mnist] [--kinds flat,ivf] [--no-limit] [--no-dfaiss] [--no-settle] [--wait-quiet [seconds]] [--retry-noisy [n]] [--server-prof DIR] [--out DIR]');
+    else if (a === '--no-builds') o.builds = false;
+    else if (a === '--builds-only') o.buildsOnly = true;
+    else if (a === '--pq') o.pq = true;
+    else if (a === '--only') o.only = next().split(',');
+    else if (a === '--builds-n') o.buildsN = Number(next());
+    else if (a === '--builds-rounds') o.buildsRounds = Number(next());
+    else if (a === '--variant') {
+      const m = /^([\w.-]+)=(.+)$/.exec(next());
+      if (!m) throw new Error('--variant needs name=faiss-prefix');
+      o.variants.push({ name: m[1]!, prefix: m[2]! });
+    } else if (a === '--help' || a === '-h') {
+      console.log('npm run bench [-- --quick] [--name N] [--datasets synthetic,fashion-mnist] [--kinds flat,ivf] [--no-limit] [--no-dfaiss] [--no-settle] [--wait-quiet [seconds]] [--retry-noisy [n]] [--server-prof DIR] [--out DIR] [--no-builds | --builds-only] [--pq] [--only s1,s2] [--builds-n N] [--builds-rounds R] [--variant name=prefix]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (try --help)`);
   }
@@ -175,8 +208,40 @@ async function runCase(ds: Dataset, kind: IndexKind, truth: Int32Array, counts: 
   return c;
 }
 
+const faissVersion = (): string => `${faissBuild.version} ${faissBuild.simd} (${faissBuild.compileOptions}; BLAS ${faissBuild.blas})`;
+
+/** The FAISS build comparison; writes <name>-builds.{json,md}. */
+async function runBuilds(opts: Options): Promise<void> {
+  const variants: Variant[] = [genericVariant()];
+  for (const v of opts.variants) {
+    execFileSync('bash', [join(REPO, 'scripts', 'build-variant.sh'), v.name, v.prefix], { stdio: ['ignore', 'inherit', 'inherit'] });
+    variants.push({ name: v.name, dir: join(REPO, 'build', 'variants', v.name) });
+  }
+  variants.push(defaultVariant());
+  const rec = await runBuildComparison({
+    n: opts.buildsN || (opts.quick ? 50_000 : 200_000),
+    nq: opts.quick ? 500 : 1000,
+    nlist: opts.quick ? 256 : 1024,
+    rounds: opts.buildsRounds || (opts.quick ? 3 : 5),
+    seconds: opts.quick ? 0.3 : 1,
+    groups: opts.pq ? ['core', 'pq'] : ['core'],
+    only: opts.only,
+    variants,
+    log,
+  });
+  mkdirSync(opts.out, { recursive: true });
+  const base = join(opts.out, `${opts.name}-builds`);
+  writeFileSync(`${base}.json`, `${JSON.stringify({ startedAt: new Date().toISOString(), git: gitInfo(), ...rec }, null, 2)}\n`);
+  const md = `# FAISS builds compared (${opts.name})\n\n${buildsMarkdown(rec)}`;
+  writeFileSync(`${base}.md`, md);
+  console.log(md);
+  log(`wrote ${base}.json and .md in ${rec.seconds.toFixed(0)} s`);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const opts = parseArgs(argv);
+  if (opts.builds || opts.buildsOnly) await runBuilds(opts);
+  if (opts.buildsOnly) return;
   const counts: SearchCounts = opts.quick ? QUICK_COUNTS : FULL_COUNTS;
   const sizes = opts.quick ? QUICK_SIZES : FULL_SIZES;
   const quietWait = opts.waitQuiet > 0 ? await waitQuiet(opts.waitQuiet, 0.5) : null;
@@ -201,7 +266,7 @@ export async function main(argv: string[]): Promise<void> {
       cpuModel: cpus()[0]?.model ?? '?',
       memGiB: Math.round(totalmem() / 2 ** 30),
       node: process.version,
-      faiss: faissVersion,
+      faiss: faissVersion(),
       ompWaitPolicy: process.env.OMP_WAIT_POLICY ?? '',
       uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? '4 (default)',
     },

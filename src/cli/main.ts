@@ -2,6 +2,7 @@
 /** The `dfaiss` command line. Each subcommand lives in its own module under src/cli/. */
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { run } from './common.js';
 import { registerLaunchCommand } from './launch.js';
 import { registerLoadCommand } from './load.js';
 import { registerOpsCommands } from './ops.js';
@@ -18,11 +19,13 @@ export function buildProgram(): Command {
 
   program
     .command('info')
-    .description('print the linked FAISS version and native capabilities')
-    .action(async () => {
-      const native = await import('../native/index.js');
-      console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissVersion, gpu: native.gpuAvailable, ompThreads: native.getNumThreads() }, null, 2));
-    });
+    .description('print the linked FAISS (version, SIMD level, BLAS, where it was built from) and native capabilities')
+    .action(
+      run('info', async () => {
+        const native = await import('../native/index.js');
+        console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissBuild, ompThreads: native.getNumThreads() }, null, 2));
+      }),
+    );
 
   registerServerCommand(program);
   registerLaunchCommand(program);

@@ -121,8 +121,9 @@ export function resolveIndexSpec(cfg: IndexCfg, numTrainVectors: number, options
     case 'ivf_gpu':
       if (!options.gpuAvailable) {
         throw new GpuUnavailableError(
-          "index_builder_type 'ivf_gpu' needs FAISS with GPU support, but this FAISS build " +
-            "(Debian libfaiss-dev 1.7.3) has none: use 'ivf_simple' (or a CPU faiss_factory such as \"IVF{centroids},Flat\") instead",
+          "index_builder_type 'ivf_gpu' needs FAISS with GPU support, but the linked FAISS has none " +
+            "(Debian's 1.7.3 and the 1.7.3 build setup makes are CPU-only): use 'ivf_simple' (or a CPU faiss_factory " +
+            "such as \"IVF{centroids},Flat\") instead, or link a CUDA build of FAISS (DFAISS_FAISS_PREFIX, see the README)",
         );
       }
       if (cfg.faissFactory === null) {

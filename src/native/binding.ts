@@ -1,11 +1,15 @@
 /**
  * Loads the compiled addon (build/Release/dfaiss_native.node) once. Internal: the rest
  * of dfaiss talks to FAISS through FaissIndex, never through these raw functions.
+ *
+ * The FAISS inside may be built for AVX2 (scripts/faiss-build.sh). Running it on a CPU
+ * without AVX2 would die of SIGILL, possibly while the module's static initialisers run,
+ * so the tiny dfaiss_cpu module (no FAISS, no -m flags) checks the CPU first.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { NativeLoadError } from '../errors.js';
 
 /** FAISS's MetricType enum values. */
@@ -70,10 +74,44 @@ export interface RawBinding {
   hasF16C: boolean;
   faissVersion: string;
   gpuAvailable: boolean;
+  /** The SIMD level the linked FAISS was built for: 'generic', 'avx2' or 'avx512'. */
+  simdLevel: string;
+  /** FAISS's get_compile_options(), e.g. "OPTIMIZE AVX2". */
+  faissCompileOptions: string;
+  /** OpenBLAS's build description (openblas_get_config). */
+  blas: string;
+}
+
+/** dfaiss_cpu.node (native/cpu_check.cc). */
+interface CpuCheck {
+  level: string;
+  required: string[];
+  missing: string[];
 }
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const addonPath = join(packageRoot, 'build', 'Release', 'dfaiss_native.node');
+// DFAISS_NATIVE_DIR: another build of both modules, e.g. the bench's generic variant.
+export const addonDir = resolve(process.env.DFAISS_NATIVE_DIR || join(packageRoot, 'build', 'Release'));
+const addonPath = join(addonDir, 'dfaiss_native.node');
+const checkPath = join(addonDir, 'dfaiss_cpu.node');
+
+/**
+ * Throws unless this CPU has every instruction set the linked FAISS was built for.
+ * DFAISS_SIMULATE_MISSING_CPU_FEATURES=avx2,fma (for tests) treats those features as absent
+ * after the real check ran: it can only add failures, never hide a real one.
+ */
+function checkCpu(requireFn: NodeJS.Require): void {
+  const check = requireFn(checkPath) as CpuCheck;
+  const simulated = (process.env.DFAISS_SIMULATE_MISSING_CPU_FEATURES ?? '').split(',').filter((f) => check.required.includes(f));
+  const missing = [...new Set([...check.missing, ...simulated])];
+  if (missing.length === 0) return;
+  throw new NativeLoadError(
+    `the dfaiss native addon links FAISS built for ${check.level}, but this CPU lacks ${missing.join(', ')}` +
+      `${simulated.length ? ' (simulated by DFAISS_SIMULATE_MISSING_CPU_FEATURES)' : ''}. Rebuild on this machine with ` +
+      `'rm -rf build && npm run setup' (setup builds for the best level this CPU supports; ` +
+      `DFAISS_FAISS_LEVEL=generic forces a build that runs on any x86-64 CPU)`,
+  );
+}
 
 function load(): RawBinding {
   // OpenMP reads its wait policy when libgomp is loaded, i.e. with the addon. Spinning
@@ -82,11 +120,19 @@ function load(): RawBinding {
   if (!existsSync(addonPath)) {
     throw new NativeLoadError(
       `dfaiss native addon not found at ${addonPath}: build it with 'npm run build:native' ` +
-        `(needs 'apt-get install libfaiss-dev libopenblas-dev'), or run 'npm run setup'`,
+        `or run 'npm run setup' (which also builds FAISS for this CPU)`,
     );
   }
+  const requireFn = createRequire(import.meta.url);
   try {
-    return createRequire(import.meta.url)(addonPath) as RawBinding;
+    checkCpu(requireFn);
+  } catch (err) {
+    if (err instanceof NativeLoadError) throw err;
+    throw new NativeLoadError(`could not load the dfaiss CPU check (${checkPath}): ${(err as Error).message}. ` +
+      `Rebuild with 'npm run build:native'`, { cause: err });
+  }
+  try {
+    return requireFn(addonPath) as RawBinding;
   } catch (err) {
     throw new NativeLoadError(`could not load the dfaiss native addon (${addonPath}): ${(err as Error).message}. ` +
       `Rebuild it with 'npm run build:native'`, { cause: err });

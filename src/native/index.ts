@@ -1,6 +1,8 @@
 /** The FAISS binding: FaissIndex plus process-wide FAISS settings. */
 import { ValidationError } from '../errors.js';
-import { native } from './binding.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { addonDir, native } from './binding.js';
 
 export { FaissIndex, MAX_K, toIds, toMatrix } from './faiss-index.js';
 export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState, VectorsInput } from './faiss-index.js';
@@ -10,6 +12,37 @@ export const gpuAvailable: boolean = native.gpuAvailable;
 
 /** Version of the linked FAISS library, e.g. "1.7.3". */
 export const faissVersion: string = native.faissVersion;
+
+/** Which FAISS this process runs: reported by `dfaiss info`, the server's hello and status, and the bench. */
+export interface FaissBuildInfo {
+  version: string;
+  /** The instruction-set level FAISS was built for: 'generic', 'avx2' or 'avx512'. */
+  simd: string;
+  /** FAISS's own get_compile_options(), e.g. "OPTIMIZE AVX2". */
+  compileOptions: string;
+  /** The BLAS FAISS calls for batched distances and k-means, e.g. "OpenBLAS 0.3.21 ... Haswell ...". */
+  blas: string;
+  gpu: boolean;
+  /** The library the addon was linked with, as scripts/setup.sh recorded it (null if built by hand). */
+  linked: string | null;
+}
+
+function linkedFaiss(): string | null {
+  try {
+    return readFileSync(join(addonDir, 'faiss-linked.txt'), 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+export const faissBuild: FaissBuildInfo = Object.freeze({
+  version: native.faissVersion,
+  simd: native.simdLevel,
+  compileOptions: native.faissCompileOptions.trim(),
+  blas: native.blas.trim(),
+  gpu: native.gpuAvailable,
+  linked: linkedFaiss(),
+});
 
 /**
  * Sets the OpenMP (and OpenBLAS) thread count for every later FAISS call in this

@@ -32,6 +32,8 @@ export const helloResultSchema = z.object({
   rank: z.number().int(),
   capabilities: z.array(z.string()),
   maxFrameBytes: z.number().int().positive(),
+  /** The server's FAISS build (version, SIMD level, BLAS); absent from servers before it was added. */
+  faiss: z.object({ version: z.string(), simd: z.string(), blas: z.string() }).optional(),
   /** Present when the server requires authentication: the challenge. */
   auth: z.object({ scheme: z.string(), nonce: hex32 }).optional(),
 });

@@ -91,6 +91,8 @@ export interface RpcServerOptions {
   rank?: number;
   /** Reported in hello, e.g. ['gpu', 'fp16']. */
   capabilities?: readonly string[];
+  /** Reported in hello: the FAISS build serving the requests. */
+  faiss?: ServerInfo['faiss'];
   /** Custom transport. Default: TLS when `tls` is given, else plain TCP. */
   transport?: Transport;
   /** Serve TLS with these certificate files (ignored when `transport` is given). */
@@ -219,7 +221,13 @@ export class RpcServer {
   }
 
   helloInfo(): ServerInfo {
-    return { version: this.version, rank: this.rank, capabilities: this.capabilities, maxFrameBytes: this.maxFrameBytes };
+    return {
+      version: this.version,
+      rank: this.rank,
+      capabilities: this.capabilities,
+      maxFrameBytes: this.maxFrameBytes,
+      ...(this.opts.faiss ? { faiss: this.opts.faiss } : {}),
+    };
   }
 
   /** True when clients must authenticate with the shared secret. */

@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../discovery/nfs-lock.js';
-import { releasableBuffers, setNumThreads } from '../native/index.js';
+import { faissBuild, releasableBuffers, setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
 import { checkBatch, type Shard } from '../shard/shard.js';
@@ -86,6 +86,7 @@ export class IndexServer {
       methods: buildMethods(this),
       rank,
       capabilities: ['fp16', 'metadata-blob', 'search-embeddings'],
+      faiss: { version: faissBuild.version, simd: faissBuild.simd, blas: faissBuild.blas },
       onError: (err, info) => this.log.warn({ err: err.message, ...info }, 'request problem'),
     });
   }

@@ -6,7 +6,7 @@
 import { checkCallSearchParams, parseIndexCfg } from '../config/index.js';
 import { CONTRACT, type Contract, type MethodName, type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
 import { ValidationError } from '../errors.js';
-import { fp16ToFp32Async, toMatrix } from '../native/index.js';
+import { faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
 import type { Attachment, CallContext, HandlerReply, MethodSpec } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
@@ -201,7 +201,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         await server.dropIndex(indexId);
       }),
 
-    /** Every index on this server with its state and counts, plus process memory. */
+    /** Every index on this server with its state and counts, plus process memory and the FAISS build. */
     status: implement('status', () => {
         const indexes: Record<string, ShardInfoReply> = {};
         for (const id of server.indexIds()) {
@@ -209,7 +209,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
           indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldRevocations().length };
         }
         const mem = process.memoryUsage();
-        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes } };
+        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, faiss: faissBuild, indexes } };
       }),
 
     /**

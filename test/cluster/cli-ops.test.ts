@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IndexClient } from '../../src/index.js';
+import { RpcClient } from '../../src/protocol/index.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 import { runCli, writeNpy } from '../helpers/cli.js';
 
@@ -53,6 +54,17 @@ test('dfaiss status: every server with its indexes, states and counts (table and
   const buffered = st.servers.map((s) => s.indexes.pending!.buffered).sort();
   assert.deepEqual(buffered, [0, 1]);
   assert.ok(st.servers.every((s) => s.up && s.rssBytes > 0 && s.indexes.pending!.state === 'NOT_TRAINED'));
+  // The FAISS build each server runs, in status and in its hello reply.
+  const faiss = (st.servers[0] as unknown as { faiss: { version: string; simd: string; blas: string } }).faiss;
+  assert.equal(faiss.version, '1.7.3');
+  assert.match(faiss.simd, /^(generic|avx2|avx512)$/);
+  assert.match(faiss.blas, /OpenBLAS/);
+  const raw = await RpcClient.connect('127.0.0.1', cluster.servers[0]!.port);
+  try {
+    assert.deepEqual(raw.server.faiss, { version: faiss.version, simd: faiss.simd, blas: faiss.blas });
+  } finally {
+    await raw.close();
+  }
 });
 
 test('dfaiss search: --random and --queries, table and --json', async () => {
