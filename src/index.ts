@@ -20,7 +20,8 @@ export {
 export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, IndexSpec, TrainMode } from './config/index.js';
 
 export { IndexClient } from './client/index-client.js';
-export type { AddOptions, IndexClientOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
+export type { AddOptions, DeleteSelector, GetOptions, IndexClientOptions, IterateOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
+export type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId, StoredRecord } from './client/records.js';
 export type { PendingRevocation } from './client/revocations.js';
 export type { ClientSecurityOptions } from './client/security-options.js';
 export type { ServerSecurityOptions } from './server/security-options.js';

@@ -30,6 +30,8 @@ export interface ShardInfoReply {
   trainRatio: number;
   /** Revocations this shard holds for other servers (see Revocations). */
   heldRevocations?: number;
+  /** The shard stores records with ids (true), vectors without (false), or nothing yet (null). */
+  withIds?: boolean | null;
 }
 
 const isTrained = (s: IndexState): boolean => s === 'TRAINED' || s === 'ADD';

@@ -2,8 +2,8 @@
 import { ValidationError } from '../errors.js';
 import { native } from './binding.js';
 
-export { FaissIndex, MAX_K, toIds, toMatrix } from './faiss-index.js';
-export type { IdsInput, Metric, SearchResult, SearchWithVectorsResult, VectorsInput } from './faiss-index.js';
+export { FaissIndex, MAX_K, normalizeL2, toIds, toMatrix } from './faiss-index.js';
+export type { IdsInput, Metric, RangeSearchResult, SearchResult, SearchWithVectorsResult, VectorsInput } from './faiss-index.js';
 
 /** True when the linked FAISS has GPU support (Debian's libfaiss-dev 1.7.3 has none). */
 export const gpuAvailable: boolean = native.gpuAvailable;

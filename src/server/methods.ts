@@ -11,6 +11,7 @@ import { defineMethod, type Attachment, type MethodTable } from '../protocol/ind
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
 import type { IndexServer } from './index-server.js';
+import { batchIds, buildRecordMethods, cosineOverL2, hitIds, l2ToCosine, prepareQueries, prepareVectors, recordIds } from './record-methods.js';
 
 const indexId = z.string().min(1).max(128);
 const cfgObject = z.record(z.string(), z.unknown());
@@ -21,6 +22,8 @@ const movedFrom = z.array(z.tuple([z.number().int().min(0).max(1_000_000), z.str
 
 export function buildMethods(server: IndexServer): MethodTable {
   return {
+    ...buildRecordMethods(server),
+
     createIndex: defineMethod({
       schema: z.object({ indexId, cfg: cfgObject }).strict(),
       handler: async ({ indexId, cfg }) => ({ result: await server.createIndex(indexId, parseIndexCfg(cfg)) }),
@@ -29,9 +32,18 @@ export function buildMethods(server: IndexServer): MethodTable {
     /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
     addIndexData: defineMethod({
       schema: z
-        .object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional(), movedFrom: movedFrom.optional() })
+        .object({
+          indexId,
+          n: z.number().int().positive(),
+          trainAsync: z.boolean().optional(),
+          key: z.string().max(128).optional(),
+          movedFrom: movedFrom.optional(),
+          // Records with ids (issue 16): one id per vector; upsert replaces stored records with those ids.
+          ids: recordIds.optional(),
+          upsert: z.boolean().optional(),
+        })
         .strict(),
-      handler: async ({ indexId, n, trainAsync, key, movedFrom }, ctx) => {
+      handler: async ({ indexId, n, trainAsync, key, movedFrom, ids: rawIds, upsert }, ctx) => {
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
           throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
@@ -49,15 +61,21 @@ export function buildMethods(server: IndexServer): MethodTable {
         // receive buffer, kept past the reply until FAISS has them (no copy).
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
         toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
+        if (upsert && !rawIds) throw new ValidationError('ids', 'one id per vector (upsert replaces records by id)', rawIds);
+        const ids = rawIds ? batchIds(rawIds, n) : undefined;
+        prepareVectors(cfg.metric, cfg.dim, vectors);
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), {
           trainAsync: trainAsync ?? true,
           key,
           release,
           movedFrom,
+          ...(ids ? { ids, upsert: upsert ?? false } : {}),
           // float16 is logged as it arrived; the request's memory outlives the log write (this handler awaits it).
           ...(raw instanceof Uint16Array ? { arrived: raw } : {}),
         });
+        // An upsert resolves once the new versions are searchable (the old ones hidden in the same tick).
+        if (upsert && first >= 0) await server.getShard(indexId).whenIndexed(first + n);
         const { state, info } = server.getShard(indexId);
         // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
@@ -285,16 +303,24 @@ export function buildMethods(server: IndexServer): MethodTable {
         const { shard } = durable;
         const queries = ctx.attachments[0] as Float32Array;
         toMatrix(queries, shard.cfg.dim, 'queries');
+        prepareQueries(shard, queries);
         const r = await shard.search(queries, k, returnEmbeddings ?? false);
+        if (cosineOverL2(shard)) l2ToCosine(r.distances);
         const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
         const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
         if (r.vectors) attachments.push(r.vectors);
+        // Records with ids: each hit's id, packed like metadata, as the last two attachments.
+        const withIds = shard.records.mode === 'ids';
+        if (withIds) {
+          const ids = hitIds(shard, r.labels);
+          attachments.push(ids.blob, offsetsBytes(ids.offsets));
+        }
         // state: a client that sees an untrained shard of a shared-training index checks
         // whether a training is left to finish (its client may be gone).
         // held: revocations this shard holds for other servers; a client that does not know
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
         const held = durable.heldRevocations().length;
-        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held }, attachments };
+        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
       },
     }),
   };

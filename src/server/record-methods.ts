@@ -1,0 +1,160 @@
+/**
+ * Server methods for records with ids (issue 16): delete, get, iterate, range search,
+ * compaction, and the pieces addIndexData and search use for ids and the 'cosine' metric.
+ * docs/protocol.md lists them for other languages.
+ */
+import { z } from 'zod';
+import { ValidationError } from '../errors.js';
+import { normalizeL2, toMatrix } from '../native/index.js';
+import { defineMethod, type Attachment, type MethodTable } from '../protocol/index.js';
+import { concatBytes, encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
+import { MAX_ID_LENGTH, checkRecordIds, type RecordId } from '../shard/records.js';
+import { compact, findRecords, iteratePage, rangeSearch, readRecords } from '../shard/shard-records.js';
+import type { Shard } from '../shard/shard.js';
+import type { IndexServer } from './index-server.js';
+
+const indexId = z.string().min(1).max(128);
+const recordId = z.union([z.string().min(1).max(MAX_ID_LENGTH), z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)]);
+/** At most this many ids per delete/get call (the client splits larger lists). */
+export const MAX_IDS_PER_CALL = 1 << 20;
+export const recordIds = z.array(recordId).max(MAX_IDS_PER_CALL);
+const MAX_PAGE = 65536;
+
+export function buildRecordMethods(server: IndexServer): MethodTable {
+  return {
+    /** Deletes records by id (durable before the reply). result: { deleted: count, unknown: ids this server does not hold }. */
+    deleteRecords: defineMethod({
+      schema: z.object({ indexId, ids: recordIds }).strict(),
+      handler: async ({ indexId, ids }) => {
+        const r = await server.withShard(indexId, (d) => d.delete(checkRecordIds(ids, 'ids', { unique: false })));
+        return { result: { deleted: r.deleted.length, unknown: r.unknown } };
+      },
+    }),
+
+    /**
+     * Records by id. result: { ids: found ids, unknown }. attachments out: metadata blob +
+     * offsets (u8) of the found ids, in order, and their vectors (f32) with withVectors.
+     */
+    getRecords: defineMethod({
+      schema: z.object({ indexId, ids: recordIds, withVectors: z.boolean().optional() }).strict(),
+      handler: async ({ indexId, ids, withVectors }) => {
+        const shard = server.getShard(indexId);
+        const { ats, unknown } = findRecords(shard, checkRecordIds(ids, 'ids', { unique: false }));
+        return recordsReply(shard, ats, withVectors ?? false, { unknown });
+      },
+    }),
+
+    /**
+     * One page of this shard's live records in internal-id order, from internal id `after`.
+     * result: { ids, ats (internal ids), next (cursor to resume from, null when exhausted) };
+     * attachments as getRecords.
+     */
+    iterateRecords: defineMethod({
+      schema: z.object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), withVectors: z.boolean().optional() }).strict(),
+      handler: async ({ indexId, after, limit, withVectors }) => {
+        const shard = server.getShard(indexId);
+        const page = iteratePage(shard, after, limit);
+        return recordsReply(shard, page.ats, withVectors ?? false, { next: page.next, ats: page.ats });
+      },
+    }),
+
+    /**
+     * attachments in: queries (f32). out: lims (i64, n+1), distances (f32), labels (i64,
+     * internal ids), metadata blob + offsets (u8), record ids blob + offsets (u8).
+     * Hits are within `radius` (squared L2 below it; inner product / cosine above it).
+     */
+    rangeSearch: defineMethod({
+      schema: z.object({ indexId, radius: z.number().finite() }).strict(),
+      attachments: ['f32'],
+      handler: async ({ indexId, radius }, ctx) => {
+        const durable = server.getDurable(indexId);
+        const { shard } = durable;
+        const queries = ctx.attachments[0] as Float32Array;
+        toMatrix(queries, shard.cfg.dim, 'queries');
+        prepareQueries(shard, queries);
+        // hnswsq builds L2 indexes: over unit vectors, cosine > r  <=>  squared L2 < 2 (1 - r).
+        const l2Cosine = cosineOverL2(shard);
+        const r = await rangeSearch(shard, queries, l2Cosine ? 2 * (1 - radius) : radius);
+        if (l2Cosine) l2ToCosine(r.distances);
+        const { blob, offsets } = hitMetadata(shard, r.labels);
+        const ids = hitIds(shard, r.labels);
+        const lims = BigInt64Array.from(r.lims, (v) => BigInt(v));
+        const attachments: Attachment[] = [lims, r.distances, r.labels, blob, offsetsBytes(offsets), ids.blob, offsetsBytes(ids.offsets)];
+        return { result: { n: r.n, metric: shard.cfg.metric, held: durable.heldRevocations().length }, attachments };
+      },
+    }),
+
+    /** Removes deleted vectors from FAISS now (compaction also runs in the background). result: { removed }. */
+    compact: defineMethod({
+      schema: z.object({ indexId }).strict(),
+      handler: async ({ indexId }) => ({ result: { removed: await server.withShard(indexId, async (d) => compact(d.shard)) } }),
+    }),
+  };
+}
+
+async function recordsReply(shard: Shard, ats: number[], withVectors: boolean, extra: Record<string, unknown>) {
+  const { records, vectors } = await readRecords(shard, ats, withVectors);
+  let total = 0;
+  const offsets = new Uint32Array(records.length + 1);
+  records.forEach((r, i) => (offsets[i + 1] = total += r.metadata.byteLength));
+  const blob = concatBytes(
+    records.map((r) => r.metadata),
+    total,
+  );
+  const attachments: Attachment[] = [blob, offsetsBytes(offsets)];
+  if (vectors) attachments.push(vectors);
+  return { result: { ids: records.map((r) => r.id), ...extra }, attachments };
+}
+
+/** 'cosine': queries are normalised in place (they are this request's own buffer). */
+export function prepareQueries(shard: Shard, queries: Float32Array): void {
+  if (shard.cfg.metric === 'cosine') normalizeL2(queries, shard.cfg.dim);
+}
+
+/**
+ * 'cosine': a batch is normalised before it is logged (float32: in place, in the request's
+ * buffer; float16: the widened copy, while the log keeps the float16 as it arrived and the
+ * replay normalises again).
+ */
+export function prepareVectors(metric: string, dim: number, vectors: Float32Array): void {
+  if (metric === 'cosine') normalizeL2(vectors, dim);
+}
+
+/** A 'cosine' index whose FAISS type is L2-only (hnswsq): scores come back as squared L2 over unit vectors. */
+export function cosineOverL2(shard: Shard): boolean {
+  return shard.cfg.metric === 'cosine' && shard.faissIndex?.metric === 'l2';
+}
+
+/** Squared L2 between unit vectors -> cosine similarity (1 - d / 2), in place. */
+export function l2ToCosine(d: Float32Array): void {
+  for (let i = 0; i < d.length; i++) if (Number.isFinite(d[i]!)) d[i] = 1 - d[i]! / 2;
+}
+
+/** Checks the ids of an add/upsert batch of n vectors: one per vector, no duplicates (ValidationError naming the first). */
+export function batchIds(ids: unknown, n: number): RecordId[] {
+  if (!Array.isArray(ids)) throw new ValidationError('ids', 'an array of record ids', ids);
+  return checkRecordIds(ids, 'ids', { unique: true, n });
+}
+
+/** The record id of every hit (nil for -1 and for vectors without ids), packed like metadata. */
+export function hitIds(shard: Shard, labels: BigInt64Array): { blob: Uint8Array; offsets: Uint32Array } {
+  const ids = new Array<RecordId | null>(labels.length);
+  for (let i = 0; i < labels.length; i++) {
+    const l = Number(labels[i]);
+    ids[i] = l >= 0 ? (shard.records.idAt(l) ?? null) : null;
+  }
+  return encodeMetadata(ids, ids.length, 'ids');
+}
+
+function hitMetadata(shard: Shard, labels: BigInt64Array): { blob: Uint8Array; offsets: Uint32Array } {
+  const offsets = new Uint32Array(labels.length + 1);
+  const items: Uint8Array[] = [];
+  let total = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const b = shard.metadata.get(Number(labels[i]));
+    items.push(b);
+    total += b.byteLength;
+    offsets[i + 1] = total;
+  }
+  return { blob: concatBytes(items, total), offsets };
+}
