@@ -64,6 +64,8 @@ export interface ShardInfo {
   deleted: number;
   /** Deleted vectors still in FAISS, waiting for the background compaction. */
   awaitingCompaction: number;
+  /** Vectors FAISS holds (live ones plus those awaiting compaction and revoked ones). */
+  faissNtotal: number;
   metric: IndexCfg['metric'];
   dim: number;
   /** The client trains this index once for all shards (trainMode 'shared' on a type that needs training). */
@@ -168,6 +170,7 @@ export class Shard {
       withIds: r.mode === null ? null : r.mode === 'ids',
       deleted: r.deadTotal,
       awaitingCompaction: r.toRemove.length,
+      faissNtotal: this.index?.ntotal ?? 0,
       metric: this.cfg.metric,
       dim: this.cfg.dim,
       sharedTraining: this.sharedTraining,
