@@ -225,7 +225,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         const idx = shard.cfg.customMetaIdIdx;
         const ids = new Set<unknown>();
         for (let i = 0; i < shard.metadata.size; i++) {
-          if (shard.isTombstoned(i)) continue;
+          if (shard.isHidden(i) || !shard.records.isCurrent(i)) continue; // revoked, deleted or replaced
           const m = decodeMetadataItem(shard.metadata.get(i));
           ids.add(Array.isArray(m) ? m[idx] : m);
         }
