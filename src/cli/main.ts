@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { registerLaunchCommand } from './launch.js';
 import { registerLoadCommand } from './load.js';
 import { registerOpsCommands } from './ops.js';
+import { registerRecordCommands } from './records.js';
 import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerLaunchCommand(program);
   registerLoadCommand(program);
   registerOpsCommands(program);
+  registerRecordCommands(program);
   return program;
 }
 
