@@ -176,6 +176,12 @@ async function runCase(ds: Dataset, kind: IndexKind, truth: Int32Array, counts: 
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv.includes('--records')) {
+    // Issue 16's scenario: add / upsert / delete throughput, compaction cost (see records.ts).
+    const { runRecordsBench } = await import('./records.js');
+    await runRecordsBench(argv.filter((a) => a !== '--records'));
+    return;
+  }
   const opts = parseArgs(argv);
   const counts: SearchCounts = opts.quick ? QUICK_COUNTS : FULL_COUNTS;
   const sizes = opts.quick ? QUICK_SIZES : FULL_SIZES;

@@ -87,7 +87,16 @@ export function buildRecordMethods(server: IndexServer): MethodTable {
     /** Removes deleted vectors from FAISS now (compaction also runs in the background). result: { removed }. */
     compact: defineMethod({
       schema: z.object({ indexId }).strict(),
-      handler: async ({ indexId }) => ({ result: { removed: await server.withShard(indexId, async (d) => compact(d.shard)) } }),
+      handler: async ({ indexId }) => ({
+        result: {
+          removed: await server.withShard(indexId, async (d) => {
+            // A background compaction may be running with an older list: run until none is left (bounded).
+            let removed = 0;
+            for (let i = 0; i < 4 && (d.shard.compacting || d.shard.records.toRemove.length > 0); i++) removed += await compact(d.shard);
+            return removed;
+          }),
+        },
+      }),
     }),
   };
 }

@@ -80,6 +80,7 @@ async function runCompaction(shard: Shard): Promise<number> {
     const labels = records.labelsToRemove(count, renumbers, shard.indexedUpTo);
     const before = index.ntotal;
     let removed: number;
+    const t0 = performance.now();
     try {
       removed = await index.removeIds(labels);
     } catch (err) {
@@ -87,6 +88,8 @@ async function runCompaction(shard: Shard): Promise<number> {
     }
     // Same tick as the removal's completion: searches translate labels with the new remap from now on.
     records.removed(count, renumbers, before);
+    const ms = performance.now() - t0;
+    Object.assign(shard.compactions, { count: shard.compactions.count + 1, removed: shard.compactions.removed + removed, ms: shard.compactions.ms + ms, lastMs: ms });
     return removed;
   });
 }

@@ -66,6 +66,7 @@ export interface ShardInfo {
   awaitingCompaction: number;
   /** Vectors FAISS holds (live ones plus those awaiting compaction and revoked ones). */
   faissNtotal: number;
+  compactions: { count: number; removed: number; ms: number; lastMs: number };
   metric: IndexCfg['metric'];
   dim: number;
   /** The client trains this index once for all shards (trainMode 'shared' on a type that needs training). */
@@ -133,6 +134,8 @@ export class Shard {
   private indexWaiters: Array<{ upTo: number; resolve: () => void }> = [];
   /** The running compaction, if any (see compact). */
   compacting: Promise<number> | null = null;
+  /** Compactions done: how many, vectors removed, milliseconds FAISS spent in remove_ids (for the bench). */
+  readonly compactions = { count: 0, removed: 0, ms: 0, lastMs: 0 };
 
   constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
     this.cfg = cfg;
@@ -171,6 +174,7 @@ export class Shard {
       deleted: r.deadTotal,
       awaitingCompaction: r.toRemove.length,
       faissNtotal: this.index?.ntotal ?? 0,
+      compactions: { ...this.compactions },
       metric: this.cfg.metric,
       dim: this.cfg.dim,
       sharedTraining: this.sharedTraining,
