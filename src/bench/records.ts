@@ -50,7 +50,10 @@ export interface RecordsCase {
   upsertRecPerSec: number;
   compaction: { deadVectors: number; faissNtotalBefore: number; ms: number; removed: number };
   massDelete: {
+    /** Deletes in the mass-delete step. */
     deletes: number;
+    /** Deletes on this index in all (the compaction step's included). */
+    totalDeletes: number;
     deleteRecPerSec: number;
     /** Seconds from the first delete until FAISS holds only the survivors. */
     untilCompactedSeconds: number;
@@ -178,6 +181,7 @@ async function runCase(kind: Kind, n: number, log: (m: string) => void): Promise
       compaction: { deadVectors: before.reduce((a, s) => a + s.awaitingCompaction, 0), faissNtotalBefore: before.reduce((a, s) => a + s.faissNtotal, 0), ms: Math.round(faissMs * 10) / 10, removed: removedNow },
       massDelete: {
         deletes: deleted,
+        totalDeletes: deleted + deadIds.length,
         deleteRecPerSec: Math.round(deleted / deleteS),
         untilCompactedSeconds: Math.round(untilCompactedS * 10) / 10,
         backgroundCompactions: final.reduce((a, s) => a + s.compactions.count, 0) - bgBefore,
@@ -207,7 +211,7 @@ function markdown(cases: RecordsCase[], quick: boolean): string {
   for (const c of cases) {
     const m = c.massDelete;
     lines.push(
-      `| ${c.kind} | ${c.n} | ${c.addVecPerSec} | ${c.addSearchableVecPerSec} | ${c.upsertRecPerSec} | ${m.deleteRecPerSec} | ${c.compaction.deadVectors} / ${c.compaction.faissNtotalBefore}, ${c.compaction.ms} ms | ${m.deletes}, ${m.backgroundCompactions} (${m.backgroundCompactionMs} ms), ${m.untilCompactedSeconds} s; FAISS ${m.faissNtotalAfter} = ${m.survivors} survivors | ${m.searchExact ? 'exact' : `recall@10 ${m.recallAt10}`} | ${c.rssMiB.afterAdd.join('+')} / ${c.rssMiB.afterDeletes.join('+')} / ${c.rssMiB.peak.join('+')} |`,
+      `| ${c.kind} | ${c.n} | ${c.addVecPerSec} | ${c.addSearchableVecPerSec} | ${c.upsertRecPerSec} | ${m.deleteRecPerSec} | ${c.compaction.deadVectors} / ${c.compaction.faissNtotalBefore}, ${c.compaction.ms} ms | ${m.deletes} (${m.totalDeletes} in all), ${m.backgroundCompactions} (${m.backgroundCompactionMs} ms), ${m.untilCompactedSeconds} s; FAISS ${m.faissNtotalAfter} = ${m.survivors} survivors | ${m.searchExact ? 'exact' : `recall@10 ${m.recallAt10}`} | ${c.rssMiB.afterAdd.join('+')} / ${c.rssMiB.afterDeletes.join('+')} / ${c.rssMiB.peak.join('+')} |`,
     );
   }
   return `${lines.join('\n')}\n`;
