@@ -5,6 +5,7 @@
 #include <faiss/IVFlib.h>
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -350,6 +351,25 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return w->Start();
   }
 
+  // remove_ids keeps the storage's capacity: after a mass delete a Flat index would hold
+  // its old size forever. Storage at most half used is reallocated to fit (one copy,
+  // amortised over the removals that halved it).
+  static void ShrinkAfterRemoval(faiss::Index* idx) {
+    if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(idx)) {
+      if (flat->codes.size() < flat->codes.capacity() / 2) flat->codes.shrink_to_fit();
+      return;
+    }
+    auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+    auto* lists = ivf ? dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists) : nullptr;
+    if (!lists) return;
+    for (size_t l = 0; l < lists->nlist; l++) {
+      if (lists->ids[l].size() < lists->ids[l].capacity() / 2) {
+        lists->ids[l].shrink_to_fit();
+        lists->codes[l].shrink_to_fit();
+      }
+    }
+  }
+
   // removeIds(ids: BigInt64Array) -> number removed
   Napi::Value RemoveIds(const Napi::CallbackInfo& info) {
     auto ids = ArgArray<int64_t>(info, 0, napi_bigint64_array, "ids");
@@ -369,6 +389,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             faiss::IDSelectorBatch sel(n, pi);
             *removed = idx->remove_ids(sel);
           }
+          ShrinkAfterRemoval(idx);
         },
         [removed](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(*removed)); });
     w->Keep(ids);

@@ -12,7 +12,7 @@
  * safely: their dead vectors stay hidden by the tombstone bitset.
  */
 import { FaissError } from '../errors.js';
-import type { RangeSearchResult } from '../native/index.js';
+import { scheduleMemoryTrim, type RangeSearchResult } from '../native/index.js';
 import type { RecordId } from './records.js';
 import type { Shard } from './shard.js';
 
@@ -89,6 +89,7 @@ async function runCompaction(shard: Shard): Promise<number> {
     // Same tick as the removal's completion: searches translate labels with the new remap from now on.
     records.removed(count, renumbers, before);
     const ms = performance.now() - t0;
+    scheduleMemoryTrim(); // hand the freed storage back to the OS
     Object.assign(shard.compactions, { count: shard.compactions.count + 1, removed: shard.compactions.removed + removed, ms: shard.compactions.ms + ms, lastMs: ms });
     return removed;
   });
