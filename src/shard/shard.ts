@@ -498,26 +498,46 @@ export class Shard {
     const index = this.index;
     // An empty index answers in the binding, under its lock: an add in flight is waited for.
     if (!index) return this.noHits(n, k, withVectors);
-    const dead = this.tombstonedBelow(this.indexedUpTo) + this.records.toRemove.length;
-    if (dead === 0 && !this.records.remap) {
-      if (withVectors) return index.searchAndReconstruct(queries, k);
-      if (searchWork(index, n) <= INLINE_SEARCH_WORK) {
-        const r = index.searchInline(queries, k);
-        if (r) return r;
-      }
-      return index.search(queries, k);
+    // Hidden vectors are judged when the search completes: an upsert's old version dies in
+    // the tick its new one enters FAISS, which may fall between issuing a search and its
+    // answer. So the fast path (nothing hidden) is only trusted when that is still true after.
+    if (this.hiddenInFaiss() === 0 && !this.records.remap) {
+      let r: ShardSearchResult | null = null;
+      if (withVectors) r = await index.searchAndReconstruct(queries, k);
+      else if (searchWork(index, n) <= INLINE_SEARCH_WORK) r = index.searchInline(queries, k);
+      r ??= await index.search(queries, k);
+      if (this.hiddenInFaiss() === 0 && !this.records.remap) return r;
     }
-    // Over-fetch by the tombstoned count so k live hits survive the filter (capped at MAX_K:
-    // beyond that a query may get fewer than k).
-    const kk = Math.min(MAX_K, k + dead);
-    const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
-      ? await index.searchAndReconstruct(queries, kk)
-      : await index.search(queries, kk);
+    // Over-fetch by the hidden count so k live hits survive the filter (capped at MAX_K:
+    // beyond that a query may get fewer than k). More may die while a search runs: then
+    // it runs again with the new count (bounded).
+    for (let attempt = 0; ; attempt++) {
+      const kk = Math.min(MAX_K, k + this.hiddenInFaiss());
+      const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
+        ? await index.searchAndReconstruct(queries, kk)
+        : await index.search(queries, kk);
+      const { out, short } = this.filterHits(r, n, k, kk, withVectors);
+      if (!short || kk >= MAX_K || attempt >= 3) return out;
+    }
+  }
+
+  /** Vectors in FAISS that searches must skip (revoked, deleted, replaced and not yet compacted). */
+  private hiddenInFaiss(): number {
+    return this.tombstonedBelow(this.indexedUpTo) + this.records.toRemove.length;
+  }
+
+  /**
+   * The live hits of an over-fetched search, translated to internal ids. `short`: some
+   * query got fewer than k although FAISS filled all kk slots (more may exist deeper).
+   */
+  private filterHits(r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array }, n: number, k: number, kk: number, withVectors: boolean): { out: ShardSearchResult; short: boolean } {
     const out = this.noHits(n, k, withVectors);
     const { dim } = this.cfg;
+    let short = false;
     for (let q = 0; q < n; q++) {
       let j = 0;
-      for (let i = 0; i < kk && j < k; i++) {
+      let i = 0;
+      for (; i < kk && j < k; i++) {
         const label = r.labels[q * kk + i]!;
         if (label < 0n) continue;
         // FAISS label -> internal id (they differ once a Flat index was compacted)
@@ -528,8 +548,9 @@ export class Shard {
         if (withVectors) out.vectors!.set(r.vectors!.subarray((q * kk + i) * dim, (q * kk + i + 1) * dim), (q * k + j) * dim);
         j++;
       }
+      if (j < k && kk > k && r.labels[q * kk + kk - 1]! >= 0n) short = true;
     }
-    return out;
+    return { out, short };
   }
 
   /** Internal ids below this are in FAISS (or were compacted out of it); the rest are buffered. */
