@@ -11,7 +11,7 @@
  * their internal ids explicitly). Other types (HNSW, PQ, transforms) cannot be compacted
  * safely: their dead vectors stay hidden by the tombstone bitset.
  */
-import { FaissError } from '../errors.js';
+import { FaissError, ValidationError } from '../errors.js';
 import { scheduleMemoryTrim, type RangeSearchResult } from '../native/index.js';
 import type { RecordId } from './records.js';
 import type { Shard } from './shard.js';
@@ -172,25 +172,55 @@ export function iteratePage(shard: Shard, after: number, limit: number): { ats: 
   return { ats, next: i < size ? i : null };
 }
 
-/** FAISS range_search on this shard, translated to internal ids, deleted and replaced vectors left out. */
+/** Most hits one rangeSearch call may collect on a shard (16M: ~200 MB of results; DFAISS_MAX_RANGE_HITS lowers it, for tests). */
+export const MAX_RANGE_HITS = Math.min(1 << 24, Number(process.env.DFAISS_MAX_RANGE_HITS) || 1 << 24);
+
+/**
+ * FAISS range_search on this shard, translated to internal ids, deleted and replaced
+ * vectors left out. Queries run in chunks of at most MAX_RANGE_HITS / ntotal (so one chunk
+ * can never hold more than MAX_RANGE_HITS hits); a call whose hits exceed MAX_RANGE_HITS
+ * fails with a ValidationError naming the radius instead of exhausting the server's memory.
+ */
 export async function rangeSearch(shard: Shard, queries: Float32Array, radius: number): Promise<RangeSearchResult> {
-  const n = queries.length / shard.cfg.dim;
+  const { dim } = shard.cfg;
+  const n = queries.length / dim;
   const index = shard.faissIndex;
   if (!index) return { n, lims: new Float64Array(n + 1), labels: new BigInt64Array(0), distances: new Float32Array(0) };
-  const r = await index.rangeSearch(queries, radius);
   const lims = new Float64Array(n + 1);
-  const labels = new BigInt64Array(r.labels.length);
-  const distances = new Float32Array(r.labels.length);
-  let j = 0;
-  for (let q = 0; q < n; q++) {
-    for (let p = r.lims[q]!; p < r.lims[q + 1]!; p++) {
-      const at = shard.records.internalOf(Number(r.labels[p]!));
-      if (shard.isHidden(at)) continue;
-      labels[j] = BigInt(at);
-      distances[j] = r.distances[p]!;
-      j++;
+  const labels: BigInt64Array[] = [];
+  const distances: Float32Array[] = [];
+  let total = 0;
+  const chunk = Math.max(1, Math.floor(MAX_RANGE_HITS / Math.max(1, index.ntotal)));
+  for (let q0 = 0; q0 < n; q0 += chunk) {
+    const m = Math.min(chunk, n - q0);
+    const r = await index.rangeSearch(queries.subarray(q0 * dim, (q0 + m) * dim), radius);
+    const l = new BigInt64Array(r.labels.length);
+    const d = new Float32Array(r.labels.length);
+    let j = 0;
+    for (let q = 0; q < m; q++) {
+      for (let p = r.lims[q]!; p < r.lims[q + 1]!; p++) {
+        const at = shard.records.internalOf(Number(r.labels[p]!));
+        if (shard.isHidden(at)) continue;
+        l[j] = BigInt(at);
+        d[j] = r.distances[p]!;
+        j++;
+      }
+      lims[q0 + q + 1] = total + j;
     }
-    lims[q + 1] = j;
+    total += j;
+    if (total > MAX_RANGE_HITS) {
+      throw new ValidationError('radius', `a radius with at most ${MAX_RANGE_HITS} hits per call on one server (use a tighter radius, or fewer queries per call)`, `${radius} (more than ${total} hits)`);
+    }
+    labels.push(l.subarray(0, j));
+    distances.push(d.subarray(0, j));
   }
-  return { n, lims, labels: labels.subarray(0, j), distances: distances.subarray(0, j) };
+  const outL = new BigInt64Array(total);
+  const outD = new Float32Array(total);
+  let off = 0;
+  labels.forEach((l, i) => {
+    outL.set(l, off);
+    outD.set(distances[i]!, off);
+    off += l.length;
+  });
+  return { n, lims, labels: outL, distances: outD };
 }

@@ -173,6 +173,13 @@ test('range search merges every shard per query; cosine scores are cosine simila
   const rr = await client.rangeSearch('cos', queries.subarray(0, dim), -1);
   assert.equal(rr.ids[0]!.length, 599);
   assert.ok(!rr.ids[0]!.includes(r.ids![0]![0]!));
+  // float16 input is normalised too (after widening; the WAL keeps the float16).
+  const half = new Uint16Array(dim).fill(0x4000); // 2.0 in every component
+  await client.upsert('cos', [9999], half, ['half']);
+  const hq = new Float32Array(dim).fill(1);
+  const hh = await client.search('cos', hq, 1);
+  assert.deepEqual(hh.ids![0], [9999]);
+  assert.ok(Math.abs(hh.scores[0]![0]! - 1) < 1e-5, `cosine of parallel vectors is 1 (got ${hh.scores[0]![0]})`);
   await client.createIndex('hnsw', { indexBuilderType: null, faissFactory: 'HNSW8', dim, metric: 'l2' });
   await client.addIndexData('hnsw', base);
   await client.syncTrain('hnsw');
@@ -204,7 +211,31 @@ test('bad input: duplicate ids, mixing batches with and without ids, adds of sto
   await assert.rejects(other.addIndexData('anon', v, undefined, { ids: [1, 2, 3] }), /stores vectors without ids/);
   await assert.rejects(other.upsert('anon', [1, 2, 3], v), /stores vectors without ids/);
   assert.equal((await client.status()).length, 3, 'every server still up');
+  // Iteration works on an index without ids too (ids null).
+  const pages = [];
+  for await (const page of client.iterate('anon', { batchSize: 2 })) pages.push(page.records.map((r) => r.id));
+  assert.deepEqual(pages.flat(), [null, null, null]);
   await client.dropIndex('bad');
   await client.dropIndex('anon');
   await Promise.all([client.close(), other.close()]);
+});
+
+test('a range search with more hits than a server allows is refused with a ValidationError naming the radius; the server keeps serving', async () => {
+  const small = await startCluster(1);
+  try {
+    await small.kill(0, 'SIGTERM');
+    await small.start(0, [], { DFAISS_MAX_RANGE_HITS: '1000' });
+    const client = await IndexClient.connect(small.discovery);
+    await client.createIndex('wide', { indexBuilderType: 'flat', dim, metric: 'l2' });
+    await client.addIndexData('wide', data.base(500));
+    await client.syncTrain('wide');
+    await waitIndexed(client, 'wide', 500);
+    const ok = await client.rangeSearch('wide', data.queries(1), 1e30);
+    assert.equal(ok.scores[0]!.length, 500);
+    await assert.rejects(client.rangeSearch('wide', data.queries(3), 1e30), (e: unknown) => e instanceof ValidationError && /radius/.test(e.message) && /1000 hits/.test(e.message));
+    assert.equal((await client.rangeSearch('wide', data.queries(2), 0)).scores.flat().length, 0);
+    await client.close();
+  } finally {
+    await small.stop();
+  }
 });
