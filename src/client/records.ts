@@ -145,8 +145,10 @@ export async function deleteEverywhere(call: Call, servers: number, indexId: str
 export async function getEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[], withVectors: boolean, dim: number): Promise<GetResult> {
   const found = new Map<RecordId, StoredRecord>();
   const unique = [...new Set(ids)];
-  for (let off = 0; off < unique.length; off += IDS_PER_CALL) {
-    const chunk = unique.slice(off, off + IDS_PER_CALL);
+  // With vectors, a reply carries at most 32 MiB of them (the frame limit is far above).
+  const perCall = withVectors ? Math.max(1, Math.min(IDS_PER_CALL, Math.floor((1 << 23) / dim))) : IDS_PER_CALL;
+  for (let off = 0; off < unique.length; off += perCall) {
+    const chunk = unique.slice(off, off + perCall);
     const replies = await Promise.all(Array.from({ length: servers }, (_, i) => call<{ ids: RecordId[] }>(i, 'getRecords', { indexId, ids: chunk, withVectors })));
     for (const r of replies) for (const rec of decodeRecords(r, withVectors, dim)) if (!found.has(rec.id!)) found.set(rec.id!, rec);
   }

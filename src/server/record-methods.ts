@@ -19,6 +19,8 @@ const recordId = z.union([z.string().min(1).max(MAX_ID_LENGTH), z.number().int()
 export const MAX_IDS_PER_CALL = 1 << 20;
 export const recordIds = z.array(recordId).max(MAX_IDS_PER_CALL);
 const MAX_PAGE = 65536;
+/** float32 values of stored vectors one getRecords / iterateRecords reply carries at most (32 MiB). */
+export const VECTOR_VALUES_PER_REPLY = 1 << 23;
 
 export function buildRecordMethods(server: IndexServer): MethodTable {
   return {
@@ -53,7 +55,8 @@ export function buildRecordMethods(server: IndexServer): MethodTable {
       schema: z.object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), withVectors: z.boolean().optional() }).strict(),
       handler: async ({ indexId, after, limit, withVectors }) => {
         const shard = server.getShard(indexId);
-        const page = iteratePage(shard, after, limit);
+        // With vectors a page carries at most 32 MiB of them (well under the frame limit); `next` goes on from there.
+        const page = iteratePage(shard, after, withVectors ? Math.max(1, Math.min(limit, Math.floor(VECTOR_VALUES_PER_REPLY / shard.cfg.dim))) : limit);
         return recordsReply(shard, page.ats, withVectors ?? false, { next: page.next, ats: page.ats });
       },
     }),
