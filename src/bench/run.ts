@@ -182,7 +182,8 @@ export async function main(argv: string[]): Promise<void> {
     await runRecordsBench(argv.filter((a) => a !== '--records'));
     return;
   }
-  const opts = parseArgs(argv);
+  const withRecords = !argv.includes('--no-records');
+  const opts = parseArgs(argv.filter((a) => a !== '--no-records'));
   const counts: SearchCounts = opts.quick ? QUICK_COUNTS : FULL_COUNTS;
   const sizes = opts.quick ? QUICK_SIZES : FULL_SIZES;
   const quietWait = opts.waitQuiet > 0 ? await waitQuiet(opts.waitQuiet, 0.5) : null;
@@ -256,4 +257,9 @@ export async function main(argv: string[]): Promise<void> {
   writeFileSync(join(opts.out, `${opts.name}.md`), md);
   console.log(md);
   log(`wrote ${join(opts.out, `${opts.name}.json`)} and .md in ${record.seconds.toFixed(0)} s total`);
+  if (withRecords && opts.dfaiss) {
+    // Then the records scenario: delete and upsert throughput next to add (records-{quick,full}.md).
+    const { runRecordsBench } = await import('./records.js');
+    await runRecordsBench([...(opts.quick ? ['--quick'] : []), '--out', opts.out]);
+  }
 }
