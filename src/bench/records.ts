@@ -65,6 +65,12 @@ export interface RecordsCase {
     recallAt10: number;
   };
   rssMiB: { afterAdd: number[]; afterDeletes: number[]; peak: number[] };
+  /** V8 heap in use per server (part of the RSS). */
+  heapMiB: { afterAdd: number[]; afterDeletes: number[] };
+}
+
+async function heaps(client: IndexClient): Promise<number[]> {
+  return (await client.status()).map((s) => mib((s as { heapBytes?: number }).heapBytes ?? 0));
 }
 
 const mib = (b: number): number => Math.round((b / 2 ** 20) * 10) / 10;
@@ -105,6 +111,7 @@ async function runCase(kind: Kind, n: number, log: (m: string) => void): Promise
     const addSearchableS = (nowMs() - t0) / 1000;
     log(`${kind}: add ${n} with ids: ${(n / addS).toFixed(0)} vec/s acknowledged, ${(n / addSearchableS).toFixed(0)} vec/s searchable`);
     const afterAdd = cluster.memory().map((m) => mib(m.rssBytes));
+    const heapAfterAdd = await heaps(client);
     // 2. upsert 10%
     const upserts = Math.floor(n / 10);
     t0 = nowMs();
@@ -170,7 +177,9 @@ async function runCase(kind: Kind, n: number, log: (m: string) => void): Promise
       hit += g.filter((x) => ws.has(x as number)).length;
       for (const x of g) if ((x as number) % 101 !== 0) throw new Error(`bench: deleted record ${x} returned by search`);
     }
+    await sleep(1000); // let the scheduled malloc_trim run
     const mem = cluster.memory();
+    const heapAfterDeletes = await heaps(client);
     return {
       kind,
       n,
@@ -192,6 +201,7 @@ async function runCase(kind: Kind, n: number, log: (m: string) => void): Promise
         recallAt10: hit / 1000,
       },
       rssMiB: { afterAdd, afterDeletes: mem.map((m) => mib(m.rssBytes)), peak: mem.map((m) => mib(m.peakRssBytes)) },
+      heapMiB: { afterAdd: heapAfterAdd, afterDeletes: heapAfterDeletes },
     };
   } finally {
     await client.close();
@@ -205,13 +215,13 @@ function markdown(cases: RecordsCase[], quick: boolean): string {
     '',
     `${SERVERS} servers x 1 thread, SyntheticDataset dim ${DIM}, batches of ${BATCH} records with integer ids, WAL + fsync.`,
     '',
-    '| kind | n | add vec/s (acked) | add vec/s (searchable) | upsert rec/s | delete rec/s | compaction: dead / FAISS ntotal, ms per shard | mass delete: deletes, background compactions (ms total), until compacted | search after | RSS MiB after add / after deletes / peak |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |',
+    '| kind | n | add vec/s (acked) | add vec/s (searchable) | upsert rec/s | delete rec/s | compaction: dead / FAISS ntotal, ms per shard | mass delete: deletes, background compactions (ms total), until compacted | search after | RSS MiB after add / after deletes / peak | V8 heap MiB after add / after deletes |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |',
   ];
   for (const c of cases) {
     const m = c.massDelete;
     lines.push(
-      `| ${c.kind} | ${c.n} | ${c.addVecPerSec} | ${c.addSearchableVecPerSec} | ${c.upsertRecPerSec} | ${m.deleteRecPerSec} | ${c.compaction.deadVectors} / ${c.compaction.faissNtotalBefore}, ${c.compaction.ms} ms | ${m.deletes} (${m.totalDeletes} in all), ${m.backgroundCompactions} (${m.backgroundCompactionMs} ms), ${m.untilCompactedSeconds} s; FAISS ${m.faissNtotalAfter} = ${m.survivors} survivors | ${m.searchExact ? 'exact' : `recall@10 ${m.recallAt10}`} | ${c.rssMiB.afterAdd.join('+')} / ${c.rssMiB.afterDeletes.join('+')} / ${c.rssMiB.peak.join('+')} |`,
+      `| ${c.kind} | ${c.n} | ${c.addVecPerSec} | ${c.addSearchableVecPerSec} | ${c.upsertRecPerSec} | ${m.deleteRecPerSec} | ${c.compaction.deadVectors} / ${c.compaction.faissNtotalBefore}, ${c.compaction.ms} ms | ${m.deletes} (${m.totalDeletes} in all), ${m.backgroundCompactions} (${m.backgroundCompactionMs} ms), ${m.untilCompactedSeconds} s; FAISS ${m.faissNtotalAfter} = ${m.survivors} survivors | ${m.searchExact ? 'exact' : `recall@10 ${m.recallAt10}`} | ${c.rssMiB.afterAdd.join('+')} / ${c.rssMiB.afterDeletes.join('+')} / ${c.rssMiB.peak.join('+')} | ${c.heapMiB.afterAdd.join('+')} / ${c.heapMiB.afterDeletes.join('+')} |`,
     );
   }
   return `${lines.join('\n')}\n`;
