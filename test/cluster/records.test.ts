@@ -3,6 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IndexClient, IndexState, ValidationError } from '../../src/index.js';
+import { RpcClient } from '../../src/protocol/index.js';
+import { encodeMetadata, offsetsBytes } from '../../src/protocol/metadata.js';
 import { FaissIndex } from '../../src/native/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
@@ -238,4 +240,58 @@ test('a range search with more hits than a server allows is refused with a Valid
   } finally {
     await small.stop();
   }
+});
+
+test('raw requests with bad record arguments get ValidationErrors naming the field; the server keeps serving', async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  await client.createIndex('rawbad', { indexBuilderType: 'flat', dim, metric: 'l2' });
+  await client.upsert('rawbad', ['a', 'b'], data.base(2));
+  const raw = await RpcClient.connect('127.0.0.1', cluster.servers[0]!.port);
+  const v = data.base(2);
+  const meta = encodeMetadata(undefined, 2);
+  const add = (args: Record<string, unknown>) => raw.call('addIndexData', { indexId: 'rawbad', n: 2, ...args }, [v, meta.blob, offsetsBytes(meta.offsets)]);
+  const cases: Array<[() => Promise<unknown>, RegExp]> = [
+    [() => add({ ids: ['x'] }), /ids/],
+    [() => add({ ids: ['x', 'x'] }), /ids\[1\]/],
+    [() => add({ ids: [1.5, 2] }), /ids/],
+    [() => add({ upsert: true }), /ids/],
+    [() => add({ ids: [{}, 'y'] }), /ids/],
+    [() => raw.call('deleteRecords', { indexId: 'rawbad', ids: 'a' }), /ids/],
+    [() => raw.call('deleteRecords', { indexId: 'rawbad', ids: [null] }), /ids/],
+    [() => raw.call('getRecords', { indexId: 'rawbad', ids: ['a'], withVectors: 'yes' }), /withVectors/],
+    [() => raw.call('iterateRecords', { indexId: 'rawbad', after: -1, limit: 10 }), /after/],
+    [() => raw.call('iterateRecords', { indexId: 'rawbad', after: 0, limit: 0 }), /limit/],
+    [() => raw.call('rangeSearch', { indexId: 'rawbad', radius: 1 }, []), /attachment|queries/],
+    [() => raw.call('rangeSearch', { indexId: 'rawbad', radius: 1 }, [new Float32Array(dim + 1)]), /queries/],
+    [() => raw.call('compact', { indexId: 'rawbad', extra: 1 }), /extra|unrecognized/i],
+  ];
+  for (const [call, field] of cases) await assert.rejects(call(), (e: unknown) => e instanceof ValidationError && field.test(e.message), String(field));
+  await raw.close();
+  assert.deepEqual((await client.get('rawbad', ['a', 'b'])).records.map((r) => r.id), ['a', 'b']);
+  await client.dropIndex('rawbad');
+  await client.close();
+});
+
+test("cosine on an L2-only type (hnswsq): scores are still cosine similarities", async () => {
+  const client = await IndexClient.connect(cluster.discovery);
+  await client.createIndex('cos-hnsw', { indexBuilderType: 'hnswsq', dim, metric: 'cosine', trainNum: 300 });
+  const base = data.base(300);
+  const ids = Array.from({ length: 300 }, (_, i) => i);
+  await client.addIndexData('cos-hnsw', base, undefined, { ids });
+  await client.syncTrain('cos-hnsw');
+  await waitTrained(client, 'cos-hnsw');
+  await waitIndexed(client, 'cos-hnsw', 300);
+  const q = base.subarray(5 * dim, 6 * dim);
+  const r = await client.search('cos-hnsw', q, 3);
+  assert.equal(r.ids![0]![0], 5);
+  assert.ok(Math.abs(r.scores[0]![0]! - 1) < 0.02, `self-similarity ${r.scores[0]![0]}`);
+  const norm = (v: Float32Array): number => Math.hypot(...v);
+  for (let i = 1; i < 3; i++) {
+    const other = base.subarray(Number(r.ids![0]![i]) * dim, (Number(r.ids![0]![i]) + 1) * dim);
+    const want = q.reduce((s, x, j) => s + x * other[j]!, 0) / (norm(q) * norm(other));
+    assert.ok(Math.abs(r.scores[0]![i]! - want) < 0.02, `score ${r.scores[0]![i]} vs cosine ${want}`);
+  }
+  assert.ok(r.scores[0]![0]! >= r.scores[0]![1]!, 'best first (larger is better)');
+  await client.dropIndex('cos-hnsw');
+  await client.close();
 });
