@@ -220,17 +220,7 @@ export class IndexClient {
     if (opts.ids !== undefined) return this.putRecords(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true);
     const meta = await this.indexMeta(indexId);
     await this.checkIdMode(indexId, meta, false);
-    let data: Float32Array | Uint16Array;
-    let n: number;
-    if (vectors instanceof Uint16Array) {
-      if (vectors.length === 0 || vectors.length % meta.dim !== 0) {
-        throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${meta.dim}`, `length ${vectors.length}`);
-      }
-      data = vectors;
-      n = vectors.length / meta.dim;
-    } else {
-      ({ data, n } = toMatrix(vectors, meta.dim, 'vectors'));
-    }
+    const { data, n } = batchMatrix(vectors, meta.dim);
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
@@ -326,50 +316,24 @@ export class IndexClient {
   /** Stores records with ids: each on its home server, in parallel; upsert replaces older versions. */
   private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | undefined, upsert: boolean, trainAsync: boolean): Promise<void> {
     const meta = await this.indexMeta(indexId);
-    let data: Float32Array | Uint16Array;
-    let n: number;
-    if (vectors instanceof Uint16Array) {
-      if (vectors.length === 0 || vectors.length % meta.dim !== 0) {
-        throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${meta.dim}`, `length ${vectors.length}`);
-      }
-      data = vectors;
-      n = vectors.length / meta.dim;
-    } else {
-      ({ data, n } = toMatrix(vectors, meta.dim, 'vectors'));
-    }
+    const { data, n } = batchMatrix(vectors, meta.dim);
     const list = rec.checkBatchIds(ids, n);
-    if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
-      throw new ValidationError('metadata', `an array with one entry per vector (${n})`, Array.isArray(metadata) ? `${metadata.length} entries` : metadata);
-    }
     await this.checkIdMode(indexId, meta, true);
-    const parts = rec.splitByHome(list, this.servers);
-    const trainings: Array<Promise<void> | null> = [];
-    const failures: string[] = [];
-    await Promise.all(
-      [...parts].map(async ([i, rows]) => {
-        const whole = rows.length === n;
-        const part = whole ? data : rec.pickRows(data, meta.dim, rows);
-        const { blob, offsets } = encodeMetadata(metadata && (whole ? metadata : rows.map((r) => metadata[r])), rows.length);
-        const args = { indexId, n: rows.length, trainAsync, key: randomUUID(), ids: whole ? list : rows.map((r) => list[r]!), ...(upsert ? { upsert: true } : {}) };
-        await this.acquireAddSlot();
-        try {
-          const reply = (await this.servers[i]!.call<AddReply>('bulk', 'addIndexData', args, [part, blob, offsetsBytes(offsets)])).result;
-          trainings.push(this.afterAdd(indexId, meta, i, reply));
-        } catch (err) {
-          if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
-          failures.push(`${this.servers[i]!.name}: ${err.message}`);
-        } finally {
-          this.releaseAddSlot();
-        }
-      }),
+    const trainings = await rec.sendByHome(
+      {
+        servers: this.servers,
+        send: async (i, args, attachments) => {
+          await this.acquireAddSlot();
+          try {
+            const reply = (await this.servers[i]!.call<AddReply>('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments)).result;
+            return this.afterAdd(indexId, meta, i, reply);
+          } finally {
+            this.releaseAddSlot();
+          }
+        },
+      },
+      { data, dim: meta.dim, n, ids: list, metadata, upsert },
     );
-    if (failures.length > 0) {
-      throw new ServerUnavailableError(
-        failures.map((f) => f.split(': ')[0]).join(', '),
-        `records with ids live on their home server, which failed: ${failures.join('; ')}. Records for other servers were stored; ` +
-          `those for the failed server may or may not be: retry with upsert (it is idempotent) once the server is back`,
-      );
-    }
     if (!trainAsync) await Promise.all(trainings.map((t) => t ?? Promise.resolve()));
   }
 
@@ -915,6 +879,15 @@ export class IndexClient {
 }
 
 type AddReply = { firstId: number; state: IndexState; buffered?: number; revoked?: boolean } | undefined;
+
+/** A batch as a row-major matrix: float32 (validated, no copy when it is one) or float16 as it is. */
+function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): { data: Float32Array | Uint16Array; n: number } {
+  if (!(vectors instanceof Uint16Array)) return toMatrix(vectors, dim, 'vectors');
+  if (vectors.length === 0 || vectors.length % dim !== 0) {
+    throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${dim}`, `length ${vectors.length}`);
+  }
+  return { data: vectors, n: vectors.length / dim };
+}
 
 function checkK(k: number): void {
   if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);

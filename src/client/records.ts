@@ -9,9 +9,9 @@
  * record either old or new. Reads and deletes still ask every server (no map is needed,
  * and a record restored on another rank is still found).
  */
-import { ValidationError } from '../errors.js';
-import type { CallResult } from '../protocol/index.js';
-import { metadataReader, offsetsView } from '../protocol/metadata.js';
+import { ConnectionError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
+import type { Attachment, CallResult } from '../protocol/index.js';
+import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { checkRecordIds, type RecordId } from '../shard/records.js';
 import type { Metric } from './merge.js';
 import type { ServerConn } from './server-conn.js';
@@ -122,6 +122,53 @@ export function checkIdList(ids: unknown): RecordId[] {
 }
 
 type Call = <R>(server: number, method: string, args: Record<string, unknown>) => Promise<CallResult<R>>;
+
+/** How sendByHome reaches a server: `send` stores one part there (addIndexData) and returns what the caller tracks (e.g. a training). */
+export interface HomeSender<T> {
+  servers: readonly ServerConn[];
+  send: (server: number, args: { n: number; ids: RecordId[]; upsert?: true }, attachments: Attachment[]) => Promise<T>;
+}
+
+/**
+ * Stores a batch of records, each part on its home server, in parallel. A part whose server
+ * fails is not moved elsewhere (the record would then live on two servers): the call fails
+ * with a ServerUnavailableError naming those servers once the other parts are stored.
+ */
+export async function sendByHome<T>(
+  to: HomeSender<T>,
+  batch: { data: Float32Array | Uint16Array; dim: number; n: number; ids: RecordId[]; metadata: readonly unknown[] | undefined; upsert: boolean },
+): Promise<T[]> {
+  const { data, dim, n, ids, metadata } = batch;
+  if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
+    throw new ValidationError('metadata', `an array with one entry per vector (${n})`, Array.isArray(metadata) ? `${metadata.length} entries` : metadata);
+  }
+  const results: T[] = [];
+  const failures: string[] = [];
+  const failed: string[] = [];
+  await Promise.all(
+    [...splitByHome(ids, to.servers)].map(async ([i, rows]) => {
+      const whole = rows.length === n;
+      const part = whole ? data : pickRows(data, dim, rows);
+      const { blob, offsets } = encodeMetadata(metadata && (whole ? metadata : rows.map((r) => metadata[r])), rows.length);
+      const args = { n: rows.length, ids: whole ? ids : rows.map((r) => ids[r]!), ...(batch.upsert ? { upsert: true as const } : {}) };
+      try {
+        results.push(await to.send(i, args, [part, blob, offsetsBytes(offsets)]));
+      } catch (err) {
+        if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
+        failed.push(to.servers[i]!.name);
+        failures.push(`${to.servers[i]!.name}: ${err.message}`);
+      }
+    }),
+  );
+  if (failures.length > 0) {
+    throw new ServerUnavailableError(
+      failed.join(', '),
+      `records with ids live on their home server, which failed: ${failures.join('; ')}. Records for other servers were stored; ` +
+        'those for the failed server may or may not be: retry with upsert (it is idempotent) once the server is back',
+    );
+  }
+  return results;
+}
 
 /** Deletes ids on every server (all must answer: any of them may hold one). */
 export async function deleteEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[]): Promise<DeleteResult> {

@@ -120,3 +120,36 @@ test('mass delete: 19,000 of 20,000 records deleted in batches; search stays exa
     await cluster.stop();
   }
 });
+
+test('a home server down: upsert stores the other parts, names the failed server, never places a record elsewhere; the retry completes it', async () => {
+  const cluster = await startCluster(2);
+  try {
+    let client = await IndexClient.connect(cluster.discovery, { reconnectIntervalMs: 100, callTimeoutMs: 10_000 });
+    await client.createIndex('home', { indexBuilderType: 'flat', dim, metric: 'l2', saveIntervalSec: 0 });
+    const ids = Array.from({ length: 40 }, (_, i) => `k${i}`);
+    const base = data.base(40);
+    await client.upsert('home', ids, base, ids.map((id) => ({ id, v: 1 })));
+    await client.syncTrain('home');
+    await until('indexed', async () => (await client.getNtotal('home')) === 40);
+    await cluster.kill(1, 'SIGKILL');
+    await assert.rejects(client.upsert('home', ids, base, ids.map((id) => ({ id, v: 2 }))), (e: unknown) => e instanceof Error && e.name === 'ServerUnavailableError' && /home server/.test(e.message) && /retry with upsert/.test(e.message));
+    await client.close();
+    await cluster.start(1, ['--load-index']); // on a new port: a new client
+    client = await IndexClient.connect(cluster.discovery);
+    await until('server 1 back', async () => (await client.getNtotal('home')) === 40);
+    // Before the retry: each record is v1 (its server was down) or v2 (its server was up), exactly once.
+    const mid = await client.get('home', ids);
+    assert.equal(mid.records.length, 40);
+    const v2 = new Set(mid.records.filter((r) => (r.metadata as { v: number }).v === 2).map((r) => r.id));
+    assert.ok(v2.size > 0 && v2.size < 40, `some records on the live server were replaced (${v2.size})`);
+    await client.upsert('home', ids, base, ids.map((id) => ({ id, v: 2 })));
+    const after = await client.get('home', ids);
+    assert.deepEqual(after.records.map((r) => (r.metadata as { v: number }).v), new Array(40).fill(2));
+    let listed = 0;
+    for await (const page of client.iterate('home', { withVectors: false })) listed += page.records.length;
+    assert.equal(listed, 40, 'every record once, on one server');
+    await client.close();
+  } finally {
+    await cluster.stop();
+  }
+});
