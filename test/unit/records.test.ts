@@ -133,3 +133,31 @@ test('WAL format 4: adds with ids (float32 and float16) and deletes replay exact
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('WAL: segments of formats 1-3 (no records with ids) are still read; a newer format is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-walold-'));
+  try {
+    const wal = await WriteAheadLog.open(dir, 'fsync', 0);
+    await wal.append({ vectors: Float32Array.from([1, 2]), dim: 2, blob: Uint8Array.of(0xc0), offsets: Uint32Array.of(0, 1), key: 'old' }, () => undefined);
+    await wal.close();
+    const { readdirSync } = await import('node:fs');
+    const seg = join(dir, readdirSync(dir)[0]!);
+    const setVersion = (v: number): void => {
+      const fd = openSync(seg, 'r+');
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(v, 0);
+      writeSync(fd, b, 0, 4, 4);
+      closeSync(fd);
+    };
+    for (const v of [1, 2, 3]) {
+      setVersion(v);
+      const got: WalRecord[] = [];
+      await replayWal(dir, 0, (r) => got.push(r));
+      assert.deepEqual(got.map((r) => [r.type, r.key, r.ids]), [['add', 'old', undefined]], `format ${v}`);
+    }
+    setVersion(5);
+    await assert.rejects(replayWal(dir, 0, () => {}), /WAL format 5 is newer/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
