@@ -12,11 +12,12 @@
 import { ConnectionError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import type { Attachment, CallResult } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
-import { checkRecordIds, type RecordId } from '../shard/records.js';
+import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
 import type { Metric } from './merge.js';
 import type { ServerConn } from './server-conn.js';
 
 export type { RecordId } from '../shard/records.js';
+export { fnv1a32, homeOf } from '../shard/records.js';
 
 /** Ids per deleteRecords/getRecords call (the server's limit is higher). */
 const IDS_PER_CALL = 65536;
@@ -62,21 +63,6 @@ export interface RangeSearchResults {
   scores: number[][];
   metadata: unknown[][];
   ids: Array<Array<RecordId | null>>;
-}
-
-/** FNV-1a (32-bit) of a string's UTF-16 code units. */
-export function fnv1a32(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}
-
-/** The home rank of a record id among `servers` servers. */
-export function homeOf(id: RecordId, servers: number): number {
-  return fnv1a32(typeof id === 'number' ? `i:${id}` : `s:${id}`) % servers;
 }
 
 /** Splits a batch by home server: for each server position, the row numbers that go there. */
@@ -126,7 +112,7 @@ type Call = <R>(server: number, method: string, args: Record<string, unknown>) =
 /** How sendByHome reaches a server: `send` stores one part there (addIndexData) and returns what the caller tracks (e.g. a training). */
 export interface HomeSender<T> {
   servers: readonly ServerConn[];
-  send: (server: number, args: { n: number; ids: RecordId[]; upsert?: true }, attachments: Attachment[]) => Promise<T>;
+  send: (server: number, args: { n: number; ids: RecordId[]; servers: number; upsert?: true }, attachments: Attachment[]) => Promise<T>;
 }
 
 /**
@@ -150,7 +136,7 @@ export async function sendByHome<T>(
       const whole = rows.length === n;
       const part = whole ? data : pickRows(data, dim, rows);
       const { blob, offsets } = encodeMetadata(metadata && (whole ? metadata : rows.map((r) => metadata[r])), rows.length);
-      const args = { n: rows.length, ids: whole ? ids : rows.map((r) => ids[r]!), ...(batch.upsert ? { upsert: true as const } : {}) };
+      const args = { n: rows.length, ids: whole ? ids : rows.map((r) => ids[r]!), servers: to.servers.length, ...(batch.upsert ? { upsert: true as const } : {}) };
       try {
         results.push(await to.send(i, args, [part, blob, offsetsBytes(offsets)]));
       } catch (err) {

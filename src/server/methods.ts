@@ -11,7 +11,7 @@ import { defineMethod, type Attachment, type MethodTable } from '../protocol/ind
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
 import type { IndexServer } from './index-server.js';
-import { batchIds, buildRecordMethods, cosineOverL2, hitIds, l2ToCosine, prepareQueries, prepareVectors, recordIds } from './record-methods.js';
+import { batchIds, buildRecordMethods, checkHome, cosineOverL2, hitIds, l2ToCosine, prepareQueries, prepareVectors, recordIds } from './record-methods.js';
 
 const indexId = z.string().min(1).max(128);
 const cfgObject = z.record(z.string(), z.unknown());
@@ -41,9 +41,11 @@ export function buildMethods(server: IndexServer): MethodTable {
           // Records with ids (issue 16): one id per vector; upsert replaces stored records with those ids.
           ids: recordIds.optional(),
           upsert: z.boolean().optional(),
+          // With ids: the sender's number of servers; every id must have this server as its home.
+          servers: z.number().int().min(1).max(1_000_000).optional(),
         })
         .strict(),
-      handler: async ({ indexId, n, trainAsync, key, movedFrom, ids: rawIds, upsert }, ctx) => {
+      handler: async ({ indexId, n, trainAsync, key, movedFrom, ids: rawIds, upsert, servers }, ctx) => {
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
           throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
@@ -63,6 +65,7 @@ export function buildMethods(server: IndexServer): MethodTable {
         toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
         if (upsert && !rawIds) throw new ValidationError('ids', 'one id per vector (upsert replaces records by id)', rawIds);
         const ids = rawIds ? batchIds(rawIds, n) : undefined;
+        if (ids) checkHome(ids, servers, server.rank);
         prepareVectors(cfg.metric, cfg.dim, vectors);
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), {

@@ -8,7 +8,7 @@ import { ValidationError } from '../errors.js';
 import { normalizeL2, toMatrix } from '../native/index.js';
 import { defineMethod, type Attachment, type MethodTable } from '../protocol/index.js';
 import { concatBytes, encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
-import { MAX_ID_LENGTH, checkRecordIds, type RecordId } from '../shard/records.js';
+import { MAX_ID_LENGTH, checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
 import { compact, findRecords, iteratePage, rangeSearch, readRecords } from '../shard/shard-records.js';
 import type { Shard } from '../shard/shard.js';
 import type { IndexServer } from './index-server.js';
@@ -146,6 +146,21 @@ export function l2ToCosine(d: Float32Array): void {
 export function batchIds(ids: unknown, n: number): RecordId[] {
   if (!Array.isArray(ids)) throw new ValidationError('ids', 'an array of record ids', ids);
   return checkRecordIds(ids, 'ids', { unique: true, n });
+}
+
+/**
+ * Records live on their home server only (docs/protocol.md, "Records"): a batch with ids
+ * must say how many servers its client places over (`servers`), and every id must hash to
+ * this server's rank, so a client with a different server list cannot put a record on a
+ * second server.
+ */
+export function checkHome(ids: readonly RecordId[], servers: number | undefined, rank: number): void {
+  if (servers === undefined) throw new ValidationError('servers', 'the number of servers the client places records over (required with ids)', servers);
+  if (rank >= servers) throw new ValidationError('servers', `more than this server's rank ${rank}`, servers);
+  for (let i = 0; i < ids.length; i++) {
+    const home = homeOf(ids[i]!, servers);
+    if (home !== rank) throw new ValidationError(`ids[${i}]`, `a record whose home is this server (rank ${rank} of ${servers}); its home is rank ${home}`, ids[i]);
+  }
 }
 
 /** The record id of every hit (nil for -1 and for vectors without ids), packed like metadata. */

@@ -45,6 +45,24 @@ export function checkRecordIds(ids: unknown, field: string, opts: { unique: bool
   return out;
 }
 
+/** FNV-1a (32-bit) of a string's UTF-16 code units. */
+export function fnv1a32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+/**
+ * The home rank of a record id among `servers` servers: fnv1a32('i:' + decimal) for
+ * integer ids, fnv1a32('s:' + string) for string ids, mod servers (docs/protocol.md).
+ */
+export function homeOf(id: RecordId, servers: number): number {
+  return fnv1a32(typeof id === 'number' ? `i:${id}` : `s:${id}`) % servers;
+}
+
 /** Growable FAISS position -> internal id table (Flat after a compaction). */
 export interface Remap {
   arr: Uint32Array;

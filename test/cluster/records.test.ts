@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { IndexClient, IndexState, ValidationError } from '../../src/index.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { encodeMetadata, offsetsBytes } from '../../src/protocol/metadata.js';
+import { homeOf } from '../../src/shard/records.js';
 import { FaissIndex } from '../../src/native/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
@@ -249,6 +250,8 @@ test('raw requests with bad record arguments get ValidationErrors naming the fie
   const raw = await RpcClient.connect('127.0.0.1', cluster.servers[0]!.port);
   const v = data.base(2);
   const meta = encodeMetadata(undefined, 2);
+  // Ids whose home (of 3 servers) is not rank 0: that server must refuse them.
+  const notHome = Array.from({ length: 50 }, (_, i) => `n${i}`).filter((id) => homeOf(id, 3) !== 0);
   const add = (args: Record<string, unknown>) => raw.call('addIndexData', { indexId: 'rawbad', n: 2, ...args }, [v, meta.blob, offsetsBytes(meta.offsets)]);
   const cases: Array<[() => Promise<unknown>, RegExp]> = [
     [() => add({ ids: ['x'] }), /ids/],
@@ -256,6 +259,9 @@ test('raw requests with bad record arguments get ValidationErrors naming the fie
     [() => add({ ids: [1.5, 2] }), /ids/],
     [() => add({ upsert: true }), /ids/],
     [() => add({ ids: [{}, 'y'] }), /ids/],
+    [() => add({ ids: ['p', 'q'] }), /servers/],
+    [() => add({ ids: [notHome[0], notHome[1]], servers: 3 }), /ids\[0\].*home is this server/],
+    [() => add({ ids: ['p', 'q'], servers: 0 }), /servers/],
     [() => raw.call('deleteRecords', { indexId: 'rawbad', ids: 'a' }), /ids/],
     [() => raw.call('deleteRecords', { indexId: 'rawbad', ids: [null] }), /ids/],
     [() => raw.call('getRecords', { indexId: 'rawbad', ids: ['a'], withVectors: 'yes' }), /withVectors/],
