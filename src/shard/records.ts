@@ -336,7 +336,7 @@ export class Records {
     return r;
   }
 
-  /** Starts remapping FAISS positions (the first compaction of a renumbering index). */
+  /** Makes room in the remap for `extra` more FAISS positions. */
   private growRemap(extra: number): void {
     const m = this.remap!;
     if (m.len + extra <= m.arr.length) return;
