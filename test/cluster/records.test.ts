@@ -110,16 +110,17 @@ test('upsert: replaces in place, get/iterate see only the new version; never two
   const queries = base.subarray(0, 10 * dim);
   let stop = false;
   let searches = 0;
-  const watcher = (async () => {
+  const watch = (withVectors: boolean) => (async () => {
     while (!stop) {
-      const r = await searcher.search(id, queries, 3);
+      const r = await searcher.search(id, queries, 3, { returnEmbeddings: withVectors });
       searches++;
       for (let q = 0; q < 10; q++) {
         const seen = r.ids![q]!.filter((x) => x === `r${q}`).length;
-        assert.equal(seen, 1, `query ${q}: record r${q} seen ${seen} times (${JSON.stringify(r.metadata[q])})`);
+        assert.equal(seen, 1, `query ${q}: record r${q} seen ${seen} times (${JSON.stringify(r.metadata[q])}, withVectors ${withVectors})`);
       }
     }
   })();
+  const watchers = [watch(false), watch(true)];
   for (let v = 1; v <= 15; v++) {
     await client.upsert(id, ids.slice(0, 10), base.subarray(0, 10 * dim), ids.slice(0, 10).map((x) => ({ x, v })));
     // Resolved: reads see only the new version.
@@ -127,7 +128,7 @@ test('upsert: replaces in place, get/iterate see only the new version; never two
     for (let q = 0; q < 10; q++) assert.deepEqual(r.metadata[q]![0], { x: `r${q}`, v });
   }
   stop = true;
-  await watcher;
+  await Promise.all(watchers);
   assert.ok(searches > 0);
   assert.equal(await client.getNtotal(id), N);
   const got = await client.get(id, ['r3', 'r150']);
