@@ -9,6 +9,7 @@
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexIDMap.h>
+#include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -19,6 +20,7 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/utils/distances.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -102,6 +104,8 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::Clone>("clone"),
             InstanceMethod<&NativeIndex::WriteFile>("writeFile"),
             InstanceMethod<&NativeIndex::WriteBuffer>("writeBuffer"),
+            InstanceMethod<&NativeIndex::RangeSearch>("rangeSearch"),
+            StaticMethod<&NativeIndex::NormalizeL2>("normalizeL2"),
         });
   }
 
@@ -464,6 +468,25 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return w->Start();
   }
 
+  // remove_ids keeps the storage's capacity: after a mass delete a Flat index would hold
+  // its old size forever. Storage at most half used is reallocated to fit (one copy,
+  // amortised over the removals that halved it).
+  static void ShrinkAfterRemoval(faiss::Index* idx) {
+    if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(idx)) {
+      if (flat->codes.size() < flat->codes.capacity() / 2) flat->codes.shrink_to_fit();
+      return;
+    }
+    auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+    auto* lists = ivf ? dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists) : nullptr;
+    if (!lists) return;
+    for (size_t l = 0; l < lists->nlist; l++) {
+      if (lists->ids[l].size() < lists->ids[l].capacity() / 2) {
+        lists->ids[l].shrink_to_fit();
+        lists->codes[l].shrink_to_fit();
+      }
+    }
+  }
+
   // removeIds(ids: BigInt64Array) -> number removed
   Napi::Value RemoveIds(const Napi::CallbackInfo& info) {
     auto ids = ArgArray<int64_t>(info, 0, napi_bigint64_array, "ids");
@@ -483,6 +506,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             faiss::IDSelectorBatch sel(n, pi);
             *removed = idx->remove_ids(sel);
           }
+          ShrinkAfterRemoval(idx);
         },
         [removed](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(*removed)); });
     w->Keep(ids);
@@ -669,6 +693,54 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   Napi::Value WriteFile(const Napi::CallbackInfo& info) {
     std::string path = ArgString(info, 0, "path");
     return Job(info.Env(), false, [path](faiss::Index* idx) { faiss::write_index(idx, path.c_str()); })->Start();
+  }
+
+  // rangeSearch(x, n, radius) -> { lims: Float64Array(n+1), labels: BigInt64Array, distances: Float32Array }
+  // (issue 16). Index types without range search (HNSW, ...) make FAISS throw; the message
+  // goes back as the rejection.
+  Napi::Value RangeSearch(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    if (info.Length() < 3 || !info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "argument 'radius' must be a number");
+    float radius = info[2].As<Napi::Number>().FloatValue();
+    const float* px = x.Data();
+    auto res = std::make_shared<std::unique_ptr<faiss::RangeSearchResult>>();
+    auto* w = Job(
+        info.Env(), false,
+        [n, px, radius, res](faiss::Index* idx) {
+          res->reset(new faiss::RangeSearchResult(n));
+          idx->range_search(n, px, radius, res->get());
+        },
+        [res, n](Napi::Env env) -> Napi::Value {
+          faiss::RangeSearchResult* r = res->get();
+          size_t total = r->lims[n];
+          Napi::Float64Array lims = Napi::Float64Array::New(env, n + 1);
+          for (idx_t i = 0; i <= n; i++) lims[i] = static_cast<double>(r->lims[i]);
+          Napi::BigInt64Array labels = Napi::BigInt64Array::New(env, total);
+          Napi::Float32Array distances = Napi::Float32Array::New(env, total);
+          if (total > 0) {
+            std::memcpy(labels.Data(), r->labels, total * sizeof(int64_t));
+            std::memcpy(distances.Data(), r->distances, total * sizeof(float));
+          }
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("lims", lims);
+          out.Set("labels", labels);
+          out.Set("distances", distances);
+          return out;
+        });
+    w->Keep(x);
+    return w->Start();
+  }
+
+  // normalizeL2(x: Float32Array, n, d): scales each row to unit L2 norm in place
+  // (faiss::fvec_renorm_L2; all-zero rows stay zero). Synchronous: it is one pass over memory.
+  static Napi::Value NormalizeL2(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    int64_t n = ArgInt(info, 1, "n");
+    int64_t d = ArgInt(info, 2, "d");
+    if (n < 0 || d <= 0 || static_cast<size_t>(n * d) > x.ElementLength()) throw Napi::RangeError::New(info.Env(), "n x d exceeds the array");
+    faiss::fvec_renorm_L2(static_cast<size_t>(d), static_cast<size_t>(n), x.Data());
+    return info.Env().Undefined();
   }
 
   // writeBuffer() -> Buffer; the serialized bytes are handed to JS without a copy.

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import type { IndexTypeCfg } from './config/search-params.js';
+import { MAX_ID_LENGTH, type RecordId } from './shard/records.js';
 import type { IndexState } from './shard/state.js';
 import { MAX_K, type Metric } from './vectors.js';
 
@@ -19,12 +20,18 @@ const rowCount = z.number().int().min(0).max(1 << 24);
 const key = z.string().min(1).max(128);
 /** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
 const rankKeyPairs = z.array(z.tuple([z.number().int().min(0).max(1_000_000), key])).max(1024);
+const recordId = z.union([z.string().min(1).max(MAX_ID_LENGTH), z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)]);
+/** At most this many ids per delete/get call (the client splits larger lists). */
+export const MAX_IDS_PER_CALL = 1 << 20;
+export const recordIds = z.array(recordId).max(MAX_IDS_PER_CALL);
+/** Records per iterateRecords page at most. */
+export const MAX_PAGE = 65536;
 
 /** A shard's getInfo reply, and each index's entry of status. */
 export interface ShardInfoReply {
   state: IndexState;
   dim: number;
-  metric: Metric;
+  metric: Metric | 'cosine';
   /** Searchable vectors (tombstoned ones excluded). */
   ntotal: number;
   /** Vectors waiting for training or indexing. */
@@ -37,6 +44,14 @@ export interface ShardInfoReply {
   trainRatio: number;
   /** Revocations this shard holds for other servers (see client/revocations.ts). */
   heldRevocations?: number;
+  /** The shard stores records with ids (true), vectors without (false), or nothing yet (null). */
+  withIds?: boolean | null;
+  /** Records with ids: live records (null without ids), dead internal ids, dead vectors still in FAISS, vectors FAISS holds. */
+  records?: number | null;
+  deleted?: number;
+  awaitingCompaction?: number;
+  faissNtotal?: number;
+  compactions?: { count: number; removed: number; ms: number; lastMs: number };
   /** The index type (so a client can check search parameters before sending them). */
   indexBuilderType?: IndexTypeCfg['indexBuilderType'];
   faissFactory?: IndexTypeCfg['faissFactory'];
@@ -57,11 +72,13 @@ export interface StatusReply {
 export interface SearchReply {
   n: number;
   k: number;
-  metric: Metric;
+  metric: Metric | 'cosine';
   ntotal: number;
   state?: IndexState;
   /** Revocations this shard holds for other servers. */
   held?: number;
+  /** Records with ids: each hit's id travels packed like metadata as the last two attachments. */
+  ids?: boolean;
 }
 
 interface MethodContract<A extends z.ZodType, R, Out extends readonly unknown[]> {
@@ -82,7 +99,20 @@ export const CONTRACT = {
   createIndex: method<{ created: boolean; sharedTraining: boolean }>()(z.object({ indexId, cfg: cfgObject }).strict()),
   /** in: vectors (f32 or f16), metadata blob (u8), metadata offsets (u8: n+1 LE u32); checked by the handler. */
   addIndexData: method<{ firstId: number; state: IndexState; buffered?: number; revoked?: boolean }>()(
-    z.object({ indexId, n: z.number().int().positive(), trainAsync: z.boolean().optional(), key: z.string().max(128).optional(), movedFrom: rankKeyPairs.optional() }).strict(),
+    z
+      .object({
+        indexId,
+        n: z.number().int().positive(),
+        trainAsync: z.boolean().optional(),
+        key: z.string().max(128).optional(),
+        movedFrom: rankKeyPairs.optional(),
+        // Records with ids (issue 16): one id per vector; upsert replaces stored records with those ids.
+        ids: recordIds.optional(),
+        upsert: z.boolean().optional(),
+        // With ids: the sender's number of servers; every id must have this server as its home.
+        servers: z.number().int().min(1).max(1_000_000).optional(),
+      })
+      .strict(),
   ),
   revokeBatch: method<{ outcome: 'tombstoned' | 'blocked' | 'already'; count: number }>()(z.object({ indexId, key }).strict()),
   heldRevocations: method<Array<[number, string]>>()(byIndex),
@@ -119,11 +149,32 @@ export const CONTRACT = {
   loadIndex: method<{ loaded: boolean }>()(z.object({ indexId, cfg: cfgObject.nullable().optional(), forceReload: z.boolean().optional() }).strict()),
   dropIndex: method()(byIndex),
   status: method<StatusReply>()(z.object({}).strict().optional()),
-  /** out: distances (f32 n*k), labels (i64 n*k), metadata blob + offsets (u8), vectors (f32, with returnEmbeddings). */
-  search: method<SearchReply, [Float32Array, BigInt64Array, Uint8Array, Uint8Array, Float32Array?]>()(
+  /**
+   * out: distances (f32 n*k), labels (i64 n*k), metadata blob + offsets (u8), vectors (f32,
+   * with returnEmbeddings), record ids blob + offsets (u8, with `ids` in the result).
+   */
+  search: method<SearchReply, [Float32Array, BigInt64Array, Uint8Array, Uint8Array, ...Array<Float32Array | Uint8Array>]>()(
     z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional(), params: z.record(z.string().max(64), z.number()).optional() }).strict(),
     ['f32'],
   ),
+  // ---- records with ids (issue 16; server/record-methods.ts) ----
+  /** Deletes records by id (durable before the reply); `unknown`: ids this server does not hold. */
+  deleteRecords: method<{ deleted: number; unknown: RecordId[] }>()(z.object({ indexId, ids: recordIds }).strict()),
+  /** out: metadata blob + offsets (u8) of the found ids, in order; their vectors (f32) with withVectors. */
+  getRecords: method<{ ids: Array<RecordId | null>; unknown: RecordId[] }, [Uint8Array, Uint8Array, Float32Array?]>()(
+    z.object({ indexId, ids: recordIds, withVectors: z.boolean().optional() }).strict(),
+  ),
+  /** One page of live records in internal-id order from `after`; `next` resumes (null: exhausted). out as getRecords. */
+  iterateRecords: method<{ ids: Array<RecordId | null>; ats: number[]; next: number | null }, [Uint8Array, Uint8Array, Float32Array?]>()(
+    z.object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), withVectors: z.boolean().optional() }).strict(),
+  ),
+  /** in: queries (f32). out: lims (i64, n+1), distances (f32), labels (i64), metadata blob + offsets (u8), record ids blob + offsets (u8). */
+  rangeSearch: method<{ n: number; metric: Metric | 'cosine'; held: number }, [BigInt64Array, Float32Array, BigInt64Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]>()(
+    z.object({ indexId, radius: z.number().finite() }).strict(),
+    ['f32'],
+  ),
+  /** Removes deleted vectors from FAISS now (compaction also runs in the background). */
+  compact: method<{ removed: number }>()(byIndex),
 } as const;
 
 export type Contract = typeof CONTRACT;

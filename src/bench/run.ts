@@ -239,7 +239,14 @@ async function runBuilds(opts: Options): Promise<void> {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const opts = parseArgs(argv);
+  if (argv.includes('--records')) {
+    // Issue 16's scenario: add / upsert / delete throughput, compaction cost (see records.ts).
+    const { runRecordsBench } = await import('./records.js');
+    await runRecordsBench(argv.filter((a) => a !== '--records'));
+    return;
+  }
+  const withRecords = !argv.includes('--no-records');
+  const opts = parseArgs(argv.filter((a) => a !== '--no-records'));
   if (opts.builds || opts.buildsOnly) await runBuilds(opts);
   if (opts.buildsOnly) return;
   const counts: SearchCounts = opts.quick ? QUICK_COUNTS : FULL_COUNTS;
@@ -315,4 +322,9 @@ export async function main(argv: string[]): Promise<void> {
   writeFileSync(join(opts.out, `${opts.name}.md`), md);
   console.log(md);
   log(`wrote ${join(opts.out, `${opts.name}.json`)} and .md in ${record.seconds.toFixed(0)} s total`);
+  if (withRecords && opts.dfaiss) {
+    // Then the records scenario: delete and upsert throughput next to add (records-{quick,full}.md).
+    const { runRecordsBench } = await import('./records.js');
+    await runRecordsBench([...(opts.quick ? ['--quick'] : []), '--out', opts.out]);
+  }
 }

@@ -13,6 +13,8 @@ import { createProgressReporter, formatDuration, formatRate } from '../loader/pr
 import { VectorFile } from '../loader/vector-file.js';
 import { intArg } from './args.js';
 import { addClientSecurityOptions, clientSecurity, indexIdArg, run, secondsArg, type ClientSecurityCliOptions } from './common.js';
+import { readIdFile } from './records.js';
+import { ValidationError } from '../errors.js';
 
 interface LoadCliOpts extends ClientSecurityCliOptions {
   discover: string;
@@ -33,6 +35,8 @@ interface LoadCliOpts extends ClientSecurityCliOptions {
   discoveryTimeout: number;
   trainTimeout: number;
   progressInterval: number;
+  rowIds: boolean;
+  idsFrom?: string;
 }
 
 export function registerLoadCommand(program: Command): void {
@@ -54,6 +58,8 @@ export function registerLoadCommand(program: Command): void {
     .option('--in-flight <n>', 'batches in flight at once (default: 2 x servers)', intArg('--in-flight', 1, 1024))
     .option('--no-save', 'do not save the index at the end')
     .option('--json', 'print the summary as one JSON object', false)
+    .option('--row-ids', 'store each row as a record whose id is its row number (upsert: a resumed load never stores a row twice)', false)
+    .option('--ids-from <file>', 'record ids, one per line, line r for row r (digits-only lines are integer ids, others strings); stored with upsert')
     .option('--discovery-timeout <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--discovery-timeout'), 7200)
     .option('--train-timeout <sec>', 'how long training and waiting for TRAINED may take', secondsArg('--train-timeout', 1), 86_400)
     .addOption(new Option('--progress-interval <sec>', 'seconds between progress lines when not on a terminal').argParser(secondsArg('--progress-interval')).default(5));
@@ -69,7 +75,13 @@ export function registerLoadCommand(program: Command): void {
         } else if (!opts.loadIndex) {
           throw new Error('--cfg <file> is required to create the index (or give --load-index to use a saved one)');
         }
+        if (opts.rowIds && opts.idsFrom) throw new ValidationError('--row-ids / --ids-from', 'at most one of them', undefined);
+        const idList = opts.idsFrom ? await readIdFile(opts.idsFrom) : null;
         const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, rows: opts.mmapSize, fp16: opts.dstoreFp16 });
+        if (idList && idList.length < Math.min(file.rows, opts.limit === undefined ? file.rows : opts.start + opts.limit)) {
+          await file.close();
+          throw new ValidationError('--ids-from', `one id per row to load (${file.rows} rows)`, `${idList.length} ids in ${opts.idsFrom}`);
+        }
         const security = clientSecurity(opts);
         const client = await IndexClient.connect(opts.discover, {
           ...security,
@@ -116,6 +128,8 @@ export function registerLoadCommand(program: Command): void {
             trainTimeoutMs: opts.trainTimeout * 1000,
             save: opts.save,
             signal: abort.signal,
+            ...(opts.rowIds ? { idsForRows: (start: number, count: number) => Array.from({ length: count }, (_, i) => start + i) } : {}),
+            ...(idList ? { idsForRows: (start: number, count: number) => idList.slice(start, start + count) } : {}),
             onProgress: (p) => progress.update(p),
           });
         } catch (err) {

@@ -6,6 +6,7 @@ import { run } from './common.js';
 import { registerLaunchCommand } from './launch.js';
 import { registerLoadCommand } from './load.js';
 import { registerOpsCommands } from './ops.js';
+import { registerRecordCommands } from './records.js';
 import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerLaunchCommand(program);
   registerLoadCommand(program);
   registerOpsCommands(program);
+  registerRecordCommands(program);
   return program;
 }
 

@@ -169,7 +169,7 @@ export function registerOpsCommands(program: Command): void {
           const r = await client.search(o.indexId, queries, o.k);
           const ms = performance.now() - t0;
           if (o.json) {
-            const results = r.scores.map((scores, q) => ({ query: q, hits: scores.map((score, i) => ({ score, metadata: r.metadata[q]![i] })) }));
+            const results = r.scores.map((scores, q) => ({ query: q, hits: scores.map((score, i) => ({ score, ...(r.ids ? { id: r.ids[q]![i] } : {}), metadata: r.metadata[q]![i] })) }));
             process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), results }, jsonReplacer)}\n`);
           } else {
             const rows: string[][] = [];

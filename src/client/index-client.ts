@@ -13,7 +13,9 @@ import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
-import { mergeOutput, mergeQueryInto, type ShardHits } from './merge.js';
+import { mergeOutput, mergeQueryInto, type Metric as IndexMetric, type ShardHits } from './merge.js';
+import * as rec from './records.js';
+import type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId } from './records.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
 import { clusterState, runSharedTraining, trainingDue } from './training.js';
@@ -82,6 +84,8 @@ export interface SearchResults {
   scores: number[][];
   /** Per query, the metadata of its hits (null for vectors added without metadata). */
   metadata: unknown[][];
+  /** Per query, each hit's record id (indexes whose records have ids). */
+  ids?: Array<Array<RecordId | null>>;
   /** Per query, each hit's vector, with returnEmbeddings. */
   embeddings?: Float32Array[][];
   /** With allowPartial: the servers whose shards are missing from these results, and why. */
@@ -97,7 +101,33 @@ export type SearchFilter =
 export interface AddOptions {
   /** Training triggered by this batch runs in the background (true) or before the call returns. @default true */
   trainAsync?: boolean;
+  /**
+   * One record id per vector (strings or safe integers, unique within the batch): the
+   * records can then be read, replaced and deleted by id. Ids already stored are refused
+   * (use upsert). An index holds either records with ids or vectors without; mixing is refused.
+   */
+  ids?: readonly RecordId[];
 }
+
+export interface GetOptions {
+  /** Also return each record's stored vector. @default false */
+  withVectors?: boolean;
+}
+
+export interface IterateOptions {
+  /** Records per page (1..65536). @default 1000 */
+  batchSize?: number;
+  /** Also return each record's stored vector. @default true */
+  withVectors?: boolean;
+  /** Resume after the page that returned this cursor. */
+  cursor?: IterateCursor | null;
+}
+
+/**
+ * What delete() removes: records by id. A declarative metadata filter ({ filter }) is
+ * planned (docs/protocol.md, "delete by filter"); until it exists it is refused clearly.
+ */
+export type DeleteSelector = readonly RecordId[] | { filter: unknown };
 
 
 /** How long close() tries to deliver pending revocations. */
@@ -105,7 +135,9 @@ const CLOSE_FLUSH_MS = 5000;
 
 interface IndexMeta {
   dim: number;
-  metric: Metric;
+  metric: IndexMetric;
+  /** The index stores records with ids (true), vectors without (false), or this client does not know yet (null). */
+  withIds?: boolean | null;
   /** Next server for round-robin placement. */
   next: number;
   /** This client trains the index once for all shards (trainMode 'shared' on a type that needs training). */
@@ -205,18 +237,10 @@ export class IndexClient {
    * an item, stores none (the original's None).
    */
   async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[] | null, opts: AddOptions = {}): Promise<void> {
+    if (opts.ids !== undefined) return this.putRecords(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true);
     const meta = await this.indexMeta(indexId);
-    let data: Float32Array | Uint16Array;
-    let n: number;
-    if (vectors instanceof Uint16Array) {
-      if (vectors.length === 0 || vectors.length % meta.dim !== 0) {
-        throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${meta.dim}`, `length ${vectors.length}`);
-      }
-      data = vectors;
-      n = vectors.length / meta.dim;
-    } else {
-      ({ data, n } = toMatrix(vectors, meta.dim, 'vectors'));
-    }
+    await this.checkIdMode(indexId, meta, false);
+    const { data, n } = batchMatrix(vectors, meta.dim);
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
@@ -228,6 +252,126 @@ export class IndexClient {
       this.releaseAddSlot();
     }
     if (training && !trainAsync) await training;
+  }
+
+  /**
+   * Replaces records by id (adds those that do not exist). Each record goes to its home
+   * server (see records.ts), which replaces the old version in the same WAL record. When
+   * this resolves, reads (search, get, iterate) see only the new versions. If the client
+   * dies midway, every record is the old or the new version, never both, never neither.
+   */
+  async upsert(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[]): Promise<void> {
+    await this.putRecords(indexId, ids, vectors, metadata, true, true);
+  }
+
+  /** Deletes records by id on every server (durable when it resolves); unknown ids are reported. */
+  async delete(indexId: string, selector: DeleteSelector): Promise<DeleteResult> {
+    if (!Array.isArray(selector)) {
+      if (selector && typeof selector === 'object' && 'filter' in selector) {
+        throw new ValidationError('filter', 'record ids: delete by a declarative metadata filter is not available yet (pass an array of ids)', (selector as { filter: unknown }).filter);
+      }
+      throw new ValidationError('ids', 'an array of record ids', selector);
+    }
+    const ids = rec.checkIdList(selector);
+    await this.indexMeta(indexId);
+    return rec.deleteEverywhere(this.recordCall(indexId), this.servers.length, indexId, ids);
+  }
+
+  /** Records by id, from whichever server holds them; ids nobody holds are listed in `unknown`. */
+  async get(indexId: string, ids: readonly RecordId[], opts: GetOptions = {}): Promise<GetResult> {
+    const list = rec.checkIdList(ids);
+    const meta = await this.indexMeta(indexId);
+    return rec.getEverywhere(this.recordCall(indexId), this.servers.length, indexId, list, opts.withVectors ?? false, meta.dim);
+  }
+
+  /**
+   * Every stored record, page by page (server by server, in storage order). Each page has a
+   * cursor: iterate(indexId, { cursor }) resumes after it (records stored meanwhile are
+   * seen if they land after the cursor). Deleted and replaced records are skipped.
+   */
+  async *iterate(indexId: string, opts: IterateOptions = {}): AsyncGenerator<IteratePage> {
+    const batchSize = opts.batchSize ?? 1000;
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 65536) throw new ValidationError('batchSize', 'an integer from 1 to 65536', batchSize);
+    const c = opts.cursor;
+    if (c != null && (!Number.isSafeInteger(c.server) || c.server < 0 || !Number.isSafeInteger(c.after) || c.after < 0)) {
+      throw new ValidationError('cursor', 'a cursor returned by iterate ({ server, after })', c);
+    }
+    const meta = await this.indexMeta(indexId);
+    yield* rec.iterateEverywhere(this.recordCall(indexId), this.servers.length, indexId, { batchSize, withVectors: opts.withVectors ?? true, cursor: c ?? null, dim: meta.dim });
+  }
+
+  /**
+   * Every stored vector within `radius` of each query (FAISS range_search on every shard,
+   * merged per query, best first): squared L2 distance below radius for 'l2', inner
+   * product / cosine similarity above it for 'dot' / 'cosine'. Index types without range
+   * search (HNSW, PQ) fail with a FaissError saying so.
+   */
+  async rangeSearch(indexId: string, queries: VectorsInput, radius: number): Promise<RangeSearchResults> {
+    const meta = await this.indexMeta(indexId);
+    const { data, n } = toMatrix(queries, meta.dim, 'queries');
+    if (typeof radius !== 'number' || !Number.isFinite(radius)) throw new ValidationError('radius', 'a finite number', radius);
+    const replies = await Promise.all(
+      this.servers.map(async (s, i) => {
+        await this.revocations.readyToRead(i, indexId);
+        return s.call('query', 'rangeSearch', { indexId, radius }, [data]);
+      }),
+    );
+    return rec.mergeRange(replies, n, replies[0]?.result.metric ?? meta.metric);
+  }
+
+  /** Removes deleted vectors from FAISS on every server now (it also happens in the background); returns how many. */
+  async compact(indexId: string): Promise<number> {
+    const r = await this.all('bulk', 'compact', { indexId });
+    return r.reduce((a, b) => a + b.removed, 0);
+  }
+
+  private recordCall(indexId: string) {
+    return async <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(i: number, method: M, args: ArgsOf<M>) => {
+      this.checkOpen();
+      await this.revocations.readyToRead(i, indexId);
+      return this.servers[i]!.call<M>(method === 'deleteRecords' ? 'bulk' : 'query', method, args);
+    };
+  }
+
+  /** Stores records with ids: each on its home server, in parallel; upsert replaces older versions. */
+  private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | null | undefined, upsert: boolean, trainAsync: boolean): Promise<void> {
+    const meta = await this.indexMeta(indexId);
+    const { data, n } = batchMatrix(vectors, meta.dim);
+    const list = rec.checkBatchIds(ids, n);
+    await this.checkIdMode(indexId, meta, true);
+    const trainings = await rec.sendByHome(
+      {
+        servers: this.servers,
+        send: async (i, args, attachments) => {
+          await this.acquireAddSlot();
+          try {
+            const reply = (await this.servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments)).result;
+            return this.afterAdd(indexId, meta, i, reply);
+          } finally {
+            this.releaseAddSlot();
+          }
+        },
+      },
+      { data, dim: meta.dim, n, ids: list, metadata, upsert },
+    );
+    if (!trainAsync) await Promise.all(trainings.map((t) => t ?? Promise.resolve()));
+  }
+
+  /** Refuses a batch whose kind (with or without ids) differs from what the index holds. */
+  private async checkIdMode(indexId: string, meta: IndexMeta, withIds: boolean): Promise<void> {
+    if (meta.withIds == null) {
+      const infos = await this.infos(indexId);
+      const kinds = new Set(infos.flatMap((i) => (i && typeof i.withIds === 'boolean' ? [i.withIds] : [])));
+      if (kinds.size === 1) meta.withIds = [...kinds][0]!;
+    }
+    if (meta.withIds != null && meta.withIds !== withIds) {
+      throw new ValidationError(
+        'ids',
+        meta.withIds ? `one id per vector: index '${indexId}' stores records with ids (every batch must carry ids)` : `no ids: index '${indexId}' stores vectors without ids (batches with and without ids cannot be mixed; use a new index)`,
+        withIds ? 'a batch with ids' : 'a batch without ids',
+      );
+    }
+    meta.withIds ??= withIds;
   }
 
   /** Stores one batch on one server; returns the shared training this add started or joined, if any. */
@@ -509,19 +653,22 @@ export class IndexClient {
       const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false, params);
       if (replies.untrained) this.checkTraining(indexId, meta);
       const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
-      const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+      const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}), ...(merged.ids ? { ids: [] } : {}) };
       let short = false;
       for (let q = 0; q < n; q++) {
         const scores: number[] = [];
         const metas: unknown[] = [];
         const embs: Float32Array[] = [];
+        const ids: Array<RecordId | null> = [];
         const row = merged.metadata[q]!;
         for (let i = 0; i < row.length && scores.length < k; i++) {
           if (!keep(row[i])) continue;
           scores.push(merged.scores[q]![i]!);
           metas.push(row[i]);
+          if (merged.ids) ids.push(merged.ids[q]![i]!);
           if (withVectors) embs.push(merged.embeddings![q]![i]!);
         }
+        out.ids?.push(ids);
         // Too few survivors, and the shards may hold more beyond fetchK: fetch deeper.
         if (scores.length < k && row.length === fetchK) short = true;
         out.scores.push(scores);
@@ -635,8 +782,12 @@ export class IndexClient {
       ntotal += r.result.ntotal;
       if (r.result.state === IndexState.NOT_TRAINED) untrained = true;
       if (r.result.ntotal > 0) trained = true;
-      const [distances, labels, blob, offBytes, vectors] = r.attachments;
-      return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric };
+      const att = r.attachments;
+      const [distances, labels, blob, offBytes] = att;
+      const vectors = withVectors ? (att[4] as Float32Array) : undefined;
+      // Records with ids: each hit's id comes packed like metadata in the last two attachments.
+      const ids = r.result.ids ? { blob: att[att.length - 2] as Uint8Array, offsets: offsetsView(att[att.length - 1] as Uint8Array) } : undefined;
+      return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric, ids };
     });
     if (!trained) {
       const meta = this.indexes.get(indexId);
@@ -647,7 +798,7 @@ export class IndexClient {
   }
 
   private mergeReplies(
-    shards: Array<ShardHits & { blob: Uint8Array; offsets: Uint32Array; vectors?: Float32Array; metric: Metric }>,
+    shards: Array<ShardHits & { blob: Uint8Array; offsets: Uint32Array; vectors?: Float32Array; metric: IndexMetric; ids?: { blob: Uint8Array; offsets: Uint32Array } }>,
     n: number,
     k: number,
     meta: IndexMeta,
@@ -656,17 +807,22 @@ export class IndexClient {
     const metric = shards[0]?.metric ?? meta.metric;
     const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
     const readers = shards.map((s) => metadataReader(s.blob, s.offsets));
+    const idReaders = shards.some((s) => s.ids) ? shards.map((s) => (s.ids ? metadataReader(s.ids.blob, s.ids.offsets, 'ids') : () => null)) : null;
+    if (idReaders) out.ids = [];
     const hits = mergeOutput(k);
     for (let q = 0; q < n; q++) {
       const count = mergeQueryInto(shards, q, k, metric, hits);
       const scores = new Array<number>(count);
       const metas = new Array<unknown>(count);
+      const ids = idReaders ? new Array<RecordId | null>(count) : null;
       for (let i = 0; i < count; i++) {
         scores[i] = hits.score[i]!;
         metas[i] = readers[hits.shard[i]!]!(hits.slot[i]!);
+        if (ids) ids[i] = (idReaders![hits.shard[i]!]!(hits.slot[i]!) ?? null) as RecordId | null;
       }
       out.scores.push(scores);
       out.metadata.push(metas);
+      if (ids) out.ids!.push(ids);
       if (withVectors) {
         const embs = new Array<Float32Array>(count);
         for (let i = 0; i < count; i++) embs[i] = shards[hits.shard[i]!]!.vectors!.slice(hits.slot[i]! * meta.dim, (hits.slot[i]! + 1) * meta.dim);
@@ -713,7 +869,7 @@ export class IndexClient {
     return meta;
   }
 
-  private newMeta(dim: number, metric: Metric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
+  private newMeta(dim: number, metric: IndexMetric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
     return {
       dim,
       metric,
@@ -768,6 +924,14 @@ export class IndexClient {
 
 type AddReply = { firstId: number; state: IndexState; buffered?: number; revoked?: boolean } | undefined;
 
+/** A batch as a row-major matrix: float32 (validated, no copy when it is one) or float16 as it is. */
+function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): { data: Float32Array | Uint16Array; n: number } {
+  if (!(vectors instanceof Uint16Array)) return toMatrix(vectors, dim, 'vectors');
+  if (vectors.length === 0 || vectors.length % dim !== 0) {
+    throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${dim}`, `length ${vectors.length}`);
+  }
+  return { data: vectors, n: vectors.length / dim };
+}
 
 function filterPredicate(filter: SearchFilter): (m: unknown) => boolean {
   if ('where' in filter) {

@@ -4,7 +4,10 @@
  * order in O(k log S). Ties break by server order, then position: the same inputs give
  * the same result every time.
  */
-import type { Metric } from '../vectors.js';
+import type { Metric as FaissMetric } from '../vectors.js';
+
+/** The index's metric: 'cosine' scores sort like inner products (larger is better). */
+export type Metric = FaissMetric | 'cosine';
 
 export interface ShardHits {
   /** n*k scores, row-major. */

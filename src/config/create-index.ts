@@ -19,7 +19,7 @@ export async function createFaissIndex(
   // (clients and config tooling run without it).
   const native = await import('../native/index.js');
   const spec = resolveIndexSpec(cfg, numTrainVectors, { ...options, gpuAvailable: native.gpuAvailable });
-  const index = native.FaissIndex.fromFactory(cfg.dim, spec.factory, spec.metric);
+  const index = native.FaissIndex.fromFactory(cfg.dim, spec.factory, faissMetric(spec.metric));
   for (const [name, value] of spec.params) await index.setParameter(name, value);
   return index;
 }
@@ -58,5 +58,10 @@ export async function createStandInIndex(cfg: IndexCfg): Promise<FaissIndex> {
   const native = await import('../native/index.js');
   // Any training set size is possible here: only the index type matters.
   const spec = resolveIndexSpec({ ...cfg, centroids: 1, inferCentroids: false }, Number.MAX_SAFE_INTEGER, { gpuAvailable: native.gpuAvailable });
-  return native.FaissIndex.fromFactory(cfg.dim, spec.factory, spec.metric);
+  return native.FaissIndex.fromFactory(cfg.dim, spec.factory, faissMetric(spec.metric));
+}
+
+/** 'cosine' is inner product over L2-normalised vectors (the shard normalises them): FAISS sees 'dot'. */
+function faissMetric(metric: IndexCfg['metric']): 'dot' | 'l2' {
+  return metric === 'cosine' ? 'dot' : metric;
 }

@@ -13,9 +13,12 @@ export const INDEX_BUILDER_TYPES = ['flat', 'ivf_simple', 'knnlm', 'hnswsq', 'iv
 export type IndexBuilderType = (typeof INDEX_BUILDER_TYPES)[number];
 
 /** 'dot' = inner product (larger is better), 'l2' = squared Euclidean distance (smaller is better). */
-export const INDEX_METRICS = ['dot', 'l2'] as const satisfies readonly Metric[];
-/** @deprecated the same as Metric (one name per concept); kept for code written against 0.1. */
-export type IndexMetric = Metric;
+/**
+ * 'dot' and 'l2' as FAISS has them (Metric); 'cosine' (issue 16): vectors and queries are
+ * L2-normalised on the server and searched by inner product, scores are cosine similarities.
+ */
+export const INDEX_METRICS = ['dot', 'l2', 'cosine'] as const;
+export type IndexMetric = (typeof INDEX_METRICS)[number];
 
 export const DURABILITY_MODES = ['fsync', 'os', 'none'] as const;
 export type Durability = (typeof DURABILITY_MODES)[number];
@@ -62,7 +65,7 @@ export interface IndexCfg {
    * Similarity: 'dot' (inner product) or 'l2'.
    * @default 'dot'
    */
-  metric: Metric;
+  metric: IndexMetric;
   /**
    * IVF lists probed per query; for HNSW it is the search breadth efSearch.
    * @default 1
@@ -192,7 +195,7 @@ const FIELDS: { [K in FieldName]: { snake: string; schema: z.ZodType<IndexCfg[K]
     expected: 'a number in (0, 1]',
   },
   centroids: { snake: 'centroids', schema: int().pipe(z.number().nonnegative()), expected: 'an integer >= 0 (0 = infer)' },
-  metric: { snake: 'metric', schema: z.enum(INDEX_METRICS), expected: "'dot' or 'l2'" },
+  metric: { snake: 'metric', schema: z.enum(INDEX_METRICS), expected: "'dot', 'l2' or 'cosine'" },
   nprobe: { snake: 'nprobe', schema: int().pipe(z.number().min(1)), expected: 'an integer >= 1' },
   inferCentroids: { snake: 'infer_centroids', schema: z.preprocess(toBoolean, z.boolean()), expected: 'a boolean' },
   bufferBsz: { snake: 'buffer_bsz', schema: int().pipe(z.number().min(1)), expected: 'an integer >= 1' },

@@ -51,6 +51,12 @@ export interface LoadOptions {
   save?: boolean;
   /** Stops reading new batches; batches in flight finish and the result says where to resume. */
   signal?: AbortSignal;
+  /**
+   * Record ids for rows [start, start + count) (issue 16): the rows are stored as records
+   * with ids through upsert, so an interrupted load resumed with --start never stores a
+   * row twice. @default no ids
+   */
+  idsForRows?: (start: number, count: number) => Array<string | number>;
   onProgress?: (p: LoadProgress) => void;
 }
 
@@ -159,7 +165,8 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
     const rows = await file.read(next, count, buffer);
     const metadata = Array.from({ length: count }, (_, i) => next + i);
     const entry: Pending = { start: next, count, buffer, settled: false, error: null, promise: Promise.resolve() };
-    entry.promise = client.addIndexData(indexId, rows, metadata).then(
+    const ids = opts.idsForRows?.(next, count);
+    entry.promise = (ids ? client.upsert(indexId, ids, rows, metadata) : client.addIndexData(indexId, rows, metadata)).then(
       () => {
         entry.settled = true;
         done += count;

@@ -55,6 +55,7 @@ export interface RawIndex {
   clone(): Promise<RawIndex>;
   writeFile(path: string): Promise<void>;
   writeBuffer(): Promise<Buffer>;
+  rangeSearch(x: Float32Array, n: number, radius: number): Promise<{ lims: Float64Array; labels: BigInt64Array; distances: Float32Array }>;
 }
 
 export interface RawBinding {
@@ -62,6 +63,7 @@ export interface RawBinding {
     fromFactory(dim: number, description: string, metric: number): RawIndex;
     readFile(path: string): Promise<RawIndex>;
     readBuffer(buf: Uint8Array): Promise<RawIndex>;
+    normalizeL2(x: Float32Array, n: number, d: number): void;
   };
   fp16ToFp32(src: Uint16Array, dst: Float32Array): void;
   crc32c(bytes: Uint8Array, crc?: number): number;

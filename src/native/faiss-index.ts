@@ -38,6 +38,22 @@ export interface SearchResult {
   readonly labels: BigInt64Array;
 }
 
+export interface RangeSearchResult {
+  readonly n: number;
+  /** n+1 offsets: query q's hits are [lims[q], lims[q+1]). */
+  readonly lims: Float64Array;
+  readonly labels: BigInt64Array;
+  readonly distances: Float32Array;
+}
+
+/** Scales each of the n rows of x (n x dim) to unit L2 norm, in place, natively (FAISS fvec_renorm_L2). */
+export function normalizeL2(x: Float32Array, dim: number): void {
+  if (!(x instanceof Float32Array) || !Number.isSafeInteger(dim) || dim <= 0 || x.length % dim !== 0) {
+    throw new ValidationError('vectors', `a Float32Array whose length is a multiple of dim=${dim}`, x);
+  }
+  native.NativeIndex.normalizeL2(x, x.length / dim, dim);
+}
+
 export interface SearchWithVectorsResult extends SearchResult {
   /** n*k*dim reconstructed vectors of the hits (zeros... for -1 labels). */
   readonly vectors: Float32Array;
@@ -337,6 +353,25 @@ export class FaissIndex {
     const copy = new FaissIndex(raw, this.description);
     for (const [k, v] of this.params) copy.params.set(k, v);
     return copy;
+  }
+
+  /**
+   * All stored vectors within `radius` of each query (FAISS range_search): squared L2
+   * distance below radius for 'l2', inner product above it for 'dot'. Hits of query q are
+   * labels/distances[lims[q], lims[q+1]), unsorted. Index types without range search
+   * (HNSW, PQ without IVF, ...) fail with FaissError naming the type.
+   */
+  async rangeSearch(queries: VectorsInput, radius: number): Promise<RangeSearchResult> {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    if (typeof radius !== 'number' || !Number.isFinite(radius)) throw new ValidationError('radius', 'a finite number', radius);
+    if (this.raw.ntotal() === 0) return { n, lims: new Float64Array(n + 1), labels: new BigInt64Array(0), distances: new Float32Array(0) };
+    try {
+      const r = await this.lock.read(() => this.raw.rangeSearch(data, n, radius));
+      return { n, ...r };
+    } catch (err) {
+      const msg = cleanFaissMessage((err as Error).message);
+      throw new FaissError(`range search is not supported by this index type${this.description ? ` ('${this.description}')` : ''}: ${msg}; use search() with k, or an index type with range search (Flat, IVF-Flat, IVF-SQ)`, { cause: err });
+    }
   }
 
   /** Writes the index with FAISS's write_index. Callers wanting atomicity write to a temp name and rename. */

@@ -4,31 +4,24 @@
  * the attachments it expects. docs/protocol.md lists the same table for other languages.
  */
 import { checkCallSearchParams, parseIndexCfg } from '../config/index.js';
-import { CONTRACT, type Contract, type MethodName, type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
+import { type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
 import { ValidationError } from '../errors.js';
 import { faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
-import type { Attachment, CallContext, HandlerReply, MethodSpec } from '../protocol/index.js';
+import type { Attachment } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import { checkBatch } from '../shard/shard.js';
+import { implement, type ServerMethods } from './implement.js';
 import type { IndexServer } from './index-server.js';
-
-type Handler<M extends MethodName> = (args: ParsedArgsOf<M>, ctx: CallContext) => HandlerReply<ResultOf<M>> | void | Promise<HandlerReply<ResultOf<M>> | void>;
-
-/** A method of the contract, implemented: its schema and attachment rule come from CONTRACT. */
-function implement<M extends MethodName>(name: M, handler: Handler<M>): MethodSpec<ParsedArgsOf<M>, ResultOf<M>> {
-  const spec: Contract[M] = CONTRACT[name];
-  return { schema: spec.args as unknown as MethodSpec<ParsedArgsOf<M>>['schema'], ...('attachmentsIn' in spec ? { attachments: spec.attachmentsIn } : {}), handler };
-}
-
-/** Every method of the contract (the mapped type makes a missing one a compile error). */
-export type ServerMethods = { [M in MethodName]: MethodSpec<ParsedArgsOf<M>, ResultOf<M>> };
+import { batchIds, buildRecordMethods, checkHome, cosineOverL2, hitIds, l2ToCosine, prepareQueries, prepareVectors } from './record-methods.js';
 
 export function buildMethods(server: IndexServer): ServerMethods {
   return {
+    ...buildRecordMethods(server),
+
     createIndex: implement('createIndex', async ({ indexId, cfg }) => ({ result: await server.createIndex(indexId, parseIndexCfg(cfg)) })),
 
     /** attachments: vectors (f32, or f16 converted here), metadata blob (u8), metadata offsets (u8: n+1 LE u32). */
-    addIndexData: implement('addIndexData', async ({ indexId, n, trainAsync, key, movedFrom }, ctx) => {
+    addIndexData: implement('addIndexData', async ({ indexId, n, trainAsync, key, movedFrom, ids: rawIds, upsert, servers }, ctx) => {
         const [raw, blob, offBytes] = ctx.attachments;
         if (!(raw instanceof Float32Array || raw instanceof Uint16Array)) {
           throw new ValidationError('vectors', 'a f32 or f16 attachment', raw);
@@ -46,15 +39,22 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // receive buffer, kept past the reply until FAISS has them (no copy).
         const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
         toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
+        if (upsert && !rawIds) throw new ValidationError('ids', 'one id per vector (upsert replaces records by id)', rawIds);
+        const ids = rawIds ? batchIds(rawIds, n) : undefined;
+        if (ids) checkHome(ids, servers, server.rank);
+        prepareVectors(cfg.metric, cfg.dim, vectors);
         const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), {
           trainAsync: trainAsync ?? true,
           key,
           release,
           movedFrom,
+          ...(ids ? { ids, upsert: upsert ?? false } : {}),
           // float16 is logged as it arrived; the request's memory outlives the log write (this handler awaits it).
           ...(raw instanceof Uint16Array ? { arrived: raw } : {}),
         });
+        // An upsert resolves once the new versions are searchable (the old ones hidden in the same tick).
+        if (upsert && first >= 0) await server.getShard(indexId).whenIndexed(first + n);
         const { state, info } = server.getShard(indexId);
         // firstId -1: the client revoked this key (it stored the batch elsewhere); nothing stored.
         // buffered lets the client start a shared training once the cluster holds trainNum vectors.
@@ -169,7 +169,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         const idx = shard.cfg.customMetaIdIdx;
         const ids = new Set<unknown>();
         for (let i = 0; i < shard.metadata.size; i++) {
-          if (shard.isTombstoned(i)) continue;
+          if (shard.isHidden(i) || !shard.records.isCurrent(i)) continue; // revoked, deleted or replaced
           const m = decodeMetadataItem(shard.metadata.get(i));
           ids.add(Array.isArray(m) ? m[idx] : m);
         }
@@ -225,16 +225,24 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // Per call (never changing the index other clients search), checked against the real nlist.
         const nlist = shard.faissIndex?.nlist;
         const callParams = params ? checkCallSearchParams(shard.cfg, params, nlist !== undefined && nlist > 0 ? { nlist } : {}) : undefined;
+        prepareQueries(shard, queries);
         const r = await shard.search(queries, k, returnEmbeddings ?? false, callParams);
+        if (cosineOverL2(shard)) l2ToCosine(r.distances);
         const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
         const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
         if (r.vectors) attachments.push(r.vectors);
+        // Records with ids: each hit's id, packed like metadata, as the last two attachments.
+        const withIds = shard.records.mode === 'ids';
+        if (withIds) {
+          const ids = hitIds(shard, r.labels);
+          attachments.push(ids.blob, offsetsBytes(ids.offsets));
+        }
         // state: a client that sees an untrained shard of a shared-training index checks
         // whether a training is left to finish (its client may be gone).
         // held: revocations this shard holds for other servers; a client that does not know
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
         const held = durable.heldRevocations().length;
-        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held }, attachments };
+        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
       }),
   };
 }

@@ -12,7 +12,7 @@ import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, StorageError } from '../errors.js';
-import { fp16ToFp32 } from '../native/index.js';
+import { fp16ToFp32, normalizeL2 } from '../native/index.js';
 import { Shard, type SharedTrained, type SharedTrainingOptions, type ShardOptions } from './shard.js';
 import {
   exists,
@@ -28,6 +28,8 @@ import {
   type SnapshotCut,
 } from './snapshot.js';
 import { WriteAheadLog, replayWal, type Durability } from './wal.js';
+import type { RecordId } from './records.js';
+import { scheduleCompaction } from './shard-records.js';
 
 /** Snapshots kept on disk; the WAL is kept back to the oldest, so a bad newest one can fall back. */
 const KEEP_SNAPSHOTS = 2;
@@ -64,6 +66,17 @@ export interface AddBatchOptions {
   movedFrom?: Array<[number, string]>;
   /** The vectors as they arrived when that was float16: logged as they are (half the bytes of the widened copy). */
   arrived?: Uint16Array;
+  /** One record id per vector (records with ids); logged with the batch. */
+  ids?: RecordId[];
+  /** With ids: replace stored records with the same ids (else ids already stored are refused). */
+  upsert?: boolean;
+}
+
+export interface DeleteResult {
+  /** Ids this shard held, now deleted. */
+  deleted: RecordId[];
+  /** Ids this shard does not hold. */
+  unknown: RecordId[];
 }
 
 export interface DurableShardOptions extends ShardOptions {
@@ -102,6 +115,10 @@ export class DurableShard {
   private closed = false;
   /** Adds accepted (past the closed check) and not yet settled: close() lets them finish. */
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Record ids of batches being logged (an add with one of them is refused as a duplicate). */
+  private readonly idsInFlight = new Set<RecordId>();
+  /** Batches with (true) and without (false) ids being logged, before the shard's mode is set. */
+  private readonly modesInFlight = new Map<boolean, number>();
 
   private constructor(dir: string, shard: Shard, wal: WriteAheadLog, seq: number, generation: number, opts: DurableShardOptions) {
     this.dir = dir;
@@ -192,6 +209,10 @@ export class DurableShard {
         hold(rec.movedFrom, false);
         return;
       }
+      if (rec.type === 'delete') {
+        shard!.records.delete(rec.ids ?? [], shard!.indexedUpTo);
+        return;
+      }
       if (rec.type === 'revoke') {
         // The logged outcome, not a fresh decision: the replay does what happened live.
         if (rec.firstId! >= 0 && rec.rows > 0) shard!.tombstone(rec.firstId!, rec.rows);
@@ -202,7 +223,8 @@ export class DurableShard {
       if (rec.key) keys.push([rec.key, shard!.metadata.size, rec.rows]);
       hold(rec.movedFrom, true);
       const vectors = rec.vectors instanceof Uint16Array ? fp16ToFp32(rec.vectors) : rec.vectors;
-      void shard!.add(vectors, rec.blob, rec.offsets, { replay: true });
+      if (useCfg.metric === 'cosine' && rec.vectors instanceof Uint16Array) normalizeL2(vectors, useCfg.dim); // float16 is logged as it arrived
+      void shard!.add(vectors, rec.blob, rec.offsets, { replay: true, ...(rec.ids ? { ids: rec.ids } : {}) });
     });
     skipped.push(...report.skipped);
     // Later appends go to a fresh segment: a torn tail in the old one stays behind the
@@ -382,14 +404,19 @@ export class DurableShard {
     // apply() returns the shard's promise unawaited; its synchronous part (ids, buffering)
     // has run in log order by the time the WAL resolves.
     let handed = false;
-    const { trainAsync, movedFrom } = opts;
+    const { trainAsync, movedFrom, ids } = opts;
+    const undo = this.reserveRecords(ids, opts.upsert ?? false);
+    if (undo instanceof Error) {
+      release();
+      return Promise.reject(undo);
+    }
     return this.wal
-      .append({ vectors: opts.arrived ?? vectors, dim: this.cfg.dim, blob, offsets, key, movedFrom }, (seq) => {
+      .append({ vectors: opts.arrived ?? vectors, dim: this.cfg.dim, blob, offsets, key, movedFrom, ...(ids ? { ids } : {}) }, (seq) => {
         this.appliedSeq = seq;
         this.holdRevocations(movedFrom);
         this.rememberKey(key, this.shard.metadata.size, vectors.length / this.cfg.dim);
         handed = true;
-        return { done: this.shard.add(vectors, blob, offsets, { trainAsync, release }) };
+        return { done: this.shard.add(vectors, blob, offsets, { trainAsync, release, ...(ids ? { ids } : {}) }) };
       })
       .then(
         (r) => r.done,
@@ -397,7 +424,51 @@ export class DurableShard {
           if (!handed) release();
           throw err;
         },
-      );
+      )
+      .finally(undo);
+  }
+
+  /**
+   * Checks a batch against the records stored and being logged (no mixing of batches with
+   * and without ids; an add, unlike an upsert, refuses ids that exist) and reserves its ids
+   * until it is logged. Returns the release, or the ValidationError.
+   */
+  private reserveRecords(ids: RecordId[] | undefined, upsert: boolean): (() => void) | Error {
+    const withIds = ids !== undefined;
+    // Before the first batch is applied, batches still being logged decide the shard's kind.
+    const logging = (this.modesInFlight.get(true) ?? 0) > 0 ? 'ids' : (this.modesInFlight.get(false) ?? 0) > 0 ? 'anon' : null;
+    try {
+      this.shard.records.check(ids, upsert, this.idsInFlight, logging);
+    } catch (err) {
+      return err as Error;
+    }
+    this.modesInFlight.set(withIds, (this.modesInFlight.get(withIds) ?? 0) + 1);
+    const mine = upsert ? [] : (ids ?? []);
+    for (const id of mine) this.idsInFlight.add(id);
+    return () => {
+      this.modesInFlight.set(withIds, this.modesInFlight.get(withIds)! - 1);
+      for (const id of mine) this.idsInFlight.delete(id);
+    };
+  }
+
+  /**
+   * Deletes records by id, durably: logged before it resolves (and before the ids are
+   * hidden, which happens in the same tick as the log write completes). Ids this shard
+   * does not hold are reported, not logged.
+   */
+  delete(ids: RecordId[]): Promise<DeleteResult> {
+    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    const known = ids.filter((id) => this.shard.records.lookup(id) !== undefined);
+    if (known.length === 0) return Promise.resolve({ deleted: [], unknown: [...ids] });
+    return this.track(
+      this.wal.appendDelete(known, (seq) => {
+        this.appliedSeq = seq;
+        const r = this.shard.records.delete(known, this.shard.indexedUpTo);
+        scheduleCompaction(this.shard);
+        const gone = new Set<RecordId>(r.deleted);
+        return { deleted: r.deleted, unknown: ids.filter((id) => !gone.has(id)) } satisfies DeleteResult;
+      }),
+    );
   }
 
   /** Shared training on this shard (see Shard.trainShared); the trained state is on disk before it is returned. */
@@ -494,6 +565,8 @@ export class DurableShard {
         tombstones: this.shard.tombstones(),
         revokedKeys: [...this.revoked].slice(-SNAPSHOT_KEYS),
         outgoingRevocations: this.heldRevocations(),
+        records: this.shard.records.cut(this.shard.metadata.size),
+        indexedUpTo: this.shard.indexedUpTo,
       };
     });
     this.wal.requestRotate();

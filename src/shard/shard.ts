@@ -19,6 +19,8 @@ import { FaissError, IndexStateError, ValidationError } from '../errors.js';
 import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory, type TrainedState } from '../native/index.js';
 import { prng } from '../util/random.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
+import { Records, type RecordId } from './records.js';
+import * as recordOps from './shard-records.js';
 import { IndexState } from './state.js';
 
 /** Largest chunk the background adder hands FAISS at once: an add holds the index's write
@@ -54,7 +56,18 @@ export interface ShardInfo {
   total: number;
   /** Vectors tombstoned because their batch was revoked (still stored, never returned). */
   tombstoned: number;
-  metric: 'dot' | 'l2';
+  /** Live records with ids (null: this shard stores vectors without ids, or nothing yet). */
+  records: number | null;
+  /** The shard stores records with ids (true), vectors without (false), or nothing yet (null). */
+  withIds: boolean | null;
+  /** Internal ids deleted or replaced (never returned again). */
+  deleted: number;
+  /** Deleted vectors still in FAISS, waiting for the background compaction. */
+  awaitingCompaction: number;
+  /** Vectors FAISS holds (live ones plus those awaiting compaction and revoked ones). */
+  faissNtotal: number;
+  compactions: { count: number; removed: number; ms: number; lastMs: number };
+  metric: IndexCfg['metric'];
   dim: number;
   /** The client trains this index once for all shards (trainMode 'shared' on a type that needs training). */
   sharedTraining: boolean;
@@ -115,6 +128,14 @@ export class Shard {
    */
   private tombs: Array<[number, number]> = [];
   private tombCount = 0;
+  /** Ids, deletes, replacements and compaction bookkeeping (see records.ts). */
+  records = new Records();
+  /** Callers waiting until the internal ids below a mark are in FAISS (upsert replies). */
+  private indexWaiters: Array<{ upTo: number; resolve: () => void }> = [];
+  /** The running compaction, if any (see compact). */
+  compacting: Promise<number> | null = null;
+  /** Compactions done: how many, vectors removed, milliseconds FAISS spent in remove_ids (for the bench). */
+  readonly compactions = { count: 0, removed: 0, ms: 0, lastMs: 0 };
 
   constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
     this.cfg = cfg;
@@ -154,16 +175,23 @@ export class Shard {
   }
 
   get info(): ShardInfo {
-    const indexed = this.index?.ntotal ?? 0;
+    // From the JS bookkeeping, not FAISS's ntotal: that grows on a worker thread a moment
+    // before the buffer bookkeeping catches up, and shrinks when dead vectors are compacted.
+    const indexed = this.index ? this.indexedUpTo : 0;
     const deadIndexed = this.tombstonedBelow(indexed);
-    // total from the metadata, not ntotal + buffered: FAISS's ntotal grows on a worker
-    // thread a moment before the buffer bookkeeping catches up in JS.
+    const r = this.records;
     return {
       state: this.stateValue,
-      ntotal: indexed - deadIndexed,
-      buffered: Math.max(0, this.pendingCount - (this.tombCount - deadIndexed)),
-      total: this.metadata.size - this.tombCount,
+      ntotal: indexed - deadIndexed - r.deadIndexed,
+      buffered: Math.max(0, this.pendingCount - (this.tombCount - deadIndexed) - (r.deadTotal - r.deadIndexed)),
+      total: this.metadata.size - this.tombCount - r.deadTotal - r.replacing,
       tombstoned: this.tombCount,
+      records: r.mode === 'ids' ? r.size : null,
+      withIds: r.mode === null ? null : r.mode === 'ids',
+      deleted: r.deadTotal,
+      awaitingCompaction: r.toRemove.length,
+      faissNtotal: this.index?.ntotal ?? 0,
+      compactions: { ...this.compactions },
       metric: this.cfg.metric,
       dim: this.cfg.dim,
       sharedTraining: this.sharedTraining,
@@ -185,6 +213,7 @@ export class Shard {
     if ((prev && prev[0] + prev[1] > first) || (next && first + n > next[0])) return;
     this.tombs.splice(i, 0, [first, n]);
     this.tombCount += n;
+    this.records.revoked(first, n);
   }
 
   /** True when `id` belongs to a revoked batch. */
@@ -266,7 +295,7 @@ export class Shard {
     vectors: Float32Array,
     blob: Uint8Array,
     offsets: Uint32Array,
-    opts: { trainAsync?: boolean; replay?: boolean; release?: () => void } = {},
+    opts: { trainAsync?: boolean; replay?: boolean; release?: () => void; ids?: readonly RecordId[] } = {},
   ): Promise<number> {
     try {
       this.checkOpen();
@@ -276,6 +305,8 @@ export class Shard {
     }
     const n = vectors.length / this.cfg.dim;
     const first = this.metadata.append(blob, offsets);
+    if (opts.ids) this.records.put(first, opts.ids);
+    else this.records.putAnonymous();
     this.pending.push({ vectors, release: opts.release });
     this.pendingCount += n;
     if (opts.replay) return first; // restore: resume() starts training/adding once everything is back
@@ -474,8 +505,8 @@ export class Shard {
 
   /** Resolves when no training or background add is running. */
   async idle(): Promise<void> {
-    while (this.training || this.adding) {
-      await Promise.allSettled([this.training, this.adding]);
+    while (this.training || this.adding || this.compacting) {
+      await Promise.allSettled([this.training, this.adding, this.compacting]);
     }
   }
 
@@ -485,35 +516,135 @@ export class Shard {
     const index = this.index;
     // An empty index answers in the binding, under its lock: an add in flight is waited for.
     if (!index) return this.noHits(n, k, withVectors);
-    const dead = this.tombstonedBelow(index.ntotal);
-    if (dead === 0) {
-      if (withVectors) return index.searchAndReconstruct(queries, k, params);
-      if (searchWork(index, n, params?.nprobe) <= INLINE_SEARCH_WORK) {
-        const r = index.searchInline(queries, k, params);
-        if (r) return r;
-      }
-      return index.search(queries, k, params);
+    // Hidden vectors are judged when the search completes: an upsert's old version dies in
+    // the tick its new one enters FAISS, which may fall between issuing a search and its
+    // answer. So the fast path (nothing hidden) is only trusted when that is still true after.
+    if (this.hiddenInFaiss() === 0 && !this.records.remap) {
+      let r: ShardSearchResult | null = null;
+      if (withVectors) r = await index.searchAndReconstruct(queries, k, params);
+      else if (searchWork(index, n, params?.nprobe) <= INLINE_SEARCH_WORK) r = index.searchInline(queries, k, params);
+      r ??= await index.search(queries, k, params);
+      if (this.hiddenInFaiss() === 0 && !this.records.remap) return r;
     }
-    // Over-fetch by the tombstoned count so k live hits survive the filter (capped at MAX_K:
-    // beyond that a query may get fewer than k).
-    const kk = Math.min(MAX_K, k + dead);
-    const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
-      ? await index.searchAndReconstruct(queries, kk, params)
-      : await index.search(queries, kk, params);
+    // Over-fetch by the hidden count so k live hits survive the filter (capped at MAX_K:
+    // beyond that a query may get fewer than k). More may die while a search runs: then
+    // it runs again with the new count (bounded).
+    for (let attempt = 0; ; attempt++) {
+      const kk = Math.min(MAX_K, k + this.hiddenInFaiss());
+      const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
+        ? await index.searchAndReconstruct(queries, kk, params)
+        : await index.search(queries, kk, params);
+      const { out, short } = this.filterHits(r, n, k, kk, withVectors);
+      if (!short || kk >= MAX_K || attempt >= 3) return out;
+    }
+  }
+
+  /** Vectors in FAISS that searches must skip (revoked, deleted, replaced and not yet compacted). */
+  private hiddenInFaiss(): number {
+    return this.tombstonedBelow(this.indexedUpTo) + this.records.toRemove.length;
+  }
+
+  /**
+   * The live hits of an over-fetched search, translated to internal ids. `short`: some
+   * query got fewer than k although FAISS filled all kk slots (more may exist deeper).
+   */
+  private filterHits(r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array }, n: number, k: number, kk: number, withVectors: boolean): { out: ShardSearchResult; short: boolean } {
     const out = this.noHits(n, k, withVectors);
     const { dim } = this.cfg;
+    let short = false;
     for (let q = 0; q < n; q++) {
       let j = 0;
-      for (let i = 0; i < kk && j < k; i++) {
+      let i = 0;
+      for (; i < kk && j < k; i++) {
         const label = r.labels[q * kk + i]!;
-        if (label < 0n || this.isTombstoned(Number(label))) continue;
+        if (label < 0n) continue;
+        // FAISS label -> internal id (they differ once a Flat index was compacted)
+        const id = this.records.internalOf(Number(label));
+        if (this.isHidden(id)) continue;
         out.distances[q * k + j] = r.distances[q * kk + i]!;
-        out.labels[q * k + j] = label;
+        out.labels[q * k + j] = BigInt(id);
         if (withVectors) out.vectors!.set(r.vectors!.subarray((q * kk + i) * dim, (q * kk + i + 1) * dim), (q * k + j) * dim);
         j++;
       }
+      if (j < k && kk > k && r.labels[q * kk + kk - 1]! >= 0n) short = true;
     }
-    return out;
+    return { out, short };
+  }
+
+  /** Internal ids below this are in FAISS (or were compacted out of it); the rest are buffered. */
+  get indexedUpTo(): number {
+    return this.metadata.size - this.pendingCount;
+  }
+
+  /** True when internal id `id` is never returned: its batch was revoked, or it was deleted or replaced. */
+  isHidden(id: number): boolean {
+    return this.records.isDead(id) || (this.tombs.length > 0 && this.isTombstoned(id));
+  }
+
+  /** Resolves once internal ids below `upTo` are in FAISS, or at once when nothing is adding them (untrained, or failed). */
+  whenIndexed(upTo: number): Promise<void> {
+    if (!this.index || this.indexedUpTo >= upTo || (!this.adding && this.pendingCount === 0)) return Promise.resolve();
+    return new Promise((resolve) => this.indexWaiters.push({ upTo, resolve }));
+  }
+
+  private wakeIndexWaiters(all: boolean): void {
+    if (this.indexWaiters.length === 0) return;
+    const mark = this.indexedUpTo;
+    const keep = [];
+    for (const w of this.indexWaiters) {
+      if (all || w.upTo <= mark) w.resolve();
+      else keep.push(w);
+    }
+    this.indexWaiters = keep;
+  }
+
+  /** Buffered vectors (not yet in FAISS), oldest first, with the internal id of each batch's first row. */
+  pendingBatches(): Array<{ first: number; vectors: Float32Array }> {
+    let first = this.indexedUpTo;
+    return this.pending.map((b) => {
+      const out = { first, vectors: b.vectors };
+      first += b.vectors.length / this.cfg.dim;
+      return out;
+    });
+  }
+
+  /**
+   * Runs `job` (a FAISS write that must not interleave with the background adder, e.g. a
+   * compaction) between two add chunks: the adder parks meanwhile, and snapshots wait for it.
+   */
+  async betweenChunks<T>(job: () => Promise<T>): Promise<T> {
+    this.paused++;
+    try {
+      while (this.chunkInFlight) await this.chunkInFlight;
+      const p = job();
+      this.chunkInFlight = p.then(
+        () => {},
+        () => {},
+      );
+      try {
+        return await p;
+      } finally {
+        this.chunkInFlight = null;
+      }
+    } finally {
+      this.paused--;
+      if (this.paused === 0) {
+        const wake = this.parked;
+        this.parked = null;
+        wake?.();
+      }
+    }
+  }
+
+  /** Reports a failure of background work (e.g. a compaction) that has no caller. */
+  backgroundError(err: Error): void {
+    this.lastError = err;
+    this.onError(err);
+  }
+
+  /** True once close() was called. */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   private noHits(n: number, k: number, withVectors: boolean): ShardSearchResult {
@@ -662,9 +793,17 @@ export class Shard {
         const chunk = this.takeChunk(chunkRows);
         const assign = ivf ? (chunk.assign ?? (await index.assign(chunk.vectors))) : undefined;
         while (this.paused > 0) await new Promise<void>((resolve) => (this.parked = resolve));
-        const job = (assign ? index.addPreassigned(chunk.vectors, assign) : index.add(chunk.vectors)).then(() => {
-          // FAISS and the buffer change together, in the same tick.
+        // After a compaction an IVF index holds fewer vectors than ids handed out: FAISS
+        // would number new vectors from its ntotal, so they get their internal ids explicitly.
+        const from = this.indexedUpTo;
+        const explicit = ivf && index.ntotal !== from ? recordOps.idRange(from, chunk.rows) : null;
+        const add = explicit ? index.addWithIds(chunk.vectors, explicit) : assign ? index.addPreassigned(chunk.vectors, assign) : index.add(chunk.vectors);
+        const job = add.then(() => {
+          // FAISS, the buffer and the records change together, in the same tick.
+          const at = this.indexedUpTo;
           this.pendingCount -= chunk.rows;
+          this.records.indexed(at, at + chunk.rows);
+          this.wakeIndexWaiters(false);
           const done = this.pending.splice(0, chunk.batches);
           if (chunk.rest) {
             // The rest still lives in the first batch's memory.
@@ -688,6 +827,8 @@ export class Shard {
       () => {
         this.adding = null;
         if (this.stateValue === IndexState.ADD) this.stateValue = IndexState.TRAINED;
+        this.wakeIndexWaiters(true);
+        recordOps.scheduleCompaction(this);
         scheduleMemoryTrim();
       },
       (err: Error) => {
@@ -695,6 +836,7 @@ export class Shard {
         this.adding = null;
         this.stateValue = IndexState.TRAINED;
         this.lastError = err;
+        this.wakeIndexWaiters(true);
         this.onError(err);
       },
     );

@@ -14,11 +14,17 @@ import { FaissIndex, type TrainedLayout } from '../native/index.js';
 import type { MetadataStore } from './metadata-store.js';
 import { Shard, type SharedTrained, type ShardOptions } from './shard.js';
 import { readdirIfExists, syncDir, writeAll } from './wal.js';
+import { Packr, Unpackr } from 'msgpackr';
+import { Records, type RecordId, type RecordsSnapshot } from './records.js';
+
+const recordsPackr = new Packr({ useRecords: false });
+const recordsUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
 const META_MAGIC = 0x544d4644; // "DFMT"
 const BUF_MAGIC = 0x42564644; // "DFVB"
 const CENTROIDS_MAGIC = 0x45434644; // "DFCE"
+const RECORDS_MAGIC = 0x43524644; // "DFRC"
 const CENTROIDS_FILE = 'centroids.bin';
 const TRAINED_MAGIC = 0x53544644; // "DFTS"
 const TRAINED_FILE = 'trained.bin';
@@ -43,6 +49,13 @@ export interface SnapshotManifest {
   revokedKeys?: string[];
   /** [rank, key] of attempts of batches moved here whose revocation on that rank is not yet confirmed. */
   outgoingRevocations?: Array<[number, string]>;
+  /**
+   * Records with ids or deletes (issue 16): records.bin holds ids, the dead bitset and the
+   * FAISS position -> internal id table; internal ids below indexedUpTo are in index.faiss
+   * (which holds fewer vectors once deleted ones were compacted out).
+   */
+  records?: boolean;
+  indexedUpTo?: number;
 }
 
 export interface SnapshotInfo {
@@ -152,6 +165,9 @@ export interface SnapshotCut {
   tombstones: Array<[number, number]>;
   revokedKeys: string[];
   outgoingRevocations: Array<[number, string]>;
+  /** The shard's records at the cut (see Records.cut). */
+  records: ReturnType<Records['cut']>;
+  indexedUpTo: number;
 }
 
 /** Writes snapshot `generation` of `shard` from a cut; returns its folder. */
@@ -166,6 +182,17 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
       ...cut.pending.map((v) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength)),
     ]);
     files['meta.bin'] = await writeParts(join(tmp, 'meta.bin'), metadataParts(shard.metadata, cut.metaCount));
+    const withRecords = cut.records.mode === 'ids' || cut.records.remap !== null || cut.records.dead.some((b) => b !== 0);
+    if (withRecords) {
+      const r = cut.records;
+      const body = recordsPackr.pack({
+        mode: r.mode,
+        ids: r.ids(),
+        dead: r.dead,
+        remap: r.remap ? new Uint8Array(r.remap.buffer, r.remap.byteOffset, r.remap.byteLength) : null,
+      });
+      files['records.bin'] = await writeParts(join(tmp, 'records.bin'), [header(RECORDS_MAGIC, cut.metaCount, 0), body]);
+    }
     if (cut.indexWrite) {
       await cut.indexWrite;
       const fh = await open(cut.indexTmpPath!, 'r+');
@@ -187,6 +214,7 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
       tombstones: cut.tombstones,
       revokedKeys: cut.revokedKeys,
       outgoingRevocations: cut.outgoingRevocations,
+      ...(withRecords ? { records: true, indexedUpTo: cut.indexedUpTo } : {}),
     };
     // cfg travels inside the snapshot too: a snapshot is self-contained.
     await writeParts(join(tmp, 'cfg.json'), [Buffer.from(indexCfgToJSON(shard.cfg))]);
@@ -255,11 +283,25 @@ export async function readSnapshot(dir: string, cfgOverride: IndexCfg | null, op
   checkHeader(buf, BUF_MAGIC, 'buffer.bin');
   const rows = Number(buf.readBigUInt64LE(8));
   const ntotal = index?.ntotal ?? 0;
-  if (rows + ntotal !== count || count !== manifest.metaCount) {
-    throw new StorageError(`${count} metadata entries but ${ntotal} indexed + ${rows} buffered vectors`);
+  // Once deleted vectors were compacted out, FAISS holds fewer than the ids below indexedUpTo.
+  const indexed = manifest.records ? (manifest.indexedUpTo ?? -1) : ntotal;
+  if (rows + indexed !== count || count !== manifest.metaCount || ntotal > indexed) {
+    throw new StorageError(`${count} metadata entries but ${indexed} indexed (${ntotal} in FAISS) + ${rows} buffered vectors`);
   }
   if (rows > 0) shard.restorePending(new Float32Array(buf.buffer.slice(buf.byteOffset + HEADER, buf.byteOffset + HEADER + rows * cfg.dim * 4)));
+  if (manifest.records) shard.records = await readRecords(join(dir, 'records.bin'), count, indexed);
+  else if (count > 0) shard.records.putAnonymous();
   return { shard, manifest };
+}
+
+async function readRecords(path: string, count: number, indexedUpTo: number): Promise<Records> {
+  const b = await readFile(path);
+  checkHeader(b, RECORDS_MAGIC, 'records.bin');
+  if (Number(b.readBigUInt64LE(8)) !== count) throw new StorageError(`records.bin covers ${Number(b.readBigUInt64LE(8))} ids, meta.bin ${count}`);
+  const v = recordsUnpackr.unpack(b.subarray(HEADER)) as { mode: RecordsSnapshot['mode']; ids: Array<RecordId | null>; dead: Uint8Array; remap: Uint8Array | null };
+  const remap = v.remap ? new Uint32Array(v.remap.buffer.slice(v.remap.byteOffset, v.remap.byteOffset + v.remap.byteLength)) : null;
+  if (remap && remap.length > indexedUpTo) throw new StorageError(`records.bin maps ${remap.length} FAISS positions, more than the ${indexedUpTo} indexed ids`);
+  return Records.restore({ mode: v.mode, ids: v.ids ?? [], dead: new Uint8Array(v.dead), remap }, count, indexedUpTo, () => false);
 }
 
 function checkHeader(b: Buffer, magic: number, name: string): void {

@@ -11,8 +11,13 @@
  */
 import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Packr, Unpackr } from 'msgpackr';
 import { crc32Update } from './crc.js';
 import { StorageError } from '../errors.js';
+import type { RecordId } from './records.js';
+
+const idPackr = new Packr({ useRecords: false });
+const idUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 import type { Durability } from '../config/index-cfg.js';
 
@@ -20,8 +25,8 @@ export type { Durability };
 
 const SEGMENT_MAGIC = 0x53574644; // "DFWS"
 const RECORD_MAGIC = 0x4c574644; // "DFWL"
-/** 2 added revoke records, 3 moved-from keys, delivered records and float16 adds; older segments are still read. */
-export const WAL_FORMAT_VERSION = 3;
+/** 2 added revoke records, 3 moved-from keys, delivered records and float16 adds, 4 records with ids and deletes; older segments are still read. */
+export const WAL_FORMAT_VERSION = 4;
 const SEGMENT_HEADER = 16;
 const RECORD_HEADER = 48;
 const TYPE_ADD = 1;
@@ -33,6 +38,11 @@ const TYPE_REVOKE = 3;
 const TYPE_DELIVERED = 4;
 /** An add batch whose vectors arrived as float16 and are logged as they arrived (half the bytes). */
 const TYPE_ADD_F16 = 5;
+/** TYPE_ADD / TYPE_ADD_F16 whose vectors carry record ids (an upsert: older versions of those ids are replaced). */
+const TYPE_ADD_IDS = 6;
+const TYPE_ADD_F16_IDS = 7;
+/** Records deleted by id (the ids, msgpack, in the blob). */
+const TYPE_DELETE = 8;
 /** Replay refuses records claiming more than this (a corrupt length must not allocate GBs). */
 const MAX_RECORD_BYTES = 2 ** 31;
 
@@ -50,11 +60,13 @@ export interface WalBatch {
    * the pairs whose revocation was confirmed.
    */
   movedFrom?: Array<[number, string]>;
+  /** add records: one record id per vector (records with ids); delete records: the ids deleted. */
+  ids?: RecordId[];
 }
 
 export interface WalRecord extends WalBatch {
   seq: number;
-  type: 'add' | 'train' | 'revoke' | 'delivered';
+  type: 'add' | 'train' | 'revoke' | 'delivered' | 'delete';
   /** train records: rows the training used; add records: vectors in the batch; revoke records: ids tombstoned. */
   rows: number;
   /** revoke records: first tombstoned id, -1 when the key had not arrived (it is refused from then on). */
@@ -120,6 +132,12 @@ export class WriteAheadLog {
     const blob = new Uint8Array(8);
     new DataView(blob.buffer).setBigInt64(0, BigInt(firstId), true);
     return this.append({ vectors: new Float32Array(0), dim: 0, blob, offsets: new Uint32Array([rows]), key }, apply, TYPE_REVOKE);
+  }
+
+  /** Logs the deletion of records by id. */
+  appendDelete<T>(ids: RecordId[], apply: (seq: number) => T): Promise<T> {
+    const blob = idPackr.pack(ids);
+    return this.append({ vectors: new Float32Array(0), dim: 0, blob, offsets: new Uint32Array([ids.length]), key: '' }, apply, TYPE_DELETE);
   }
 
   /** Logs that the revocations `pairs` ([rank, key]) of batches moved here were delivered. */
@@ -272,7 +290,9 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 function encodeRecord(seq: number, b: WalBatch, kind: number): Uint8Array[] {
-  const type = kind === TYPE_ADD && b.vectors instanceof Uint16Array ? TYPE_ADD_F16 : kind;
+  const f16 = kind === TYPE_ADD && b.vectors instanceof Uint16Array;
+  if (kind === TYPE_ADD && b.ids) return encodeWithIds(seq, b, f16 ? TYPE_ADD_F16_IDS : TYPE_ADD_IDS);
+  const type = f16 ? TYPE_ADD_F16 : kind;
   // train and revoke records carry their row count in n and no offsets
   const countOnly = type !== TYPE_ADD && type !== TYPE_ADD_F16;
   const n = countOnly ? b.offsets[0]! : b.offsets.length - 1;
@@ -302,6 +322,28 @@ function encodeRecord(seq: number, b: WalBatch, kind: number): Uint8Array[] {
   for (const p of [vec, vecPad, off, b.blob, key, moved, pad]) crc = crc32Update(crc, p);
   h.writeUInt32LE(crc, 4);
   return [h, vec, vecPad, off, b.blob, key, moved, pad].filter((p) => p.byteLength > 0);
+}
+
+/**
+ * An add record with ids: the ids section (u32 byte length, u32 reserved, msgpack array,
+ * zero padding to 8 bytes) comes first in the body, then the add record's usual body. The
+ * record is one write: ids and vectors are durable together or not at all.
+ */
+function encodeWithIds(seq: number, b: WalBatch, type: number): Uint8Array[] {
+  const packed = idPackr.pack(b.ids);
+  const section = new Uint8Array(Math.ceil((8 + packed.byteLength) / 8) * 8);
+  new DataView(section.buffer).setUint32(0, packed.byteLength, true);
+  section.set(packed, 8);
+  const parts = encodeRecord(seq, { ...b, ids: undefined }, TYPE_ADD);
+  const h = parts[0] as Buffer;
+  const total = h.readUInt32LE(8) + section.byteLength;
+  h.writeUInt32LE(total, 8);
+  h.writeUInt32LE(type, 12);
+  let crc = crc32Update(0, h.subarray(8));
+  crc = crc32Update(crc, section);
+  for (const p of parts.slice(1)) crc = crc32Update(crc, p);
+  h.writeUInt32LE(crc, 4);
+  return [h, section, ...parts.slice(1)];
 }
 
 function align4(n: number): number {
@@ -382,14 +424,33 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
   const total = h.readUInt32LE(8);
   if (total < RECORD_HEADER || total % 8 !== 0 || total > MAX_RECORD_BYTES) return `bad record length ${total}`;
   if (pos + total > size) return 'torn record (file ends inside it)';
-  const body = Buffer.alloc(total - RECORD_HEADER);
+  let body = Buffer.alloc(total - RECORD_HEADER);
   await fh.read(body, 0, body.byteLength, pos + RECORD_HEADER);
   let crc = crc32Update(0, h.subarray(8));
   crc = crc32Update(crc, body);
   if (crc !== h.readUInt32LE(4)) return 'checksum mismatch';
-  const type = h.readUInt32LE(12);
+  let type = h.readUInt32LE(12);
   const seq = Number(h.readBigUInt64LE(16));
   const n = h.readUInt32LE(24);
+  if (type === TYPE_DELETE) {
+    const blobBytes = h.readUInt32LE(36);
+    if (blobBytes > body.byteLength) return 'inconsistent delete record sizes';
+    const ids = unpackIds(body.subarray(0, blobBytes), n);
+    if (!ids) return 'unreadable delete record';
+    return { record: { seq, type: 'delete', rows: n, ids, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key: '' }, total };
+  }
+  let ids: RecordId[] | undefined;
+  if (type === TYPE_ADD_IDS || type === TYPE_ADD_F16_IDS) {
+    if (body.byteLength < 8) return 'torn ids section';
+    const idBytes = body.readUInt32LE(0);
+    const section = Math.ceil((8 + idBytes) / 8) * 8;
+    if (section > body.byteLength) return 'inconsistent ids section size';
+    ids = unpackIds(body.subarray(8, 8 + idBytes), n) ?? undefined;
+    if (!ids) return 'unreadable ids section';
+    // The rest is an ordinary add body, still 8-aligned (body is a fresh allocation, section a multiple of 8).
+    body = body.subarray(section);
+    type = type === TYPE_ADD_IDS ? TYPE_ADD : TYPE_ADD_F16;
+  }
   if (type === TYPE_TRAIN) {
     return { record: { seq, type: 'train', rows: n, vectors: new Float32Array(0), dim: 0, blob: new Uint8Array(0), offsets: new Uint32Array(0), key: '' }, total };
   }
@@ -425,7 +486,18 @@ async function readRecordAt(fh: FileHandle, pos: number, size: number): Promise<
   const key = body.toString('utf8', vecEnd + offBytes + blobBytes, keyEnd);
   const movedFrom = movedBytes > 0 ? parseMoved(body.subarray(keyEnd, keyEnd + movedBytes)) : undefined;
   if (movedFrom === null) return 'unreadable moved-from keys';
-  return { record: { seq, type: 'add', rows: n, vectors, dim, blob, offsets, key, ...(movedFrom ? { movedFrom } : {}) }, total };
+  return { record: { seq, type: 'add', rows: n, vectors, dim, blob, offsets, key, ...(movedFrom ? { movedFrom } : {}), ...(ids ? { ids } : {}) }, total };
+}
+
+/** The msgpack array of `n` record ids, or null when it is not that. */
+function unpackIds(bytes: Uint8Array, n: number): RecordId[] | null {
+  try {
+    const v = idUnpackr.unpack(bytes) as unknown;
+    if (Array.isArray(v) && v.length === n && v.every((x) => typeof x === 'string' || (typeof x === 'number' && Number.isSafeInteger(x)))) return v as RecordId[];
+  } catch {
+    // fall through
+  }
+  return null;
 }
 
 /** [[rank, key], ...] as logged; null when it is not that shape. */

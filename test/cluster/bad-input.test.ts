@@ -211,7 +211,7 @@ describe('indexes and configurations', () => {
       [{ indexBuilderType: 'ivf_simple', dim, centroids: -4 }, 'centroids'],
       [{ index_builder_type: 'ivf_simple', dim, centroids: '-4' }, 'centroids'],
       [{ indexBuilderType: 'ivf_fancy', dim }, 'indexBuilderType'],
-      [{ indexBuilderType: 'flat', dim, metric: 'cosine' }, 'metric'],
+      [{ indexBuilderType: 'flat', dim, metric: 'manhattan' }, 'metric'],
       [{ indexBuilderType: 'flat', dim: 0 }, 'dim'],
       [{ indexBuilderType: 'flat', dim: 2.5 }, 'dim'],
       [{ indexBuilderType: 'ivf_simple', dim, nprobe: 0 }, 'nprobe'],

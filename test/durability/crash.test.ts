@@ -128,3 +128,111 @@ test('a whole 4-server cluster killed with SIGKILL restarts from its folders wit
     await cluster.stop();
   }
 });
+
+test('crash test with records: SIGKILL during upserts, deletes, snapshots and compactions loses nothing acknowledged', { timeout: 300_000 }, async () => {
+  // Two servers: records live on their home server, so every upsert and delete touches both.
+  const cluster = await startCluster(2);
+  const CYCLES_R = Math.max(3, Math.ceil(CYCLES / 3));
+  const rand = prng(99);
+  const IDS = 400;
+  // A distinct vector per (id, version): each record is its own nearest neighbour.
+  const vec = (id: number, v: number): Float32Array => data.base(1, id * 1_000_000 + v);
+  /** Per id: the last acknowledged state (version, or -1 = deleted) and one unacknowledged state it may have instead. */
+  const acked = new Map<number, number>();
+  const maybe = new Map<number, number>();
+  let version = 0;
+  try {
+    let client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 10_000 });
+    await client.createIndex('rec', { indexBuilderType: 'ivf_simple', dim, centroids: 8, nprobe: 8, trainNum: 300, metric: 'l2', saveIntervalSec: 1 });
+    // Start with every id stored (version 0), trained.
+    const all = Array.from({ length: IDS }, (_, i) => i);
+    const v0 = new Float32Array(IDS * dim);
+    all.forEach((i) => v0.set(vec(i, 0), i * dim));
+    await client.upsert('rec', all, v0, all.map((i) => ({ id: i, v: 0 })));
+    for (const i of all) acked.set(i, 0);
+    await waitState(client, 'rec', [IndexState.TRAINED]);
+    for (let cycle = 0; cycle < CYCLES_R; cycle++) {
+      const writers = await Promise.all([0, 1].map(() => IndexClient.connect(cluster.discovery, { callTimeoutMs: 10_000 })));
+      let stop = false;
+      // Writer w owns the ids congruent to w mod 2, so its operations on an id are ordered.
+      const work = writers.map(async (w, wi) => {
+        while (!stop) {
+          const ids = Array.from({ length: 10 }, () => 2 * Math.floor(rand() * (IDS / 2)) + wi).filter((x, i, a) => a.indexOf(x) === i);
+          const del = rand() < 0.3;
+          const v = ++version;
+          for (const i of ids) maybe.set(i, del ? -1 : v);
+          try {
+            if (del) {
+              await w.delete('rec', ids);
+            } else {
+              const vs = new Float32Array(ids.length * dim);
+              ids.forEach((i, j) => vs.set(vec(i, v), j * dim));
+              await w.upsert('rec', ids, vs, ids.map((i) => ({ id: i, v })));
+            }
+          } catch {
+            return; // unacknowledged: each id is in its old or its new state
+          }
+          for (const i of ids) {
+            acked.set(i, del ? -1 : v);
+            maybe.delete(i);
+          }
+        }
+      });
+      const side = (async () => {
+        while (!stop) {
+          await new Promise((r) => setTimeout(r, 30 + rand() * 60));
+          try {
+            await (rand() < 0.5 ? client.saveIndex('rec') : client.compact('rec'));
+          } catch {
+            return;
+          }
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 100 + rand() * 300));
+      await cluster.kill(cycle % 2, 'SIGKILL');
+      stop = true;
+      await Promise.all([...work, side]);
+      await Promise.all([...writers, client].map((c) => c.close()));
+      await cluster.start(cycle % 2, ['--load-index']);
+      client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 10_000 });
+      await waitState(client, 'rec', [IndexState.TRAINED]);
+      // Every id: its acknowledged state, or the unacknowledged one that was under way. One version, never two.
+      const got = await client.get('rec', all);
+      const state = new Map<number, number>(all.map((i) => [i, -1]));
+      for (const r of got.records) state.set(r.id as number, (r.metadata as { v: number }).v);
+      for (const i of all) {
+        const s = state.get(i)!;
+        const ok = s === acked.get(i) || (maybe.has(i) && s === maybe.get(i));
+        assert.ok(ok, `cycle ${cycle}: id ${i} is in state ${s}, acknowledged ${acked.get(i)}, in flight ${maybe.get(i)}`);
+        acked.set(i, s);
+      }
+      maybe.clear();
+      const listed: number[] = [];
+      for await (const page of client.iterate('rec', { batchSize: 128, withVectors: false })) listed.push(...page.records.map((r) => r.id as number));
+      assert.equal(new Set(listed).size, listed.length, `cycle ${cycle}: an id listed twice`);
+      assert.equal(listed.length, [...state.values()].filter((s) => s >= 0).length);
+      // Search agrees with the records: every live record found by its own vector, as itself, once.
+      const live = all.filter((i) => state.get(i)! >= 0).slice(0, 20);
+      const qs = new Float32Array(live.length * dim);
+      live.forEach((i, j) => qs.set(vec(i, state.get(i)!), j * dim));
+      await waitIndexedTotal(client, 'rec', listed.length);
+      const hits = await client.search('rec', qs, 3);
+      live.forEach((i, j) => {
+        assert.equal(hits.ids![j]![0], i, `cycle ${cycle}: record ${i} (v${state.get(i)}) not its own nearest neighbour: ${JSON.stringify(hits.ids![j])} ${JSON.stringify(hits.scores[j])} ${JSON.stringify(hits.metadata[j])}`);
+        assert.equal(hits.ids![j]!.filter((x) => x === i).length, 1, `cycle ${cycle}: record ${i} returned twice`);
+        assert.deepEqual(hits.metadata[j]![0], { id: i, v: state.get(i) });
+      });
+    }
+    await client.close();
+  } finally {
+    await cluster.stop();
+  }
+});
+
+async function waitIndexedTotal(client: IndexClient, id: string, want: number): Promise<void> {
+  const end = Date.now() + 30_000;
+  while ((await client.getNtotal(id)) !== want) {
+    if (Date.now() > end) throw new Error(`ntotal ${await client.getNtotal(id)}, want ${want}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

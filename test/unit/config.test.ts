@@ -153,7 +153,7 @@ describe('parseIndexCfg', () => {
     ['centroids fraction', { centroids: '2.5' }, 'centroids', 'integer'],
     ['train_ratio 0', { train_ratio: 0 }, 'train_ratio', '(0, 1]'],
     ['train_ratio > 1', { trainRatio: '1.5' }, 'trainRatio', '(0, 1]'],
-    ['metric', { metric: 'cosine' }, 'metric', "'dot' or 'l2'"],
+    ['metric', { metric: 'manhattan' }, 'metric', "'dot', 'l2' or 'cosine'"],
     ['builder type', { index_builder_type: 'ivf' }, 'index_builder_type', 'flat, ivf_simple, knnlm, hnswsq, ivfsq, ivf_gpu'],
     ['nprobe 0', { nprobe: 0 }, 'nprobe', '>= 1'],
     ['buffer_bsz 0', { buffer_bsz: '0' }, 'buffer_bsz', '>= 1'],
