@@ -233,7 +233,7 @@ export function buildMethods(server: IndexServer): MethodTable {
           indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldRevocations().length };
         }
         const mem = process.memoryUsage();
-        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes } };
+        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, indexes, ...server.statusExtras() } };
       },
     }),
 
