@@ -2,7 +2,8 @@
 # Installs whatever dfaiss is missing on this machine, then builds it. Idempotent and
 # quick when nothing changed, so `npm test` and `npm run demo` can both call it first.
 #   1. Debian packages: libfaiss-dev + libopenblas-dev (FAISS 1.7.3, static libfaiss.a),
-#      dataset-fashion-mnist (real data for the demo, tests and benchmark).
+#      dataset-fashion-mnist (real data for the demo, tests and benchmark), chromium (the
+#      headless browser the dashboard test drives through puppeteer-core).
 #   2. npm dependencies (npm ci when node_modules is missing or older than the lockfile).
 #   3. The native addon (node-gyp) when missing or older than its sources.
 #   4. The TypeScript build (dist/).
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-for pkg in libfaiss-dev libopenblas-dev dataset-fashion-mnist; do
+for pkg in libfaiss-dev libopenblas-dev dataset-fashion-mnist chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi

@@ -3,6 +3,7 @@
 import { Command, Option } from 'commander';
 import { LOG_FORMATS } from '../server/logger.js';
 import { readFileSync } from 'node:fs';
+import { registerDashboardCommand } from './dashboard.js';
 import { registerLaunchCommand } from './launch.js';
 import { registerLoadCommand } from './load.js';
 import { registerOpsCommands } from './ops.js';
@@ -42,6 +43,7 @@ Run 'dfaiss <command> --help' for a command's options and examples.`);
   registerLaunchCommand(program);
   registerLoadCommand(program);
   registerOpsCommands(program);
+  registerDashboardCommand(program);
   return program;
 }
 
