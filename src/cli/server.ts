@@ -59,9 +59,6 @@ Examples:
         process.stderr.write(`dfaiss server: ${process.env.DFAISS_DEBUG ? (e.stack ?? e.message) : e.message}\n`);
         process.exit(1);
       }
-      // One machine-readable line on stdout: launchers and tests read the bound port from it.
-      const metrics = addr.metricsPort === undefined ? {} : { metricsPort: addr.metricsPort };
-      process.stdout.write(`${JSON.stringify({ event: 'listening', rank: opts.rank, host: addr.host, port: addr.port, ...metrics, pid: process.pid })}\n`);
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;
@@ -77,6 +74,10 @@ Examples:
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+      // One machine-readable line on stdout: launchers and tests read the bound port from it
+      // (after the signal handlers: whoever reads it may send SIGTERM at once).
+      const metrics = addr.metricsPort === undefined ? {} : { metricsPort: addr.metricsPort };
+      process.stdout.write(`${JSON.stringify({ event: 'listening', rank: opts.rank, host: addr.host, port: addr.port, ...metrics, pid: process.pid })}\n`);
       if (opts.stopOnStdinClose) {
         process.stdin.on('end', () => stop('stdin closed (launcher gone)'));
         process.stdin.on('error', () => stop('stdin closed (launcher gone)'));
