@@ -75,7 +75,7 @@ Example:
       } catch (err) {
         // Bad options and sbatch refusals (EnforcePartLimits) are the user's to fix: no stack.
         const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|threadsPerServer|logDir|discoveryConfig|saveDir|jobName)\b/g;
+        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|metricsPort|threadsPerServer|logDir|discoveryConfig|saveDir|jobName)\b/g;
         console.error(`dfaiss launch slurm: ${(err as Error).message.replace(fields, flag)}`);
         process.exitCode = 1;
         return;

@@ -124,6 +124,20 @@ test('every server serves Prometheus metrics on its own port: requests, errors, 
   assert.equal(errors1, 0);
 });
 
+test('a shared training is timed once, on the server that trained for the cluster', async () => {
+  await client.createIndex('ivf', { indexBuilderType: 'ivf_simple', dim: 8, metric: 'l2', centroids: 4, trainNum: 200 });
+  for (let b = 0; b < 4; b++) await client.addIndexData('ivf', Float32Array.from({ length: 80 * 8 }, (_, i) => Math.sin(b * 1000 + i)));
+  await client.syncTrain('ivf');
+  const counts: number[] = [];
+  for (const s of cluster.servers) {
+    const { samples } = await scrape(s.metricsPort!);
+    counts.push(value(samples, 'dfaiss_training_duration_seconds_count', { index: 'ivf', kind: 'shared' }) ?? 0);
+    assert.equal(value(samples, 'dfaiss_index_state', { index: 'ivf', state: 'TRAINED' }), 1);
+    assert.equal(value(samples, 'dfaiss_index_ntotal', { index: 'ivf' }), 160);
+  }
+  assert.deepEqual(counts.sort(), [0, 1]);
+});
+
 test('/healthz and /readyz answer 200 on a serving server; other paths 404, other methods 405', async () => {
   const port = cluster.servers[0]!.metricsPort!;
   const health = await fetch(`http://127.0.0.1:${port}/healthz`);
