@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IndexClient } from '../../src/index.js';
+import { IndexClient, IndexServer } from '../../src/index.js';
 import { MetricsHttpServer } from '../../src/server/metrics-http.js';
 import { ServerMetrics } from '../../src/server/metrics.js';
 import { CLI, startCluster, type TestCluster } from '../helpers/cluster.js';
@@ -162,6 +162,45 @@ test('/readyz is 503 with the reason while the server is not ready', async () =>
     assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
   } finally {
     await http.close();
+  }
+});
+
+test('IndexServer: the metrics port opens before the indexes load, and /readyz says 503 while they load', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-ready-'));
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((r) => probe.close(r));
+  const server = new IndexServer(0, join(dir, 'data'));
+  // Hold the load until the test has seen the 503 (loadAll is private: reached on purpose).
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const held = server as unknown as { loadAll: () => Promise<void> };
+  const loadAll = held.loadAll.bind(server);
+  held.loadAll = async () => {
+    await gate;
+    await loadAll();
+  };
+  const started = server.start({ port: 0, metricsPort: port, loadIndex: true });
+  try {
+    let r: Response | undefined;
+    for (let i = 0; i < 200 && !r; i++) {
+      r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      if (!r) await new Promise((res) => setTimeout(res, 10));
+    }
+    assert.ok(r, 'the metrics port listens while the indexes load');
+    assert.equal(r.status, 503);
+    assert.equal(await r.text(), 'not ready: loading indexes\n');
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200, 'alive meanwhile');
+    release();
+    const addr = await started;
+    assert.equal(addr.metricsPort, port);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
+  } finally {
+    release();
+    await started.catch(() => {});
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
