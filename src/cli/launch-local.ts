@@ -72,23 +72,31 @@ Examples:
       }
       const logger = createLogger({ role: 'launcher' });
       serverSecurityOrExit(cmd, opts, logger); // bad key/cert/secret files stop the launch here, not in N servers
-      const cluster = new LocalCluster({
-        numServers: opts.numServers,
-        saveDir: opts.saveDir,
-        discoveryConfig: opts.discoveryConfig,
-        basePort: opts.basePort,
-        metricsPort: opts.metricsPort,
-        host: opts.host,
-        loadIndex: opts.loadIndex,
-        threadsPerServer: opts.threadsPerServer ?? defaultThreadsPerServer(opts.numServers),
-        restartOnCrash: opts.restartOnCrash,
-        maxRestarts: opts.maxRestarts,
-        restartDelayMs: opts.restartDelay,
-        startTimeoutMs: opts.startTimeout * 1000,
-        stopTimeoutMs: opts.stopTimeout * 1000,
-        serverArgs: securityArgs(opts),
-        logger,
-      });
+      let cluster: LocalCluster;
+      try {
+        cluster = new LocalCluster({
+          numServers: opts.numServers,
+          saveDir: opts.saveDir,
+          discoveryConfig: opts.discoveryConfig,
+          basePort: opts.basePort,
+          metricsPort: opts.metricsPort,
+          host: opts.host,
+          loadIndex: opts.loadIndex,
+          threadsPerServer: opts.threadsPerServer ?? defaultThreadsPerServer(opts.numServers),
+          restartOnCrash: opts.restartOnCrash,
+          maxRestarts: opts.maxRestarts,
+          restartDelayMs: opts.restartDelay,
+          startTimeoutMs: opts.startTimeout * 1000,
+          stopTimeoutMs: opts.stopTimeout * 1000,
+          serverArgs: securityArgs(opts),
+          logger,
+        });
+      } catch (err) {
+        // Bad option combinations (e.g. metrics ports overlapping server ports): one line, named as flags.
+        const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+        process.stderr.write(`dfaiss launch local: ${(err as Error).message.replace(/\b(basePort|metricsPort|numServers|threadsPerServer)\b/g, flag)}\n`);
+        process.exit(2);
+      }
 
       let signals = 0;
       let exitCode = 0;

@@ -167,6 +167,10 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       if (!Number.isSafeInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort + numServers - 1 > 65535) {
         throw new ValidationError('metricsPort', `0 (free ports) or an integer from 1 to ${65536 - numServers} (metrics port + ${numServers} servers must fit in 65535)`, opts.metricsPort);
       }
+      const base = opts.basePort;
+      if (opts.metricsPort > 0 && base !== undefined && opts.metricsPort < base + numServers && base < opts.metricsPort + numServers) {
+        throw new ValidationError('metricsPort', `a range apart from the server ports ${base}-${base + numServers - 1}`, opts.metricsPort);
+      }
     }
     if (opts.threadsPerServer !== undefined && (!Number.isSafeInteger(opts.threadsPerServer) || opts.threadsPerServer < 1 || opts.threadsPerServer > 1024)) {
       throw new ValidationError('threadsPerServer', 'an integer from 1 to 1024', opts.threadsPerServer);

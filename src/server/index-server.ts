@@ -128,7 +128,10 @@ export class IndexServer {
     try {
       addr = await this.rpc.listen(host, opts.port ?? 0);
     } catch (err) {
+      // Nothing serves: close what start() opened (the metrics port, loaded shards' logs).
       await this.metricsHttp?.close();
+      await Promise.allSettled([...this.shards.values()].map((s) => s.close()));
+      this.shards.clear();
       const cause = (err as Error).cause as NodeJS.ErrnoException | undefined;
       throw cause?.code ? listenError(cause, host, opts.port ?? 0, '--port') : err;
     }

@@ -153,4 +153,13 @@ test('logs: JSON when piped (or --log-format json), readable lines with local IS
   const pretty = (await runServer(['--log-format', 'pretty'])).trim().split('\n');
   assert.ok(pretty.some((l) => /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}\] INFO: index server listening /.test(l)), pretty.join('\n'));
   assert.ok(pretty.every((l) => !l.startsWith('{')));
+
+  // On a terminal (a pty from util-linux's `script`), auto is pretty, in colour.
+  const cmd = `timeout -s TERM 2 ${process.execPath} ${CLI} server --rank 0 --save-dir ${join(dir, 'logs')}`;
+  const tty = await collect(spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...CHILD_ENV, DFAISS_LOG_LEVEL: 'info' } }), 20_000);
+  // eslint-disable-next-line no-control-regex
+  const plain = tty.stdout.replace(/\x1b\[[0-9;]*m/g, '').split(/\r?\n/);
+  assert.ok(tty.stdout.includes('\x1b['), 'colours on a terminal');
+  assert.ok(plain.some((l) => /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}\] INFO: index server listening /.test(l)), plain.join('\n'));
+  assert.ok(plain.some((l) => l.startsWith('{"event":"listening"')), 'stdout keeps its JSON event line');
 });

@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -273,7 +274,10 @@ test('launch local --metrics-port: every server gets one (base + rank), listed i
     if (ok) base = p;
   }
   assert.ok(base > 0, 'found two free ports');
-  const proc = spawn(process.execPath, [CLI, 'launch', 'local', '--num-servers', '2', '--save-dir', join(dir, 'data'), '--discovery-config', join(dir, 'd.txt'), '--metrics-port', String(base)], {
+  const clash = await runCli(['launch', 'local', '--num-servers', '2', '--save-dir', join(dir, 'data'), '--discovery-config', join(dir, 'd.txt'), '--base-port', String(base), '--metrics-port', String(base + 1)]);
+  assert.equal(clash.code, 2);
+  assert.equal(clash.stderr, `dfaiss launch local: invalid --metrics-port: expected a range apart from the server ports ${base}-${base + 1}, got ${base + 1}\n`);
+  const proc = spawn(process.execPath, [CLI, 'launch', 'local', '--num-servers', '2', '--save-dir', join(dir, 'data'), '--discovery-config', join(dir, 'd.txt'), '--metrics-port', String(base), '--restart-on-crash', '--restart-delay', '100'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: CHILD_ENV,
   });
@@ -285,7 +289,19 @@ test('launch local --metrics-port: every server gets one (base + rank), listed i
       const { samples } = await scrape(s.metricsPort);
       assert.equal(value(samples, 'dfaiss_connections', { rank: String(s.rank) }), 0);
     }
-    const pids = ready.servers.map((s) => s.pid);
+    // A restarted server keeps its metrics port (Prometheus's target stays valid).
+    process.kill(ready.servers[1]!.pid, 'SIGKILL');
+    const up = await log.wait<{ rank: number; pid: number; metricsPort: number; restarts: number }>('up', (e) => e.rank === 1 && e.restarts === 1);
+    assert.equal(up.metricsPort, base + 1);
+    // (Plain node:http, not fetch: fetch would reuse its kept-alive socket to the killed process.)
+    const text = await new Promise<string>((resolve, reject) => {
+      get({ host: '127.0.0.1', port: base + 1, path: '/metrics', agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    assert.equal(value(parseProm(text).samples, 'dfaiss_connections', { rank: '1' }), 0);
+    const pids = [ready.servers[0]!.pid, up.pid];
     process.kill(proc.pid!, 'SIGTERM');
     await log.wait('stopped');
     assert.ok(await waitGone(pids));
