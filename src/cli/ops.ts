@@ -6,6 +6,8 @@ import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
 import { parseDiscovery, type ServerAddress } from '../client/discovery.js';
+import { rpcClientSecurityOptions } from '../client/security-options.js';
+import { RpcClient } from '../protocol/rpc-client.js';
 import { prng } from '../datasets/synthetic.js';
 import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';
@@ -36,7 +38,11 @@ export interface ServerStatusRow {
   indexes?: Record<string, IndexInfo>;
 }
 
-/** Each listed server's status, asked one by one with short deadlines: a down server is a row, not a failure. */
+/**
+ * Each listed server's status, asked one by one with short deadlines: a down server is a
+ * row, not a failure. Through a bare RpcClient per server, not a one-server IndexClient,
+ * whose status() would also finish a shared training it thinks is due from one shard's view.
+ */
 export async function clusterStatus(
   discoveryPath: string,
   timeoutMs: number,
@@ -51,12 +57,11 @@ export async function clusterStatus(
   const { expected, servers } = parseDiscovery(text, discoveryPath);
   const rows = await Promise.all(
     servers.map(async (address): Promise<ServerStatusRow> => {
-      let client: IndexClient | null = null;
+      let client: RpcClient | null = null;
       try {
-        client = await IndexClient.connectTo([address], { ...security, connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
-        const [s] = await client.status();
-        const { address: _a, ...rest } = s!;
-        return { address, up: true, ...(rest as Omit<ServerStatusRow, 'address' | 'up'>) };
+        client = await RpcClient.connect(address.host, address.port, { ...rpcClientSecurityOptions(security), connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
+        const { result } = await client.call<Omit<ServerStatusRow, 'address' | 'up'>>('status', {});
+        return { address, up: true, ...result };
       } catch (err) {
         const refused = err instanceof AuthError;
         return { address, up: false, ...(refused ? { refused } : {}), error: (err as Error).message };

@@ -1,13 +1,21 @@
 /**
  * The dashboard's view of a cluster: every `intervalMs` it re-reads the discovery file and
- * asks each listed server for its status through its own IndexClient (kept open between
- * polls, so a poll costs one small RPC per server; a server that is down fails fast and is
- * shown down, and the client reconnects when it is back). QPS and mean search latency
- * are rates of the servers' request counters between two polls.
+ * asks each listed server for its status over a connection of its own (kept open between
+ * polls, so a poll costs one small RPC per server; a server that is down is shown down and
+ * reconnected on a later poll). QPS and mean search latency are rates of the servers'
+ * request counters between two polls.
+ *
+ * The status calls go through an RpcClient, not a one-server IndexClient: IndexClient's
+ * status() also finishes shared trainings it finds due, and a client that sees one server
+ * only would train that shard on its own sample (other shards, seen alone, would get
+ * different centroids). Watching must not change the cluster; searches (server.ts) use a
+ * normal IndexClient over every live server.
  */
 import { readFile } from 'node:fs/promises';
 import { parseDiscovery, type ServerAddress } from '../client/discovery.js';
-import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
+import type { IndexClientOptions } from '../client/index-client.js';
+import { rpcClientSecurityOptions } from '../client/security-options.js';
+import { RpcClient } from '../protocol/rpc-client.js';
 import { aggregateStates, type IndexState } from '../shard/state.js';
 
 export interface ShardView {
@@ -75,8 +83,8 @@ interface StatusReply {
 }
 
 interface Tracked {
-  client: IndexClient | null;
-  connecting: Promise<IndexClient> | null;
+  client: RpcClient | null;
+  connecting: Promise<RpcClient> | null;
   /** Rank from the last answer: a server that is down keeps showing it. */
   rank?: number;
   last?: { at: number; requests: number; searches: number; searchSeconds: number };
@@ -167,8 +175,7 @@ export class ClusterPoller {
     }
     try {
       const client = await this.clientFor(t, address);
-      const [raw] = await withDeadline(client.status(), this.opts.timeoutMs, `${k} did not answer status within ${this.opts.timeoutMs} ms`);
-      const s = raw as unknown as StatusReply;
+      const s = (await client.call<StatusReply>('status', {}, [], { timeoutMs: this.opts.timeoutMs })).result;
       if (s.rank !== undefined) t.rank = s.rank;
       const view: ServerView = { rank: s.rank ?? null, address: k, up: true, rssBytes: s.rssBytes, heapBytes: s.heapBytes, connections: s.connections, uptimeSec: s.uptimeSec, metricsPort: s.metricsPort };
       const r = s.requests;
@@ -186,28 +193,26 @@ export class ClusterPoller {
       return { view, status: s };
     } catch (err) {
       t.last = undefined;
+      // Connect again on the next poll (a restarted server is a new process).
+      const dead = t.client;
+      t.client = null;
+      void dead?.close().catch(() => {});
       return { view: { rank: t.rank ?? null, address: k, up: false, error: (err as Error).message }, status: null };
     }
   }
 
-  private async clientFor(t: Tracked, address: ServerAddress): Promise<IndexClient> {
-    if (t.client) return t.client;
-    t.connecting ??= IndexClient.connectTo([address], {
-      ...this.opts.client,
+  private async clientFor(t: Tracked, address: ServerAddress): Promise<RpcClient> {
+    if (t.client && !t.client.closed) return t.client;
+    t.connecting ??= RpcClient.connect(address.host, address.port, {
+      ...rpcClientSecurityOptions(this.opts.client),
       connectTimeoutMs: this.opts.timeoutMs,
       callTimeoutMs: this.opts.timeoutMs,
-      reconnectIntervalMs: this.opts.intervalMs,
       clientName: 'dfaiss-dashboard',
     }).finally(() => (t.connecting = null));
     t.client = await t.connecting;
     if (this.closed) await t.client.close();
     return t.client;
   }
-}
-
-function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]).finally(() => clearTimeout(timer));
 }
 
 function indexViews(servers: Array<{ view: ServerView; status: StatusReply | null }>): IndexView[] {
