@@ -3,7 +3,8 @@
 # quick when nothing changed, so `npm test` and `npm run demo` can both call it first.
 #   1. Debian packages: the tools to build FAISS (cmake, g++, make, dpkg-dev), OpenBLAS,
 #      libfaiss-dev (Debian's generic FAISS 1.7.3: the fallback), dataset-fashion-mnist
-#      (real data for the demo, tests and benchmark).
+#      (real data for the demo, tests and benchmark), chromium (the headless browser the
+#      dashboard test drives through puppeteer-core).
 #   2. npm dependencies (npm ci when node_modules is missing or older than the lockfile).
 #   3. FAISS 1.7.3 built for this CPU (avx2 or generic) from Debian's source package, once,
 #      cached under ${XDG_CACHE_HOME:-~/.cache}/dfaiss (scripts/faiss-build.sh).
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-for pkg in cmake g++ make dpkg-dev libopenblas-dev libfaiss-dev dataset-fashion-mnist; do
+for pkg in cmake g++ make dpkg-dev libopenblas-dev libfaiss-dev dataset-fashion-mnist chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi

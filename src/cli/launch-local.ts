@@ -15,6 +15,7 @@ interface LaunchLocalOpts extends SecurityCliOptions {
   saveDir: string;
   discoveryConfig: string;
   basePort?: number;
+  metricsPort?: number;
   host: string;
   loadIndex: boolean;
   threadsPerServer?: number;
@@ -46,11 +47,17 @@ export function registerLaunchLocal(launch: Command): void {
   const cmd = launch
     .command('local')
     .description('start N index servers on this machine, write the discovery file, supervise them until Ctrl-C / SIGTERM')
+    .addHelpText('after', `
+Examples:
+  dfaiss launch local --num-servers 4 --save-dir ./data --discovery-config /tmp/discovery.txt
+  dfaiss launch local --num-servers 4 --save-dir ./data --discovery-config /tmp/discovery.txt \\
+      --base-port 12033 --metrics-port 9100 --load-index --restart-on-crash`)
     .requiredOption('--num-servers <n>', 'how many server processes', intArg('--num-servers', 1, 4096))
     .requiredOption('--save-dir <dir>', 'storage root shared by the servers ({save-dir}/{index}/{rank})')
     .requiredOption('--discovery-config <file>', 'discovery file to write: the count line, then one "host,port" line per server')
     .option('--base-port <port>', 'server i listens on base-port + i (default: free ports picked by the OS)', intArg('--base-port', 1, 65535))
     .option('--host <addr>', "interface the servers bind ('0.0.0.0' to serve other machines)", '127.0.0.1')
+    .option('--metrics-port <port>', "serve each server's Prometheus /metrics, /healthz, /readyz: server i on this port + i (0 = a free port each; off by default)", intArg('--metrics-port', 0, 65535))
     .option('--load-index', 'servers load their saved indexes before serving', false)
     .option('--threads-per-server <n>', 'FAISS threads per server (default: max(1, floor(cores / servers)))', intArg('--threads-per-server', 1, 1024))
     .option('--restart-on-crash', 'restart a server that exits on its own (with --load-index)', false)
@@ -65,22 +72,31 @@ export function registerLaunchLocal(launch: Command): void {
       }
       const logger = createLogger({ role: 'launcher' });
       serverSecurityOrExit(cmd, opts, logger); // bad key/cert/secret files stop the launch here, not in N servers
-      const cluster = new LocalCluster({
-        numServers: opts.numServers,
-        saveDir: opts.saveDir,
-        discoveryConfig: opts.discoveryConfig,
-        basePort: opts.basePort,
-        host: opts.host,
-        loadIndex: opts.loadIndex,
-        threadsPerServer: opts.threadsPerServer ?? defaultThreadsPerServer(opts.numServers),
-        restartOnCrash: opts.restartOnCrash,
-        maxRestarts: opts.maxRestarts,
-        restartDelayMs: opts.restartDelay,
-        startTimeoutMs: opts.startTimeout * 1000,
-        stopTimeoutMs: opts.stopTimeout * 1000,
-        serverArgs: securityArgs(opts),
-        logger,
-      });
+      let cluster: LocalCluster;
+      try {
+        cluster = new LocalCluster({
+          numServers: opts.numServers,
+          saveDir: opts.saveDir,
+          discoveryConfig: opts.discoveryConfig,
+          basePort: opts.basePort,
+          metricsPort: opts.metricsPort,
+          host: opts.host,
+          loadIndex: opts.loadIndex,
+          threadsPerServer: opts.threadsPerServer ?? defaultThreadsPerServer(opts.numServers),
+          restartOnCrash: opts.restartOnCrash,
+          maxRestarts: opts.maxRestarts,
+          restartDelayMs: opts.restartDelay,
+          startTimeoutMs: opts.startTimeout * 1000,
+          stopTimeoutMs: opts.stopTimeout * 1000,
+          serverArgs: securityArgs(opts),
+          logger,
+        });
+      } catch (err) {
+        // Bad option combinations (e.g. metrics ports overlapping server ports): one line, named as flags.
+        const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+        process.stderr.write(`dfaiss launch local: ${(err as Error).message.replace(/\b(basePort|metricsPort|numServers|threadsPerServer)\b/g, flag)}\n`);
+        process.exit(2);
+      }
 
       let signals = 0;
       let exitCode = 0;
@@ -108,7 +124,7 @@ export function registerLaunchLocal(launch: Command): void {
       process.on('SIGHUP', () => shutdown('SIGHUP'));
 
       cluster.on('exit', (ev) => emit('exit', { ...ev }));
-      cluster.on('up', (s) => emit('up', { rank: s.rank, host: s.host, port: s.port, pid: s.pid, restarts: s.restarts }));
+      cluster.on('up', (s) => emit('up', { rank: s.rank, host: s.host, port: s.port, pid: s.pid, restarts: s.restarts, ...(s.metricsPort ? { metricsPort: s.metricsPort } : {}) }));
       cluster.on('giveUp', (ev) => emit('give-up', { ...ev }));
       cluster.on('allDown', () => {
         logger.error('every server is down and none will be restarted: exiting');
@@ -129,7 +145,7 @@ export function registerLaunchLocal(launch: Command): void {
         saveDir: cluster.saveDir,
         threadsPerServer: cluster.threadsPerServer,
         launcherPid: process.pid,
-        servers: cluster.servers.map(({ rank, host, port, pid }) => ({ rank, host, port, pid })),
+        servers: cluster.servers.map(({ rank, host, port, pid, metricsPort }) => ({ rank, host, port, pid, ...(metricsPort ? { metricsPort } : {}) })),
       });
       // Serve until a signal arrives (the child processes keep the event loop alive).
     });

@@ -14,6 +14,7 @@ interface Opts {
   partition: string;
   timeoutMin: number;
   basePort: number;
+  metricsPort?: number;
   loadIndex: boolean;
   comment?: string;
   host: string;
@@ -25,6 +26,11 @@ export function registerLaunchSlurm(launch: Command): void {
   launch
     .command('slurm')
     .description('submit one SLURM job running the index servers (one srun task each); clients find them through the discovery file')
+    .addHelpText('after', `
+Example:
+  dfaiss launch slurm --log-dir ~/dfaiss-logs --discovery-config ~/discovery.txt --save-dir ~/dfaiss_data \\
+      --num-servers 64 --num-servers-per-node 32 --cpus-per-node 64 --mem-gb 400 --partition dev \\
+      --base-port 12033 --metrics-port 9100`)
     .requiredOption('--log-dir <dir>', 'folder for the job logs: <jobid>_<task>.out/.err per server')
     .requiredOption('--discovery-config <file>', 'discovery file on a shared file system (rewritten: count line, then one line per server)')
     .option('--save-dir <dir>', 'storage root of the servers (shared or node-local)', 'distributed_faiss_storage')
@@ -35,6 +41,7 @@ export function registerLaunchSlurm(launch: Command): void {
     .requiredOption('--partition <name>', 'SLURM partition')
     .option('--timeout-min <n>', 'job time limit in minutes', intArg('--timeout-min', 1), 60)
     .option('--base-port <n>', 'port of the first server on each node; others use base + local rank', intArg('--base-port', 1, 65535), DEFAULT_BASE_PORT)
+    .option('--metrics-port <n>', "serve each server's Prometheus /metrics, /healthz, /readyz on this port + local rank (off by default)", intArg('--metrics-port', 1, 65535))
     .option('--load-index', 'servers load their saved indexes before serving', false)
     .option('--comment <text>', 'sbatch --comment')
     .option('--host <addr>', 'interface the servers bind (their hostname goes into the discovery file when 0.0.0.0)', '0.0.0.0')
@@ -52,6 +59,7 @@ export function registerLaunchSlurm(launch: Command): void {
         partition: opts.partition,
         timeoutMin: opts.timeoutMin,
         basePort: opts.basePort,
+        metricsPort: opts.metricsPort,
         loadIndex: opts.loadIndex,
         comment: opts.comment,
         host: opts.host,
@@ -67,7 +75,7 @@ export function registerLaunchSlurm(launch: Command): void {
       } catch (err) {
         // Bad options and sbatch refusals (EnforcePartLimits) are the user's to fix: no stack.
         const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|threadsPerServer|logDir|discoveryConfig|saveDir|jobName)\b/g;
+        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|metricsPort|threadsPerServer|logDir|discoveryConfig|saveDir|jobName)\b/g;
         console.error(`dfaiss launch slurm: ${(err as Error).message.replace(fields, flag)}`);
         process.exitCode = 1;
         return;
@@ -77,6 +85,7 @@ export function registerLaunchSlurm(launch: Command): void {
       console.log(`  discovery file: ${p.discoveryConfig}`);
       console.log(`  server logs:    ${job.logPattern}`);
       console.log(`  job log:        ${p.logDir}/${job.jobId}_batch.{out,err}`);
+      if (p.metricsPort !== undefined) console.log(`  metrics:        http://<node>:${p.metricsPort}+<local rank>/metrics (also /healthz, /readyz)`);
       console.log(`  stop with:      scancel ${job.jobId}`);
       // The first stdout line alone, for scripts: JOBID=$(dfaiss launch slurm ... | head -1 | awk '{print $3}' | tr -d :)
     });

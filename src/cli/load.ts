@@ -12,6 +12,7 @@ import { LoadError, loadVectors, type LoadResult } from '../loader/load.js';
 import { createProgressReporter, formatDuration, formatRate } from '../loader/progress.js';
 import { VectorFile } from '../loader/vector-file.js';
 import { intArg } from './args.js';
+import { waitForDiscovery } from './wait-discovery.js';
 import { addClientSecurityOptions, clientSecurity, indexIdArg, run, secondsArg, type ClientSecurityCliOptions } from './common.js';
 import { readIdFile } from './records.js';
 import { ValidationError } from '../errors.js';
@@ -31,6 +32,7 @@ interface LoadCliOpts extends ClientSecurityCliOptions {
   ncentroids?: number;
   inFlight?: number;
   save: boolean;
+  append: boolean;
   json: boolean;
   discoveryTimeout: number;
   trainTimeout: number;
@@ -43,6 +45,16 @@ export function registerLoadCommand(program: Command): void {
   const cmd = program
     .command('load')
     .description('bulk-load a vector file (raw float32/float16, .npy, .fvecs, .bvecs) into a running cluster; metadata = row number')
+    .addHelpText('after', `
+Examples:
+  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
+  dfaiss load --discover /tmp/discovery.txt --mmap keys.mmap --dstore-fp16 --dimension 768 \\
+      --cfg idx_cfg.json --index-id keys --bs 5000
+  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs \\
+      --start 200000 --append      # resume an interrupted load
+
+idx_cfg.json (the original's snake_case keys; unknown keys are an error):
+  {"index_builder_type": "ivf_simple", "dim": 768, "centroids": 1024, "train_num": 100000, "metric": "dot", "nprobe": 16}`)
     .requiredOption('--discover <file>', 'discovery file of the cluster')
     .requiredOption('--mmap <file>', 'vector file: .npy, .fvecs, .bvecs by extension, anything else raw row-major float32 (float16 with --dstore-fp16)')
     .option('--mmap-size <rows>', 'rows in the file (raw files: default file size / row size; others: at most the rows they hold)', intArg('--mmap-size', 0))
@@ -57,17 +69,19 @@ export function registerLoadCommand(program: Command): void {
     .option('--ncentroids <n>', 'override the config\'s centroids (the original script\'s flag)', intArg('--ncentroids', 1, 1 << 24))
     .option('--in-flight <n>', 'batches in flight at once (default: 2 x servers)', intArg('--in-flight', 1, 1024))
     .option('--no-save', 'do not save the index at the end')
+    .option('--append', 'add to an index that already holds vectors (refused without it: e.g. resuming with --start)', false)
     .option('--json', 'print the summary as one JSON object', false)
     .option('--row-ids', 'store each row as a record whose id is its row number (upsert: a resumed load never stores a row twice)', false)
     .option('--ids-from <file>', 'record ids, one per line, line r for row r (digits-only lines are integer ids, others strings); stored with upsert')
-    .option('--discovery-timeout <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--discovery-timeout'), 7200)
+    .option('--discovery-timeout <sec>', 'how long to wait for the discovery file to list every server (says what it waits for every few seconds; raise it for a SLURM job still queued)', secondsArg('--discovery-timeout'), 600)
     .option('--train-timeout <sec>', 'how long training and waiting for TRAINED may take', secondsArg('--train-timeout', 1), 86_400)
     .addOption(new Option('--progress-interval <sec>', 'seconds between progress lines when not on a terminal').argParser(secondsArg('--progress-interval')).default(5));
   addClientSecurityOptions(cmd).action(
       run('load', async (opts: LoadCliOpts) => {
         let cfg: IndexCfg | null = null;
         if (opts.cfg) {
-          cfg = await loadIndexCfgFile(opts.cfg);
+          // A misspelled key ("nprob") is an error with a did-you-mean, not a silent default.
+          cfg = await loadIndexCfgFile(opts.cfg, { unknownKeys: 'error' });
           if (opts.ncentroids !== undefined) cfg = { ...cfg, centroids: opts.ncentroids };
           if (opts.dimension !== undefined && opts.dimension !== cfg.dim) {
             throw new Error(`--dimension ${opts.dimension} disagrees with "dim": ${cfg.dim} in ${opts.cfg}`);
@@ -77,13 +91,18 @@ export function registerLoadCommand(program: Command): void {
         }
         if (opts.rowIds && opts.idsFrom) throw new ValidationError('--row-ids / --ids-from', 'at most one of them', undefined);
         const idList = opts.idsFrom ? await readIdFile(opts.idsFrom) : null;
-        const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, rows: opts.mmapSize, fp16: opts.dstoreFp16 });
+        const dimFrom = opts.dimension !== undefined ? '--dimension' : cfg ? `"dim": ${cfg.dim} in ${opts.cfg}` : undefined;
+        const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, ...(dimFrom ? { dimFrom } : {}), rows: opts.mmapSize, fp16: opts.dstoreFp16 });
         if (idList && idList.length < Math.min(file.rows, opts.limit === undefined ? file.rows : opts.start + opts.limit)) {
           await file.close();
           throw new ValidationError('--ids-from', `one id per row to load (${file.rows} rows)`, `${idList.length} ids in ${opts.idsFrom}`);
         }
         const security = clientSecurity(opts);
-        const client = await IndexClient.connect(opts.discover, {
+        const servers = await waitForDiscovery(opts.discover, { command: 'load', timeoutMs: opts.discoveryTimeout * 1000, timeoutFlag: '--discovery-timeout <sec>' }).catch(async (err: Error) => {
+          await file.close();
+          throw err;
+        });
+        const client = await IndexClient.connectTo(servers, {
           ...security,
           discoveryTimeoutMs: opts.discoveryTimeout * 1000,
           clientName: 'dfaiss-load',
@@ -127,6 +146,7 @@ export function registerLoadCommand(program: Command): void {
             inFlight: opts.inFlight,
             trainTimeoutMs: opts.trainTimeout * 1000,
             save: opts.save,
+            append: opts.append,
             signal: abort.signal,
             ...(opts.rowIds ? { idsForRows: (start: number, count: number) => Array.from({ length: count }, (_, i) => start + i) } : {}),
             ...(idList ? { idsForRows: (start: number, count: number) => idList.slice(start, start + count) } : {}),
@@ -156,10 +176,10 @@ function summary(r: LoadResult, file: VectorFile, servers: number): string {
     `  sending: ${r.addSeconds.toFixed(1)} s (${formatRate(r.vectorsPerSecond)} vectors/s); until TRAINED: ${r.trainSeconds.toFixed(1)} s; saving: ${r.saveSeconds.toFixed(1)} s; total ${formatDuration(r.totalSeconds)}`,
   ];
   if (r.interrupted) {
-    lines.push(`  INTERRUPTED: resume with --start ${r.resumeRow} (what was sent stays in the servers' memory; 'dfaiss save' persists it)`);
+    lines.push(`  INTERRUPTED: resume with --start ${r.resumeRow} --append (what was sent stays in the servers' memory; 'dfaiss save' persists it)`);
   } else {
     lines.push(`  index: ${r.state}, ntotal ${r.ntotal}${r.syncTrainCalled ? ', trained by the loader (syncTrain)' : ''}${r.saved ? ', saved' : ', not saved (--no-save)'}`);
-    if (r.resumeRow < file.rows) lines.push(`  next rows start at ${r.resumeRow} (--start ${r.resumeRow})`);
+    if (r.resumeRow < file.rows) lines.push(`  next rows start at ${r.resumeRow} (--start ${r.resumeRow} --append)`);
   }
   return `${lines.join('\n')}\n`;
 }

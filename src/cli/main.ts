@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The `dfaiss` command line. Each subcommand lives in its own module under src/cli/. */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { LOG_FORMATS } from '../util/logger.js';
 import { readFileSync } from 'node:fs';
 import { run } from './common.js';
+import { registerDashboardCommand } from './dashboard.js';
 import { registerLaunchCommand } from './launch.js';
 import { registerLoadCommand } from './load.js';
 import { registerOpsCommands } from './ops.js';
@@ -16,7 +18,20 @@ export function buildProgram(): Command {
     .description(pkg.description)
     .version(pkg.version, '-V, --version', 'print the dfaiss version')
     .showHelpAfterError()
-    .configureHelp({ sortSubcommands: true });
+    .configureHelp({ sortSubcommands: true })
+    .addOption(new Option('--log-format <format>', 'logs on stderr: pretty (local ISO times), json, or auto = pretty on a terminal, JSON when piped').choices(LOG_FORMATS).default('auto'))
+    // Set before any command builds its logger; servers started by `launch local` inherit it.
+    .hook('preAction', (cmd) => {
+      const format = (cmd.opts() as { logFormat?: string }).logFormat;
+      if (format && (format !== 'auto' || process.env.DFAISS_LOG_FORMAT === undefined)) process.env.DFAISS_LOG_FORMAT = format;
+    })
+    .addHelpText('after', `
+Examples:
+  dfaiss launch local --num-servers 4 --save-dir ./data --discovery-config /tmp/discovery.txt --metrics-port 9100 &
+  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
+  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 3 -k 5
+  dfaiss dashboard --discover /tmp/discovery.txt --port 8080
+Run 'dfaiss <command> --help' for a command's options and examples.`);
 
   program
     .command('info')
@@ -33,6 +48,7 @@ export function buildProgram(): Command {
   registerLoadCommand(program);
   registerOpsCommands(program);
   registerRecordCommands(program);
+  registerDashboardCommand(program);
   return program;
 }
 

@@ -6,11 +6,14 @@ import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
 import { parseDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
+import { rpcClientSecurityOptions } from '../client/security-options.js';
+import { RpcClient } from '../protocol/rpc-client.js';
 import { prng } from '../util/random.js';
 import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';
 import { fp16ToFp32 } from '../native/index.js';
 import { intArg } from './args.js';
+import { waitForDiscovery } from './wait-discovery.js';
 import { addClientSecurityOptions, clientSecurity, formatBytes, indexIdArg, run, secondsArg, table, type ClientSecurityCliOptions } from './common.js';
 
 interface IndexInfo {
@@ -35,7 +38,11 @@ export interface ServerStatusRow {
   indexes?: Record<string, IndexInfo>;
 }
 
-/** Each listed server's status, asked one by one with short deadlines: a down server is a row, not a failure. */
+/**
+ * Each listed server's status, asked one by one with short deadlines: a down server is a
+ * row, not a failure. Through a bare RpcClient per server, not a one-server IndexClient,
+ * whose status() would also finish a shared training it thinks is due from one shard's view.
+ */
 export async function clusterStatus(
   discoveryPath: string,
   timeoutMs: number,
@@ -51,12 +58,11 @@ export async function clusterStatus(
   if (expected < 0) throw new DfaissError(`discovery file ${discoveryPath} is empty: its first line must be the number of servers, then one "host,port" line per server`);
   const rows = await Promise.all(
     servers.map(async (address): Promise<ServerStatusRow> => {
-      let client: IndexClient | null = null;
+      let client: RpcClient | null = null;
       try {
-        client = await IndexClient.connectTo([address], { ...security, connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
-        const [s] = await client.status();
-        const { address: _a, ...rest } = s!;
-        return { address, up: true, ...(rest as Omit<ServerStatusRow, 'address' | 'up'>) };
+        client = await RpcClient.connect(address.host, address.port, { ...rpcClientSecurityOptions(security), connectTimeoutMs: timeoutMs, callTimeoutMs: timeoutMs, clientName: 'dfaiss-status' });
+        const { result } = await client.call<Omit<ServerStatusRow, 'address' | 'up'>>('status', {});
+        return { address, up: true, ...result };
       } catch (err) {
         const refused = err instanceof AuthError;
         return { address, up: false, ...(refused ? { refused } : {}), error: (err as Error).message };
@@ -73,13 +79,28 @@ function clientOpts(o: { wait: number; timeout: number } & ClientSecurityCliOpti
 }
 
 /** Connects to the cluster of `--discover`, runs `fn`, and closes the client whatever happens. */
-async function withCluster(o: { discover: string; wait: number; timeout: number } & ClientSecurityCliOptions, name: string, fn: (client: IndexClient) => Promise<void>): Promise<void> {
-  const client = await IndexClient.connect(o.discover, clientOpts(o, name));
+async function withCluster(
+  o: { discover: string; wait: number; timeout: number } & ClientSecurityCliOptions,
+  name: string,
+  fn: (client: IndexClient) => Promise<void>,
+  /** Connect to these servers only (already waited for). */
+  only?: ServerAddress[],
+): Promise<void> {
+  // Waits here, saying what for; the client then reads the complete file at once.
+  const listed = only ?? (await waitForDiscovery(o.discover, { command: name.replace(/^dfaiss-/, ''), timeoutMs: o.wait * 1000, timeoutFlag: '--wait <sec>' }));
+  const client = await IndexClient.connectTo(listed, clientOpts(o, name));
   try {
     await fn(client);
   } finally {
     await client.close();
   }
+}
+
+/** The index's dimension from the servers' status. */
+async function indexDim(client: IndexClient, indexId: string): Promise<number> {
+  const dims = (await client.status()).map((s) => (s.indexes as Record<string, IndexInfo> | undefined)?.[indexId]?.dim).filter((d) => d !== undefined);
+  if (dims.length === 0) throw new DfaissError(`unknown index '${indexId}': no server has it (see 'dfaiss status')`);
+  return dims[0]!;
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {
@@ -91,6 +112,10 @@ function jsonReplacer(_key: string, value: unknown): unknown {
 export function registerOpsCommands(program: Command): void {
   program
     .command('status')
+    .addHelpText('after', `
+Examples:
+  dfaiss status --discover /tmp/discovery.txt
+  dfaiss status --discover /tmp/discovery.txt --json | jq '.servers[] | {rank, up}'`)
     .description('per server: rank, address, up/down, memory, and each index\'s state, ntotal and buffered vectors (exit code 2 when a server is down)')
     .requiredOption('--discover <file>', 'discovery file of the cluster')
     .option('--timeout <sec>', 'deadline per server', secondsArg('--timeout', 0.1), 3)
@@ -131,6 +156,11 @@ export function registerOpsCommands(program: Command): void {
 
   program
     .command('search')
+    .addHelpText('after', `
+Examples:
+  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 3 -k 5
+  dfaiss search --discover /tmp/discovery.txt --index-id docs --queries q.npy --nq 10 --json
+  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 1 --allow-partial   # some servers down`)
     .description('search an index with queries from a vector file or random vectors; prints a table or JSON')
     .requiredOption('--discover <file>', 'discovery file of the cluster')
     .requiredOption('--index-id <id>', 'index to search', indexIdArg)
@@ -139,19 +169,32 @@ export function registerOpsCommands(program: Command): void {
     .option('--nq <n>', 'use at most the first n queries of --queries', intArg('--nq', 1))
     .option('--seed <n>', 'seed of --random', intArg('--seed', 0), 1)
     .option('-k, --k <k>', 'hits per query', intArg('-k', 1, 4096), 10)
+    .option('--allow-partial', 'answer from the servers that are up when some are down (lists the missing ones) instead of failing', false)
     .option('--json', 'print JSON', false)
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 0.1), 60)
     .action(
-      run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
+      run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; allowPartial: boolean; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if ((o.queries === undefined) === (o.random === undefined)) throw new ValidationError('--queries / --random', 'exactly one of them', undefined);
+        // With --allow-partial, servers already down are left out of the client (connecting
+        // to every server would fail) and reported as missing with the ones the search loses.
+        const down: Array<{ server: string; error: string }> = [];
+        let only: ServerAddress[] | undefined;
+        let partialDim: number | undefined;
+        if (o.allowPartial) {
+          await waitForDiscovery(o.discover, { command: 'search', timeoutMs: o.wait * 1000, timeoutFlag: '--wait <sec>' });
+          const { servers } = await clusterStatus(o.discover, Math.min(o.timeout, 5) * 1000, clientSecurity(o));
+          for (const s of servers) if (!s.up) down.push({ server: `${s.address.host}:${s.address.port}`, error: s.error ?? 'down' });
+          only = servers.filter((s) => s.up).map((s) => s.address);
+          if (only.length === 0) throw new DfaissError(`no server of ${o.discover} is up: ${down.map((d) => `${d.server}: ${d.error}`).join('; ')}`);
+          partialDim = servers.map((s) => s.indexes?.[o.indexId]?.dim).find((d) => d !== undefined);
+          if (partialDim === undefined) throw new DfaissError(`unknown index '${o.indexId}': no reachable server has it (see 'dfaiss status')`);
+        }
         await withCluster(o, 'dfaiss-search', async (client) => {
-          const dims = (await client.status()).map((s) => (s.indexes as Record<string, IndexInfo> | undefined)?.[o.indexId]?.dim).filter((d) => d !== undefined);
-          if (dims.length === 0) throw new DfaissError(`unknown index '${o.indexId}': no server has it (see 'dfaiss status')`);
-          const dim = dims[0]!;
+          const dim = partialDim ?? (await indexDim(client, o.indexId));
           let queries: Float32Array;
           if (o.queries) {
-            const file = await VectorFile.open(o.queries, { dim });
+            const file = await VectorFile.open(o.queries, { dim, dimFrom: `the index '${o.indexId}' (dim ${dim})` });
             try {
               const n = Math.min(file.rows, o.nq ?? file.rows);
               if (n === 0) throw new DfaissError(`${o.queries} holds no vectors`);
@@ -166,23 +209,29 @@ export function registerOpsCommands(program: Command): void {
           }
           const nq = queries.length / dim;
           const t0 = performance.now();
-          const r = await client.search(o.indexId, queries, o.k);
+          const r = await client.search(o.indexId, queries, o.k, { allowPartial: o.allowPartial });
           const ms = performance.now() - t0;
+          const missing = [...down, ...(r.missing ?? [])];
           if (o.json) {
             const results = r.scores.map((scores, q) => ({ query: q, hits: scores.map((score, i) => ({ score, ...(r.ids ? { id: r.ids[q]![i] } : {}), metadata: r.metadata[q]![i] })) }));
-            process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), results }, jsonReplacer)}\n`);
+            process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), ...(o.allowPartial ? { missing } : {}), results }, jsonReplacer)}\n`);
           } else {
             const rows: string[][] = [];
             r.scores.forEach((scores, q) => scores.forEach((score, i) => rows.push([String(q), String(i + 1), String(Number(score.toPrecision(6))), JSON.stringify(r.metadata[q]![i], jsonReplacer) ?? 'null'])));
             process.stdout.write(`${table(['QUERY', 'RANK', 'SCORE', 'METADATA'], rows)}\n`);
-            process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers} servers\n`);
+            process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers + down.length - missing.length} servers\n`);
+            if (missing.length > 0) process.stdout.write(`PARTIAL: no answer from ${missing.map((m) => m.server).join(', ')}: their hits are missing (exit code 2)\n`);
           }
-        });
+          if (missing.length > 0) process.exitCode = 2;
+        }, only);
       }),
     );
 
   program
     .command('save')
+    .addHelpText('after', `
+Example:
+  dfaiss save --discover /tmp/discovery.txt --index-id docs`)
     .description('save an index on every server (each writes its shard under its storage folder)')
     .requiredOption('--discover <file>', 'discovery file of the cluster')
     .requiredOption('--index-id <id>', 'index to save', indexIdArg)
@@ -201,6 +250,9 @@ export function registerOpsCommands(program: Command): void {
 
   program
     .command('drop')
+    .addHelpText('after', `
+Example:
+  dfaiss drop --discover /tmp/discovery.txt --index-id docs --yes`)
     .description('drop an index: removes it from memory and deletes its saved files on every server')
     .requiredOption('--discover <file>', 'discovery file of the cluster')
     .requiredOption('--index-id <id>', 'index to drop', indexIdArg)

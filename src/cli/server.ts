@@ -9,11 +9,18 @@ export function registerServerCommand(program: Command): void {
   const cmd = program
     .command('server')
     .description('run one index server (holds shards of any number of indexes in RAM)')
+    .addHelpText('after', `
+Examples:
+  echo 1 > /tmp/discovery.txt
+  dfaiss server --rank 0 --port 12033 --save-dir ./data --discovery-config /tmp/discovery.txt --metrics-port 9100
+  curl -s localhost:9100/metrics | grep dfaiss_requests_total`)
     .requiredOption('--rank <n>', 'server rank: picks the storage sub-folder {save-dir}/{index}/{rank}', intArg('--rank', 0))
     .option('--port <n>', 'TCP port (0 = pick a free one)', intArg('--port', 0, 65535), 0)
     .option('--host <addr>', "interface to bind ('0.0.0.0' to serve other machines)", '127.0.0.1')
     .requiredOption('--save-dir <dir>', 'storage root for index folders')
     .option('--discovery-config <file>', 'append "host,port" to this discovery file once listening')
+    .option('--metrics-port <n>', 'serve Prometheus /metrics, /healthz and /readyz over HTTP on this port (0 = a free one; off by default; no auth: counts only)', intArg('--metrics-port', 0, 65535))
+    .option('--metrics-host <addr>', 'interface of the metrics port (default: --host)')
     .option('--load-index', 'load every index saved for this rank before serving', false)
     .option('--threads <n>', 'OpenMP/BLAS threads for FAISS (cores / servers per machine)', intArg('--threads', 1, 1024), 1)
     .option('--train-threads <n>', 'threads for a shared training this server runs for the cluster (default: the cores of this machine)', intArg('--train-threads', 1, 1024))
@@ -22,7 +29,7 @@ export function registerServerCommand(program: Command): void {
     // Tests: how long a connection may take to complete hello (default 10 s).
     .addOption(new Option('--hello-timeout-ms <ms>', 'handshake deadline per connection').argParser(intArg('--hello-timeout-ms', 1, 600_000)).hideHelp());
   addServerSecurityOptions(cmd)
-    .action(async (opts: SecurityCliOptions & { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; loadIndex: boolean; threads: number; trainThreads?: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
+    .action(async (opts: SecurityCliOptions & { rank: number; port: number; host: string; saveDir: string; discoveryConfig?: string; metricsPort?: number; metricsHost?: string; loadIndex: boolean; threads: number; trainThreads?: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
       const logger = createLogger({ role: 'server' });
       const security = serverSecurityOrExit(cmd, opts, logger);
       logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections, frameTimeoutMs: security.frameTimeoutMs }, 'security settings');
@@ -38,9 +45,20 @@ export function registerServerCommand(program: Command): void {
         // Test hook only (tests/cluster/failures.test.ts): see IndexServerOptions.testDieAfterLoggedAdd.
         ...(process.env.DFAISS_TEST_DIE_AFTER_WAL === '1' ? { testDieAfterLoggedAdd: true } : {}),
       });
-      const addr = await server.start({ port: opts.port, host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig });
-      // One machine-readable line on stdout: launchers and tests read the bound port from it.
-      process.stdout.write(`${JSON.stringify({ event: 'listening', rank: opts.rank, host: addr.host, port: addr.port, pid: process.pid })}\n`);
+      const metricsHost = opts.metricsHost ?? opts.host;
+      if (opts.metricsPort !== undefined && !isLoopback(metricsHost)) {
+        logger.warn({ metricsHost }, 'the metrics port has no authentication: anyone who can reach it reads request counts, index names and sizes (no vectors or metadata)');
+      }
+      let addr: Awaited<ReturnType<IndexServer['start']>>;
+      try {
+        addr = await server.start({ port: opts.port, host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig, metricsPort: opts.metricsPort, metricsHost });
+      } catch (err) {
+        // One line that says what to do (a port in use, a bad address...), not a stack trace.
+        const e = err as Error;
+        logger.flush?.();
+        process.stderr.write(`dfaiss server: ${process.env.DFAISS_DEBUG ? (e.stack ?? e.message) : e.message}\n`);
+        process.exit(1);
+      }
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;
@@ -56,6 +74,10 @@ export function registerServerCommand(program: Command): void {
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+      // One machine-readable line on stdout: launchers and tests read the bound port from it
+      // (after the signal handlers: whoever reads it may send SIGTERM at once).
+      const metrics = addr.metricsPort === undefined ? {} : { metricsPort: addr.metricsPort };
+      process.stdout.write(`${JSON.stringify({ event: 'listening', rank: opts.rank, host: addr.host, port: addr.port, ...metrics, pid: process.pid })}\n`);
       if (opts.stopOnStdinClose) {
         process.stdin.on('end', () => stop('stdin closed (launcher gone)'));
         process.stdin.on('error', () => stop('stdin closed (launcher gone)'));

@@ -248,14 +248,72 @@ function sameValue(a: unknown, b: unknown): boolean {
 
 // ---------------------------------------------------------------------------
 
+export interface ParseIndexCfgOptions {
+  /**
+   * Top-level keys that are neither fields nor known extras (code_size, bits_per_vector,
+   * store_n, ef_construction): 'extra' keeps them in `extra` (camelCase); 'error' refuses
+   * them with a did-you-mean (a typo like "nprob" must not build an index with defaults).
+   * Keys inside an explicit `extra` object are always kept. @default 'extra'
+   */
+  unknownKeys?: 'extra' | 'error';
+  /** Names the source in errors, e.g. the config file's path. */
+  source?: string;
+}
+
+/** Every key a config may have at top level, in both spellings. */
+const KNOWN_KEYS: readonly string[] = [
+  ...FIELD_BY_KEY.keys(),
+  ...Object.keys(EXTRA_DEFAULTS).flatMap((k) => [k, camelToSnake(k)]),
+  'extra',
+];
+
+/** Edit distance (Levenshtein), for did-you-mean suggestions. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The known key closest to `key` when it is close enough to be a typo of it, in the same spelling (snake_case or camelCase). */
+export function suggestCfgKey(key: string): string | undefined {
+  const camel = /[A-Z]/.test(key);
+  let best: { name: string; d: number } | undefined;
+  for (const name of KNOWN_KEYS) {
+    if (name === 'extra' || (camel ? name.includes('_') : /[A-Z]/.test(name))) continue;
+    // A truncated name ("index_builder") counts as close.
+    const prefix = key.length >= 4 && name.toLowerCase().startsWith(key.toLowerCase());
+    const d = prefix ? 1 : editDistance(key.toLowerCase(), name.toLowerCase());
+    if (!best || d < best.d) best = { name, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? best.name : undefined;
+}
+
+/** A top-level key that is no field: a typo would otherwise build the index with a default. */
+export class UnknownCfgKeyError extends ValidationError {
+  constructor(key: string, source?: string) {
+    super(key, 'a known index config key');
+    const hint = suggestCfgKey(key);
+    const camel = /[A-Z]/.test(key);
+    const known = KNOWN_KEYS.filter((k) => k !== 'extra' && (camel ? !k.includes('_') : !/[A-Z]/.test(k)));
+    this.message =
+      `unknown index config key '${key}'${source ? ` in ${source}` : ''}${hint ? `: did you mean '${hint}'?` : ''}` +
+      ` (known keys: ${[...new Set(known)].join(', ')}; custom settings go inside "extra": {...})`;
+  }
+}
+
 /**
  * Validates and normalizes an index config. Accepts camelCase keys (IndexCfg) and the
  * original's snake_case JSON (index_builder_type, train_num, ...), numbers and booleans
  * given as strings, and a nested `extra` object (the original's saved cfg.json has one).
- * Unknown keys go to `extra` in camelCase (code_size -> extra.codeSize).
- * Missing fields take their defaults. Throws ValidationError naming the key as given.
+ * Unknown keys go to `extra` in camelCase (code_size -> extra.codeSize), or are refused
+ * with opts.unknownKeys 'error'. Missing fields take their defaults. Throws
+ * ValidationError naming the key as given.
  */
-export function parseIndexCfg(input: unknown): IndexCfg {
+export function parseIndexCfg(input: unknown, opts: ParseIndexCfgOptions = {}): IndexCfg {
   if (input === undefined || input === null) return defaultIndexCfg();
   if (!isPlainObject(input)) throw new ValidationError('index config', 'an object of IndexCfg fields', input);
 
@@ -284,6 +342,8 @@ export function parseIndexCfg(input: unknown): IndexCfg {
     else if (key === 'extra') {
       if (!isPlainObject(value)) throw new ValidationError('extra', 'an object of extra settings', value);
       collectExtra(value, 'extra.', 1);
+    } else if (opts.unknownKeys === 'error' && !KNOWN_KEYS.includes(key)) {
+      throw new UnknownCfgKeyError(key, opts.source);
     } else collectExtra({ [key]: value }, '', 0);
   }
 
@@ -318,7 +378,7 @@ export function defaultIndexCfg(overrides?: Partial<IndexCfg>): IndexCfg {
 }
 
 /** Reads and validates a JSON config file (snake_case or camelCase). */
-export async function loadIndexCfgFile(path: string): Promise<IndexCfg> {
+export async function loadIndexCfgFile(path: string, opts: Pick<ParseIndexCfgOptions, 'unknownKeys'> = {}): Promise<IndexCfg> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -331,7 +391,7 @@ export async function loadIndexCfgFile(path: string): Promise<IndexCfg> {
   } catch (err) {
     throw new ValidationError(`index config file ${path}`, 'valid JSON', (err as Error).message);
   }
-  return parseIndexCfg(json);
+  return parseIndexCfg(json, { ...opts, source: path });
 }
 
 /**

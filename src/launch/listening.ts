@@ -15,11 +15,16 @@ export interface WaitListeningOptions {
 }
 
 /** Resolves with the bound port; rejects when the process exits first or the time runs out. */
-export function waitForListening(proc: ChildProcess, opts: WaitListeningOptions = {}): Promise<number> {
+export async function waitForListening(proc: ChildProcess, opts: WaitListeningOptions = {}): Promise<number> {
+  return (await waitForListeningEvent(proc, opts)).port;
+}
+
+/** The whole listening event: the RPC port, and the metrics port when the server serves one. */
+export function waitForListeningEvent(proc: ChildProcess, opts: WaitListeningOptions = {}): Promise<{ port: number; metricsPort?: number }> {
   const label = opts.label ?? 'server';
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const detail = (): string => (opts.detail ? `: ${opts.detail()}` : '');
-  return new Promise<number>((resolve, reject) => {
+  return new Promise<{ port: number; metricsPort?: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${label} did not start within ${timeoutMs / 1000} s${detail()}`)), timeoutMs);
     proc.once('exit', (code) => {
       clearTimeout(timer);
@@ -27,10 +32,10 @@ export function waitForListening(proc: ChildProcess, opts: WaitListeningOptions 
     });
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       try {
-        const ev = JSON.parse(line) as { event?: string; port?: number };
+        const ev = JSON.parse(line) as { event?: string; port?: number; metricsPort?: number };
         if (ev.event === 'listening' && typeof ev.port === 'number') {
           clearTimeout(timer);
-          resolve(ev.port);
+          resolve(typeof ev.metricsPort === 'number' ? { port: ev.port, metricsPort: ev.metricsPort } : { port: ev.port });
         }
       } catch {
         /* a line that is not ours */

@@ -36,6 +36,12 @@ export interface LocalClusterOptions {
   basePort?: number;
   /** Interface the servers bind. @default '127.0.0.1' */
   host?: string;
+  /**
+   * Serve each server's Prometheus metrics, /healthz and /readyz over HTTP: server i on
+   * metricsPort + i, or on a free port each when 0 (see LocalServerInfo.metricsPort).
+   * Off when undefined.
+   */
+  metricsPort?: number;
   /** Servers load their saved indexes before serving. @default false */
   loadIndex?: boolean;
   /** FAISS (OpenMP/BLAS) threads per server. @default max(1, floor(cores / numServers)) */
@@ -79,6 +85,8 @@ export interface LocalServerInfo {
   status: ServerStatus;
   /** Restarts so far. */
   restarts: number;
+  /** HTTP port of the server's /metrics, /healthz, /readyz (LocalClusterOptions.metricsPort; 0 until it listens). */
+  metricsPort?: number;
 }
 
 export interface ServerExitEvent {
@@ -153,6 +161,15 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     if (opts.basePort !== undefined) {
       if (!Number.isSafeInteger(opts.basePort) || opts.basePort < 1 || opts.basePort + numServers - 1 > 65535) {
         throw new ValidationError('basePort', `an integer from 1 to ${65536 - numServers} (base port + ${numServers} servers must fit in 65535)`, opts.basePort);
+      }
+    }
+    if (opts.metricsPort !== undefined) {
+      if (!Number.isSafeInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort + numServers - 1 > 65535) {
+        throw new ValidationError('metricsPort', `0 (free ports) or an integer from 1 to ${65536 - numServers} (metrics port + ${numServers} servers must fit in 65535)`, opts.metricsPort);
+      }
+      const base = opts.basePort;
+      if (opts.metricsPort > 0 && base !== undefined && opts.metricsPort < base + numServers && base < opts.metricsPort + numServers) {
+        throw new ValidationError('metricsPort', `a range apart from the server ports ${base}-${base + numServers - 1}`, opts.metricsPort);
       }
     }
     if (opts.threadsPerServer !== undefined && (!Number.isSafeInteger(opts.threadsPerServer) || opts.threadsPerServer < 1 || opts.threadsPerServer > 1024)) {
@@ -285,6 +302,11 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     const { rank } = slot.info;
     const args = [this.cli, 'server', '--rank', String(rank), '--port', String(port), '--host', this.host, '--save-dir', this.saveDir];
     args.push('--threads', String(this.threadsPerServer), '--stop-on-stdin-close');
+    if (this.opts.metricsPort !== undefined) {
+      // A restart keeps the metrics port it had, so Prometheus's target stays valid.
+      const metricsPort = slot.info.metricsPort || (this.opts.metricsPort === 0 ? 0 : this.opts.metricsPort + rank);
+      args.push('--metrics-port', String(metricsPort));
+    }
     // A restart loads what the crashed server saved; first starts load only when asked.
     if (!first || this.opts.loadIndex) args.push('--load-index');
     if (first) args.push('--discovery-config', this.discoveryPath);
@@ -322,7 +344,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
         rejectStart(new TimeoutError(`server ${rank} did not listen within ${timeoutMs} ms${this.tailHint(slot)}`));
       }, timeoutMs);
       createInterface({ input: proc.stdout! }).on('line', (line) => {
-        let ev: { event?: string; host?: string; port?: number };
+        let ev: { event?: string; host?: string; port?: number; metricsPort?: number };
         try {
           ev = JSON.parse(line) as typeof ev;
         } catch {
@@ -334,6 +356,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
         slot.restartFailed = false;
         const oldPort = slot.info.port;
         slot.info.port = ev.port;
+        if (typeof ev.metricsPort === 'number') slot.info.metricsPort = ev.metricsPort;
         slot.info.host = advertisedHost(ev.host ?? this.host);
         slot.info.status = 'up';
         this.log.info({ rank, pid: proc.pid, host: slot.info.host, port: ev.port, restarts: slot.info.restarts }, first ? 'server up' : 'server restarted');

@@ -36,6 +36,8 @@ export interface SlurmLaunchOptions {
   basePort?: number;
   /** Servers load their saved indexes before serving. @default false */
   loadIndex?: boolean;
+  /** Each server serves /metrics, /healthz, /readyz on this port + its local rank on the node. @default off */
+  metricsPort?: number;
   /** sbatch --comment. */
   comment?: string;
   /** Interface the servers bind. @default '0.0.0.0' (clients are on other machines) */
@@ -59,6 +61,7 @@ export interface SlurmPlan {
   memGb: number;
   timeoutMin: number;
   basePort: number;
+  metricsPort: number | undefined;
   partition: string;
   host: string;
   logDir: string;
@@ -88,6 +91,14 @@ export function planSlurmJob(opts: SlurmLaunchOptions): SlurmPlan {
   if (basePort + Math.min(perNode, numServers) - 1 > 65535) {
     throw new ValidationError('basePort', `at most ${65536 - Math.min(perNode, numServers)} (ports are base + local rank)`, basePort);
   }
+  let metricsPort: number | undefined;
+  if (opts.metricsPort !== undefined) {
+    const span = Math.min(perNode, numServers);
+    metricsPort = int('metricsPort', opts.metricsPort, 1, 65536 - span);
+    if (metricsPort < basePort + span && basePort < metricsPort + span) {
+      throw new ValidationError('metricsPort', `a range apart from the server ports ${basePort}-${basePort + span - 1} (both are + local rank)`, metricsPort);
+    }
+  }
   for (const [name, v] of [['partition', opts.partition], ['comment', opts.comment ?? ''], ['jobName', opts.jobName ?? 'dfaiss']] as const) {
     if (/["\n\r\\]/.test(v)) throw new ValidationError(name, 'text without quotes, backslashes or line breaks', v);
   }
@@ -104,6 +115,7 @@ export function planSlurmJob(opts: SlurmLaunchOptions): SlurmPlan {
     memGb: int('memGb', opts.memGb ?? 8, 1),
     timeoutMin: int('timeoutMin', opts.timeoutMin ?? 60, 1),
     basePort,
+    metricsPort,
     partition: opts.partition,
     host: opts.host ?? '0.0.0.0',
     logDir: resolve(opts.logDir),
@@ -149,7 +161,8 @@ export function renderBatchScript(plan: SlurmPlan): string {
   // `bash -c 'exec "$@" ...' name args...`: the paths are quoted once, and exec leaves the
   // server itself as srun's task. It must stay in the foreground: with proctrack/linuxproc
   // a process that daemonises escapes scancel.
-  const task = `exec "$@" --rank "$SLURM_PROCID" --port "$((${plan.basePort} + SLURM_LOCALID))"`;
+  const metrics = plan.metricsPort === undefined ? '' : ` --metrics-port "$((${plan.metricsPort} + SLURM_LOCALID))"`;
+  const task = `exec "$@" --rank "$SLURM_PROCID" --port "$((${plan.basePort} + SLURM_LOCALID))"${metrics}`;
   const line = (words: string[]): string => words.map(shellQuote).join(' ');
   return [
     '#!/bin/bash',

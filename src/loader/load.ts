@@ -49,6 +49,12 @@ export interface LoadOptions {
   trainTimeoutMs?: number;
   /** Save the index at the end. @default true */
   save?: boolean;
+  /**
+   * Add to an index that already holds vectors (e.g. resuming with `start`). Without it a
+   * non-empty index is refused before anything is sent: loading the same file twice would
+   * store every row twice. @default false
+   */
+  append?: boolean;
   /** Stops reading new batches; batches in flight finish and the result says where to resume. */
   signal?: AbortSignal;
   /**
@@ -131,9 +137,19 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   else if (opts.cfg) await client.createIndex(indexId, opts.cfg);
   else throw new ValidationError('--cfg', 'an index config file to create the index with (or --load-index to use a saved one)', undefined);
   // A loaded index's dimension comes from its saved cfg.
-  const dims = (await client.status()).map((s) => ((s.indexes as Record<string, { dim?: number }> | undefined)?.[indexId])?.dim);
-  const dim = dims.find((d) => d !== undefined);
-  if (dim !== undefined && dim !== file.dim) throw new ValidationError('vector file', `vectors of dimension ${dim} (the index '${indexId}')`, `dimension ${file.dim} in ${file.path}`);
+  const infos = (await client.status()).map((s) => (s.indexes as Record<string, { dim?: number; ntotal?: number; buffered?: number }> | undefined)?.[indexId]);
+  const dim = infos.map((i) => i?.dim).find((d) => d !== undefined);
+  if (dim !== undefined && dim !== file.dim) {
+    throw new ValidationError('vector file', `vectors of dimension ${dim} (the dim of the index '${indexId}' on the servers)`, `dimension ${file.dim} in ${file.path}`);
+  }
+  const held = infos.reduce((n, i) => n + (i?.ntotal ?? 0) + (i?.buffered ?? 0), 0);
+  // With record ids every row is an upsert: loading again replaces, never duplicates.
+  if (held > 0 && !opts.append && !opts.idsForRows) {
+    throw new DfaissError(
+      `index '${indexId}' already holds ${held} vectors: loading would store these rows next to them (twice if it is the same file). ` +
+        `Pass --append to add anyway (e.g. to resume with --start), or drop the index first ('dfaiss drop --index-id ${indexId} --yes')`,
+    );
+  }
 
   // ---- stream the rows: a pool of inFlight + 1 buffers, a batch is read while others travel ----
   const pending: Pending[] = [];
@@ -194,7 +210,7 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
     const err = failure as Error;
     const beyond = pending.filter((p) => !p.error && p.start > resumeRow).reduce((a, p) => a + p.count, 0);
     const dup = beyond ? ` (${beyond} rows after it were stored too and would be added again)` : '';
-    throw new LoadError(`loading failed at row ${resumeRow}: ${err.message}; resume with --start ${resumeRow}${dup}`, resumeRow, { cause: err });
+    throw new LoadError(`loading failed at row ${resumeRow}: ${err.message}; resume with --start ${resumeRow} --append${dup}`, resumeRow, { cause: err });
   }
   progress('adding');
 

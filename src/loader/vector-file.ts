@@ -17,6 +17,11 @@ export interface VectorFileOptions {
   format?: VectorFileFormat;
   /** Vector dimension: required for raw files; for the others it must match the file. */
   dim?: number;
+  /**
+   * Where `dim` came from, named in dimension errors. @default '--dimension' (the user
+   * may never have passed it: e.g. '"dim" in idx_cfg.json' or "the index 'docs' (dim 768)")
+   */
+  dimFrom?: string;
   /** Rows in a raw file (the original's --mmap-size); for the others at most the file's rows. */
   rows?: number;
   /** Raw files hold float16 (the original's --dstore-fp16). */
@@ -72,7 +77,7 @@ export class VectorFile implements VectorFileInfo {
       throw new DfaissError(`cannot read vector file ${path}: ${(err as Error).message}`);
     }
     if (opts.dim !== undefined && (!Number.isSafeInteger(opts.dim) || opts.dim < 1 || opts.dim > 65536)) {
-      throw new ValidationError('--dimension', 'an integer from 1 to 65536', opts.dim);
+      throw new ValidationError(opts.dimFrom ?? '--dimension', 'an integer from 1 to 65536', opts.dim);
     }
     if (opts.rows !== undefined && (!Number.isSafeInteger(opts.rows) || opts.rows < 0)) {
       throw new ValidationError('--mmap-size', 'a non-negative number of rows', opts.rows);
@@ -177,9 +182,10 @@ function describeLayout(format: VectorFileFormat, dtype: VectorDtype, dim: numbe
 }
 
 async function readLayout(fh: FileHandle, path: string, format: VectorFileFormat, size: number, opts: VectorFileOptions): Promise<Layout> {
+  const dimFrom = opts.dimFrom ?? '--dimension';
   const checkDim = (dim: number, from: string): void => {
     if (opts.dim !== undefined && opts.dim !== dim) {
-      throw new ValidationError('--dimension', `${dim}, the dimension ${from} of ${path}`, opts.dim);
+      throw new ValidationError(dimFrom, `${dim}, the dimension ${from} of ${path}`, opts.dim);
     }
   };
   switch (format) {
@@ -190,8 +196,8 @@ async function readLayout(fh: FileHandle, path: string, format: VectorFileFormat
       const rows = Math.floor(size / stride);
       if (opts.rows === undefined && size % stride !== 0) {
         throw new ValidationError(
-          '--dimension',
-          `a dimension whose row size divides the file: ${path} has ${size} bytes, not a multiple of ${stride} (${opts.dim} x ${dtype === 'f16' ? 'float16' : 'float32'}); check --dimension and --dstore-fp16, or give --mmap-size`,
+          dimFrom,
+          `a dimension whose row size divides the file: ${path} has ${size} bytes, not a multiple of ${stride} (${opts.dim} x ${dtype === 'f16' ? 'float16' : 'float32'}); check ${dimFrom} and --dstore-fp16, or give --mmap-size`,
           opts.dim,
         );
       }

@@ -123,6 +123,12 @@ export interface RpcServerOptions {
    * connections (ConnectionError), handler bugs (non-DfaissError throws). Never throws back.
    */
   onError?: (err: Error, info: { remote: string; method?: string }) => void;
+  /**
+   * Told of every answered request of the method table (metrics): seconds from the request
+   * being dispatched to its reply being written, and whether the reply was ok. Runs on the
+   * hot path: keep it to a counter and a histogram observe. Never throws back.
+   */
+  onCall?: (method: string, seconds: number, ok: boolean) => void;
   /** Override for tests only. */
   protocolVersion?: number;
 }
@@ -233,6 +239,17 @@ export class RpcServer {
   /** True when clients must authenticate with the shared secret. */
   get requiresAuth(): boolean {
     return this.secret !== undefined;
+  }
+
+  /** Used by sessions: passes one answered request to onCall. */
+  observe(method: string, seconds: number, ok: boolean): void {
+    const onCall = this.opts.onCall;
+    if (onCall === undefined) return;
+    try {
+      onCall(method, seconds, ok);
+    } catch {
+      // a metrics bug must not take the server down
+    }
   }
 
   report(err: Error, info: { remote: string; method?: string }): void {
@@ -387,8 +404,10 @@ class Session {
 
   private async run(env: RequestEnvelope, spec: MethodSpec<unknown, unknown>, frame: ReceivedFrame): Promise<void> {
     const method = env.method;
+    const t0 = performance.now();
     let reply: EncodedFrame;
     let retained = false;
+    let ok = false;
     try {
       const args = parseWith(spec.schema, env.args, 'args');
       if (spec.attachments) checkAttachments(spec.attachments, frame.attachments);
@@ -404,7 +423,8 @@ class Session {
         },
       };
       const out = await spec.handler(args, ctx);
-      reply = this.encodeReply({ v: this.server.version, id: env.id, ok: true, result: out?.result }, out?.attachments ?? [], method);
+      reply = this.encodeOkReply({ v: this.server.version, id: env.id, ok: true, result: out?.result }, out?.attachments ?? [], method);
+      ok = true;
     } catch (err) {
       reply = this.errorReply(env.id, err, method);
     }
@@ -414,6 +434,7 @@ class Session {
       // The connection is gone; its close is reported once by the close handler.
     } finally {
       if (!retained) frame.release();
+      this.server.observe(method, (performance.now() - t0) / 1000, ok);
       this.ids.delete(env.id);
       this.inFlight--;
       if (this.paused && this.inFlight < this.server.maxInFlight && !this.draining) {
@@ -424,19 +445,15 @@ class Session {
     }
   }
 
-  /** Encodes an ok reply, falling back to an error reply when it cannot be sent as is. */
-  private encodeReply(env: ReplyEnvelope, attachments: readonly Attachment[], method: string): EncodedFrame {
-    try {
-      const frame = encodeFrame(env, attachments);
-      if (frame.byteLength > this.peerMaxFrameBytes) {
-        throw new ProtocolError(
-          `the reply to '${method}' is ${frame.byteLength} bytes, more than the client's limit of ${this.peerMaxFrameBytes} bytes (maxFrameBytes): request less data per call`,
-        );
-      }
-      return frame;
-    } catch (err) {
-      return this.errorReply(env.id, err, method);
+  /** Encodes an ok reply; throws (the caller answers with the error) when it cannot be sent as is. */
+  private encodeOkReply(env: ReplyEnvelope, attachments: readonly Attachment[], method: string): EncodedFrame {
+    const frame = encodeFrame(env, attachments);
+    if (frame.byteLength > this.peerMaxFrameBytes) {
+      throw new ProtocolError(
+        `the reply to '${method}' is ${frame.byteLength} bytes, more than the client's limit of ${this.peerMaxFrameBytes} bytes (maxFrameBytes): request less data per call`,
+      );
     }
+    return frame;
   }
 
   private errorReply(id: number, err: unknown, method: string): EncodedFrame {

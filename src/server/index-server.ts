@@ -13,10 +13,12 @@ import { appendFileLocked } from '../discovery/nfs-lock.js';
 import { faissBuild, releasableBuffers, setNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
-import { checkBatch, type Shard } from '../shard/shard.js';
+import { checkBatch, type Shard, type ShardInfo } from '../shard/shard.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { buildMethods } from './methods.js';
+import { listenError, MetricsHttpServer } from './metrics-http.js';
+import { ServerMetrics } from './metrics.js';
 import { checkIndexId, indexIdOfFolder, shardDir } from './paths.js';
 import { rpcSecurityOptions, type ServerSecurityOptions } from './security-options.js';
 
@@ -29,6 +31,22 @@ export interface IndexServerStartOptions {
   loadIndex?: boolean;
   /** Append "host,port" to this discovery file once listening. */
   discoveryConfig?: string;
+  /**
+   * Serve Prometheus metrics, /healthz and /readyz over HTTP on this port (0 = a free one);
+   * off when undefined. It starts before the indexes load, so /readyz says 503 meanwhile.
+   */
+  metricsPort?: number;
+  /** Interface of the metrics port. No authentication there (counts only). @default host */
+  metricsHost?: string;
+}
+
+/** Requests answered since the server started, kept always (cheap) for status and the dashboard. */
+export interface RequestCounts {
+  requests: number;
+  errors: number;
+  searches: number;
+  /** Seconds spent in search requests: the dashboard's mean latency is its rate over the searches' rate. */
+  searchSeconds: number;
 }
 
 export interface IndexServerOptions extends ServerSecurityOptions {
@@ -66,6 +84,12 @@ export class IndexServer {
   readonly trainThreads: number;
   private readonly dieAfterLoggedAdd: boolean;
   private address: { host: string; port: number } | null = null;
+  private metrics: ServerMetrics | undefined;
+  private metricsHttp: MetricsHttpServer | undefined;
+  private metricsAddress: { host: string; port: number } | undefined;
+  /** null once serving; else why not (for /readyz). */
+  private notReady: string | null = 'starting';
+  readonly counts: RequestCounts = { requests: 0, errors: 0, searches: 0, searchSeconds: 0 };
 
   constructor(rank: number, storageDir: string, opts: IndexServerOptions = {}) {
     if (!Number.isSafeInteger(rank) || rank < 0) throw new ValidationError('rank', 'a non-negative integer', rank);
@@ -88,26 +112,93 @@ export class IndexServer {
       capabilities: ['fp16', 'metadata-blob', 'search-embeddings'],
       faiss: { version: faissBuild.version, simd: faissBuild.simd, blas: faissBuild.blas },
       onError: (err, info) => this.log.warn({ err: err.message, ...info }, 'request problem'),
+      onCall: (method, seconds, ok) => this.onCall(method, seconds, ok),
     });
   }
 
   /** Starts serving; resolves with the bound address. */
-  async start(opts: IndexServerStartOptions = {}): Promise<{ host: string; port: number }> {
+  async start(opts: IndexServerStartOptions = {}): Promise<{ host: string; port: number; metricsPort?: number }> {
     this.setThreads(this.threads);
-    if (opts.loadIndex) await this.loadAll();
-    const addr = await this.rpc.listen(opts.host ?? '127.0.0.1', opts.port ?? 0);
+    const host = opts.host ?? '127.0.0.1';
+    if (opts.metricsPort !== undefined) await this.startMetrics(opts.metricsHost ?? host, opts.metricsPort);
+    if (opts.loadIndex) {
+      this.notReady = 'loading indexes';
+      await this.loadAll();
+    }
+    let addr: { host: string; port: number };
+    try {
+      addr = await this.rpc.listen(host, opts.port ?? 0);
+    } catch (err) {
+      // Nothing serves: close what start() opened (the metrics port, loaded shards' logs).
+      await this.metricsHttp?.close();
+      await Promise.allSettled([...this.shards.values()].map((s) => s.close()));
+      this.shards.clear();
+      const cause = (err as Error).cause as NodeJS.ErrnoException | undefined;
+      throw cause?.code ? listenError(cause, host, opts.port ?? 0, '--port') : err;
+    }
     this.address = addr;
+    this.notReady = null;
     if (opts.discoveryConfig) {
       const host = addr.host === '0.0.0.0' || addr.host === '::' ? hostname() : addr.host;
       // Under a hard-link lock: servers on several machines may append to one file on NFS.
       await appendFileLocked(opts.discoveryConfig, `${host},${addr.port}\n`);
     }
-    this.log.info({ host: addr.host, port: addr.port, storageDir: this.storageDir, threads: this.threads }, 'index server listening');
-    return addr;
+    this.log.info({ host: addr.host, port: addr.port, storageDir: this.storageDir, threads: this.threads, ...(this.metricsAddress ? { metricsPort: this.metricsAddress.port } : {}) }, 'index server listening');
+    return this.metricsAddress ? { ...addr, metricsPort: this.metricsAddress.port } : addr;
   }
 
   get port(): number | undefined {
     return this.address?.port;
+  }
+
+  /** The metrics port, when serving metrics. */
+  get metricsPort(): number | undefined {
+    return this.metricsAddress?.port;
+  }
+
+  get connectionCount(): number {
+    return this.rpc.connectionCount;
+  }
+
+  /** Added to the status reply: connections, request counts (the dashboard's QPS and latency), uptime, metrics port. */
+  statusExtras(): { connections: number; requests: RequestCounts; uptimeSec: number; metricsPort?: number } {
+    const extras = { connections: this.rpc.connectionCount, requests: { ...this.counts }, uptimeSec: process.uptime() };
+    return this.metricsAddress ? { ...extras, metricsPort: this.metricsAddress.port } : extras;
+  }
+
+  /** The Prometheus text of this server's metrics (also without a metrics port: they are created on first use). */
+  metricsText(): Promise<string> {
+    return this.metricsOrCreate().text();
+  }
+
+  private metricsOrCreate(): ServerMetrics {
+    this.metrics ??= new ServerMetrics(
+      {
+        rank: this.rank,
+        connectionCount: () => this.rpc.connectionCount,
+        indexes: () => [...this.shards].map(([id, d]): [string, ShardInfo] => [id, d.shard.info]),
+      },
+      this.rpc.methodNames,
+    );
+    return this.metrics;
+  }
+
+  private async startMetrics(host: string, port: number): Promise<void> {
+    const metrics = this.metricsOrCreate();
+    const http = new MetricsHttpServer({ metrics, notReady: () => this.notReady });
+    this.metricsAddress = await http.listen(host, port);
+    this.metricsHttp = http;
+  }
+
+  private onCall(method: string, seconds: number, ok: boolean): void {
+    const c = this.counts;
+    c.requests++;
+    if (!ok) c.errors++;
+    if (method === 'search') {
+      c.searches++;
+      c.searchSeconds += seconds;
+    }
+    this.metrics?.onCall(method, seconds, ok);
   }
 
   /**
@@ -115,10 +206,12 @@ export class IndexServer {
    * writes a snapshot of every index that changed since its last one and closes its log.
    */
   async stop(): Promise<void> {
+    this.notReady = 'shutting down';
     await this.rpc.close({ graceMs: 2000 });
     const results = await Promise.allSettled([...this.shards.values()].map((s) => s.close({ snapshot: true })));
     for (const r of results) if (r.status === 'rejected') this.log.error({ err: (r.reason as Error).message }, 'final snapshot failed (the write-ahead log still has the data)');
     this.shards.clear();
+    await this.metricsHttp?.close();
     this.log.info('index server stopped');
   }
 
@@ -268,6 +361,10 @@ export class IndexServer {
     return {
       onError: (err: Error) => this.log.error({ indexId, err: err.message }, 'background job failed'),
       onAutosaveError: (err: Error) => this.log.error({ indexId, err: err.message }, 'autosave failed (the write-ahead log still has the data)'),
+      // Metrics observers: no-ops until metrics exist (one optional call each).
+      onSnapshotWritten: (seconds: number) => this.metrics?.onSnapshot(indexId, seconds),
+      onTrainingDone: (seconds: number, kind: 'shard' | 'shared') => this.metrics?.onTrained(indexId, seconds, kind),
+      onWalWrite: (bytes: number, fsyncSeconds: number | null) => this.metrics?.onWalWrite(indexId, bytes, fsyncSeconds),
     };
   }
 

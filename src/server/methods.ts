@@ -209,7 +209,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
           indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldRevocations().length };
         }
         const mem = process.memoryUsage();
-        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, faiss: faissBuild, indexes } };
+        return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, faiss: faissBuild, indexes, ...server.statusExtras() } };
       }),
 
     /**

@@ -27,7 +27,7 @@ import {
   writeSharedTrained,
   type SnapshotCut,
 } from './snapshot.js';
-import { WriteAheadLog, replayWal, type Durability } from './wal.js';
+import { WriteAheadLog, replayWal, type Durability, type WalObserver } from './wal.js';
 import type { RecordId } from './records.js';
 import { scheduleCompaction } from './shard-records.js';
 
@@ -84,6 +84,10 @@ export interface DurableShardOptions extends ShardOptions {
   durability?: Durability;
   /** Called when an autosave fails (there is no caller to tell). */
   onAutosaveError?: (err: Error) => void;
+  /** Observers (metrics): a snapshot was written, a training finished, the WAL wrote (see WalObserver). */
+  onSnapshotWritten?: (seconds: number) => void;
+  onTrainingDone?: (seconds: number, kind: 'shard' | 'shared') => void;
+  onWalWrite?: WalObserver;
 }
 
 export class DurableShard {
@@ -119,9 +123,11 @@ export class DurableShard {
   private readonly idsInFlight = new Set<RecordId>();
   /** Batches with (true) and without (false) ids being logged, before the shard's mode is set. */
   private readonly modesInFlight = new Map<boolean, number>();
+  private readonly observers: Pick<DurableShardOptions, 'onSnapshotWritten' | 'onTrainingDone'>;
 
   private constructor(dir: string, shard: Shard, wal: WriteAheadLog, seq: number, generation: number, opts: DurableShardOptions) {
     this.dir = dir;
+    this.observers = { onSnapshotWritten: opts.onSnapshotWritten, onTrainingDone: opts.onTrainingDone };
     this.shard = shard;
     this.wal = wal;
     this.appliedSeq = seq;
@@ -144,7 +150,7 @@ export class DurableShard {
     try {
       if (await exists(dir)) await rename(dir, `${dir}.replaced-${Date.now()}`);
       await makeShardDir(dir, cfg);
-      const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? cfg.durability, 0);
+      const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? cfg.durability, 0, opts.onWalWrite);
       const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(cfg) });
       const ds = new DurableShard(dir, new Shard(cfg, link.options), wal, 0, 0, opts);
       link.attach(ds);
@@ -229,7 +235,7 @@ export class DurableShard {
     skipped.push(...report.skipped);
     // Later appends go to a fresh segment: a torn tail in the old one stays behind the
     // replay point instead of between good records.
-    const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, report.lastSeq);
+    const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, report.lastSeq, opts.onWalWrite);
     wal.requestRotate();
     // New snapshots number past every folder present, including skipped (damaged) ones.
     const ds = new DurableShard(dir, shard, wal, report.lastSeq, snapshots[0]?.generation ?? 0, opts);
@@ -256,12 +262,16 @@ export class DurableShard {
    */
   private static hookLink(opts: DurableShardOptions): { options: DurableShardOptions; attach: (ds: DurableShard) => void } {
     let target: DurableShard | null = null;
+    let trainingSince = 0;
     const options: DurableShardOptions = {
       ...opts,
       onTrainingStart: (rows) => {
+        trainingSince = performance.now();
         target?.wal.appendTrainMarker(rows).catch((err: Error) => opts.onAutosaveError?.(err));
       },
       onTrained: () => {
+        if (trainingSince > 0) opts.onTrainingDone?.((performance.now() - trainingSince) / 1000, 'shard');
+        trainingSince = 0;
         // After the buffer is in FAISS: a snapshot cut now would pin the whole buffer (it
         // writes buffer.bin) while FAISS fills, holding the data twice. Until then a restart
         // gets the same training back from the WAL's train marker or centroids.bin.
@@ -473,8 +483,10 @@ export class DurableShard {
 
   /** Shared training on this shard (see Shard.trainShared); the trained state is on disk before it is returned. */
   async trainShared(sample: Float32Array, opts: SharedTrainingOptions = {}): Promise<SharedTrained> {
+    const t0 = performance.now();
     const state = await this.shard.trainShared(sample, opts);
     await this.persistTrained(state);
+    this.observers.onTrainingDone?.((performance.now() - t0) / 1000, 'shared');
     return state;
   }
 
@@ -544,6 +556,12 @@ export class DurableShard {
   }
 
   private async writeNewSnapshot(): Promise<void> {
+    const t0 = performance.now();
+    await this.writeSnapshotNow();
+    this.observers.onSnapshotWritten?.((performance.now() - t0) / 1000);
+  }
+
+  private async writeSnapshotNow(): Promise<void> {
     const generation = this.generation + 1;
     const tmp = snapshotTmpDir(this.dir, generation);
     await mkdir(tmp, { recursive: true });

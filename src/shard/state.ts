@@ -12,6 +12,9 @@ export const IndexState = {
 } as const;
 export type IndexState = (typeof IndexState)[keyof typeof IndexState];
 
+/** Every state, in life-cycle order (the metrics export one gauge per state). */
+export const INDEX_STATES: readonly IndexState[] = Object.values(IndexState);
+
 /**
  * The original's rule: all equal -> that state; else any TRAINING -> TRAINING; else any
  * NOT_TRAINED -> NOT_TRAINED; else any ADD -> ADD; else TRAINED.

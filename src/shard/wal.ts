@@ -84,6 +84,9 @@ interface Pending {
 
 const segmentName = (startSeq: number): string => `wal-${String(startSeq).padStart(16, '0')}.log`;
 
+/** Told of each group commit: bytes written, and the fdatasync's seconds (null without fsync). */
+export type WalObserver = (bytes: number, fsyncSeconds: number | null) => void;
+
 export class WriteAheadLog {
   readonly dir: string;
   readonly durability: Durability;
@@ -97,16 +100,16 @@ export class WriteAheadLog {
   private rotateRequested = false;
   private closed = false;
 
-  private constructor(dir: string, durability: Durability, lastSeq: number) {
+  private constructor(dir: string, durability: Durability, lastSeq: number, private readonly observer?: WalObserver) {
     this.dir = dir;
     this.durability = durability;
     this.lastSeq = lastSeq;
   }
 
   /** Opens the log for appending after `lastSeq` (the highest sequence replayed). */
-  static async open(dir: string, durability: Durability, lastSeq: number): Promise<WriteAheadLog> {
+  static async open(dir: string, durability: Durability, lastSeq: number, observer?: WalObserver): Promise<WriteAheadLog> {
     await mkdir(dir, { recursive: true });
-    const wal = new WriteAheadLog(dir, durability, lastSeq);
+    const wal = new WriteAheadLog(dir, durability, lastSeq, observer);
     return wal;
   }
 
@@ -200,15 +203,21 @@ export class WriteAheadLog {
           const fh = this.fh!;
           const parts = batch.flatMap((p) => p.parts);
           const bytes = batch.reduce((s, p) => s + p.bytes, 0);
+          let fsyncSeconds: number | null = null;
           try {
             await writeAll(fh, parts, this.size);
-            if (this.durability === 'fsync') await fh.datasync();
+            if (this.durability === 'fsync') {
+              const t0 = performance.now();
+              await fh.datasync();
+              fsyncSeconds = (performance.now() - t0) / 1000;
+            }
           } catch (err) {
             // Cut the partial write off so the log ends with complete records again.
             await fh.truncate(this.size).catch(() => {});
             throw err;
           }
           this.size += bytes;
+          observe(this.observer, bytes, fsyncSeconds);
         } catch (err) {
           const e = new StorageError(
             `could not write the batch to the write-ahead log in ${this.dir}: ${(err as Error).message}; it was not stored (earlier data is safe) — free disk space or fix the folder's permissions, then retry`,
@@ -246,6 +255,15 @@ export class WriteAheadLog {
     this.fh = fh;
     this.size = SEGMENT_HEADER;
     this.segmentStart = firstSeq;
+  }
+}
+
+/** An observer's bug must not fail a write that is already durable. */
+function observe(observer: WalObserver | undefined, bytes: number, fsyncSeconds: number | null): void {
+  try {
+    observer?.(bytes, fsyncSeconds);
+  } catch {
+    // ignored: metrics only
   }
 }
 

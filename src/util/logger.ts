@@ -1,13 +1,36 @@
 /**
- * Structured logs (pino, JSON lines on stderr). Level from DFAISS_LOG_LEVEL (default
- * 'info'). Per-request lines are 'debug' only: the original wrote five INFO lines per call.
+ * Structured logs (pino) on stderr. Level from DFAISS_LOG_LEVEL (default 'info').
+ * Per-request lines are 'debug' only: the original wrote five INFO lines per call.
+ * Format from DFAISS_LOG_FORMAT (the CLI's --log-format sets it, so servers started by a
+ * launcher inherit it): 'json' (one JSON object a line, epoch-ms times, for log shippers),
+ * 'pretty' (one readable line per event with local ISO times, via pino-pretty), or 'auto'
+ * (the default: pretty when stderr is a terminal, JSON when it is piped or redirected).
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
-export function createLogger(bindings: Record<string, unknown> = {}, level = process.env.DFAISS_LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: { pid: process.pid, ...bindings } }, pino.destination({ fd: 2, sync: false }));
+export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** True when logs should be pretty for this format and stderr. */
+export function usePretty(format: string = process.env.DFAISS_LOG_FORMAT ?? 'auto'): boolean {
+  return format === 'pretty' || (format !== 'json' && process.stderr.isTTY === true);
+}
+
+export function createLogger(bindings: Record<string, unknown> = {}, level = process.env.DFAISS_LOG_LEVEL ?? 'info', format?: string): Logger {
+  const dest: DestinationStream = usePretty(format)
+    ? pretty({
+        destination: 2,
+        sync: true, // a line logged just before process.exit() must not be lost
+        translateTime: "SYS:yyyy-mm-dd'T'HH:MM:ss.lo", // local time with its UTC offset
+        ignore: 'pid,hostname',
+        colorize: process.stderr.isTTY === true,
+        singleLine: true,
+      })
+    : pino.destination({ fd: 2, sync: false });
+  return pino({ level, base: { pid: process.pid, ...bindings } }, dest);
 }
 
 /** A logger that drops everything (library use without logs). */

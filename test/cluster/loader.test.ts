@@ -105,7 +105,7 @@ test('resume: --limit then --load-index --start adds every row exactly once; SIG
   const first = await load([...cfg, '--index-id', 'res', '--limit', '1234', '--bs', '100']);
   assert.equal(first.summary.resumeRow, 1234);
   // The second run as after a restart: --load-index and the saved config (no --cfg).
-  const second = await load(['--mmap', join(dir, 'r.fvecs'), '--load-index', '--index-id', 'res', '--start', '1234', '--bs', '100']);
+  const second = await load(['--mmap', join(dir, 'r.fvecs'), '--load-index', '--index-id', 'res', '--start', '1234', '--bs', '100', '--append']);
   assert.equal(second.summary.rowsLoaded, 3000 - 1234);
   assert.equal(await client.getNtotal('res'), 3000);
   assert.equal((await client.getIds('res')).size, 3000, 'no row twice');
@@ -133,7 +133,7 @@ test('resume: --limit then --load-index --start adds every row exactly once; SIG
     assert.match(r.stderr, /interrupted/);
     assert.ok(s.resumeRow > 0 && s.resumeRow < 3000);
     assert.equal(s.rowsLoaded, s.resumeRow);
-    await load([...cfg, '--index-id', 'intr', '--start', String(s.resumeRow), '--bs', '500']);
+    await load([...cfg, '--index-id', 'intr', '--start', String(s.resumeRow), '--bs', '500', '--append']);
   } else {
     assert.equal(r.code, 0, r.stderr); // finished before the signal landed: nothing to resume
   }
@@ -149,9 +149,11 @@ test('bad input: errors name the flag', async () => {
   assert.match(r.stderr, /--dimension 7 disagrees with "dim": 16/);
   writeFileSync(join(dir, 'dim7.json'), JSON.stringify({ dim: 7, index_builder_type: 'flat' }));
   r = await run(['--mmap', join(dir, 'odd.bin'), '--cfg', join(dir, 'dim7.json')]);
-  assert.match(r.stderr, /invalid --dimension: .*not a multiple of 28/);
+  // The dimension came from the cfg file, not from a --dimension the user never gave.
+  assert.match(r.stderr, new RegExp(`invalid "dim": 7 in ${join(dir, 'dim7.json')}: .*not a multiple of 28 .*check "dim": 7 in`));
   r = await run(['--mmap', join(dir, 'a.fvecs'), '--cfg', join(dir, 'dim7.json')]);
-  assert.match(r.stderr, /invalid --dimension: expected 16, the dimension in the first row/);
+  assert.match(r.stderr, new RegExp(`invalid "dim": 7 in ${join(dir, 'dim7.json')}: expected 16, the dimension in the first row`));
+  assert.doesNotMatch(r.stderr, /--dimension/);
   r = await run(['--mmap', join(dir, 'a.fvecs')]);
   assert.match(r.stderr, /--cfg <file> is required/);
   r = await run(['--mmap', join(dir, 'a.fvecs'), '--cfg', join(dir, 'flat.json'), '--bs', '0']);

@@ -126,6 +126,15 @@ test('--dry-run prints the batch script: 64 servers, 32 per node -> 2 nodes, cpu
   assert.equal(sbatchLine(odd.stdout, 'cpus-per-task'), '2');
   assert.match(odd.stdout, /--threads 4\n/);
   assert.match(odd.stdout, /--port "\$\(\(12032 \+ SLURM_LOCALID\)\)"/); // the original's default port
+  assert.doesNotMatch(odd.stdout, /--metrics-port/, 'metrics are off unless asked for');
+
+  // --metrics-port: each server's metrics on that port + its local rank, apart from the RPC ports.
+  const withMetrics = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '4', '--num-servers-per-node', '2', '--cpus-per-node', '2', '--partition', 'p', '--metrics-port', '9100']);
+  assert.equal(withMetrics.status, 0, withMetrics.stderr);
+  assert.ok(withMetrics.stdout.includes('--port "$((12032 + SLURM_LOCALID))" --metrics-port "$((9100 + SLURM_LOCALID))"'));
+  const clash = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '4', '--num-servers-per-node', '2', '--cpus-per-node', '2', '--partition', 'p', '--base-port', '9100', '--metrics-port', '9101']);
+  assert.notEqual(clash.status, 0);
+  assert.match(clash.stderr, /invalid --metrics-port: expected a range apart from the server ports 9100-9101/);
 
   const bad = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '4', '--num-servers-per-node', '4', '--cpus-per-node', '2', '--partition', 'p']);
   assert.notEqual(bad.status, 0);
@@ -142,12 +151,14 @@ test('launch slurm on a real Slurm: servers discovered, index + search, scancel 
   const discovery = join(dir, 'discovery.txt');
   const saveDir = join(dir, 'data');
   const basePort = await freePortPair();
+  let metricsPort = await freePortPair();
+  for (let i = 0; i < 10 && Math.abs(metricsPort - basePort) < 2; i++) metricsPort = await freePortPair();
   const res = cli([
     'launch', 'slurm',
     '--log-dir', logDir, '--discovery-config', discovery, '--save-dir', saveDir,
     '--num-servers', '2', '--num-servers-per-node', '2', '--cpus-per-node', '2', '--mem-gb', '1',
     '--partition', partition, '--timeout-min', '5', '--base-port', String(basePort), '--host', '127.0.0.1',
-    '--comment', 'dfaiss slurm test',
+    '--comment', 'dfaiss slurm test', '--metrics-port', String(metricsPort),
   ]);
   assert.equal(res.status, 0, `launch failed: ${res.stderr}`);
   const jobId = /submitted job (\d+)/.exec(res.stdout)?.[1];
@@ -189,6 +200,14 @@ test('launch slurm on a real Slurm: servers discovered, index + search, scancel 
     assert.deepEqual(hits.metadata[0]![0], { doc: 17 });
     assert.deepEqual(hits.metadata[1]![0], { doc: 123 });
     assert.ok(hits.scores[0]![0]! < 1e-6);
+    assert.ok(res.stdout.includes(`metrics:        http://<node>:${metricsPort}+<local rank>/metrics`), res.stdout);
+    // Each task serves its metrics on metrics port + local rank: both shards' ntotal add up.
+    let scraped = 0;
+    for (const port of [metricsPort, metricsPort + 1]) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      scraped += Number(/^dfaiss_index_ntotal\{index="slurm",rank="\d"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+    }
+    assert.equal(scraped, 200);
     await client.close();
     client = undefined;
 

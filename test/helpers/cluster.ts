@@ -6,13 +6,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitForListening } from '../../src/launch/listening.js';
+import { waitForListeningEvent } from '../../src/launch/listening.js';
 
 export const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 
 export interface TestServer {
   rank: number;
   port: number;
+  /** When started with --metrics-port. */
+  metricsPort?: number;
   proc: ChildProcess;
 }
 
@@ -46,8 +48,8 @@ export async function startCluster(n: number, opts: { threads?: number; dir?: st
       env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn', ...env },
     });
     proc.stderr!.on('data', (d: Buffer) => process.env.DFAISS_TEST_VERBOSE && process.stderr.write(d));
-    const port = await waitForListening(proc, { label: `server ${rank}` });
-    const server = { rank, port, proc };
+    const { port, metricsPort } = await waitForListeningEvent(proc, { label: `server ${rank}` });
+    const server = { rank, port, proc, ...(metricsPort === undefined ? {} : { metricsPort }) };
     servers[rank] = server;
     writeFileSync(discovery, `${n}\n${servers.filter(Boolean).map((s) => `127.0.0.1,${s.port}`).join('\n')}\n`);
     return server;

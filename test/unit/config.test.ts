@@ -389,3 +389,20 @@ describe('centroid inference', () => {
     assert.equal(f.centroids, 400);
   });
 });
+
+describe("unknownKeys 'error' (the CLI's --cfg files)", () => {
+  const strict = (input: unknown) => parseIndexCfg(input, { unknownKeys: 'error', source: 'idx.json' });
+  test('a misspelled top-level key is refused with the closest key, in the same spelling', () => {
+    for (const [typo, meant] of [['metrik', 'metric'], ['nprob', 'nprobe'], ['centroid', 'centroids'], ['trainNm', 'trainNum'], ['train_nm', 'train_num'], ['codesize', 'code_size'], ['index_builder', 'index_builder_type']] as const) {
+      assert.throws(() => strict({ [typo]: 1 }), (e: unknown) => e instanceof ValidationError && e.field === typo && e.message.startsWith(`unknown index config key '${typo}' in idx.json: did you mean '${meant}'?`), typo);
+    }
+    assert.throws(() => strict({ zzzz: 1 }), (e: unknown) => e instanceof ValidationError && /^unknown index config key 'zzzz' in idx\.json \(known keys: index_builder_type, /.test(e.message));
+  });
+  test('fields, known extras in both spellings and keys inside an explicit extra object are accepted', () => {
+    const cfg = strict({ index_builder_type: 'knnlm', dim: '64', code_size: '16', bits_per_vector: 4, storeN: 8, ef_construction: 50, extra: { owner: 'me' } });
+    assert.deepEqual(cfg.extra, { codeSize: 16, bitsPerVector: 4, storeN: 8, efConstruction: 50, owner: 'me' });
+  });
+  test('the default stays lenient (saved cfg.json files carry custom keys at top level)', () => {
+    assert.deepEqual(parseIndexCfg({ metrik: 'l2' }).extra, { metrik: 'l2' });
+  });
+});
