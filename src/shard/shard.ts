@@ -342,18 +342,23 @@ export class Shard {
    * Anything `cut` starts synchronously on the index (e.g. writeFile's read lock) is
    * ordered before the adder's next chunk.
    */
+  /** Ends one quiesce (or compaction) pause; the last one wakes the parked adder. */
+  private unpause(): void {
+    this.paused--;
+    if (this.paused === 0) {
+      const wake = this.parked;
+      this.parked = null;
+      wake?.();
+    }
+  }
+
   async quiesce<T>(cut: () => T): Promise<T> {
     this.paused++;
     try {
       while (this.chunkInFlight) await this.chunkInFlight;
       return cut();
     } finally {
-      this.paused--;
-      if (this.paused === 0) {
-        const wake = this.parked;
-        this.parked = null;
-        wake?.();
-      }
+      this.unpause();
     }
   }
 
@@ -627,12 +632,7 @@ export class Shard {
         this.chunkInFlight = null;
       }
     } finally {
-      this.paused--;
-      if (this.paused === 0) {
-        const wake = this.parked;
-        this.parked = null;
-        wake?.();
-      }
+      this.unpause();
     }
   }
 
