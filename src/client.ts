@@ -17,7 +17,19 @@ export {
 } from './config/index-cfg.js';
 export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, TrainMode } from './config/index-cfg.js';
 export { IndexClient } from './client/index-client.js';
-export type { AddOptions, IndexClientOptions, SearchFilter, SearchOptions, SearchResults } from './client/index-client.js';
+export type {
+  AddOptions,
+  CallControl,
+  DeleteSelector,
+  GetOptions,
+  IndexClientEvents,
+  IndexClientOptions,
+  IterateOptions,
+  SearchFilter,
+  SearchOptions,
+  SearchResults,
+} from './client/index-client.js';
+export type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId, StoredRecord } from './client/records.js';
 export type { PendingRevocation } from './client/revocations.js';
 export type { ClientSecurityOptions } from './client/security-options.js';
 export { readSecretFile } from './protocol/auth.js';

@@ -7,6 +7,7 @@
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
 import { checkCallSearchParams, checkSearchParameter, type IndexTypeCfg } from '../config/search-params.js';
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { MAX_K, checkK, toMatrix, type Metric, type VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
@@ -63,7 +64,7 @@ export interface IndexClientOptions extends ClientSecurityOptions {
   closeTimeoutMs?: number;
 }
 
-export interface SearchOptions {
+export interface SearchOptions extends CallControl {
   /**
    * Search parameters for this call only, e.g. `{ nprobe: 32 }` (IVF), `{ efSearch: 128 }`
    * (HNSW), `max_codes`, `quantizer_efSearch`: they never change the index other clients
@@ -98,7 +99,7 @@ export type SearchFilter =
   /** Keep only hits whose metadata passes the predicate. */
   | { where: (metadata: unknown) => boolean };
 
-export interface AddOptions {
+export interface AddOptions extends CallControl {
   /** Training triggered by this batch runs in the background (true) or before the call returns. @default true */
   trainAsync?: boolean;
   /**
@@ -154,7 +155,26 @@ interface IndexMeta {
 }
 
 
-export class IndexClient {
+/** What IndexClient emits (ioredis-style connection events). */
+export interface IndexClientEvents {
+  /** A server was found down (a reconnect to it failed); calls to it fail at once until it is back. */
+  serverDown: [{ server: string; error: Error }];
+  /** A server that was down answers again. */
+  serverUp: [{ server: string }];
+}
+
+/**
+ * Options every call of the client's main operations takes: a deadline for this call (instead
+ * of callTimeoutMs) and an AbortSignal. An aborted call stops waiting at once and frees its
+ * place (an add waiting for a slot never takes one).
+ */
+export interface CallControl {
+  /** Deadline of this call in ms (per server request). @default callTimeoutMs */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly servers: ServerConn[];
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly maxAddsInFlight: number;
@@ -169,7 +189,15 @@ export class IndexClient {
   private closed = false;
 
   private constructor(servers: ServerConn[], opts: IndexClientOptions) {
+    super();
     this.servers = servers;
+    for (const s of servers) {
+      s.onStateChange = (up, error) => {
+        // Without a listener an 'error'-like event would be lost anyway; these never throw.
+        if (up) this.emit('serverUp', { server: s.name });
+        else this.emit('serverDown', { server: s.name, error: error! });
+      };
+    }
     this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
     this.trainTimeoutMs = opts.trainTimeoutMs ?? 3_600_000;
     this.reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
@@ -244,10 +272,11 @@ export class IndexClient {
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
+    const control = callControl(opts);
     let training: Promise<void> | null = null;
-    await this.acquireAddSlot();
+    await this.acquireAddSlot(control.signal);
     try {
-      ({ training } = await this.placeBatch(indexId, meta, n, trainAsync, attachments));
+      ({ training } = await this.placeBatch(indexId, meta, n, trainAsync, attachments, control));
     } finally {
       this.releaseAddSlot();
     }
@@ -375,7 +404,7 @@ export class IndexClient {
   }
 
   /** Stores one batch on one server; returns the shared training this add started or joined, if any. */
-  private async placeBatch(indexId: string, meta: IndexMeta, n: number, trainAsync: boolean, attachments: Parameters<ServerConn['call']>[3]): Promise<{ training: Promise<void> | null }> {
+  private async placeBatch(indexId: string, meta: IndexMeta, n: number, trainAsync: boolean, attachments: Parameters<ServerConn['call']>[3], control: CallControl = {}): Promise<{ training: Promise<void> | null }> {
     const failures: string[] = [];
     // Attempts on servers that failed while holding the batch: revoked there, and held
     // durably by the server that finally stores it (movedFrom), so no client has to outlive them.
@@ -395,9 +424,15 @@ export class IndexClient {
       let reply: AddReply;
       try {
         const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
-        reply = (await server.call('bulk', 'addIndexData', args, attachments)).result;
+        reply = (await server.call('bulk', 'addIndexData', args, attachments, control)).result;
         if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
       } catch (err) {
+        if (control.signal?.aborted) {
+          // Aborted by the caller while the server may hold it: revoke it there, so an
+          // aborted add leaves nothing behind (and the caller may resend it).
+          this.revocations.queue(i, indexId, key);
+          throw err;
+        }
         if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
         failures.push(`${server.name}: ${err.message}`);
         if (!(err instanceof ServerUnavailableError)) {
@@ -629,7 +664,7 @@ export class IndexClient {
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const params = this.callParams(meta, opts.params);
-    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false, params);
+    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false, params, callControl(opts));
     if (replies.untrained) this.checkTraining(indexId, meta);
     const out = this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
     if (opts.allowPartial) out.missing = replies.missing;
@@ -650,7 +685,7 @@ export class IndexClient {
     const withVectors = opts.returnEmbeddings ?? false;
     let fetchK = Math.min(MAX_K, k * 3);
     for (;;) {
-      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false, params);
+      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false, params, callControl(opts));
       if (replies.untrained) this.checkTraining(indexId, meta);
       const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
       const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}), ...(merged.ids ? { ids: [] } : {}) };
@@ -744,10 +779,10 @@ export class IndexClient {
    * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
    * and delivered, and the search runs once more.
    */
-  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>) {
-    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params);
+  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}) {
+    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control);
     if (!(await this.learnHeld(indexId, first.held))) return first;
-    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params);
+    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control);
   }
 
   /** Fetches held revocations from each server reporting more than this client knows; true when there were new ones. */
@@ -758,11 +793,11 @@ export class IndexClient {
     return learned.some(Boolean);
   }
 
-  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>) {
+  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}) {
     const settled = await Promise.allSettled(
       this.servers.map(async (s, i) => {
         await this.revocations.readyToRead(i, indexId);
-        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}) }, [queries]);
+        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}) }, [queries], control);
       }),
     );
     const missing: Array<{ server: string; error: string }> = [];
@@ -907,12 +942,25 @@ export class IndexClient {
     if (this.closed) throw new ConnectionError('this IndexClient was closed; connect a new one');
   }
 
-  private acquireAddSlot(): Promise<void> {
+  private acquireAddSlot(signal?: AbortSignal): Promise<void> {
     if (this.addsInFlight < this.maxAddsInFlight) {
       this.addsInFlight++;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.addWaiters.push(resolve));
+    return new Promise((resolve, reject) => {
+      // Aborted while waiting: leave the queue (the slot goes to the next add).
+      const onAbort = (): void => {
+        const i = this.addWaiters.indexOf(wake);
+        if (i >= 0) this.addWaiters.splice(i, 1);
+        reject(signal!.reason);
+      };
+      const wake = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      this.addWaiters.push(wake);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   private releaseAddSlot(): void {
@@ -953,4 +1001,13 @@ function isEqual(a: unknown, b: unknown): boolean {
 function indexTypeOf(info: ShardInfoReply): IndexTypeCfg | null {
   if (info.faissFactory === undefined) return null;
   return { indexBuilderType: info.indexBuilderType ?? null, faissFactory: info.faissFactory, centroids: info.centroids ?? 0, inferCentroids: info.inferCentroids ?? false };
+}
+
+/** The per-call options to pass on (a signal already aborted fails the call at once). */
+function callControl(opts: CallControl): CallControl {
+  if (opts.timeoutMs !== undefined && (!Number.isSafeInteger(opts.timeoutMs) || opts.timeoutMs < 0)) {
+    throw new ValidationError('timeoutMs', 'a non-negative integer of milliseconds (0 = no deadline)', opts.timeoutMs);
+  }
+  opts.signal?.throwIfAborted();
+  return { ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}), ...(opts.signal ? { signal: opts.signal } : {}) };
 }

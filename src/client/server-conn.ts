@@ -84,14 +84,26 @@ export class ServerConn {
     return again;
   }
 
+  /** Called when this server is found down (a reconnect failed) and when it is reachable again. */
+  onStateChange: ((up: boolean, error?: Error) => void) | null = null;
+  private down = false;
+
   private async reconnect(): Promise<void> {
     await Promise.allSettled([this.clients.bulk?.close(), this.clients.query?.close()]);
     try {
       const [bulk, query] = await connectPair(this.address, this.opts);
       this.clients = { bulk, query };
       this.lastError = null;
+      if (this.down) {
+        this.down = false;
+        this.onStateChange?.(true);
+      }
     } catch (err) {
       this.lastError = err as Error;
+      if (!this.down && !this.closed) {
+        this.down = true;
+        this.onStateChange?.(false, err as Error);
+      }
       throw new ServerUnavailableError(this.name, `server ${this.name} is down: ${(err as Error).message}`, { cause: err });
     }
   }
