@@ -19,7 +19,7 @@ import * as rec from './records.js';
 import type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId } from './records.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
-import { clusterState, runSharedTraining, trainingDue } from './training.js';
+import { clusterState, runSharedTraining, shardInfos, trainingDue } from './training.js';
 import type { ArgsOf, MethodName, ResultOf, ShardInfoReply, StatusReply } from '../contract.js';
 import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
 
@@ -546,12 +546,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   /** Every server's info for the index; null for servers that are down. */
   private async infos(indexId: string): Promise<Array<ShardInfoReply | null>> {
     this.checkOpen();
-    const settled = await Promise.allSettled(this.servers.map((s) => s.call('query', 'getInfo', { indexId })));
-    return settled.map((r) => {
-      if (r.status === 'fulfilled') return r.value.result;
-      if (r.reason instanceof ConnectionError) return null;
-      throw r.reason;
-    });
+    return shardInfos(this.servers, indexId);
   }
 
   /** Adds every server's buffered vectors to its (trained) index. */
@@ -787,7 +782,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
 
   /** Fetches held revocations from each server reporting more than this client knows; true when there were new ones. */
   private async learnHeld(indexId: string, held: readonly number[]): Promise<boolean> {
-    const ask = held.flatMap((n, i) => (n > this.revocations.known(i, indexId) ? [i] : []));
+    // Nearly always every count is 0: only then is the client's bookkeeping walked.
+    const ask = held.flatMap((n, i) => (n > 0 && n > this.revocations.known(i, indexId) ? [i] : []));
     if (ask.length === 0) return false;
     const learned = await Promise.all(ask.map((i) => this.revocations.learn(i, indexId).catch(() => false)));
     return learned.some(Boolean);

@@ -44,6 +44,16 @@ export function clusterState(infos: readonly ShardInfoReply[], aggregate: (s: In
   return aggregate(counted.map((i) => i.state));
 }
 
+/** Every server's info for the index; null for servers that did not answer (down). Other errors are thrown. */
+export async function shardInfos(servers: readonly ServerConn[], indexId: string): Promise<Array<ShardInfoReply | null>> {
+  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId })));
+  return settled.map((r) => {
+    if (r.status === 'fulfilled') return r.value.result;
+    if (r.reason instanceof ConnectionError) return null;
+    throw r.reason;
+  });
+}
+
 /**
  * Runs (or joins, or finishes) the shared training of `indexId` and resolves when every
  * live shard is trained. The trainer is the lowest-ranked shard already trained or
@@ -53,14 +63,8 @@ export function clusterState(infos: readonly ShardInfoReply[], aggregate: (s: In
  */
 export async function runSharedTraining(servers: readonly ServerConn[], indexId: string, dim: number, timeoutMs: number): Promise<void> {
   // Servers that are down are left out: they get the trained index when they are back.
-  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId }).then((r) => r.result)));
-  const down: string[] = [];
-  const infos = settled.map((r, i) => {
-    if (r.status === 'fulfilled') return r.value;
-    if (!(r.reason instanceof ConnectionError)) throw r.reason;
-    down.push(servers[i]!.name);
-    return null;
-  });
+  const infos = await shardInfos(servers, indexId);
+  const down = infos.flatMap((info, i) => (info ? [] : [servers[i]!.name]));
   const byRank = (a: number, b: number): number => (servers[a]!.rank ?? a) - (servers[b]!.rank ?? b);
   const live = infos.flatMap((info, i) => (info ? [i] : [])).sort(byRank);
   if (live.length === 0) throw new ServerUnavailableError(down.join(', '), `no server answered to train index '${indexId}': ${down.join(', ')} down`);

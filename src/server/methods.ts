@@ -159,7 +159,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // The index type's fields let a client check search parameters before sending them.
         const { indexBuilderType, faissFactory, centroids, inferCentroids } = shard.cfg;
         return {
-          result: { ...shard.info, indexBuilderType, faissFactory, centroids, inferCentroids, heldRevocations: durable.heldRevocations().length, error: shard.error?.message ?? null },
+          result: { ...shard.info, indexBuilderType, faissFactory, centroids, inferCentroids, heldRevocations: durable.heldCount, error: shard.error?.message ?? null },
         };
       }),
 
@@ -206,7 +206,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         const indexes: Record<string, ShardInfoReply> = {};
         for (const id of server.indexIds()) {
           const durable = server.getDurable(id);
-          indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldRevocations().length };
+          indexes[id] = { ...durable.shard.info, heldRevocations: durable.heldCount };
         }
         const mem = process.memoryUsage();
         return { result: { rank: server.rank, threads: server.threadCount, rssBytes: mem.rss, heapBytes: mem.heapUsed, faiss: faissBuild, indexes, ...server.statusExtras() } };
@@ -241,7 +241,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // whether a training is left to finish (its client may be gone).
         // held: revocations this shard holds for other servers; a client that does not know
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
-        const held = durable.heldRevocations().length;
+        const held = durable.heldCount;
         return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
       }),
   };

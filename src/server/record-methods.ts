@@ -65,7 +65,7 @@ export function buildRecordMethods(server: IndexServer) {
         const ids = hitIds(shard, r.labels);
         const lims = BigInt64Array.from(r.lims, (v) => BigInt(v));
         const attachments: Attachment[] = [lims, r.distances, r.labels, blob, offsetsBytes(offsets), ids.blob, offsetsBytes(ids.offsets)];
-        return { result: { n: r.n, metric: shard.cfg.metric, held: durable.heldRevocations().length }, attachments };
+        return { result: { n: r.n, metric: shard.cfg.metric, held: durable.heldCount }, attachments };
       }),
 
     /** Removes deleted vectors from FAISS now (compaction also runs in the background). result: { removed }. */

@@ -358,6 +358,11 @@ export class DurableShard {
     for (const [rank, key] of pairs ?? []) this.outgoing.set(`${rank}\0${key}`, [rank, key]);
   }
 
+  /** How many revocations this shard holds (reported on every search: no copy of the list). */
+  get heldCount(): number {
+    return this.outgoing.size;
+  }
+
   /** Revocations held for other servers ([rank, key]), until a client confirms their delivery. */
   heldRevocations(): Array<[number, string]> {
     return [...this.outgoing.values()];
