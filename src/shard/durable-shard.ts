@@ -304,7 +304,7 @@ export class DurableShard {
     const release = opts.release ?? (() => {});
     if (this.closed) {
       release();
-      return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+      return Promise.reject(closedError());
     }
     return this.track(this.addOnce(vectors, blob, offsets, opts, release));
   }
@@ -370,7 +370,7 @@ export class DurableShard {
 
   /** A client delivered these held revocations to their servers: forget them (durably). */
   async delivered(pairs: ReadonlyArray<[number, string]>): Promise<number> {
-    if (this.closed) throw new IndexStateError('index was dropped or is being reloaded; create or load it again');
+    if (this.closed) throw closedError();
     const known = pairs.filter(([rank, key]) => this.outgoing.has(`${rank}\0${key}`));
     if (known.length === 0) return 0;
     return this.track(
@@ -393,7 +393,7 @@ export class DurableShard {
    * arrived, it is refused should it still come. Durable (logged) before it resolves.
    */
   revoke(key: string): Promise<RevokeResult> {
-    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    if (this.closed) return Promise.reject(closedError());
     const running = this.revoking.get(key);
     if (running) return running;
     const p = this.revokeLogged(key).finally(() => this.revoking.delete(key));
@@ -472,7 +472,7 @@ export class DurableShard {
    * does not hold are reported, not logged.
    */
   delete(ids: RecordId[]): Promise<DeleteResult> {
-    if (this.closed) return Promise.reject(new IndexStateError('index was dropped or is being reloaded; create or load it again'));
+    if (this.closed) return Promise.reject(closedError());
     const known = ids.filter((id) => this.shard.records.lookup(id) !== undefined);
     if (known.length === 0) return Promise.resolve({ deleted: [], unknown: [...ids] });
     return this.track(
@@ -644,4 +644,9 @@ async function usesSharedTraining(cfg: IndexCfg): Promise<boolean> {
   if (cfg.trainMode !== 'shared') return false;
   const standIn = await createStandInIndex(cfg);
   return !standIn.isTrained && standIn.trainedLayout !== null;
+}
+
+/** What a call on a closed shard (dropped, or being reloaded) fails with. */
+function closedError(): IndexStateError {
+  return new IndexStateError('index was dropped or is being reloaded; create or load it again');
 }
