@@ -239,6 +239,12 @@ async function runBuilds(opts: Options): Promise<void> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv.includes('--original')) {
+    // Issue 14's like-for-like scenario: the original's own workload (see original.ts).
+    const { runOriginalBench } = await import('./original.js');
+    await runOriginalBench(argv.filter((a) => a !== '--original'));
+    return;
+  }
   if (argv.includes('--records')) {
     // Issue 16's scenario: add / upsert / delete throughput, compaction cost (see records.ts).
     const { runRecordsBench } = await import('./records.js');
