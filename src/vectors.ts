@@ -17,22 +17,51 @@ export type IdsInput = BigInt64Array | ReadonlyArray<number | bigint>;
 /** Upper bound on k: FAISS allocates n*k results and heaps of k per query. */
 export const MAX_K = 1 << 20;
 
+declare const checkedMatrix: unique symbol;
+
+/**
+ * A row-major float32 matrix whose shape (non-empty, a multiple of its dim) and values
+ * (finite) were checked once by toMatrix. The layers below (shard, FAISS binding) take it
+ * without scanning it again: toMatrix returns it as it is for the same dim.
+ */
+export type CheckedMatrix = Float32Array & { readonly [checkedMatrix]: true };
+
+/** Checked matrices and the dim they were checked for (weak: no memory is kept alive). */
+const checkedDims = new WeakMap<Float32Array, number>();
+
+/** True when `x` was checked by toMatrix (or derived from checked rows) for `dim`. */
+export function isChecked(x: unknown, dim: number): x is CheckedMatrix {
+  return x instanceof Float32Array && checkedDims.get(x) === dim;
+}
+
+/**
+ * Marks `m` checked when every matrix it was made of (a row range of one, or the rows of
+ * several copied together) was: their values are its values. Returns `m`.
+ */
+export function deriveChecked(m: Float32Array, dim: number, from: readonly Float32Array[]): Float32Array {
+  if (m.length > 0 && m.length % dim === 0 && from.every((f) => isChecked(f, dim))) checkedDims.set(m, dim);
+  return m;
+}
+
 /** Index of the first NaN or +-Infinity in `x`, -1 when every value is finite. */
 export type FiniteScan = (x: Float32Array) => number;
 
 /**
- * Normalises vectors to a row-major Float32Array, without copying when it already is one.
+ * Normalises vectors to a row-major Float32Array, without copying when it already is one,
+ * and checks them once: a matrix toMatrix already checked for this dim is returned as it is.
  * `scan` finds non-finite values (the native binding passes its SIMD one; the client, which
  * loads no native code, the JS loop).
  */
-export function toMatrix(x: VectorsInput, dim: number, field: string, scan: FiniteScan = firstNonFinite): { data: Float32Array; n: number } {
+export function toMatrix(x: VectorsInput, dim: number, field: string, scan: FiniteScan = firstNonFinite): { data: CheckedMatrix; n: number } {
+  if (isChecked(x, dim)) return { data: x, n: x.length / dim };
   if (x instanceof Float32Array) {
     if (x.length === 0) throw new ValidationError(field, 'at least one vector', 'an empty array');
     if (x.length % dim !== 0) {
       throw new ValidationError(field, `a Float32Array whose length is a multiple of dim=${dim}`, `length ${x.length}`);
     }
     checkFinite(x, dim, field, scan);
-    return { data: x, n: x.length / dim };
+    checkedDims.set(x, dim);
+    return { data: x as CheckedMatrix, n: x.length / dim };
   }
   if (!Array.isArray(x)) {
     throw new ValidationError(field, 'a Float32Array (row-major) or an array of vectors', x);
@@ -47,11 +76,12 @@ export function toMatrix(x: VectorsInput, dim: number, field: string, scan: Fini
     for (let j = 0; j < dim; j++) data[i * dim + j] = row[j] as number;
   }
   checkFinite(data, dim, field, scan);
-  return { data, n: x.length };
+  checkedDims.set(data, dim);
+  return { data: data as CheckedMatrix, n: x.length };
 }
 
 /** Throws a ValidationError naming the first NaN or +-Infinity as field[row][column]. */
-export function checkFinite(data: Float32Array, dim: number, field: string, scan: FiniteScan = firstNonFinite): void {
+function checkFinite(data: Float32Array, dim: number, field: string, scan: FiniteScan): void {
   const i = scan(data);
   if (i < 0) return;
   throw new ValidationError(`${field}[${Math.floor(i / dim)}][${i % dim}]`, 'a finite number (no NaN or Infinity)', data[i]);

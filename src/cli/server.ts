@@ -1,7 +1,7 @@
 /** `dfaiss server`: run one index server in this process until SIGINT/SIGTERM. */
 import { Option, type Command } from 'commander';
 import { IndexServer } from '../server/index-server.js';
-import { createLogger } from '../util/logger.js';
+import { createLogger, exitAfterFlush } from '../util/logger.js';
 import { intArg } from './args.js';
 import { addServerSecurityOptions, isLoopback, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 
@@ -65,10 +65,10 @@ Examples:
         stopping = true;
         logger.info({ signal }, 'shutting down');
         server.stop().then(
-          () => process.exit(0),
+          () => exitAfterFlush(logger, 0),
           (err: Error) => {
             logger.error({ err: err.message }, 'shutdown failed');
-            process.exit(1);
+            exitAfterFlush(logger, 1);
           },
         );
       };

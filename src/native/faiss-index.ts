@@ -12,12 +12,12 @@
 import { FaissError, GpuUnavailableError, ValidationError } from '../errors.js';
 import { METRIC_INNER_PRODUCT, METRIC_L2, native, type NativeSearchParams, type RawIndex } from './binding.js';
 import { RwLock } from './rwlock.js';
-import { MAX_K, checkK, toIds, toMatrix as toMatrixWith, type IdsInput, type Metric, type VectorsInput } from '../vectors.js';
+import { MAX_K, checkK, toIds, toMatrix as toMatrixWith, type CheckedMatrix, type IdsInput, type Metric, type VectorsInput } from '../vectors.js';
 
 export { MAX_K, toIds };
 
 /** vectors.ts's toMatrix with the native SIMD finiteness scan (~10x the JS loop). */
-export function toMatrix(x: VectorsInput, dim: number, field: string): { data: Float32Array; n: number } {
+export function toMatrix(x: VectorsInput, dim: number, field: string): { data: CheckedMatrix; n: number } {
   return toMatrixWith(x, dim, field, native.firstNonFinite);
 }
 export type { IdsInput, Metric, VectorsInput };
