@@ -178,6 +178,11 @@ export class Shard {
     return true;
   }
 
+  /** Bytes of float32 vectors held outside FAISS (buffered for training, or not yet added). */
+  get bufferedBytes(): number {
+    return this.pending.count * this.cfg.dim * 4;
+  }
+
   get info(): ShardInfo {
     // From the JS bookkeeping, not FAISS's ntotal: that grows on a worker thread a moment
     // before the buffer bookkeeping catches up, and shrinks when dead vectors are compacted.
