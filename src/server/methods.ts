@@ -152,7 +152,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
     getState: implement('getState', ({ indexId }) => ({ result: server.getShard(indexId).state })),
 
     /** ntotal of one index; 0 for an index this server does not have (as the original). */
-    getNtotal: implement('getNtotal', ({ indexId }) => ({ result: server.findShard(indexId)?.info.ntotal ?? 0 })),
+    getNtotal: implement('getNtotal', ({ indexId }) => ({ result: server.findShard(indexId)?.ntotal ?? 0 })),
 
     getInfo: implement('getInfo', ({ indexId }) => {
         const durable = server.getDurable(indexId);
@@ -242,7 +242,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // held: revocations this shard holds for other servers; a client that does not know
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
         const held = durable.heldCount;
-        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
+        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
       }),
   };
 }
