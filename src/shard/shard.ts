@@ -102,6 +102,8 @@ export class Shard {
   /** The cluster's training sample being staged here in chunks (this shard is the trainer). */
   private staged: { id: string; data: Float32Array } | null = null;
   private index: FaissIndex | null = null;
+  /** FAISS threads of this shard's index (0: the process-wide count); see setThreads. */
+  private threads = 0;
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
   private pending: PendingBatch[] = [];
@@ -148,13 +150,25 @@ export class Shard {
   /** Rebuilds a shard around an existing index (loaded from disk). */
   static fromIndex(cfg: IndexCfg, index: FaissIndex, opts: ShardOptions = {}): Shard {
     const shard = new Shard(cfg, opts);
-    shard.index = index;
+    shard.adopt(index);
     shard.stateValue = IndexState.TRAINED;
     return shard;
   }
 
   get state(): IndexState {
     return this.stateValue;
+  }
+
+  /** OpenMP threads for this shard's FAISS calls, now and for every index it trains or installs later. */
+  setThreads(n: number): void {
+    this.index?.setThreads(n);
+    this.threads = n;
+  }
+
+  /** Makes `index` this shard's index, with the shard's thread count. */
+  private adopt(index: FaissIndex): void {
+    index.setThreads(this.threads);
+    this.index = index;
   }
 
   /**
@@ -169,7 +183,7 @@ export class Shard {
     const index = await createFaissIndex(this.cfg, 0, { totalVectors: 0 });
     for (const [name, value] of this.params) await index.setParameter(name, value);
     if (this.index || this.training) return false; // trained meanwhile
-    this.index = index;
+    this.adopt(index);
     this.stateValue = IndexState.TRAINED;
     return true;
   }
@@ -493,7 +507,7 @@ export class Shard {
   }
 
   private install(index: FaissIndex, state: SharedTrained): void {
-    this.index = index;
+    this.adopt(index);
     this.sharedState = state;
     this.stateValue = IndexState.TRAINED;
     this.drainPending();
@@ -722,12 +736,13 @@ export class Shard {
     const wanted = this.wantedTrainRows(total);
     const sample = this.sampleRows(wanted, total);
     const index = await createFaissIndex(this.cfg, wanted, { totalVectors: total });
+    index.setThreads(this.threads);
     if (!index.isTrained) {
       await index.train(sample);
       await trimMemory(); // as in runSharedTraining
     }
     for (const [name, value] of this.params) await index.setParameter(name, value);
-    this.index = index;
+    this.adopt(index);
   }
 
   /** Training set size for `total` available rows: trainNum, else trainRatio of them. */
