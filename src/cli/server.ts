@@ -9,7 +9,7 @@ import { ValidationError } from '../errors.js';
 import { setNumThreads } from '../native/index.js';
 import { IndexServer } from '../server/index-server.js';
 import { createLogger } from '../util/logger.js';
-import { intArg } from './args.js';
+import { intArg, intListArg } from './args.js';
 import { addServerSecurityOptions, isLoopback, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 
 export function registerServerCommand(program: Command): void {
@@ -26,7 +26,7 @@ Examples:
   dfaiss server --rank 8 --ranks-per-process 8 --port 12041 --threads 2 --save-dir ./data --discovery-config /tmp/discovery.txt`)
     .requiredOption('--rank <n>', 'server rank: picks the storage sub-folder {save-dir}/{index}/{rank} (the first rank with --ranks-per-process)', intArg('--rank', 0))
     .option('--ranks-per-process <k>', 'serve ranks rank..rank+k-1 in this one process, each on its own port (port + i), metrics port and storage sub-folder', intArg('--ranks-per-process', 1, 4096), 1)
-    .option('--port <n>', 'TCP port (0 = pick a free one; rank + i listens on port + i)', intArg('--port', 0, 65535), 0)
+    .option('--port <n>', 'TCP port (0 = pick a free one); with --ranks-per-process, rank + i listens on port + i, or give one port per rank: p0,p1,...', intListArg('--port', 0, 65535), [0])
     .option('--host <addr>', "interface to bind ('0.0.0.0' to serve other machines)", '127.0.0.1')
     .requiredOption('--save-dir <dir>', 'storage root for index folders')
     .option('--discovery-config <file>', 'append "host,port" to this discovery file once listening')
@@ -40,7 +40,7 @@ Examples:
     // Tests: how long a connection may take to complete hello (default 10 s).
     .addOption(new Option('--hello-timeout-ms <ms>', 'handshake deadline per connection').argParser(intArg('--hello-timeout-ms', 1, 600_000)).hideHelp());
   addServerSecurityOptions(cmd)
-    .action(async (opts: SecurityCliOptions & { rank: number; ranksPerProcess: number; port: number; host: string; saveDir: string; discoveryConfig?: string; metricsPort?: number; metricsHost?: string; loadIndex: boolean; threads: number; trainThreads?: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
+    .action(async (opts: SecurityCliOptions & { rank: number; ranksPerProcess: number; port: number[]; host: string; saveDir: string; discoveryConfig?: string; metricsPort?: number; metricsHost?: string; loadIndex: boolean; threads: number; trainThreads?: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
       const logger = createLogger({ role: 'server' });
       const security = serverSecurityOrExit(cmd, opts, logger);
       logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections, frameTimeoutMs: security.frameTimeoutMs }, 'security settings');
@@ -54,9 +54,11 @@ Examples:
         process.stderr.write(`dfaiss server: ${process.env.DFAISS_DEBUG ? (e.stack ?? e.message) : e.message}\n`);
         process.exit(1);
       };
-      for (const [flag, port] of [['--port', opts.port], ['--metrics-port', opts.metricsPort]] as const) {
+      if (opts.port.length !== 1 && opts.port.length !== k) exitWith(new ValidationError('--port', `one port, or ${k} (one per rank)`, opts.port.join(',')));
+      for (const [flag, port] of [['--port', opts.port.length === 1 ? opts.port[0] : 0], ['--metrics-port', opts.metricsPort]] as const) {
         if (port && port + k - 1 > 65535) exitWith(new ValidationError(flag, `a port from 1 to ${65536 - k} (${k} ranks listen on ${flag} + 0..${k - 1})`, port));
       }
+      const portOf = (i: number): number => (opts.port.length === k ? opts.port[i]! : opts.port[0] ? opts.port[0] + i : 0);
       // Ranks sharing the process share OpenMP's default and OpenBLAS's pool: set them once.
       if (k > 1) setNumThreads(opts.threads);
       const servers = Array.from(
@@ -80,7 +82,7 @@ Examples:
       const plus = (port: number | undefined, i: number): number | undefined => (port ? port + i : port);
       const started = await Promise.allSettled(
         servers.map((server, i) =>
-          server.start({ port: plus(opts.port, i), host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig, metricsPort: plus(opts.metricsPort, i), metricsHost }),
+          server.start({ port: portOf(i), host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig, metricsPort: plus(opts.metricsPort, i), metricsHost }),
         ),
       );
       const failed = started.find((r) => r.status === 'rejected');
