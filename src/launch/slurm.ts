@@ -14,6 +14,7 @@ import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ValidationError } from '../errors.js';
+import { serverNodeArgs } from './server-process.js';
 
 /** The original's default port (distributed_faiss.rpc.DEFAULT_PORT). */
 export const DEFAULT_BASE_PORT = 12032;
@@ -179,7 +180,8 @@ export function renderBatchScript(plan: SlurmPlan): string {
   const metrics = plan.metricsPort === undefined ? '' : ` --metrics-port "$((${plan.metricsPort} + ${local}))"`;
   // K ranks per task: ranks PROCID*K.., the last task of an uneven count serves the rest.
   const ranks = k === 1 ? '"$SLURM_PROCID"' : `"$((SLURM_PROCID * ${k}))" --ranks-per-process "$((${plan.numServers} - SLURM_PROCID * ${k} < ${k} ? ${plan.numServers} - SLURM_PROCID * ${k} : ${k}))"`;
-  const task = `exec "$@" --rank ${ranks} --port "$((${plan.basePort} + ${local}))"${metrics}`;
+  // OpenBLAS sizes its pool when the addon loads: to the FAISS threads, not the node's cores.
+  const task = `OPENBLAS_NUM_THREADS=\${OPENBLAS_NUM_THREADS:-${plan.threadsPerServer}} OMP_WAIT_POLICY=\${OMP_WAIT_POLICY:-PASSIVE} exec "$@" --rank ${ranks} --port "$((${plan.basePort} + ${local}))"${metrics}`;
   const line = (words: string[]): string => words.map(shellQuote).join(' ');
   return [
     '#!/bin/bash',
@@ -194,7 +196,7 @@ export function renderBatchScript(plan: SlurmPlan): string {
       line([`--output=${pct(plan.logDir)}/%j_%t.out`]),
       line([`--error=${pct(plan.logDir)}/%j_%t.err`]),
       `/bin/bash -c ${shellQuote(task)} dfaiss-server`,
-      line([plan.nodePath, plan.cliPath, 'server']),
+      line([plan.nodePath, ...serverNodeArgs(), plan.cliPath, 'server']),
       ...serverFlags.map(line),
     ].join(' \\\n  '),
     '',

@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitForListeningEvents } from '../../src/launch/listening.js';
+import { serverEnv, serverNodeArgs } from '../../src/launch/server-process.js';
 
 export const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 
@@ -73,9 +74,10 @@ export async function startCluster(
     const args = [CLI, 'server', '--rank', String(first), ...multi, '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1), ...(opts.serverArgs ?? []), ...extra];
     // Only first starts announce themselves; restarts keep their line by reusing... a new port,
     // so rewrite the discovery file from the known servers instead.
-    const proc = spawn(process.execPath, args, {
+    // As the launchers start servers (Node flags, OpenBLAS pool size).
+    const proc = spawn(process.execPath, [...serverNodeArgs(), ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn', ...env },
+      env: { ...process.env, ...serverEnv(opts.threads ?? 1), OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn', ...env },
     });
     proc.stderr!.on('data', (d: Buffer) => process.env.DFAISS_TEST_VERBOSE && process.stderr.write(d));
     const events = await waitForListeningEvents(proc, count, { label: count === 1 ? `server ${rank}` : `servers ${first}-${first + count - 1}` });
