@@ -4,18 +4,17 @@
 // because that process died holding it is counted once (its revocation reaches the rank).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { IndexClient, IndexState } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { shardDir } from '../../src/server/paths.js';
 import { startCluster } from '../helpers/cluster.js';
+import { runMovingClient } from '../helpers/mover.js';
 
 const dim = 8;
 const ROWS = 10;
 const data = new SyntheticDataset({ dim, seed: 33 });
-const MOVER = new URL('../helpers/moving-client.ts', import.meta.url).pathname;
 
 async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
   for (let i = 0; !(await cond()); i++) {
@@ -49,13 +48,7 @@ test('4 ranks in 2 processes: own ports, folders and threads; kill -9 of a proce
     const ports = s.map((x) => x.port);
     await cluster.kill(0);
     await cluster.start(0, ['--port', String(ports[0]), '--load-index'], { DFAISS_TEST_DIE_AFTER_WAL: '1' });
-    const child = spawn(process.execPath, ['--import', 'tsx', MOVER, cluster.discovery, String(ROWS)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const signal = await new Promise((r) => child.on('exit', (_code, sig) => r(sig)));
-    assert.equal(signal, 'SIGKILL', `the client moved a batch and killed itself (${out})`);
-    const batches = Number(/moved (\d+)/.exec(out)?.[1]);
-    assert.ok(batches >= 1, out);
+    const batches = await runMovingClient(cluster.discovery, ROWS);
     assert.equal(s[0]!.proc.signalCode, 'SIGKILL', 'the process of ranks 0-1 died holding a batch');
 
     // Both ranks come back, on their ports, with what they had logged.
