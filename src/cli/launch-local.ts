@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
 import { defaultThreadsPerServer, LocalCluster } from '../launch/local.js';
-import { createLogger } from '../util/logger.js';
+import { createLogger, exitAfterFlush } from '../util/logger.js';
 import { intArg } from './args.js';
 import { addServerSecurityOptions, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 
@@ -116,11 +116,11 @@ Examples:
         cluster.stop().then(
           () => {
             emit('stopped', { servers: cluster.servers.map(({ rank, status }) => ({ rank, status })) });
-            process.exit(exitCode);
+            exitAfterFlush(logger, exitCode);
           },
           (err: Error) => {
             logger.error({ err: err.message }, 'stop failed');
-            process.exit(1);
+            exitAfterFlush(logger, 1);
           },
         );
       };

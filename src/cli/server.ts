@@ -8,7 +8,7 @@ import { Option, type Command } from 'commander';
 import { ValidationError } from '../errors.js';
 import { setNumThreads } from '../native/index.js';
 import { IndexServer } from '../server/index-server.js';
-import { createLogger } from '../util/logger.js';
+import { createLogger, exitAfterFlush } from '../util/logger.js';
 import { intArg, intListArg } from './args.js';
 import { addServerSecurityOptions, isLoopback, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 
@@ -96,10 +96,10 @@ Examples:
         stopping = true;
         logger.info({ signal }, 'shutting down');
         Promise.all(servers.map((s) => s.stop())).then(
-          () => process.exit(0),
+          () => exitAfterFlush(logger, 0),
           (err: Error) => {
             logger.error({ err: err.message }, 'shutdown failed');
-            process.exit(1);
+            exitAfterFlush(logger, 1);
           },
         );
       };

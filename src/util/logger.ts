@@ -40,3 +40,29 @@ export function createLogger(bindings: Record<string, unknown> = {}, level = pro
 
 /** A logger that drops everything (library use without logs). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/** What exitAfterFlush needs of the destination (a SonicBoom, for both formats). */
+interface FlushableStream {
+  writing?: boolean;
+  flushSync?: () => void;
+  once(event: 'drain' | 'error', fn: () => void): unknown;
+}
+
+/**
+ * Exits once the log lines in flight are written or their write failed (at most 1 s).
+ * pino's exit hook writes what is left with SonicBoom's flushSync, which retries a broken
+ * pipe forever: a server whose stderr reader had gone hung on SIGTERM. Waiting for the write
+ * lets the EPIPE arrive as an event (pino then turns the stream off); the hook is disarmed
+ * because nothing is left for it to write.
+ */
+export function exitAfterFlush(logger: Logger, code: number): void {
+  const dest = (logger as unknown as Record<symbol, FlushableStream | undefined>)[pino.symbols.streamSym];
+  const exit = (): void => {
+    if (dest && typeof dest.flushSync === 'function') dest.flushSync = () => {};
+    process.exit(code);
+  };
+  if (!dest?.writing) return exit();
+  setTimeout(exit, 1000).unref();
+  dest.once('drain', exit);
+  dest.once('error', exit);
+}
