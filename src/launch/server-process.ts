@@ -1,8 +1,9 @@
 /**
  * How the launchers start a `dfaiss server` process (issue 15, item 3: memory per process).
- * - Node flags: a 2 MiB semi-space (young generation at most 6 MiB instead of V8's default
- *   of up to 48 MiB); an idle server measured 2.4 MiB less private memory with it
- *   (src/bench/server-memory.ts). DFAISS_SERVER_NODE_ARGS replaces them ('' for none).
+ * - Node flags: a 2 MiB semi-space (V8's default young generation grows to tens of MiB,
+ *   which an idle server half fills with start-up garbage); an idle server measured 3.3 MiB
+ *   less private memory with it (src/bench/server-memory.ts). DFAISS_SERVER_NODE_ARGS
+ *   replaces them ('' for none).
  * - OPENBLAS_NUM_THREADS: OpenBLAS starts a pool of (cores - 1) threads when the addon loads,
  *   before any setNumThreads; sized to the server's FAISS threads instead (unless set).
  */
