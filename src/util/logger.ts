@@ -6,8 +6,13 @@
  * 'pretty' (one readable line per event with local ISO times, via pino-pretty), or 'auto'
  * (the default: pretty when stderr is a terminal, JSON when it is piped or redirected).
  */
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
+
+// pino-pretty only when logs are pretty: a server whose stderr is a pipe never loads it
+// (about 1 MiB of V8 heap per process; issue 15 item 3).
+const require = createRequire(import.meta.url);
 
 export type { Logger };
 
@@ -21,7 +26,7 @@ export function usePretty(format: string = process.env.DFAISS_LOG_FORMAT ?? 'aut
 
 export function createLogger(bindings: Record<string, unknown> = {}, level = process.env.DFAISS_LOG_LEVEL ?? 'info', format?: string): Logger {
   const dest: DestinationStream = usePretty(format)
-    ? pretty({
+    ? (require('pino-pretty') as typeof PinoPretty)({
         destination: 2,
         sync: true, // a line logged just before process.exit() must not be lost
         translateTime: "SYS:yyyy-mm-dd'T'HH:MM:ss.lo", // local time with its UTC offset
