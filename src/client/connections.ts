@@ -6,13 +6,14 @@ import { ConnectionError, ValidationError } from '../errors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import type { ServerAddress } from '../discovery/discovery-file.js';
 import type { ArgsOf, MethodName, ResultOf, ShardInfoReply } from '../contract.js';
-import { ServerConn, type ConnKind } from './server-conn.js';
+import { ServerConn } from './server-conn.js';
+import type { ConnKind, ShardOperation } from '../shard-operation.js';
 import { shardInfos } from './training.js';
 
 export class Connections {
   private closed = false;
 
-  constructor(readonly servers: readonly ServerConn[]) {}
+  constructor(readonly servers: readonly ShardOperation[]) {}
 
   /** Opens every server's link; when one fails, closes the others and throws its error. */
   static async open(addresses: readonly ServerAddress[], rpcOpts: RpcClientOptions, reconnectIntervalMs: number): Promise<Connections> {

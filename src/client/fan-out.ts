@@ -10,7 +10,7 @@ import { IndexState } from '../shard/state.js';
 import type { CallControl } from './call-control.js';
 import type { ReplyHits } from './merge.js';
 import type { Revocations } from './revocations.js';
-import type { ConnKind, ServerConn } from './server-conn.js';
+import type { ConnKind, ShardOperation } from '../shard-operation.js';
 
 export interface SearchRequest {
   indexId: string;
@@ -41,13 +41,13 @@ export interface FanOutResult {
  * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
  * and delivered, and the search runs once more.
  */
-export async function fanOutSearch(servers: readonly ServerConn[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
+export async function fanOutSearch(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
   const first = await fanOutSearchOnce(servers, revocations, req);
   if (!(await revocations.learnHeld(req.indexId, first.held))) return first;
   return fanOutSearchOnce(servers, revocations, req);
 }
 
-async function fanOutSearchOnce(servers: readonly ServerConn[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
+async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
   const { indexId, queries, k, withVectors, allowPartial, params, control = {} } = req;
   const settled = await Promise.allSettled(
     servers.map(async (s, i) => {
@@ -88,7 +88,7 @@ async function fanOutSearchOnce(servers: readonly ServerConn[], revocations: Rev
 
 /** A read of every server's copy of an index's data (getNtotal, getIds): pending revocations go first. */
 export async function readEverywhere<M extends 'getNtotal' | 'getIds'>(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   revocations: Revocations,
   conn: ConnKind,
   method: M,

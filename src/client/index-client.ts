@@ -17,7 +17,7 @@ import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.j
 import { mergeReplies } from './merge.js';
 import * as rec from './records.js';
 import type { DeleteResult, GetResult, IteratePage, RangeSearchResults, RecordId } from './records.js';
-import type { ServerConn } from './server-conn.js';
+import type { ShardOperation } from '../shard-operation.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
 import { clusterState } from './training.js';
 import type { ArgsOf, ShardInfoReply, StatusReply } from '../contract.js';
@@ -60,7 +60,7 @@ const CLOSE_FLUSH_MS = 5000;
 
 export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly conns: Connections;
-  private readonly servers: readonly ServerConn[];
+  private readonly servers: readonly ShardOperation[];
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
@@ -102,6 +102,16 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       ...rpcClientSecurityOptions(opts),
     };
     return new IndexClient(await Connections.open(addresses, rpcOpts, opts.reconnectIntervalMs ?? 1000), opts);
+  }
+
+  /**
+   * A client over shards given as they are (see ShardOperation): RemoteShards it did not
+   * connect itself, or LocalShards (a server's shards in this process, as tests use them).
+   * close() closes them.
+   */
+  static withShards(shards: readonly ShardOperation[], opts: IndexClientOptions = {}): IndexClient {
+    if (shards.length === 0) throw new ValidationError('shards', 'at least one shard');
+    return new IndexClient(new Connections(shards), opts);
   }
 
   /** Number of servers. */

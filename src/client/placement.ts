@@ -13,7 +13,7 @@ import type { IndexMeta } from './index-meta.js';
 import * as rec from './records.js';
 import type { RecordId } from './records.js';
 import type { Revocations } from './revocations.js';
-import type { ServerConn } from './server-conn.js';
+import type { ShardOperation } from '../shard-operation.js';
 import type { AddReply } from './training-trigger.js';
 
 /** A batch as a row-major matrix: float32 (validated, no copy when it is one) or float16 as it is. */
@@ -31,9 +31,9 @@ export function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): {
  * server failed.
  */
 export async function placeBatch(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   revocations: Revocations,
-  batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ServerConn['call']>[3] },
+  batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ShardOperation['call']>[3] },
   control: CallControl = {},
 ): Promise<{ server: number; reply: AddReply }> {
   const { indexId, meta, n, trainAsync, attachments } = batch;
@@ -90,7 +90,7 @@ export async function placeBatch(
  * (the slot is free before).
  */
 export async function placeRecords(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   slots: AddSlots,
   batch: { indexId: string; dim: number; data: Float32Array | Uint16Array; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean; trainAsync: boolean },
   stored: (server: number, reply: AddReply) => Promise<void> | null,

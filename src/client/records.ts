@@ -15,7 +15,7 @@ import type { Attachment } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
 import type { Metric } from './merge.js';
-import type { Reply, ServerConn } from './server-conn.js';
+import type { Reply, ShardOperation } from '../shard-operation.js';
 
 export type { RecordId } from '../shard/records.js';
 export { fnv1a32, homeOf } from '../shard/records.js';
@@ -67,7 +67,7 @@ export interface RangeSearchResults {
 }
 
 /** Splits a batch by home server: for each server position, the row numbers that go there. */
-export function splitByHome(ids: readonly RecordId[], servers: readonly ServerConn[]): Map<number, number[]> {
+export function splitByHome(ids: readonly RecordId[], servers: readonly ShardOperation[]): Map<number, number[]> {
   const byRank = rankPositions(servers);
   const out = new Map<number, number[]>();
   ids.forEach((id, row) => {
@@ -80,7 +80,7 @@ export function splitByHome(ids: readonly RecordId[], servers: readonly ServerCo
 }
 
 /** Server position of each rank (servers report their rank; the list order otherwise). */
-function rankPositions(servers: readonly ServerConn[]): number[] {
+function rankPositions(servers: readonly ShardOperation[]): number[] {
   const pos = servers.map((_, i) => i);
   const ranks = servers.map((s) => s.rank);
   if (ranks.every((r) => r !== undefined && r >= 0 && r < servers.length) && new Set(ranks).size === servers.length) {
@@ -112,7 +112,7 @@ type Call = <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(server
 
 /** How sendByHome reaches a server: `send` stores one part there (addIndexData) and returns what the caller tracks (e.g. a training). */
 export interface HomeSender<T> {
-  servers: readonly ServerConn[];
+  servers: readonly ShardOperation[];
   send: (server: number, args: { n: number; ids: RecordId[]; servers: number; upsert?: true }, attachments: Attachment[]) => Promise<T>;
 }
 
