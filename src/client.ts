@@ -17,6 +17,9 @@ export {
 } from './config/index-cfg.js';
 export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, TrainMode } from './config/index-cfg.js';
 export { IndexClient } from './client/index-client.js';
+export { IndexHandle } from './client/index-handle.js';
+export { RemoteShard } from './client/server-conn.js';
+export type { ShardOperation, ConnKind, Reply } from './shard-operation.js';
 export type {
   AddOptions,
   CallControl,

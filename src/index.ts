@@ -14,6 +14,7 @@ export type { IndexSpec } from './config/index.js';
 export type { ServerSecurityOptions } from './server/security-options.js';
 export type { TlsServerOptions } from './protocol/tls.js';
 export { IndexServer } from './server/index-server.js';
+export { LocalShard } from './server/local-shard.js';
 export type { IndexServerOptions, IndexServerStartOptions } from './server/index-server.js';
 export { LocalCluster } from './launch/local.js';
 export type { LocalClusterOptions, LocalServerInfo, ServerExitEvent, ServerStatus } from './launch/local.js';

@@ -93,15 +93,17 @@ export async function readEverywhere<M extends 'getNtotal' | 'getIds'>(
   conn: ConnKind,
   method: M,
   indexId: string,
+  control: CallControl = {},
 ): Promise<Array<ResultOf<M>>> {
   // Revocations some shard holds that this client does not know go first (see fanOutSearch).
   // A server that does not answer, or lacks the index, holds none that matter here.
-  const infos = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId })));
+  const infos = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId }, [], control)));
+  control.signal?.throwIfAborted();
   await revocations.learnHeld(indexId, infos.map((r) => (r.status === 'fulfilled' ? (r.value.result.heldRevocations ?? 0) : 0)));
   const results = await Promise.all(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call<M>(conn, method, { indexId } as ArgsOf<M>); // both take { indexId }
+      return s.call<M>(conn, method, { indexId } as ArgsOf<M>, [], control); // both take { indexId }
     }),
   );
   return results.map((r) => r.result);

@@ -94,13 +94,14 @@ export async function placeRecords(
   slots: AddSlots,
   batch: { indexId: string; dim: number; data: Float32Array | Uint16Array; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean; trainAsync: boolean },
   stored: (server: number, reply: AddReply) => Promise<void> | null,
+  control: CallControl = {},
 ): Promise<Array<void | null>> {
   const { indexId, trainAsync } = batch;
   return rec.sendByHome(
     {
       servers,
       send: async (i, args, attachments) => {
-        const reply = await slots.with(async () => (await servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments)).result);
+        const reply = await slots.with(async () => (await servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments, control)).result, control.signal);
         return stored(i, reply);
       },
     },
@@ -109,9 +110,9 @@ export async function placeRecords(
 }
 
 /** Refuses a batch whose kind (with or without ids) differs from what the index holds. */
-export async function checkIdMode(conns: Connections, indexId: string, meta: IndexMeta, withIds: boolean): Promise<void> {
+export async function checkIdMode(conns: Connections, indexId: string, meta: IndexMeta, withIds: boolean, control: CallControl = {}): Promise<void> {
   if (meta.withIds == null) {
-    const infos = await conns.infos(indexId);
+    const infos = await conns.infos(indexId, control);
     const kinds = new Set(infos.flatMap((i) => (i && typeof i.withIds === 'boolean' ? [i.withIds] : [])));
     if (kinds.size === 1) meta.withIds = [...kinds][0]!;
   }

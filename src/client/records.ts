@@ -24,16 +24,16 @@ export { fnv1a32, homeOf } from '../shard/records.js';
 const IDS_PER_CALL = 65536;
 
 /** One stored record, as get() and iterate() return it. */
-export interface StoredRecord {
+export interface StoredRecord<M = unknown> {
   id: RecordId | null;
-  metadata: unknown;
+  metadata: M;
   /** With withVectors: the stored vector (normalised for 'cosine'; approximate for lossy index types). */
   vector?: Float32Array;
 }
 
-export interface GetResult {
+export interface GetResult<M = unknown> {
   /** The records found, in the order asked (each id once). */
-  records: StoredRecord[];
+  records: Array<StoredRecord<M>>;
   /** Ids no server holds (reported, not an error). */
   unknown: RecordId[];
 }
@@ -53,16 +53,16 @@ export interface IterateCursor {
   after: number;
 }
 
-export interface IteratePage {
-  records: StoredRecord[];
+export interface IteratePage<M = unknown> {
+  records: Array<StoredRecord<M>>;
   /** Pass it back to resume after this page; null after the last page. */
   cursor: IterateCursor | null;
 }
 
-export interface RangeSearchResults {
+export interface RangeSearchResults<M = unknown> {
   /** Per query, every hit within the radius, best first. */
   scores: number[][];
-  metadata: unknown[][];
+  metadata: M[][];
   ids: Array<Array<RecordId | null>>;
 }
 

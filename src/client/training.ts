@@ -15,6 +15,7 @@ import { ConnectionError, IndexStateError, ServerUnavailableError } from '../err
 import type { ArgsOf, ShardInfoReply } from '../contract.js';
 import type { IndexState } from '../shard/state.js';
 import type { ShardOperation } from '../shard-operation.js';
+import type { CallControl } from './call-control.js';
 
 
 const isTrained = (s: IndexState): boolean => s === 'TRAINED' || s === 'ADD';
@@ -45,11 +46,11 @@ export function clusterState(infos: readonly ShardInfoReply[], aggregate: (s: In
 }
 
 /** Every server's info for the index; null for servers that did not answer (down). Other errors are thrown. */
-export async function shardInfos(servers: readonly ShardOperation[], indexId: string): Promise<Array<ShardInfoReply | null>> {
-  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId })));
+export async function shardInfos(servers: readonly ShardOperation[], indexId: string, control: CallControl = {}): Promise<Array<ShardInfoReply | null>> {
+  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId }, [], control)));
   return settled.map((r) => {
     if (r.status === 'fulfilled') return r.value.result;
-    if (r.reason instanceof ConnectionError) return null;
+    if (r.reason instanceof ConnectionError && !control.signal?.aborted) return null;
     throw r.reason;
   });
 }
