@@ -104,3 +104,20 @@ export function checkK(k: number): void {
     throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);
   }
 }
+
+/**
+ * float16 (IEEE 754 half, as Uint16Array) to float32, in plain TypeScript: for code that must
+ * not load the FAISS addon (the client side, the CLI's operating commands). Servers use the
+ * native conversion.
+ */
+export function halfToFloat32(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i]!;
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    out[i] = exp === 0 ? sign * 2 ** -14 * (frac / 1024) : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * 2 ** (exp - 15) * (1 + frac / 1024);
+  }
+  return out;
+}

@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { IndexClient } from '../client/index-client.js';
 import type { IndexCfg } from '../config/index.js';
-import { loadIndexCfgFile } from '../config/index.js';
+import { loadIndexCfgFile } from '../config/index-cfg.js';
 import { LoadError, loadVectors, type LoadResult } from '../loader/load.js';
 import { createProgressReporter, formatDuration, formatRate } from '../loader/progress.js';
 import { VectorFile } from '../loader/vector-file.js';

@@ -11,7 +11,7 @@ import { RpcClient } from '../protocol/rpc-client.js';
 import { prng } from '../util/random.js';
 import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';
-import { fp16ToFp32 } from '../native/index.js';
+import { halfToFloat32 } from '../vectors.js';
 import { intArg } from './args.js';
 import { waitForDiscovery } from './wait-discovery.js';
 import { addClientSecurityOptions, clientSecurity, formatBytes, indexIdArg, run, secondsArg, table, type ClientSecurityCliOptions } from './common.js';
@@ -199,7 +199,7 @@ Examples:
               const n = Math.min(file.rows, o.nq ?? file.rows);
               if (n === 0) throw new DfaissError(`${o.queries} holds no vectors`);
               const raw = await file.read(0, n, file.allocate(n));
-              queries = raw instanceof Uint16Array ? fp16ToFp32(raw) : raw;
+              queries = raw instanceof Uint16Array ? halfToFloat32(raw) : raw;
             } finally {
               await file.close();
             }
