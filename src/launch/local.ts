@@ -12,6 +12,10 @@
  *   doubling delay. If it has to move to another port the discovery file is rewritten.
  * - stop(): SIGTERM to every child (the server saves snapshots on graceful shutdown), wait
  *   up to stopTimeoutMs, then SIGKILL whatever is left.
+ * - killServer / restartServer: one server stopped by signal, and started again on the same
+ *   storage (with extra arguments), for tests and operators; the discovery file follows it.
+ *
+ * The one launcher of local servers: `dfaiss launch local`, the benchmark and the tests use it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -70,6 +74,8 @@ export interface LocalClusterOptions {
   logger?: Logger;
   /** Path of the `dfaiss` CLI script (dist/cli/main.js). @default found next to this module */
   cliPath?: string;
+  /** Extra node flags for every server, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
+  nodeArgs?: string[];
 }
 
 export type ServerStatus = 'starting' | 'up' | 'restarting' | 'down' | 'stopped';
@@ -194,6 +200,46 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     return this.slots.map((s) => ({ ...s.info }));
   }
 
+  /** The running process of server `rank` (null when it has none). */
+  process(rank: number): ChildProcess | null {
+    return this.slots[rank]?.proc ?? null;
+  }
+
+  /**
+   * Sends `signal` to server `rank` and resolves once it has exited. Its exit is reported
+   * (the 'exit' event) and, with restartOnCrash, it is restarted as after a crash.
+   */
+  async killServer(rank: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const slot = this.slot(rank);
+    const proc = slot.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill(signal);
+    await slot.exited;
+  }
+
+  /**
+   * Starts server `rank` again on the same storage (after killServer, or a crash without
+   * restartOnCrash) with `args` added to its command line (e.g. ['--load-index'], or
+   * ['--port', p] to keep its port) and `env` to its environment. Resolves once it listens;
+   * the discovery file is rewritten when its port changed.
+   */
+  async restartServer(rank: number, opts: { args?: string[]; env?: Record<string, string> } = {}): Promise<LocalServerInfo> {
+    if (this.phase !== 'running') throw new DfaissError(`the cluster is ${this.phase}: restartServer works on a running cluster`);
+    const slot = this.slot(rank);
+    if (slot.proc && slot.proc.exitCode === null && slot.proc.signalCode === null) throw new DfaissError(`server ${rank} is still running (killServer first)`);
+    if (slot.restartTimer) clearTimeout(slot.restartTimer);
+    slot.restartTimer = null;
+    slot.info.restarts++;
+    await this.spawnServer(slot, 0, { first: false, loadIndex: false, args: opts.args ?? [], env: opts.env ?? {} });
+    return { ...slot.info };
+  }
+
+  private slot(rank: number): Slot {
+    const slot = this.slots[rank];
+    if (!slot) throw new ValidationError('rank', `a server rank from 0 to ${this.numServers - 1}`, rank);
+    return slot;
+  }
+
   /** The last log lines of a server (serverLogs: 'capture' only). */
   logTail(rank: number): string[] {
     return [...(this.slots[rank]?.tail ?? [])];
@@ -297,10 +343,14 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     this.log.info('local cluster stopped');
   }
 
-  /** Starts one server process and resolves once it listens. */
-  private spawnServer(slot: Slot, port: number, { first }: { first: boolean }): Promise<void> {
+  /**
+   * Starts one server process and resolves once it listens. A restart loads what the
+   * server saved unless told otherwise; `args` and `env` come last (later flags win).
+   */
+  private spawnServer(slot: Slot, port: number, spawnOpts: { first: boolean; loadIndex?: boolean; args?: string[]; env?: Record<string, string> }): Promise<void> {
+    const { first } = spawnOpts;
     const { rank } = slot.info;
-    const args = [this.cli, 'server', '--rank', String(rank), '--port', String(port), '--host', this.host, '--save-dir', this.saveDir];
+    const args = [...(this.opts.nodeArgs ?? []), this.cli, 'server', '--rank', String(rank), '--port', String(port), '--host', this.host, '--save-dir', this.saveDir];
     args.push('--threads', String(this.threadsPerServer), '--stop-on-stdin-close');
     if (this.opts.metricsPort !== undefined) {
       // A restart keeps the metrics port it had, so Prometheus's target stays valid.
@@ -308,15 +358,16 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       args.push('--metrics-port', String(metricsPort));
     }
     // A restart loads what the crashed server saved; first starts load only when asked.
-    if (!first || this.opts.loadIndex) args.push('--load-index');
+    if (spawnOpts.loadIndex ?? (!first || this.opts.loadIndex)) args.push('--load-index');
     if (first) args.push('--discovery-config', this.discoveryPath);
-    args.push(...(this.opts.serverArgs ?? []));
+    args.push(...(this.opts.serverArgs ?? []), ...(spawnOpts.args ?? []));
     const capture = this.opts.serverLogs === 'capture';
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
       ...(this.opts.serverLogLevel ? { DFAISS_LOG_LEVEL: this.opts.serverLogLevel } : {}),
       ...this.opts.env,
+      ...spawnOpts.env,
     };
     const proc = spawn(process.execPath, args, {
       stdio: ['pipe', 'pipe', capture ? 'pipe' : 'inherit'],

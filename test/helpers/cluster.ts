@@ -1,12 +1,13 @@
 /**
- * Starts real `dfaiss server` processes on loopback with ephemeral ports, like nats.js's
- * test launcher: they append themselves to a discovery file, and stop() kills them by PID.
+ * Real `dfaiss server` processes on loopback with ephemeral ports, through the product's own
+ * launcher (LocalCluster, as `dfaiss launch local` and the benchmark use it): they append
+ * themselves to a discovery file, and stop() / kill() signal them by PID.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitForListeningEvent } from '../../src/launch/listening.js';
+import { LocalCluster } from '../../src/launch/local.js';
 
 export const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 
@@ -23,6 +24,8 @@ export interface TestCluster {
   saveDir: string;
   discovery: string;
   servers: TestServer[];
+  /** The launcher underneath. */
+  local: LocalCluster;
   /** Starts (or restarts) server `rank` with the same storage; `env` adds environment variables (test hooks). */
   start(rank: number, extra?: string[], env?: Record<string, string>): Promise<TestServer>;
   /** Kills server `rank` (SIGKILL unless a signal is given) and waits for it to exit. */
@@ -36,44 +39,41 @@ export async function startCluster(n: number, opts: { threads?: number; dir?: st
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'dfaiss-cluster-'));
   const saveDir = join(dir, 'data');
   const discovery = join(dir, 'discovery.txt');
-  writeFileSync(discovery, `${n}\n`);
+  const local = new LocalCluster({
+    numServers: n,
+    saveDir,
+    discoveryConfig: discovery,
+    threadsPerServer: opts.threads ?? 1,
+    loadIndex: opts.loadIndex ?? false,
+    serverArgs: opts.serverArgs ?? [],
+    serverLogs: process.env.DFAISS_TEST_VERBOSE ? 'inherit' : 'capture',
+    serverLogLevel: process.env.DFAISS_LOG_LEVEL ?? 'warn',
+    env: { OMP_WAIT_POLICY: 'PASSIVE' },
+    cliPath: CLI,
+  });
   const servers: TestServer[] = [];
-
-  const start = async (rank: number, extra: string[] = [], env: Record<string, string> = {}): Promise<TestServer> => {
-    const args = [CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1), ...(opts.serverArgs ?? []), ...extra];
-    // Only first starts announce themselves; restarts keep their line by reusing... a new port,
-    // so rewrite the discovery file from the known servers instead.
-    const proc = spawn(process.execPath, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: process.env.DFAISS_LOG_LEVEL ?? 'warn', ...env },
-    });
-    proc.stderr!.on('data', (d: Buffer) => process.env.DFAISS_TEST_VERBOSE && process.stderr.write(d));
-    const { port, metricsPort } = await waitForListeningEvent(proc, { label: `server ${rank}` });
-    const server = { rank, port, proc, ...(metricsPort === undefined ? {} : { metricsPort }) };
+  const track = (rank: number): TestServer => {
+    const info = local.servers[rank]!;
+    const server: TestServer = { rank, port: info.port, proc: local.process(rank)!, ...(info.metricsPort === undefined ? {} : { metricsPort: info.metricsPort }) };
     servers[rank] = server;
-    writeFileSync(discovery, `${n}\n${servers.filter(Boolean).map((s) => `127.0.0.1,${s.port}`).join('\n')}\n`);
     return server;
   };
-
-  const kill = async (rank: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
-    const s = servers[rank];
-    if (!s || s.proc.exitCode !== null || s.proc.signalCode !== null) return;
-    const exited = new Promise((r) => s.proc.once('exit', r));
-    process.kill(s.proc.pid!, signal);
-    await exited;
-  };
-
-  for (let r = 0; r < n; r++) await start(r, opts.loadIndex ? ['--load-index'] : []);
+  await local.start();
+  for (let r = 0; r < n; r++) track(r);
 
   return {
     dir,
     saveDir,
     discovery,
     servers,
-    start,
-    kill,
+    local,
+    async start(rank, extra = [], env = {}) {
+      await local.restartServer(rank, { args: extra, env });
+      return track(rank);
+    },
+    kill: (rank, signal = 'SIGKILL') => local.killServer(rank, signal),
     async stop({ keepDir = false } = {}) {
-      await Promise.all(servers.map((s) => kill(s.rank, 'SIGTERM')));
+      await local.stop();
       if (!keepDir) rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -11,8 +11,8 @@
  * IVF: the quantizer is trained once, on trainPerShard rows sampled from the whole data
  * (2 threads), and cloned (empty) into the 2 shards; ingest = train + add for both limits.
  */
-import { FaissIndex, setNumThreads, type SearchResult } from '../native/index.js';
-import { prng } from '../datasets/synthetic.js';
+import { FaissIndex, setNumThreads, type SearchResult } from '../../dist/native/index.js';
+import { prng } from '../../dist/datasets/synthetic.js';
 import { nowMs } from './stats.js';
 import { IVF_FACTORY, IVF_NPROBE, K, batchRows, measureSearch, numBatches, type Dataset, type IndexKind, type SearchCounts, type SearchMeasurements } from './workload.js';
 

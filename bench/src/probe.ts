@@ -1,7 +1,7 @@
 /**
  * Probes that split the benchmark's gaps into their parts (bench/results/ANALYSIS.md):
  *
- *   node dist/bench/probe.js [overhead] [search-parts] [ingest-parts] [ingest-modes] [ivf-trainnum] [topology] [blas] [train] [memory] [--out FILE]
+ *   node bench/dist/probe.js [overhead] [search-parts] [ingest-parts] [ingest-modes] [ivf-trainnum] [topology] [blas] [train] [memory] [--out FILE]
  *
  * - overhead:     fixed cost of one call: in-process search vs. trivial RPC and search on a
  *                 tiny index through 1, 2 and 4 servers (p50/p99 over 2000 calls).
@@ -23,13 +23,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
-import type { IndexCfg } from '../config/index.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
-import { FaissIndex, setNumThreads, toMatrix } from '../native/index.js';
-import { encodeMetadata, validateMetadata } from '../protocol/metadata.js';
-import { InMemoryMetadataStore } from '../shard/metadata-store.js';
-import { WriteAheadLog, type Durability } from '../shard/wal.js';
+import { IndexClient, type IndexClientOptions } from '../../dist/client/index-client.js';
+import type { IndexCfg } from '../../dist/config/index.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
+import { FaissIndex, setNumThreads, toMatrix } from '../../dist/native/index.js';
+import { encodeMetadata, validateMetadata } from '../../dist/protocol/metadata.js';
+import { InMemoryMetadataStore } from '../../dist/shard/metadata-store.js';
+import { WriteAheadLog, type Durability } from '../../dist/shard/wal.js';
 import { procMemory, startCluster } from './cluster.js';
 import { fmt, latencyStats, nowMs, sleep, type LatencyStats } from './stats.js';
 
@@ -189,10 +189,10 @@ async function ingestModes(): Promise<Record<string, number>> {
  * in-process, in µs: what the client does once, what each server does.
  */
 async function searchParts(): Promise<Record<string, number>> {
-  const { buildMethods } = await import('../server/methods.js');
-  const { encodeFrame, decodeFrame } = await import('../protocol/frame.js');
-  const { concatBytes, decodeMetadataItem, encodeMetadata: enc } = await import('../protocol/metadata.js');
-  const { mergeQuery } = await import('../client/merge.js');
+  const { buildMethods } = await import('../../dist/server/methods.js');
+  const { encodeFrame, decodeFrame } = await import('../../dist/protocol/frame.js');
+  const { concatBytes, decodeMetadataItem, encodeMetadata: enc } = await import('../../dist/protocol/metadata.js');
+  const { mergeQuery } = await import('../../dist/client/merge.js');
   const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
   const out: Record<string, number> = {};
   const reps = 5000;

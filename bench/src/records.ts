@@ -21,9 +21,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IndexClient } from '../client/index-client.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
-import { FaissIndex, setNumThreads } from '../native/index.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
+import { FaissIndex, setNumThreads } from '../../dist/native/index.js';
 import { startCluster, type BenchCluster } from './cluster.js';
 import { nowMs, sleep } from './stats.js';
 

@@ -3,10 +3,10 @@
  * DFAISS_NATIVE_DIR (its own process, so two FAISS builds never share one), reads the
  * index files the parent wrote and times searches on 1 FAISS thread.
  *
- *   node dist/bench/builds-worker.js <job.json>     (prints one JSON line: WorkerReport)
+ *   node bench/dist/builds-worker.js <job.json>     (prints one JSON line: WorkerReport)
  */
 import { readFileSync } from 'node:fs';
-import { FaissIndex, faissBuild, setNumThreads, type FaissBuildInfo } from '../native/index.js';
+import { FaissIndex, faissBuild, setNumThreads, type FaissBuildInfo } from '../../dist/native/index.js';
 import { nowMs } from './stats.js';
 
 export interface WorkerCase {
