@@ -31,7 +31,7 @@ export const MAX_PAGE = 65536;
 export interface ShardInfoReply {
   state: IndexState;
   dim: number;
-  metric: Metric | 'cosine';
+  metric: Metric;
   /** Searchable vectors (tombstoned ones excluded). */
   ntotal: number;
   /** Vectors waiting for training or indexing. */
@@ -72,7 +72,7 @@ export interface StatusReply {
 export interface SearchReply {
   n: number;
   k: number;
-  metric: Metric | 'cosine';
+  metric: Metric;
   ntotal: number;
   state?: IndexState;
   /** Revocations this shard holds for other servers. */

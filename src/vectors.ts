@@ -5,8 +5,15 @@
  */
 import { ValidationError } from './errors.js';
 
-/** 'dot' = inner product (larger is better), 'l2' = squared Euclidean distance (smaller is better). */
-export type Metric = 'dot' | 'l2';
+/**
+ * An index's metric (IndexCfg.metric): 'dot' = inner product (larger is better), 'l2' =
+ * squared Euclidean distance (smaller is better), 'cosine' = cosine similarity (larger is
+ * better; served as 'dot' over unit vectors).
+ */
+export type Metric = 'dot' | 'l2' | 'cosine';
+
+/** The metrics a FAISS index itself computes ('cosine' runs as one of these). */
+export type FaissMetric = 'dot' | 'l2';
 
 /** Row-major Float32Array of n*dim values, or one array of numbers per vector. */
 export type VectorsInput = Float32Array | ReadonlyArray<ArrayLike<number>>;

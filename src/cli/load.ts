@@ -41,6 +41,11 @@ interface LoadCliOpts extends ClientSecurityCliOptions {
   idsFrom?: string;
 }
 
+
+/** The loader's options (loadVectors, VectorFile.open) as this command's flags. */
+const LOAD_FLAGS = { batchSize: '--bs', start: '--start', limit: '--limit', cfg: '--cfg', loadIndex: '--load-index', append: '--append' } as const;
+const FILE_FLAGS = { dim: '--dimension', rows: '--mmap-size', fp16: '--dstore-fp16' } as const;
+
 export function registerLoadCommand(program: Command): void {
   const cmd = program
     .command('load')
@@ -92,7 +97,7 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
         if (opts.rowIds && opts.idsFrom) throw new ValidationError('--row-ids / --ids-from', 'at most one of them', undefined);
         const idList = opts.idsFrom ? await readIdFile(opts.idsFrom) : null;
         const dimFrom = opts.dimension !== undefined ? '--dimension' : cfg ? `"dim": ${cfg.dim} in ${opts.cfg}` : undefined;
-        const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, ...(dimFrom ? { dimFrom } : {}), rows: opts.mmapSize, fp16: opts.dstoreFp16 });
+        const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, ...(dimFrom ? { dimFrom } : {}), rows: opts.mmapSize, fp16: opts.dstoreFp16, names: FILE_FLAGS });
         if (idList && idList.length < Math.min(file.rows, opts.limit === undefined ? file.rows : opts.start + opts.limit)) {
           await file.close();
           throw new ValidationError('--ids-from', `one id per row to load (${file.rows} rows)`, `${idList.length} ids in ${opts.idsFrom}`);
@@ -151,6 +156,8 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
             ...(opts.rowIds ? { idsForRows: (start: number, count: number) => Array.from({ length: count }, (_, i) => start + i) } : {}),
             ...(idList ? { idsForRows: (start: number, count: number) => idList.slice(start, start + count) } : {}),
             onProgress: (p) => progress.update(p),
+            // The loader names its options; a user of this command knows them as flags.
+            names: { ...LOAD_FLAGS, drop: `'dfaiss drop --index-id ${opts.indexId} --yes'` },
           });
         } catch (err) {
           progress.stop();

@@ -8,7 +8,7 @@
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
 import { checkCallSearchParams, checkSearchParameter } from '../config/search-params.js';
 import { EventEmitter } from 'node:events';
-import { ConnectionError, IndexStateError, ServerUnavailableError, ValidationError } from '../errors.js';
+import { ConnectionError, ServerUnavailableError, ValidationError } from '../errors.js';
 import { checkK, toMatrix, type VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';

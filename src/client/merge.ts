@@ -4,13 +4,11 @@
  * order in O(k log S). Ties break by server order, then position: the same inputs give
  * the same result every time.
  */
-import type { Metric as FaissMetric } from '../vectors.js';
+import type { Metric } from '../vectors.js';
 import { metadataReader } from '../protocol/metadata.js';
 import type { SearchResults } from './api.js';
 import type { RecordId } from './records.js';
 
-/** The index's metric: 'cosine' scores sort like inner products (larger is better). */
-export type Metric = FaissMetric | 'cosine';
 
 export interface ShardHits {
   /** n*k scores, row-major. */

@@ -14,7 +14,7 @@ import type { ArgsOf } from '../contract.js';
 import type { Attachment } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
-import type { Metric } from './merge.js';
+import type { Metric } from '../vectors.js';
 import type { Reply, ShardOperation } from '../shard-operation.js';
 
 export type { RecordId } from '../shard/records.js';
