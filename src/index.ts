@@ -5,7 +5,7 @@
  */
 export * from './client.js';
 
-export { FaissIndex, faissBuild, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export { FaissIndex, faissBuild, faissVersion, fp16ToFp32, fp16ToFp32Async, getOmpNumThreads, gpuAvailable, setOmpNumThreads } from './native/index.js';
 export type { FaissBuildInfo, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState } from './native/index.js';
 
 export { resolveIndexSpec, createFaissIndex } from './config/index.js';

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { recallAtK } from '../../dist/datasets/exact.js';
 import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
-import { FaissIndex, faissBuild, setNumThreads, type FaissBuildInfo } from '../../dist/native/index.js';
+import { FaissIndex, faissBuild, setOmpNumThreads, type FaissBuildInfo } from '../../dist/native/index.js';
 import { fmt, nowMs } from './stats.js';
 import type { WorkerCase, WorkerJob, WorkerReport } from './builds-worker.js';
 import { SYNTHETIC_SEED } from './workload.js';
@@ -154,7 +154,7 @@ export async function runBuildComparison(o: BuildsOptions): Promise<BuildsRecord
   try {
     const queriesFile = join(dir, 'queries.f32');
     writeFileSync(queriesFile, queries);
-    setNumThreads(2);
+    setOmpNumThreads(2);
     const exact = FaissIndex.fromFactory(dim, 'Flat', 'l2');
     await exact.add(base);
     const truth = (await exact.search(queries, K)).labels;

@@ -26,7 +26,7 @@ import { crc32 } from 'node:zlib';
 import { IndexClient, type IndexClientOptions } from '../../dist/client/index-client.js';
 import type { IndexCfg } from '../../dist/config/index.js';
 import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
-import { FaissIndex, setNumThreads, toMatrix } from '../../dist/native/index.js';
+import { FaissIndex, setOmpNumThreads, toMatrix } from '../../dist/native/index.js';
 import { encodeMetadata, validateMetadata } from '../../dist/protocol/metadata.js';
 import { InMemoryMetadataStore } from '../../dist/shard/metadata-store.js';
 import { WriteAheadLog, type Durability } from '../../dist/shard/wal.js';
@@ -84,7 +84,7 @@ async function overhead(): Promise<Record<string, LatencyStats>> {
   const data = new SyntheticDataset({ dim: DIM, seed: 7 });
   const q = data.queries(1);
   const out: Record<string, LatencyStats> = {};
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const local = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
   await local.add(data.base(1000));
   out['in-process FaissIndex.search, Flat 1000, k=10'] = await lat(2000, () => local.search(q, 10));
@@ -147,7 +147,7 @@ async function ingestParts(): Promise<Record<string, number>> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const flat = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
   out['FAISS Flat add (worker thread, wall)'] = await time(() => flat.add(vectors));
   return out;
@@ -228,7 +228,7 @@ async function searchParts(): Promise<Record<string, number>> {
   }));
   out['client: mergeQuery, 4 shards x 10'] = await us(() => mergeQuery(shards, 0, 10, 'l2'));
   out['client: decode 10 metadata items'] = await us(() => items.map((b) => decodeMetadataItem(b)));
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const ivf = FaissIndex.fromFactory(DIM, 'IVF1024,Flat', 'l2');
   const share = data.base(125_000);
   await ivf.train(share);
@@ -313,7 +313,7 @@ async function blas(): Promise<Record<string, number>> {
   const n = 500_000;
   const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
   const out: Record<string, number> = {};
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const shard = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
   await shard.add(data.base(n / 4));
   const queries = data.queries(100);
@@ -331,7 +331,7 @@ async function blas(): Promise<Record<string, number>> {
 async function train(): Promise<Record<string, number>> {
   const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
   const out: Record<string, number> = {};
-  setNumThreads(2);
+  setOmpNumThreads(2);
   for (const rows of [125_000, 64_000, 40_000]) {
     const x = data.base(rows);
     const ix = FaissIndex.fromFactory(DIM, 'IVF1024,Flat', 'l2');
@@ -340,12 +340,12 @@ async function train(): Promise<Record<string, number>> {
     out[`IVF1024 train on ${rows} rows, 1 k-means, 2 threads (s)`] = (nowMs() - t0) / 1000;
     log(`train ${rows}: ${out[`IVF1024 train on ${rows} rows, 1 k-means, 2 threads (s)`]!.toFixed(2)} s`);
   }
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const shares = Array.from({ length: 4 }, (_, s) => data.base(125_000, s * 125_000));
   const t0 = nowMs();
   await Promise.all(shares.map((x) => FaissIndex.fromFactory(DIM, 'IVF1024,Flat', 'l2').train(x)));
   out['IVF1024 train on 125000 rows x 4 shards concurrently, 1 thread each (s)'] = (nowMs() - t0) / 1000;
-  setNumThreads(2);
+  setOmpNumThreads(2);
   return out;
 }
 

@@ -15,12 +15,12 @@ const { Shard } = await import('../../dist/shard/shard.js');
 const { defaultIndexCfg } = await import('../../dist/config/index.js');
 const { SyntheticDataset } = await import('../../dist/datasets/synthetic.js');
 const { encodeMetadata } = await import('../../dist/protocol/metadata.js');
-const { setNumThreads } = await import('../../dist/native/index.js');
+const { setOmpNumThreads } = await import('../../dist/native/index.js');
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with node --expose-gc');
 const kind = process.argv[2] === 'ivf' ? 'ivf' : 'flat';
-setNumThreads(1);
+setOmpNumThreads(1);
 
 const anonMiB = (): number => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
 const report = (label: string): void => {

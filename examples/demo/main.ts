@@ -119,11 +119,11 @@ async function main(): Promise<void> {
   const servers = await cluster.start();
   console.log(
     `cluster: ${NUM_SERVERS} dfaiss server processes up in ${secs(t0).toFixed(2)} s (pids ${servers.map((s) => s.pid).join(', ')}), ` +
-      `${cluster.threadsPerServer} FAISS thread(s) each, discovery file ${cluster.discoveryPath}`,
+      `${cluster.threadsPerServer} FAISS thread(s) each, discovery file ${cluster.discoveryConfig}`,
   );
   let client: IndexClient | null = null;
   try {
-    client = await IndexClient.connect(cluster.discoveryPath, { discoveryTimeoutMs: 10_000, clientName: 'dfaiss-demo' });
+    client = await IndexClient.connect(cluster.discoveryConfig, { discoveryTimeoutMs: 10_000, clientName: 'dfaiss-demo' });
 
     // ---- flat: exact search across the shards ----
     const flatCfg: Partial<IndexCfg> = { indexBuilderType: 'flat', dim, metric: 'l2' };

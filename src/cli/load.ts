@@ -18,7 +18,7 @@ import { readIdFile } from './records.js';
 import { ValidationError } from '../errors.js';
 
 interface LoadCliOpts extends ClientSecurityCliOptions {
-  discover: string;
+  discoveryConfig: string;
   mmap: string;
   mmapSize?: number;
   dimension?: number;
@@ -52,15 +52,15 @@ export function registerLoadCommand(program: Command): void {
     .description('bulk-load a vector file (raw float32/float16, .npy, .fvecs, .bvecs) into a running cluster; metadata = row number')
     .addHelpText('after', `
 Examples:
-  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
-  dfaiss load --discover /tmp/discovery.txt --mmap keys.mmap --dstore-fp16 --dimension 768 \\
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap keys.mmap --dstore-fp16 --dimension 768 \\
       --cfg idx_cfg.json --index-id keys --bs 5000
-  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs \\
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs \\
       --start 200000 --append      # resume an interrupted load
 
 idx_cfg.json (the original's snake_case keys; unknown keys are an error):
   {"index_builder_type": "ivf_simple", "dim": 768, "centroids": 1024, "train_num": 100000, "metric": "dot", "nprobe": 16}`)
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--mmap <file>', 'vector file: .npy, .fvecs, .bvecs by extension, anything else raw row-major float32 (float16 with --dstore-fp16)')
     .option('--mmap-size <rows>', 'rows in the file (raw files: default file size / row size; others: at most the rows they hold)', intArg('--mmap-size', 0))
     .option('--dimension <d>', 'vector dimension (required for raw files without --cfg; checked against the file otherwise)', intArg('--dimension', 1, 65536))
@@ -103,7 +103,7 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
           throw new ValidationError('--ids-from', `one id per row to load (${file.rows} rows)`, `${idList.length} ids in ${opts.idsFrom}`);
         }
         const security = clientSecurity(opts);
-        const servers = await waitForDiscovery(opts.discover, { command: 'load', timeoutMs: opts.discoveryTimeout * 1000, timeoutFlag: '--discovery-timeout <sec>' }).catch(async (err: Error) => {
+        const servers = await waitForDiscovery(opts.discoveryConfig, { command: 'load', timeoutMs: opts.discoveryTimeout * 1000, timeoutFlag: '--discovery-timeout <sec>' }).catch(async (err: Error) => {
           await file.close();
           throw err;
         });
@@ -140,7 +140,7 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
         try {
           result = await loadVectors({
             client,
-            connectSlow: (callTimeoutMs) => IndexClient.connect(opts.discover, { ...security, callTimeoutMs, discoveryTimeoutMs: 60_000, clientName: 'dfaiss-load' }),
+            connectSlow: (callTimeoutMs) => IndexClient.connect(opts.discoveryConfig, { ...security, callTimeoutMs, discoveryTimeoutMs: 60_000, clientName: 'dfaiss-load' }),
             file,
             indexId: opts.indexId,
             cfg,

@@ -96,14 +96,14 @@ export interface AddOptions extends CallControl {
 
 export interface GetOptions extends CallControl {
   /** Also return each record's stored vector. @default false */
-  withVectors?: boolean;
+  returnEmbeddings?: boolean;
 }
 
 export interface IterateOptions extends CallControl {
   /** Records per page (1..65536). @default 1000 */
   batchSize?: number;
   /** Also return each record's stored vector. @default true */
-  withVectors?: boolean;
+  returnEmbeddings?: boolean;
   /** Resume after the page that returned this cursor. */
   cursor?: IterateCursor | null;
 }

@@ -16,7 +16,7 @@ export interface SearchRequest {
   indexId: string;
   queries: Float32Array;
   k: number;
-  withVectors: boolean;
+  returnEmbeddings: boolean;
   allowPartial: boolean;
   params?: Record<string, number>;
   control?: CallControl;
@@ -48,11 +48,11 @@ export async function fanOutSearch(servers: readonly ShardOperation[], revocatio
 }
 
 async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
-  const { indexId, queries, k, withVectors, allowPartial, params, control = {} } = req;
+  const { indexId, queries, k, returnEmbeddings, allowPartial, params, control = {} } = req;
   const settled = await Promise.allSettled(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}) }, [queries], control);
+      return s.call('query', 'search', { indexId, k, returnEmbeddings: returnEmbeddings, ...(params ? { params } : {}) }, [queries], control);
     }),
   );
   const missing: Array<{ server: string; error: string }> = [];
@@ -74,7 +74,7 @@ async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations:
     if (r.result.ntotal > 0) trained = true;
     const att = r.attachments;
     const [distances, labels, blob, offBytes] = att;
-    const vectors = withVectors ? (att[4] as Float32Array) : undefined;
+    const vectors = returnEmbeddings ? (att[4] as Float32Array) : undefined;
     // Records with ids: each hit's id comes packed like metadata in the last two attachments.
     const ids = r.result.ids ? { blob: att[att.length - 2] as Uint8Array, offsets: offsetsView(att[att.length - 1] as Uint8Array) } : undefined;
     return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric, ids };

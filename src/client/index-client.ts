@@ -89,8 +89,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
-  static async connect(discoveryPath: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
-    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs, log: opts.log, logIntervalMs: opts.discoveryLogIntervalMs });
+  static async connect(discoveryConfig: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
+    const addresses = await readDiscovery(discoveryConfig, { timeoutMs: opts.discoveryTimeoutMs, log: opts.log, logIntervalMs: opts.discoveryLogIntervalMs });
     return IndexClient.connectTo(addresses, opts);
   }
 
@@ -201,7 +201,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const control = callControl(opts);
     const list = rec.checkIdList(ids);
     const meta = await this.indexMeta(indexId, control);
-    return rec.getEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, list, opts.withVectors ?? false, meta.dim);
+    return rec.getEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, list, opts.returnEmbeddings ?? false, meta.dim);
   }
 
   /**
@@ -218,7 +218,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       throw new ValidationError('cursor', 'a cursor returned by iterate ({ server, after })', c);
     }
     const meta = await this.indexMeta(indexId, control);
-    yield* rec.iterateEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, { batchSize, withVectors: opts.withVectors ?? true, cursor: c ?? null, dim: meta.dim });
+    yield* rec.iterateEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, { batchSize, returnEmbeddings: opts.returnEmbeddings ?? true, cursor: c ?? null, dim: meta.dim });
   }
 
   /**
@@ -392,9 +392,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const params = this.callParams(meta, opts.params);
-    const withVectors = opts.returnEmbeddings ?? false;
-    const replies = await this.fanOut(indexId, meta, data, k, withVectors, opts.allowPartial ?? false, params, control);
-    const out = mergeReplies(replies.shards, n, k, meta, withVectors);
+    const returnEmbeddings = opts.returnEmbeddings ?? false;
+    const replies = await this.fanOut(indexId, meta, data, k, returnEmbeddings, opts.allowPartial ?? false, params, control);
+    const out = mergeReplies(replies.shards, n, k, meta, returnEmbeddings);
     if (opts.allowPartial) out.missing = replies.missing;
     return out;
   }
@@ -411,11 +411,11 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     checkK(k);
     const keep = filterPredicate(filter);
     const params = this.callParams(meta, opts.params);
-    const withVectors = opts.returnEmbeddings ?? false;
+    const returnEmbeddings = opts.returnEmbeddings ?? false;
     const allowPartial = opts.allowPartial ?? false;
-    return searchFiltered(n, k, keep, { withVectors, allowPartial }, async (fetchK) => {
-      const replies = await this.fanOut(indexId, meta, data, fetchK, withVectors, allowPartial, params, control);
-      return { merged: mergeReplies(replies.shards, n, fetchK, meta, withVectors), ntotal: replies.ntotal, missing: replies.missing };
+    return searchFiltered(n, k, keep, { returnEmbeddings, allowPartial }, async (fetchK) => {
+      const replies = await this.fanOut(indexId, meta, data, fetchK, returnEmbeddings, allowPartial, params, control);
+      return { merged: mergeReplies(replies.shards, n, fetchK, meta, returnEmbeddings), ntotal: replies.ntotal, missing: replies.missing };
     });
   }
 
@@ -440,12 +440,12 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   // ---- internals ----
 
   /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
-  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>) {
+  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, returnEmbeddings: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>) {
     const replies = await fanOutSearch(this.servers, this.revocations, {
       indexId,
       queries,
       k,
-      withVectors,
+      returnEmbeddings,
       allowPartial,
       ...(params ? { params } : {}),
       control,

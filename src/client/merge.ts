@@ -119,9 +119,9 @@ export function mergeQueryInto(shards: readonly ShardHits[], q: number, k: numbe
 }
 
 /** The global top-k of each of n queries from every server's reply, with metadata (and ids, vectors) decoded. */
-export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number, index: { dim: number; metric: Metric }, withVectors: boolean): SearchResults {
+export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number, index: { dim: number; metric: Metric }, returnEmbeddings: boolean): SearchResults {
   const metric = shards[0]?.metric ?? index.metric;
-  const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+  const out: SearchResults = { scores: [], metadata: [], ...(returnEmbeddings ? { embeddings: [] } : {}) };
   const readers = shards.map((s) => metadataReader(s.blob, s.offsets));
   const idReaders = shards.some((s) => s.ids) ? shards.map((s) => (s.ids ? metadataReader(s.ids.blob, s.ids.offsets, 'ids') : () => null)) : null;
   if (idReaders) out.ids = [];
@@ -139,7 +139,7 @@ export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number,
     out.scores.push(scores);
     out.metadata.push(metas);
     if (ids) out.ids!.push(ids);
-    if (withVectors) {
+    if (returnEmbeddings) {
       const embs = new Array<Float32Array>(count);
       for (let i = 0; i < count; i++) embs[i] = shards[hits.shard[i]!]!.vectors!.slice(hits.slot[i]! * index.dim, (hits.slot[i]! + 1) * index.dim);
       out.embeddings!.push(embs);

@@ -27,8 +27,8 @@ const IDS_PER_CALL = 65536;
 export interface StoredRecord<M = unknown> {
   id: RecordId | null;
   metadata: M;
-  /** With withVectors: the stored vector (normalised for 'cosine'; approximate for lossy index types). */
-  vector?: Float32Array;
+  /** With returnEmbeddings: the stored vector (normalised for 'cosine'; approximate for lossy index types). */
+  embedding?: Float32Array;
 }
 
 export interface GetResult<M = unknown> {
@@ -176,27 +176,27 @@ export async function deleteEverywhere(call: Call, servers: number, indexId: str
 }
 
 /** Records by id from every server, in the order asked. */
-export async function getEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[], withVectors: boolean, dim: number): Promise<GetResult> {
+export async function getEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[], returnEmbeddings: boolean, dim: number): Promise<GetResult> {
   const found = new Map<RecordId, StoredRecord>();
   const unique = [...new Set(ids)];
   // With vectors, a reply carries at most 32 MiB of them (the frame limit is far above).
-  const perCall = withVectors ? Math.max(1, Math.min(IDS_PER_CALL, Math.floor((1 << 23) / dim))) : IDS_PER_CALL;
+  const perCall = returnEmbeddings ? Math.max(1, Math.min(IDS_PER_CALL, Math.floor((1 << 23) / dim))) : IDS_PER_CALL;
   for (let off = 0; off < unique.length; off += perCall) {
     const chunk = unique.slice(off, off + perCall);
-    const replies = await Promise.all(Array.from({ length: servers }, (_, i) => call(i, 'getRecords', { indexId, ids: chunk, withVectors })));
-    for (const r of replies) for (const rec of decodeRecords(r, withVectors, dim)) if (!found.has(rec.id!)) found.set(rec.id!, rec);
+    const replies = await Promise.all(Array.from({ length: servers }, (_, i) => call(i, 'getRecords', { indexId, ids: chunk, returnEmbeddings })));
+    for (const r of replies) for (const rec of decodeRecords(r, returnEmbeddings, dim)) if (!found.has(rec.id!)) found.set(rec.id!, rec);
   }
   return { records: unique.filter((id) => found.has(id)).map((id) => found.get(id)!), unknown: unique.filter((id) => !found.has(id)) };
 }
 
 /** getRecords / iterateRecords reply -> records. */
-export function decodeRecords(r: Reply<'getRecords'> | Reply<'iterateRecords'>, withVectors: boolean, dim: number): StoredRecord[] {
+export function decodeRecords(r: Reply<'getRecords'> | Reply<'iterateRecords'>, returnEmbeddings: boolean, dim: number): StoredRecord[] {
   const [blob, offBytes, vectors] = r.attachments;
   const read = metadataReader(blob, offsetsView(offBytes));
   return r.result.ids.map((id, i) => ({
     id,
     metadata: read(i),
-    ...(withVectors && vectors ? { vector: vectors.slice(i * dim, (i + 1) * dim) } : {}),
+    ...(returnEmbeddings && vectors ? { embedding: vectors.slice(i * dim, (i + 1) * dim) } : {}),
   }));
 }
 
@@ -226,12 +226,12 @@ export async function* iterateEverywhere(
   call: Call,
   servers: number,
   indexId: string,
-  opts: { batchSize: number; withVectors: boolean; cursor: IterateCursor | null; dim: number },
+  opts: { batchSize: number; returnEmbeddings: boolean; cursor: IterateCursor | null; dim: number },
 ): AsyncGenerator<IteratePage> {
   let { server, after } = opts.cursor ?? { server: 0, after: 0 };
   while (server < servers) {
-    const r = await call(server, 'iterateRecords', { indexId, after, limit: opts.batchSize, withVectors: opts.withVectors });
-    const records = decodeRecords(r, opts.withVectors, opts.dim);
+    const r = await call(server, 'iterateRecords', { indexId, after, limit: opts.batchSize, returnEmbeddings: opts.returnEmbeddings });
+    const records = decodeRecords(r, opts.returnEmbeddings, opts.dim);
     if (r.result.next === null) {
       server++;
       after = 0;

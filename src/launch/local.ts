@@ -144,7 +144,7 @@ export function defaultThreadsPerServer(numServers: number): number {
 export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   readonly numServers: number;
   readonly saveDir: string;
-  readonly discoveryPath: string;
+  readonly discoveryConfig: string;
   readonly threadsPerServer: number;
   private readonly opts: LocalClusterOptions;
   private readonly host: string;
@@ -188,7 +188,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     this.opts = opts;
     this.numServers = numServers;
     this.saveDir = resolve(opts.saveDir);
-    this.discoveryPath = resolve(opts.discoveryConfig);
+    this.discoveryConfig = resolve(opts.discoveryConfig);
     this.host = opts.host ?? '127.0.0.1';
     this.threadsPerServer = opts.threadsPerServer ?? defaultThreadsPerServer(numServers);
     this.log = opts.logger ?? silentLogger;
@@ -253,8 +253,8 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     if (this.phase !== 'new') throw new DfaissError('this LocalCluster was already started; create a new one');
     this.phase = 'starting';
     await mkdir(this.saveDir, { recursive: true });
-    await mkdir(dirname(this.discoveryPath), { recursive: true });
-    await writeFile(this.discoveryPath, `${this.numServers}\n`);
+    await mkdir(dirname(this.discoveryConfig), { recursive: true });
+    await writeFile(this.discoveryConfig, `${this.numServers}\n`);
     for (let rank = 0; rank < this.numServers; rank++) {
       this.slots.push({
         info: { rank, host: this.host, port: 0, pid: 0, status: 'starting', restarts: 0 },
@@ -267,7 +267,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       });
     }
     this.log.info(
-      { numServers: this.numServers, saveDir: this.saveDir, discovery: this.discoveryPath, threadsPerServer: this.threadsPerServer, basePort: this.opts.basePort ?? null },
+      { numServers: this.numServers, saveDir: this.saveDir, discovery: this.discoveryConfig, threadsPerServer: this.threadsPerServer, basePort: this.opts.basePort ?? null },
       'starting local cluster',
     );
     const started = await Promise.allSettled(
@@ -279,10 +279,10 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       throw failed.reason;
     }
     // Every server has appended its line by now (it writes before it reports listening).
-    const { servers } = parseDiscovery(await readFile(this.discoveryPath, 'utf8'), this.discoveryPath);
+    const { servers } = parseDiscovery(await readFile(this.discoveryConfig, 'utf8'), this.discoveryConfig);
     if (servers.length < this.numServers) {
       await this.stop();
-      throw new DfaissError(`${this.discoveryPath} lists ${servers.length} of ${this.numServers} servers after all started: is another launcher writing to it?`);
+      throw new DfaissError(`${this.discoveryConfig} lists ${servers.length} of ${this.numServers} servers after all started: is another launcher writing to it?`);
     }
     if (this.phase === 'starting') this.phase = 'running';
     this.log.info({ servers: this.servers.map(({ rank, host, port, pid }) => ({ rank, host, port, pid })) }, 'local cluster ready');
@@ -359,7 +359,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     }
     // A restart loads what the crashed server saved; first starts load only when asked.
     if (spawnOpts.loadIndex ?? (!first || this.opts.loadIndex)) args.push('--load-index');
-    if (first) args.push('--discovery-config', this.discoveryPath);
+    if (first) args.push('--discovery-config', this.discoveryConfig);
     args.push(...(this.opts.serverArgs ?? []), ...(spawnOpts.args ?? []));
     const capture = this.opts.serverLogs === 'capture';
     const env: NodeJS.ProcessEnv = {
@@ -485,10 +485,10 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   /** Rewrites the discovery file from the known addresses (atomic: temp file + rename). */
   private async rewriteDiscovery(): Promise<void> {
     const lines = this.slots.map((s) => `${s.info.host},${s.info.port}`);
-    const tmp = `${this.discoveryPath}.tmp-${process.pid}`;
+    const tmp = `${this.discoveryConfig}.tmp-${process.pid}`;
     await writeFile(tmp, `${this.numServers}\n${lines.join('\n')}\n`);
-    await rename(tmp, this.discoveryPath);
-    this.log.info({ discovery: this.discoveryPath }, 'discovery file rewritten (a server moved to another port)');
+    await rename(tmp, this.discoveryConfig);
+    this.log.info({ discovery: this.discoveryConfig }, 'discovery file rewritten (a server moved to another port)');
   }
 
   private tailHint(slot: Slot): string {

@@ -137,7 +137,7 @@ export class FaissIndex {
 
   /**
    * Trains the index (k-means for IVF, codebooks for PQ/SQ); a no-op for Flat.
-   * `threads` overrides the thread count (setNumThreads) for this training only.
+   * `threads` overrides the thread count (setOmpNumThreads) for this training only.
    */
   async train(x: VectorsInput, opts: { threads?: number } = {}): Promise<void> {
     const { data, n } = toMatrix(x, this.dim, 'x');

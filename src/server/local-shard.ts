@@ -36,10 +36,10 @@ export class LocalShard implements ShardOperation {
     this.name = `in-process:${server.rank}`;
   }
 
-  /** A server of rank `rank` over `storageDir`, in this process and not listening, behind a LocalShard. */
-  static open(rank: number, storageDir: string, opts: IndexServerOptions = {}): LocalShard {
-    const server = new IndexServer(rank, storageDir, opts);
-    server.setThreads(opts.threads ?? 1);
+  /** A server of rank `rank` over `saveDir`, in this process and not listening, behind a LocalShard. */
+  static open(rank: number, saveDir: string, opts: IndexServerOptions = {}): LocalShard {
+    const server = new IndexServer(rank, saveDir, opts);
+    server.setOmpNumThreads(opts.threads ?? 1);
     return new LocalShard(server);
   }
 

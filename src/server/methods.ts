@@ -187,7 +187,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
       }),
 
     setOmpNumThreads: implement('setOmpNumThreads', ({ threads }) => {
-        server.setThreads(threads);
+        server.setOmpNumThreads(threads);
       }),
 
     saveIndex: implement('saveIndex', async ({ indexId }) => {

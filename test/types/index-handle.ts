@@ -15,7 +15,7 @@ export async function typed(): Promise<void> {
   const title: string = r.metadata[0]![0]!.title;
   // @ts-expect-error metadata is a Doc, not a number
   const wrong: number = r.metadata[0]![0]!;
-  const got = await docs.get([1, 'a'], { withVectors: true, signal: AbortSignal.timeout(1000) });
+  const got = await docs.get([1, 'a'], { returnEmbeddings: true, signal: AbortSignal.timeout(1000) });
   const year: number = got.records[0]!.metadata.year;
   for await (const page of docs.iterate({ batchSize: 10 })) {
     const t: string = page.records[0]!.metadata.title;

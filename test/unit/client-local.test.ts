@@ -9,7 +9,8 @@ import { IndexClient } from '../../src/client/index-client.js';
 import { exactSearch } from '../../src/datasets/exact.js';
 import { ServerUnavailableError, ValidationError } from '../../src/errors.js';
 import { syntheticDataset } from '../helpers/data.js';
-import { localShards } from '../helpers/local-shards.js';
+import { localShards, type FlakyShard } from '../helpers/local-shards.js';
+import type { IndexClientOptions } from '../../src/client/api.js';
 
 const dim = 8;
 const data = syntheticDataset({ n: 300, dim, seed: 7 });
@@ -32,6 +33,18 @@ function exact(ids: readonly number[], queries: Float32Array, k: number): Array<
   return Array.from({ length: nq }, (_, q) => Array.from({ length: k }, (_, j) => [ids[Number(r.labels[q * k + j])]!, r.distances[q * k + j]!] as [number, number]));
 }
 
+/** Runs `fn` with a client over `n` fresh in-process shards; closes both after. */
+async function withShards(n: number, fn: (client: IndexClient, shards: FlakyShard[]) => Promise<void>, opts: IndexClientOptions = {}): Promise<void> {
+  const local = localShards(n);
+  const client = IndexClient.withShards(local.shards, opts);
+  try {
+    await fn(client, local.shards);
+  } finally {
+    await client.close();
+    await local.close();
+  }
+}
+
 function hitsOf(r: { metadata: unknown[][]; scores: number[][] }): Array<Array<[number, number]>> {
   return r.metadata.map((row, q) => row.map((m, j) => [(m as [number, number])[0], r.scores[q]![j]!] as [number, number]));
 }
@@ -42,102 +55,75 @@ function assertSameHits(got: Array<Array<[number, number]>>, want: Array<Array<[
 }
 
 test('placement: batches go round-robin, one server each, and every shard ends up with a third', async () => {
-  const local = localShards(3);
-  const client = IndexClient.withShards(local.shards);
-  try {
+  await withShards(3, async (client, shards) => {
     await client.createIndex('place', flat);
     await addRows(client, 'place', 300);
     const status = await client.status();
     assert.deepEqual(status.map((s) => s.indexes.place!.total), [100, 100, 100]);
-    assert.deepEqual(local.shards.map((s) => s.calls.get('addIndexData')), [10, 10, 10]);
+    assert.deepEqual(shards.map((s) => s.calls.get('addIndexData')), [10, 10, 10]);
     assert.equal(await client.getNtotal('place'), 300);
-  } finally {
-    await client.close();
-    await local.close();
-  }
+  });
 });
 
 test('merge: the fan-out search returns the exact global top-k with each hit\'s metadata', async () => {
-  const local = localShards(3);
-  const client = IndexClient.withShards(local.shards);
-  try {
+  await withShards(3, async (client, shards) => {
     await client.createIndex('merge', flat);
     await addRows(client, 'merge', 300);
     const queries = rows(40, 45);
     const r = await client.search('merge', queries, 7);
     assertSameHits(hitsOf(r), exact(Array.from({ length: 300 }, (_, i) => i), queries, 7));
     assert.equal(r.missing, undefined, 'no missing list without allowPartial');
-  } finally {
-    await client.close();
-    await local.close();
-  }
+  });
 });
 
 test('failover: a down server is skipped by placement; search fails naming it, or with allowPartial lists it as missing', async () => {
-  const local = localShards(3);
-  const client = IndexClient.withShards(local.shards);
-  try {
+  await withShards(3, async (client, shards) => {
     await client.createIndex('down', flat);
-    local.shards[1]!.down = true;
+    shards[1]!.down = true;
     await addRows(client, 'down', 90, false);
-    local.shards[1]!.down = false;
+    shards[1]!.down = false;
     await client.addBufferToIndex('down'); // into FAISS everywhere (server 1 holds nothing)
-    local.shards[1]!.down = true;
-    assert.equal(local.shards[1]!.calls.get('addIndexData') ?? 0, 0, 'nothing reached the down server');
+    shards[1]!.down = true;
+    assert.equal(shards[1]!.calls.get('addIndexData') ?? 0, 0, 'nothing reached the down server');
     assert.deepEqual(client.pendingRevocations, [], 'a server that was down never held a batch: nothing to revoke');
     const queries = rows(3, 5);
-    await assert.rejects(client.search('down', queries, 5), (err: unknown) => err instanceof ServerUnavailableError && err.message.includes(local.shards[1]!.name));
+    await assert.rejects(client.search('down', queries, 5), (err: unknown) => err instanceof ServerUnavailableError && err.message.includes(shards[1]!.name));
     const partial = await client.search('down', queries, 5, { allowPartial: true });
-    assert.deepEqual(partial.missing?.map((m) => m.server), [local.shards[1]!.name]);
+    assert.deepEqual(partial.missing?.map((m) => m.server), [shards[1]!.name]);
     assertSameHits(hitsOf(partial), exact(Array.from({ length: 90 }, (_, i) => i), queries, 5));
-    local.shards[1]!.down = false;
+    shards[1]!.down = false;
     const status = await client.status();
     assert.equal(status[0]!.indexes.down!.total + status[2]!.indexes.down!.total, 90);
     assert.equal(status[1]!.indexes.down!.total, 0);
-  } finally {
-    await client.close();
-    await local.close();
-  }
+  });
 });
 
 test('failover: a batch whose server failed while holding it moves on and is revoked there, so it counts once', async () => {
-  const local = localShards(2);
-  const client = IndexClient.withShards(local.shards, { reconnectIntervalMs: 50 });
-  try {
+  await withShards(2, async (client, shards) => {
     await client.createIndex('moved', flat);
-    local.shards[0]!.failAfter.add('addIndexData');
+    shards[0]!.failAfter.add('addIndexData');
     await addRows(client, 'moved', 40);
-    assert.equal(local.shards[0]!.calls.get('addIndexData'), 2, 'the two batches placed on server 0 reached it (and then moved on)');
+    assert.equal(shards[0]!.calls.get('addIndexData'), 2, 'the two batches placed on server 0 reached it (and then moved on)');
     for (let i = 0; i < 100 && client.pendingRevocations.length > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(client.pendingRevocations, [], 'the revocations were delivered');
-    local.shards[0]!.failAfter.clear();
+    shards[0]!.failAfter.clear();
     assert.equal(await client.getNtotal('moved'), 40, 'each batch counts once');
     const r = await client.search('moved', rows(0, 40), 1);
     assert.deepEqual(r.metadata.map((m) => (m[0] as [number, number])[0]), Array.from({ length: 40 }, (_, i) => i), 'every vector finds itself');
-  } finally {
-    await client.close();
-    await local.close();
-  }
+  }, { reconnectIntervalMs: 50 });
 });
 
 test('failover: a server that answers with its own error fails the search, with or without allowPartial', async () => {
-  const local = localShards(2);
-  const client = IndexClient.withShards(local.shards);
-  try {
+  await withShards(2, async (client, shards) => {
     await client.createIndex('err', flat);
     await addRows(client, 'err', 20);
-    local.shards[1]!.answer.set('search', new ValidationError('k', 'a test refusal', 0));
+    shards[1]!.answer.set('search', new ValidationError('k', 'a test refusal', 0));
     await assert.rejects(client.search('err', rows(0, 1), 3, { allowPartial: true }), ValidationError);
-  } finally {
-    await client.close();
-    await local.close();
-  }
+  });
 });
 
 test('filter: searchWithFilter fetches deeper until k hits pass, in exact order, for both filter forms', async () => {
-  const local = localShards(3);
-  const client = IndexClient.withShards(local.shards);
-  try {
+  await withShards(3, async (client, shards) => {
     await client.createIndex('filter', flat);
     await addRows(client, 'filter', 300);
     const queries = rows(10, 13);
@@ -152,8 +138,5 @@ test('filter: searchWithFilter fetches deeper until k hits pass, in exact order,
     // Fewer matches than k in the whole index: every match, and the loop ends.
     const rare = await client.searchWithFilter('filter', queries, k, { where: (m) => (m as [number, number])[0] < 5 });
     assert.deepEqual(rare.metadata.map((q) => q.map((m) => (m as [number, number])[0]).sort((a, b) => a - b)), [0, 1, 2].map(() => [0, 1, 2, 3, 4]));
-  } finally {
-    await client.close();
-    await local.close();
-  }
+  });
 });
