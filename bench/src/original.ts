@@ -25,11 +25,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IndexClient } from '../client/index-client.js';
-import type { Durability, IndexCfg } from '../config/index.js';
-import { recallAtK } from '../datasets/exact.js';
-import { FaissIndex, setNumThreads } from '../native/index.js';
-import { prng } from '../util/random.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import type { Durability, IndexCfg } from '../../dist/config/index.js';
+import { recallAtK } from '../../dist/datasets/exact.js';
+import { FaissIndex, setOmpNumThreads } from '../../dist/native/index.js';
+import { prng } from '../../dist/util/random.js';
 import { machineBusySeconds, startCluster, type BenchCluster } from './cluster.js';
 import { diskBytes, schedCpuSeconds } from './proc.js';
 import { fmt, monoUs, nowMs, sleep, type LatencyStats } from './stats.js';
@@ -241,7 +241,7 @@ async function runOnce(ds: Dataset & { meta: string[] }, truth: Int32Array, kind
  * No RPC, log or metadata: what per-server training costs at least on this machine.
  */
 async function ivfFloor(ds: Dataset, sizes: Sizes): Promise<{ seconds: number; cpuSeconds: number; vecPerSec: number }> {
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const perShard = Array.from({ length: SERVERS }, (_, s) => {
     const rows: Float32Array[] = [];
     for (let b = s; b < ds.n / sizes.batch; b += SERVERS) rows.push(ds.base.subarray(b * sizes.batch * ds.dim, (b + 1) * sizes.batch * ds.dim));
@@ -318,7 +318,7 @@ export async function runOriginalBench(argv: string[]): Promise<void> {
     meta: Array.from({ length: sizes.n }, (_, i) => String(i)),
   };
   // Exact top-k per metric (Flat searches by inner product, IVF by L2: see cfgFor).
-  setNumThreads(2);
+  setOmpNumThreads(2);
   const truthFor = async (metric: 'dot' | 'l2'): Promise<Int32Array> => {
     const exact = FaissIndex.fromFactory(dim, 'Flat', metric);
     await exact.add(base);

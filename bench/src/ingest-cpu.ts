@@ -3,17 +3,17 @@
  * batch with String(row) metadata, every step the client and a server run on their main
  * thread, timed in this process (CPU time, so other processes' load matters little):
  *
- *   node dist/bench/ingest-cpu.js [--reps N]
+ *   node bench/dist/ingest-cpu.js [--reps N]
  *
  * Prints ms per batch and per 500k vectors (50 batches). FAISS's add and the fdatasync run
  * off the main thread and are measured by the --original bench, not here.
  */
-import { toMatrix as clientToMatrix } from '../vectors.js';
-import { fp16ToFp32, toMatrix as serverToMatrix } from '../native/index.js';
-import { encodeFrame } from '../protocol/frame.js';
-import { encodeMetadata, offsetsBytes, validateMetadata } from '../protocol/metadata.js';
-import { crc32Update } from '../shard/crc.js';
-import { prng } from '../util/random.js';
+import { toMatrix as clientToMatrix } from '../../dist/vectors.js';
+import { fp16ToFp32, toMatrix as serverToMatrix } from '../../dist/native/index.js';
+import { encodeFrame } from '../../dist/protocol/frame.js';
+import { encodeMetadata, offsetsBytes, validateMetadata } from '../../dist/protocol/metadata.js';
+import { crc32Update } from '../../dist/shard/crc.js';
+import { prng } from '../../dist/util/random.js';
 
 const rows = 10_000;
 const dim = 128;

@@ -4,15 +4,15 @@
  * metadata, then sequential single-query searches. Reports server CPU per call (all 4
  * servers, from schedstat), client CPU per call, and p50/p99 latency:
  *
- *   node dist/bench/call-cpu.js [--calls N] [--server-prof DIR]
+ *   node bench/dist/call-cpu.js [--calls N] [--server-prof DIR]
  *
- * `window` in the output cuts the server profiles to the measured calls (cpuprofile.js --window).
+ * `window` in the output cuts the server profiles to the measured calls (bench/dist/cpuprofile.js --window).
  *
  * CPU per call holds under load; latency does not (write the load average next to it).
  */
 import { loadavg } from 'node:os';
-import { IndexClient } from '../client/index-client.js';
-import { prng } from '../util/random.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import { prng } from '../../dist/util/random.js';
 import { startCluster } from './cluster.js';
 import { schedCpuSeconds } from './proc.js';
 import { latencyStats, monoUs, nowMs, sleep } from './stats.js';
