@@ -32,8 +32,8 @@ import { FaissIndex, setOmpNumThreads } from '../../dist/native/index.js';
 import { prng } from '../../dist/util/random.js';
 import { machineBusySeconds, startCluster, type BenchCluster } from './cluster.js';
 import { diskBytes, schedCpuSeconds } from './proc.js';
-import { fmt, monoUs, nowMs, sleep, type LatencyStats } from './stats.js';
-import { K, SERVERS, measureSearch, type Dataset, type SearchCounts } from './workload.js';
+import { flagValue, fmt, monoUs, nowMs, sleep, type LatencyStats } from './stats.js';
+import { K, SERVERS, clientSearcher, measureSearch, type Dataset, type SearchCounts } from './workload.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MiB = 1024 * 1024;
@@ -173,15 +173,7 @@ async function runOnce(ds: Dataset & { meta: string[] }, truth: Int32Array, kind
       let mark = { server: 0, client: 0 };
       const m = await measureSearch(
         ds,
-        {
-          search: (q) => client.search(id, q, K),
-          ids: (raw, nq) => {
-            const meta = (raw as { metadata: unknown[][] }).metadata;
-            const out = new Int32Array(nq * K).fill(-1);
-            for (let q = 0; q < nq; q++) meta[q]!.forEach((v, r) => (out[q * K + r] = Number(v)));
-            return out;
-          },
-        },
+        clientSearcher((q) => client.search(id, q, K)),
         sizes.counts,
         {
           onPhase: (phase, edge) => {
@@ -277,11 +269,7 @@ function parse(argv: string[]): Opts {
   const o: Opts = { quick: false, reps: 0, kinds: ['flat', 'ivf'], modes: ['fsync', 'none'], serverProf: null, out: join(REPO, 'bench', 'results'), name: '' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+    const next = (): string => flagValue(argv, i++);
     if (a === '--quick') o.quick = true;
     else if (a === '--reps') o.reps = Number(next());
     else if (a === '--kinds') o.kinds = next().split(',') as Kind[];

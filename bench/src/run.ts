@@ -40,7 +40,7 @@ import { runDfaiss } from './dfaiss.js';
 import { runLimits } from './limit.js';
 import { checkTargets, markdown, type CaseResult, type RunRecord } from './report.js';
 import { buildsMarkdown, defaultVariant, genericVariant, runBuildComparison, type Variant } from './builds.js';
-import { nowMs, sleep } from './stats.js';
+import { flagValue, nowMs, sleep } from './stats.js';
 import {
   FULL_COUNTS,
   FULL_SIZES,
@@ -106,11 +106,7 @@ function parseArgs(argv: string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+    const next = (): string => flagValue(argv, i++);
     if (a === '--quick') o.quick = true;
     else if (a === '--name') o.name = next();
     else if (a === '--datasets') o.datasets = next().split(',') as DatasetName[];

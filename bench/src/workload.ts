@@ -103,6 +103,19 @@ export interface Searcher {
   ids(raw: unknown, nq: number): Int32Array;
 }
 
+/** A dfaiss side: `search` asks the cluster; each hit's metadata is its global row number (a number or its decimal string). */
+export function clientSearcher(search: (queries: Float32Array) => Promise<unknown>): Searcher {
+  return {
+    search,
+    ids: (raw, nq) => {
+      const meta = (raw as { metadata: unknown[][] }).metadata;
+      const out = new Int32Array(nq * K).fill(-1);
+      for (let q = 0; q < nq; q++) meta[q]!.forEach((v, r) => (out[q * K + r] = Number(v)));
+      return out;
+    },
+  };
+}
+
 export interface SearchCounts {
   /** Untimed single-query searches before measuring (plus one batch-100 search per 60). */
   warmup: number;
