@@ -15,6 +15,7 @@ import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../pr
 import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
 import { mergeOutput, mergeQueryInto, type Metric as IndexMetric, type ShardHits } from './merge.js';
+import { checkFilter, type Filter } from '../filter/index.js';
 import * as rec from './records.js';
 import type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId } from './records.js';
 import { ServerConn, type ConnKind } from './server-conn.js';
@@ -74,6 +75,11 @@ export interface SearchOptions extends CallControl {
   /** Also return each hit's stored vector. @default false */
   returnEmbeddings?: boolean;
   /**
+   * Only records this declarative filter admits are searched (docs/filters.md), on the
+   * servers, inside FAISS: k hits come back whenever k matching records exist.
+   */
+  filter?: Filter;
+  /**
    * When some servers are down or fail, return the merged hits of the others and list the
    * missing ones in `missing`, instead of failing. @default false
    */
@@ -91,6 +97,8 @@ export interface SearchResults {
   embeddings?: Float32Array[][];
   /** With allowPartial: the servers whose shards are missing from these results, and why. */
   missing?: Array<{ server: string; error: string }>;
+  /** With a filter: how many searchable records it admitted, over the servers that answered. */
+  matches?: number;
 }
 
 export type SearchFilter =
@@ -122,13 +130,12 @@ export interface IterateOptions {
   withVectors?: boolean;
   /** Resume after the page that returned this cursor. */
   cursor?: IterateCursor | null;
+  /** Only the records this declarative filter admits (docs/filters.md). */
+  filter?: Filter;
 }
 
-/**
- * What delete() removes: records by id. A declarative metadata filter ({ filter }) is
- * planned (docs/protocol.md, "delete by filter"); until it exists it is refused clearly.
- */
-export type DeleteSelector = readonly RecordId[] | { filter: unknown };
+/** What delete() removes: records by id, or every record a declarative filter admits ({ filter }, docs/filters.md). */
+export type DeleteSelector = readonly RecordId[] | { filter: Filter };
 
 
 /** How long close() tries to deliver pending revocations. */
@@ -297,7 +304,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   async delete(indexId: string, selector: DeleteSelector): Promise<DeleteResult> {
     if (!Array.isArray(selector)) {
       if (selector && typeof selector === 'object' && 'filter' in selector) {
-        throw new ValidationError('filter', 'record ids: delete by a declarative metadata filter is not available yet (pass an array of ids)', (selector as { filter: unknown }).filter);
+        const filter = checkFilter(selector.filter);
+        await this.indexMeta(indexId);
+        return rec.deleteByFilter(this.recordCall(indexId), this.servers.length, indexId, filter);
       }
       throw new ValidationError('ids', 'an array of record ids', selector);
     }
@@ -325,8 +334,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     if (c != null && (!Number.isSafeInteger(c.server) || c.server < 0 || !Number.isSafeInteger(c.after) || c.after < 0)) {
       throw new ValidationError('cursor', 'a cursor returned by iterate ({ server, after })', c);
     }
+    const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
     const meta = await this.indexMeta(indexId);
-    yield* rec.iterateEverywhere(this.recordCall(indexId), this.servers.length, indexId, { batchSize, withVectors: opts.withVectors ?? true, cursor: c ?? null, dim: meta.dim });
+    yield* rec.iterateEverywhere(this.recordCall(indexId), this.servers.length, indexId, { batchSize, withVectors: opts.withVectors ?? true, cursor: c ?? null, dim: meta.dim, filter });
   }
 
   /**
@@ -659,10 +669,12 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const params = this.callParams(meta, opts.params);
-    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false, params, callControl(opts));
+    const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
+    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false, params, callControl(opts), filter);
     if (replies.untrained) this.checkTraining(indexId, meta);
     const out = this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
     if (opts.allowPartial) out.missing = replies.missing;
+    if (filter) out.matches = replies.matches;
     return out;
   }
 
@@ -774,10 +786,10 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
    * and delivered, and the search runs once more.
    */
-  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}) {
-    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control);
+  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}, filter?: Filter) {
+    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control, filter);
     if (!(await this.learnHeld(indexId, first.held))) return first;
-    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control);
+    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control, filter);
   }
 
   /** Fetches held revocations from each server reporting more than this client knows; true when there were new ones. */
@@ -789,11 +801,11 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     return learned.some(Boolean);
   }
 
-  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}) {
+  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}, filter?: Filter) {
     const settled = await Promise.allSettled(
       this.servers.map(async (s, i) => {
         await this.revocations.readyToRead(i, indexId);
-        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}) }, [queries], control);
+        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}), ...(filter ? { filter } : {}) }, [queries], control);
       }),
     );
     const missing: Array<{ server: string; error: string }> = [];
@@ -807,10 +819,12 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     }
     if (replies.length === 0) throw new ServerUnavailableError(missing.map((m) => m.server).join(', '), `no server answered: ${missing.map((m) => `${m.server}: ${m.error}`).join('; ')}`);
     let ntotal = 0;
+    let matches = 0;
     let trained = false;
     let untrained = false;
     const shards = replies.map((r) => {
       ntotal += r.result.ntotal;
+      matches += r.result.filtered?.matches ?? 0;
       if (r.result.state === IndexState.NOT_TRAINED) untrained = true;
       if (r.result.ntotal > 0) trained = true;
       const att = r.attachments;
@@ -825,7 +839,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       if (meta && untrained) this.checkTraining(indexId, meta);
       throw new IndexStateError(`index '${indexId}' has no searchable vectors yet: add data and wait until getState() is TRAINED`);
     }
-    return { shards, ntotal, missing, untrained, held };
+    return { shards, ntotal, missing, untrained, held, matches };
   }
 
   private mergeReplies(
