@@ -9,6 +9,7 @@ import { IndexClient, IndexState, ValidationError, type Filter } from '../../src
 import { exactSearch } from '../../src/datasets/exact.js';
 import { syntheticClusters } from '../helpers/data.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { runCli } from '../helpers/cli.js';
 
 const dim = 16;
 const N = 120_000;
@@ -164,6 +165,23 @@ test('filter validation: the client and the server name the path inside the filt
   }
   const ok = await client.search('fs-flat', queries, K, { filter: { lang: 'en' } });
   assert.equal(ok.ids!.length, NQ, 'the servers still answer');
+});
+
+test('dfaiss search --filter: JSON on the command line; a bad filter names the flag and the path', { timeout: 60_000 }, async () => {
+  const ok = await runCli(['search', '--discover', cluster.discovery, '--index-id', 'fs-flat', '--random', '2', '-k', '5', '--json', '--filter', '{"b": 4321, "nested.odd": true}']);
+  assert.equal(ok.code, 0, ok.stderr);
+  const out = JSON.parse(ok.stdout) as { matches: number; results: Array<{ hits: Array<{ id: number; metadata: { b: number } }> }> };
+  assert.equal(out.matches, 12);
+  for (const r of out.results) {
+    assert.equal(r.hits.length, 5);
+    for (const h of r.hits) assert.equal(h.metadata.b, 4321);
+  }
+  const bad = await runCli(['search', '--discover', cluster.discovery, '--index-id', 'fs-flat', '--random', '1', '--filter', '{"year": {"$gt": [2000]}}']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--filter\.year\.\$gt.*finite number or a string/);
+  const notJson = await runCli(['search', '--discover', cluster.discovery, '--index-id', 'fs-flat', '--random', '1', '--filter', "{lang: 'en'}"]);
+  assert.notEqual(notJson.code, 0);
+  assert.match(notJson.stderr, /--filter expects a JSON filter/);
 });
 
 test('iterate and delete by filter; upsert moves a record between filters; deleted records never match', { timeout: 300_000 }, async () => {
