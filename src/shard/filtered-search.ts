@@ -85,8 +85,10 @@ export function filterSource(shard: Shard): FilterSource {
  * replacement waits to be indexed (get, iterate and delete see the new one).
  */
 export function liveRecords(shard: Shard, from: number, to: number, currentOnly: boolean): Bits {
+  const { records } = shard;
+  if (from === 0 && records.deadTotal === 0 && records.replacing === 0 && shard.tombstones().length === 0) return Bits.full(to); // nothing hidden: the common case
   const bits = new Bits(to);
-  for (let i = from; i < to; i++) if (!shard.isHidden(i) && (!currentOnly || shard.records.isCurrent(i))) bits.set(i);
+  for (let i = from; i < to; i++) if (!shard.isHidden(i) && (!currentOnly || records.isCurrent(i))) bits.set(i);
   return bits;
 }
 
@@ -118,7 +120,14 @@ export async function filteredSearch(shard: Shard, queries: Float32Array, k: num
 /** FAISS labels of the selected internal ids (positions once a Flat index was compacted). */
 function faissLabels(shard: Shard, selected: Bits): BigInt64Array {
   const remap = shard.records.remap;
-  if (!remap) return BigInt64Array.from(selected.toArray(), BigInt);
+  if (!remap) {
+    const out = new BigInt64Array(selected.count());
+    let j = 0;
+    selected.forEach((i) => {
+      out[j++] = BigInt(i);
+    });
+    return out;
+  }
   const out: bigint[] = [];
   for (let p = 0; p < remap.len; p++) if (selected.has(remap.arr[p]!)) out.push(BigInt(p));
   return BigInt64Array.from(out);
