@@ -12,7 +12,7 @@ import { MAX_ID_LENGTH, type RecordId } from './shard/records.js';
 import type { IndexState } from './shard/state.js';
 import { MAX_K, type Metric } from './vectors.js';
 
-import type { AttachmentRule } from './protocol/rpc-server.js';
+import type { AttachmentRule } from './protocol/rpc-methods.js';
 
 const indexId = z.string().min(1).max(128);
 const cfgObject = z.record(z.string(), z.unknown());

@@ -17,15 +17,46 @@ export type IdsInput = BigInt64Array | ReadonlyArray<number | bigint>;
 /** Upper bound on k: FAISS allocates n*k results and heaps of k per query. */
 export const MAX_K = 1 << 20;
 
-/** Normalises vectors to a row-major Float32Array, without copying when it already is one. */
-export function toMatrix(x: VectorsInput, dim: number, field: string): { data: Float32Array; n: number } {
+declare const checkedMatrix: unique symbol;
+
+/**
+ * A row-major float32 matrix whose shape (non-empty, a multiple of its dim) and values
+ * (finite) were checked once by toMatrix. The layers below (shard, FAISS binding) take it
+ * without scanning it again: toMatrix returns it as it is for the same dim.
+ */
+export type CheckedMatrix = Float32Array & { readonly [checkedMatrix]: true };
+
+/** Checked matrices and the dim they were checked for (weak: no memory is kept alive). */
+const checkedDims = new WeakMap<Float32Array, number>();
+
+/** True when `x` was checked by toMatrix (or derived from checked rows) for `dim`. */
+export function isChecked(x: unknown, dim: number): x is CheckedMatrix {
+  return x instanceof Float32Array && checkedDims.get(x) === dim;
+}
+
+/**
+ * Marks `m` checked when every matrix it was made of (a row range of one, or the rows of
+ * several copied together) was: their values are its values. Returns `m`.
+ */
+export function deriveChecked(m: Float32Array, dim: number, from: readonly Float32Array[]): Float32Array {
+  if (m.length > 0 && m.length % dim === 0 && from.every((f) => isChecked(f, dim))) checkedDims.set(m, dim);
+  return m;
+}
+
+/**
+ * Normalises vectors to a row-major Float32Array, without copying when it already is one,
+ * and checks them once: a matrix toMatrix already checked for this dim is returned as it is.
+ */
+export function toMatrix(x: VectorsInput, dim: number, field: string): { data: CheckedMatrix; n: number } {
+  if (isChecked(x, dim)) return { data: x, n: x.length / dim };
   if (x instanceof Float32Array) {
     if (x.length === 0) throw new ValidationError(field, 'at least one vector', 'an empty array');
     if (x.length % dim !== 0) {
       throw new ValidationError(field, `a Float32Array whose length is a multiple of dim=${dim}`, `length ${x.length}`);
     }
     checkFinite(x, dim, field);
-    return { data: x, n: x.length / dim };
+    checkedDims.set(x, dim);
+    return { data: x as CheckedMatrix, n: x.length / dim };
   }
   if (!Array.isArray(x)) {
     throw new ValidationError(field, 'a Float32Array (row-major) or an array of vectors', x);
@@ -40,7 +71,8 @@ export function toMatrix(x: VectorsInput, dim: number, field: string): { data: F
     for (let j = 0; j < dim; j++) data[i * dim + j] = row[j] as number;
   }
   checkFinite(data, dim, field);
-  return { data, n: x.length };
+  checkedDims.set(data, dim);
+  return { data: data as CheckedMatrix, n: x.length };
 }
 
 function checkFinite(data: Float32Array, dim: number, field: string): void {

@@ -1,215 +1,91 @@
 /**
- * IndexClient: all coordination lives here. Places batches on servers round-robin, fans
- * every search out to all servers and merges the top-k, aggregates states and counts.
- * Each server gets two connections: one for bulk traffic (adds, training, saves) and one
- * for searches and small calls, so a search never queues behind a 16 MiB batch.
+ * IndexClient: all coordination lives in the client, and this class is its facade. The
+ * parts: connections.ts (the servers, two connections each: bulk and query), placement.ts
+ * (where a batch goes), fan-out.ts + merge.ts (search on every server, heap merge), filter.ts
+ * (the client-side filter loop), training-trigger.ts + training.ts (shared training),
+ * revocations.ts (batches moved off a failed server), records.ts (records with ids).
  */
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
-import { checkCallSearchParams, checkSearchParameter, type IndexTypeCfg } from '../config/search-params.js';
-import { randomUUID } from 'node:crypto';
+import { checkCallSearchParams, checkSearchParameter } from '../config/search-params.js';
 import { EventEmitter } from 'node:events';
-import { ConnectionError, IndexStateError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
-import { MAX_K, checkK, toMatrix, type Metric, type VectorsInput } from '../vectors.js';
+import { ConnectionError, IndexStateError, ServerUnavailableError, ValidationError } from '../errors.js';
+import { checkK, toMatrix, type VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
-import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
+import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
-import { mergeOutput, mergeQueryInto, type Metric as IndexMetric, type ShardHits } from './merge.js';
+import { mergeReplies } from './merge.js';
 import { checkFilter, type Filter } from '../filter/index.js';
 import * as rec from './records.js';
-import type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId } from './records.js';
-import { ServerConn, type ConnKind } from './server-conn.js';
+import type { DeleteResult, GetResult, IteratePage, RangeSearchResults, RecordId } from './records.js';
+import type { ServerConn } from './server-conn.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
-import { clusterState, runSharedTraining, shardInfos, trainingDue } from './training.js';
-import type { ArgsOf, MethodName, ResultOf, ShardInfoReply, StatusReply } from '../contract.js';
-import { rpcClientSecurityOptions, type ClientSecurityOptions } from './security-options.js';
+import { clusterState } from './training.js';
+import type { ArgsOf, ShardInfoReply, StatusReply } from '../contract.js';
+import { rpcClientSecurityOptions } from './security-options.js';
+import type {
+  AddOptions,
+  DeleteSelector,
+  GetOptions,
+  IndexClientEvents,
+  IndexClientOptions,
+  IterateOptions,
+  SearchFilter,
+  SearchOptions,
+  SearchResults,
+} from './api.js';
+import { AddSlots } from './add-slots.js';
+import { callControl } from './call-control.js';
+import { Connections } from './connections.js';
+import { fanOutSearch, readEverywhere } from './fan-out.js';
+import { filterPredicate, searchFiltered } from './filter.js';
+import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
+import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
+import { TrainingTrigger } from './training-trigger.js';
 
-export interface IndexClientOptions extends ClientSecurityOptions {
-  /** How long connect() waits for the discovery file to list every server. @default 7_200_000 (2 h) */
-  discoveryTimeoutMs?: number;
-  /**
-   * While connect() waits for the discovery file, gets a line every discoveryLogIntervalMs
-   * saying what is missing (the file does not exist, is empty, lists 1 of 4 servers).
-   * @default one line on stderr (pass `() => {}` to silence)
-   */
-  log?: (message: string) => void;
-  /** @default 5000 */
-  discoveryLogIntervalMs?: number;
-  /**
-   * Deadline of each call to a server: a dead or stuck server makes the call fail within it,
-   * with an error naming the server. @default 120_000
-   */
-  callTimeoutMs?: number;
-  /**
-   * While a server is down, reconnecting is tried at most this often; calls in between fail
-   * at once. Pending batch revocations for it are retried at this interval too. @default 1000
-   */
-  /**
-   * Deadline of training calls (syncTrain, and each step of a shared training), which can
-   * run far longer than other calls. @default 3_600_000 (1 h)
-   */
-  trainTimeoutMs?: number;
-  reconnectIntervalMs?: number;
-  /** TCP connect + hello deadline per server. @default 10_000 */
-  connectTimeoutMs?: number;
-  /** Batches being sent or stored at once across all servers; more addIndexData calls wait. @default 2 x servers */
-  maxAddsInFlight?: number;
-  /** Name shown in server logs. */
-  clientName?: string;
-  /**
-   * How long close() waits for shared trainings this client runs (its adds reached
-   * trainNum, or syncTrain/asyncTrain/getState started one) to be installed on every
-   * shard. A training still running then goes on on its server, and the next client that
-   * touches the index (add, search, getState, status, syncTrain) finishes it. @default 120_000
-   */
-  closeTimeoutMs?: number;
-}
-
-export interface SearchOptions extends CallControl {
-  /**
-   * Search parameters for this call only, e.g. `{ nprobe: 32 }` (IVF), `{ efSearch: 128 }`
-   * (HNSW), `max_codes`, `quantizer_efSearch`: they never change the index other clients
-   * search (setNprobe / setSearchParameter set its defaults). Validated for the index type.
-   */
-  params?: Record<string, number>;
-  /** Also return each hit's stored vector. @default false */
-  returnEmbeddings?: boolean;
-  /**
-   * Only records this declarative filter admits are searched (docs/filters.md), on the
-   * servers, inside FAISS: k hits come back whenever k matching records exist.
-   */
-  filter?: Filter;
-  /**
-   * When some servers are down or fail, return the merged hits of the others and list the
-   * missing ones in `missing`, instead of failing. @default false
-   */
-  allowPartial?: boolean;
-}
-
-export interface SearchResults {
-  /** Per query, the scores of its hits, best first (inner product for 'dot', squared L2 for 'l2'). */
-  scores: number[][];
-  /** Per query, the metadata of its hits (null for vectors added without metadata). */
-  metadata: unknown[][];
-  /** Per query, each hit's record id (indexes whose records have ids). */
-  ids?: Array<Array<RecordId | null>>;
-  /** Per query, each hit's vector, with returnEmbeddings. */
-  embeddings?: Float32Array[][];
-  /** With allowPartial: the servers whose shards are missing from these results, and why. */
-  missing?: Array<{ server: string; error: string }>;
-  /** With a filter: how many searchable records it admitted, over the servers that answered. */
-  matches?: number;
-}
-
-export type SearchFilter =
-  /** The original's form: drop hits whose metadata[filterPos] equals filterValue. */
-  | { filterPos: number; filterValue: unknown }
-  /** Keep only hits whose metadata passes the predicate. */
-  | { where: (metadata: unknown) => boolean };
-
-export interface AddOptions extends CallControl {
-  /** Training triggered by this batch runs in the background (true) or before the call returns. @default true */
-  trainAsync?: boolean;
-  /**
-   * One record id per vector (strings or safe integers, unique within the batch): the
-   * records can then be read, replaced and deleted by id. Ids already stored are refused
-   * (use upsert). An index holds either records with ids or vectors without; mixing is refused.
-   */
-  ids?: readonly RecordId[];
-}
-
-export interface GetOptions {
-  /** Also return each record's stored vector. @default false */
-  withVectors?: boolean;
-}
-
-export interface IterateOptions {
-  /** Records per page (1..65536). @default 1000 */
-  batchSize?: number;
-  /** Also return each record's stored vector. @default true */
-  withVectors?: boolean;
-  /** Resume after the page that returned this cursor. */
-  cursor?: IterateCursor | null;
-  /** Only the records this declarative filter admits (docs/filters.md). */
-  filter?: Filter;
-}
-
-/** What delete() removes: records by id, or every record a declarative filter admits ({ filter }, docs/filters.md). */
-export type DeleteSelector = readonly RecordId[] | { filter: Filter };
-
+export type {
+  AddOptions,
+  DeleteSelector,
+  GetOptions,
+  IndexClientEvents,
+  IndexClientOptions,
+  IterateOptions,
+  SearchFilter,
+  SearchOptions,
+  SearchResults,
+} from './api.js';
+export type { CallControl } from './call-control.js';
 
 /** How long close() tries to deliver pending revocations. */
 const CLOSE_FLUSH_MS = 5000;
 
-interface IndexMeta {
-  dim: number;
-  metric: IndexMetric;
-  /** The index stores records with ids (true), vectors without (false), or this client does not know yet (null). */
-  withIds?: boolean | null;
-  /** Next server for round-robin placement. */
-  next: number;
-  /** This client trains the index once for all shards (trainMode 'shared' on a type that needs training). */
-  sharedTraining: boolean;
-  trainNum: number;
-  /** Each server's buffered count, from its latest add reply (to start a shared training). */
-  buffered: number[];
-  /** Some shard is trained: a shard still NOT_TRAINED only needs the centroids installed. */
-  clusterTrained: boolean;
-  /** The shared training this client is running, if any. */
-  training: Promise<void> | null;
-  /** What decides its search parameters (null from a server that does not report it). */
-  type: IndexTypeCfg | null;
-}
-
-
-/** What IndexClient emits (ioredis-style connection events). */
-export interface IndexClientEvents {
-  /** A server was found down (a reconnect to it failed); calls to it fail at once until it is back. */
-  serverDown: [{ server: string; error: Error }];
-  /** A server that was down answers again. */
-  serverUp: [{ server: string }];
-}
-
-/**
- * Options every call of the client's main operations takes: a deadline for this call (instead
- * of callTimeoutMs) and an AbortSignal. An aborted call stops waiting at once and frees its
- * place (an add waiting for a slot never takes one).
- */
-export interface CallControl {
-  /** Deadline of this call in ms (per server request). @default callTimeoutMs */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
 export class IndexClient extends EventEmitter<IndexClientEvents> {
-  private readonly servers: ServerConn[];
+  private readonly conns: Connections;
+  private readonly servers: readonly ServerConn[];
   private readonly indexes = new Map<string, IndexMeta>();
-  private readonly maxAddsInFlight: number;
-  private readonly trainTimeoutMs: number;
-  private readonly reconnectIntervalMs: number;
-  private readonly closeTimeoutMs: number;
-  /** Per index: when this client last asked the shards whether a shared training is left to finish (see search). */
-  private readonly trainingChecked = new Map<string, number>();
   private readonly revocations: Revocations;
-  private addsInFlight = 0;
-  private readonly addWaiters: Array<() => void> = [];
-  private closed = false;
+  private readonly slots: AddSlots;
+  private readonly training: TrainingTrigger;
 
-  private constructor(servers: ServerConn[], opts: IndexClientOptions) {
+  private constructor(conns: Connections, opts: IndexClientOptions) {
     super();
-    this.servers = servers;
-    for (const s of servers) {
+    this.conns = conns;
+    this.servers = conns.servers;
+    for (const s of this.servers) {
       s.onStateChange = (up, error) => {
         // Without a listener an 'error'-like event would be lost anyway; these never throw.
         if (up) this.emit('serverUp', { server: s.name });
         else this.emit('serverDown', { server: s.name, error: error! });
       };
     }
-    this.maxAddsInFlight = Math.max(1, opts.maxAddsInFlight ?? 2 * servers.length);
-    this.trainTimeoutMs = opts.trainTimeoutMs ?? 3_600_000;
-    this.reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
-    this.closeTimeoutMs = opts.closeTimeoutMs ?? 120_000;
-    this.revocations = new Revocations(servers, this.reconnectIntervalMs);
+    const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
+    this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
+    this.revocations = new Revocations(this.servers, reconnectIntervalMs);
+    this.training = new TrainingTrigger(conns, {
+      trainTimeoutMs: opts.trainTimeoutMs ?? 3_600_000,
+      reconnectIntervalMs,
+      closeTimeoutMs: opts.closeTimeoutMs ?? 120_000,
+    });
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
@@ -220,20 +96,13 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
 
   /** Connects to an explicit list of servers. */
   static async connectTo(addresses: readonly ServerAddress[], opts: IndexClientOptions = {}): Promise<IndexClient> {
-    if (addresses.length === 0) throw new ValidationError('servers', 'at least one server address');
     const rpcOpts: RpcClientOptions = {
       callTimeoutMs: opts.callTimeoutMs ?? 120_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
       clientName: opts.clientName ?? `dfaiss-client-${process.pid}`,
       ...rpcClientSecurityOptions(opts),
     };
-    const settled = await Promise.allSettled(addresses.map((address) => ServerConn.open(address, rpcOpts, opts.reconnectIntervalMs ?? 1000)));
-    const failed = settled.find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
-    if (failed) {
-      await Promise.allSettled(settled.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
-      throw failed.reason;
-    }
-    return new IndexClient(settled.map((s) => (s as PromiseFulfilledResult<ServerConn>).value), opts);
+    return new IndexClient(await Connections.open(addresses, rpcOpts, opts.reconnectIntervalMs ?? 1000), opts);
   }
 
   /** Number of servers. */
@@ -255,8 +124,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   /** Creates the index on every server (a no-op where it exists with the same cfg). */
   async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
-    const created = await this.all('bulk', 'createIndex', { indexId, cfg: { ...full } });
-    this.indexes.set(indexId, this.newMeta(full.dim, full.metric, created[0]!.sharedTraining, full.trainNum, full));
+    const created = await this.conns.all('bulk', 'createIndex', { indexId, cfg: { ...full } });
+    this.indexes.set(indexId, newMeta(this.servers.length, full.dim, full.metric, created[0]!.sharedTraining, full.trainNum, full));
   }
 
   /**
@@ -274,19 +143,14 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[] | null, opts: AddOptions = {}): Promise<void> {
     if (opts.ids !== undefined) return this.putRecords(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true);
     const meta = await this.indexMeta(indexId);
-    await this.checkIdMode(indexId, meta, false);
+    await checkIdMode(this.conns, indexId, meta, false);
     const { data, n } = batchMatrix(vectors, meta.dim);
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
     const control = callControl(opts);
-    let training: Promise<void> | null = null;
-    await this.acquireAddSlot(control.signal);
-    try {
-      ({ training } = await this.placeBatch(indexId, meta, n, trainAsync, attachments, control));
-    } finally {
-      this.releaseAddSlot();
-    }
+    const placed = await this.slots.with(() => placeBatch(this.servers, this.revocations, { indexId, meta, n, trainAsync, attachments }, control), control.signal);
+    const training = this.training.afterAdd(indexId, meta, placed.server, placed.reply);
     if (training && !trainAsync) await training;
   }
 
@@ -300,7 +164,10 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     await this.putRecords(indexId, ids, vectors, metadata, true, true);
   }
 
-  /** Deletes records by id on every server (durable when it resolves); unknown ids are reported. */
+  /**
+   * Deletes records by id on every server, or every record a declarative filter admits
+   * ({ filter }, docs/filters.md); durable when it resolves. Unknown ids are reported.
+   */
   async delete(indexId: string, selector: DeleteSelector): Promise<DeleteResult> {
     if (!Array.isArray(selector)) {
       if (selector && typeof selector === 'object' && 'filter' in selector) {
@@ -360,124 +227,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
 
   /** Removes deleted vectors from FAISS on every server now (it also happens in the background); returns how many. */
   async compact(indexId: string): Promise<number> {
-    const r = await this.all('bulk', 'compact', { indexId });
+    const r = await this.conns.all('bulk', 'compact', { indexId });
     return r.reduce((a, b) => a + b.removed, 0);
-  }
-
-  private recordCall(indexId: string) {
-    return async <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(i: number, method: M, args: ArgsOf<M>) => {
-      this.checkOpen();
-      await this.revocations.readyToRead(i, indexId);
-      return this.servers[i]!.call<M>(method === 'deleteRecords' ? 'bulk' : 'query', method, args);
-    };
-  }
-
-  /** Stores records with ids: each on its home server, in parallel; upsert replaces older versions. */
-  private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | null | undefined, upsert: boolean, trainAsync: boolean): Promise<void> {
-    const meta = await this.indexMeta(indexId);
-    const { data, n } = batchMatrix(vectors, meta.dim);
-    const list = rec.checkBatchIds(ids, n);
-    await this.checkIdMode(indexId, meta, true);
-    const trainings = await rec.sendByHome(
-      {
-        servers: this.servers,
-        send: async (i, args, attachments) => {
-          await this.acquireAddSlot();
-          try {
-            const reply = (await this.servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments)).result;
-            return this.afterAdd(indexId, meta, i, reply);
-          } finally {
-            this.releaseAddSlot();
-          }
-        },
-      },
-      { data, dim: meta.dim, n, ids: list, metadata, upsert },
-    );
-    if (!trainAsync) await Promise.all(trainings.map((t) => t ?? Promise.resolve()));
-  }
-
-  /** Refuses a batch whose kind (with or without ids) differs from what the index holds. */
-  private async checkIdMode(indexId: string, meta: IndexMeta, withIds: boolean): Promise<void> {
-    if (meta.withIds == null) {
-      const infos = await this.infos(indexId);
-      const kinds = new Set(infos.flatMap((i) => (i && typeof i.withIds === 'boolean' ? [i.withIds] : [])));
-      if (kinds.size === 1) meta.withIds = [...kinds][0]!;
-    }
-    if (meta.withIds != null && meta.withIds !== withIds) {
-      throw new ValidationError(
-        'ids',
-        meta.withIds ? `one id per vector: index '${indexId}' stores records with ids (every batch must carry ids)` : `no ids: index '${indexId}' stores vectors without ids (batches with and without ids cannot be mixed; use a new index)`,
-        withIds ? 'a batch with ids' : 'a batch without ids',
-      );
-    }
-    meta.withIds ??= withIds;
-  }
-
-  /** Stores one batch on one server; returns the shared training this add started or joined, if any. */
-  private async placeBatch(indexId: string, meta: IndexMeta, n: number, trainAsync: boolean, attachments: Parameters<ServerConn['call']>[3], control: CallControl = {}): Promise<{ training: Promise<void> | null }> {
-    const failures: string[] = [];
-    // Attempts on servers that failed while holding the batch: revoked there, and held
-    // durably by the server that finally stores it (movedFrom), so no client has to outlive them.
-    const moved: ReturnType<Revocations['queue']>[] = [];
-    const movedFrom: Array<[number, string]> = [];
-    // Placement advances by one per batch; the fallbacks of this batch walk on from its
-    // own start (concurrent adds share meta.next, so it cannot drive the retries).
-    const start = meta.next;
-    meta.next = (meta.next + 1) % this.servers.length;
-    // Each server at most once. A server known to be down never saw the batch. One that
-    // failed while holding it may have stored it: that key is revoked there later, and the
-    // next server gets a fresh attempt (fresh key), so the batch ends up visible once.
-    for (let tried = 0; tried < this.servers.length; tried++) {
-      const i = (start + tried) % this.servers.length;
-      const server = this.servers[i]!;
-      const key = randomUUID();
-      let reply: AddReply;
-      try {
-        const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
-        reply = (await server.call('bulk', 'addIndexData', args, attachments, control)).result;
-        if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
-      } catch (err) {
-        if (control.signal?.aborted) {
-          // Aborted by the caller while the server may hold it: revoke it there, so an
-          // aborted add leaves nothing behind (and the caller may resend it).
-          this.revocations.queue(i, indexId, key);
-          throw err;
-        }
-        if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
-        failures.push(`${server.name}: ${err.message}`);
-        if (!(err instanceof ServerUnavailableError)) {
-          moved.push(this.revocations.queue(i, indexId, key));
-          if (server.rank !== undefined) movedFrom.push([server.rank, key]);
-        }
-        continue;
-      }
-      this.revocations.stored(moved, i);
-      return { training: this.afterAdd(indexId, meta, i, reply) };
-    }
-    throw new ServerUnavailableError(
-      this.servers.map((s) => s.name).join(', '),
-      `batch not stored: every server failed (${failures.join('; ')}). Resend it once a server is back` +
-        (moved.length > 0 ? '; servers that failed while holding it will be told to drop any copy they kept (pendingRevocations)' : ''),
-    );
-  }
-
-  /**
-   * Shared training starts once the cluster buffers trainNum vectors (the sum of the
-   * servers' latest counts), or at once for a shard still untrained in a trained cluster
-   * (one that was down during the install). Returns the training, if this add started or joined one.
-   */
-  private afterAdd(indexId: string, meta: IndexMeta, serverIdx: number, reply: AddReply): Promise<void> | null {
-    if (!meta.sharedTraining || !reply || typeof reply.buffered !== 'number') return null;
-    meta.buffered[serverIdx] = reply.buffered;
-    if (reply.state !== 'NOT_TRAINED') {
-      if (reply.state !== 'TRAINING') meta.clusterTrained = true;
-      return null;
-    }
-    const total = meta.buffered.reduce((a, b) => a + b, 0);
-    if (!meta.clusterTrained && (meta.trainNum === 0 || total < meta.trainNum)) return meta.training;
-    const t = this.sharedTrain(indexId, meta);
-    t.catch(() => {}); // background: a failure shows as NOT_TRAINED, and the next add tries again
-    return t;
   }
 
   /**
@@ -485,15 +236,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * sample drawn across shards with trainMode 'shared', else each shard on its own buffer.
    */
   async syncTrain(indexId: string): Promise<void> {
-    const meta = await this.indexMeta(indexId);
-    if (meta.sharedTraining) {
-      await this.sharedTrain(indexId, meta);
-      return;
-    }
-    // Per shard: a shard holding no vectors has nothing to train (it trains once data reaches
-    // it); only a cluster without any vector is an error.
-    const done = await this.all('bulk', 'syncTrain', { indexId }, { timeoutMs: this.trainTimeoutMs });
-    if (!done.some((d) => d.trained)) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
+    await this.training.syncTrain(indexId, await this.indexMeta(indexId));
   }
 
   /**
@@ -507,84 +250,38 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   /** Starts training and returns at once; poll getState() for TRAINED. */
   async asyncTrain(indexId: string): Promise<void> {
     const meta = await this.indexMeta(indexId);
-    if (meta.sharedTraining) this.sharedTrain(indexId, meta).catch(() => {}); // shows as NOT_TRAINED; train again
-    else await this.all('bulk', 'asyncTrain', { indexId });
-  }
-
-  /** One shared training per index at a time from this client; others join it. */
-  private sharedTrain(indexId: string, meta: IndexMeta): Promise<void> {
-    meta.training ??= this.runSharedTraining(indexId, meta).finally(() => {
-      meta.training = null;
-    });
-    return meta.training;
-  }
-
-  private async runSharedTraining(indexId: string, meta: IndexMeta): Promise<void> {
-    await runSharedTraining(this.servers, indexId, meta.dim, this.trainTimeoutMs);
-    meta.clusterTrained = true;
-  }
-
-  /**
-   * Finishes what a shared training left to do, judged from every shard's info (another
-   * client may have started it and died): returns the training this client now runs or
-   * joins, or null when nothing is due.
-   */
-  private finishTraining(indexId: string, meta: IndexMeta, infos: ReadonlyArray<ShardInfoReply | null>): Promise<void> | null {
-    if (meta.training) return meta.training;
-    if (!meta.sharedTraining || !trainingDue(infos)) return null;
-    const t = this.sharedTrain(indexId, meta);
-    t.catch(() => {}); // background: a failure shows as NOT_TRAINED, and the next touch tries again
-    return t;
-  }
-
-  /**
-   * A search saw an untrained shard of a shared-training index: asks every shard, in the
-   * background and at most once per reconnectIntervalMs per index, whether a training is
-   * left to finish.
-   */
-  private checkTraining(indexId: string, meta: IndexMeta): void {
-    if (!meta.sharedTraining || meta.training || this.closed) return;
-    const now = Date.now();
-    if (now - (this.trainingChecked.get(indexId) ?? 0) < this.reconnectIntervalMs) return;
-    this.trainingChecked.set(indexId, now);
-    this.infos(indexId).then(
-      (infos) => void this.finishTraining(indexId, meta, infos),
-      () => {},
-    );
-  }
-
-  /** Every server's info for the index; null for servers that are down. */
-  private async infos(indexId: string): Promise<Array<ShardInfoReply | null>> {
-    this.checkOpen();
-    return shardInfos(this.servers, indexId);
+    if (meta.sharedTraining) this.training.sharedTrain(indexId, meta).catch(() => {}); // shows as NOT_TRAINED; train again
+    else await this.conns.all('bulk', 'asyncTrain', { indexId });
   }
 
   /** Adds every server's buffered vectors to its (trained) index. */
   async addBufferToIndex(indexId: string): Promise<void> {
-    await this.all('bulk', 'addBufferToIndex', { indexId });
+    await this.conns.all('bulk', 'addBufferToIndex', { indexId });
   }
 
   /** Cluster state with the original's aggregation rules. */
   async getState(indexId: string): Promise<IndexState> {
-    const infos = await this.infos(indexId);
+    const infos = await this.conns.infos(indexId);
     const down = infos.flatMap((info, i) => (info ? [] : [this.servers[i]!.name]));
     if (down.length > 0) throw new ServerUnavailableError(down.join(', '), `cannot tell the state of '${indexId}': ${down.join(', ')} did not answer`);
     const live = infos as ShardInfoReply[];
     const meta = this.knownMeta(indexId, live[0]!);
     // A training under way (here, or left by a client that is gone) is TRAINING, never NOT_TRAINED.
-    if (this.finishTraining(indexId, meta, live)) return IndexState.TRAINING;
+    if (this.training.finish(indexId, meta, live)) return IndexState.TRAINING;
     return clusterState(live, aggregateStates);
   }
 
   /** Searchable vectors across all servers; 0 for an unknown index. */
   async getNtotal(indexId: string): Promise<number> {
-    const counts = await this.readAll('query', 'getNtotal', indexId);
+    this.conns.checkOpen();
+    const counts = await readEverywhere(this.servers, this.revocations, 'query', 'getNtotal', indexId);
     return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Distinct metadata[customMetaIdIdx] values across all servers. */
   async getIds(indexId: string): Promise<Set<unknown>> {
-    const lists = await this.readAll('bulk', 'getIds', indexId);
+    this.conns.checkOpen();
+    const lists = await readEverywhere(this.servers, this.revocations, 'bulk', 'getIds', indexId);
     return new Set(lists.flat());
   }
 
@@ -613,16 +310,16 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   async setSearchParameter(indexId: string, name: string, value: number): Promise<void> {
     const meta = await this.indexMeta(indexId);
     if (meta.type) checkSearchParameter(meta.type, name, value);
-    await this.all('query', 'setSearchParameter', { indexId, name, value });
+    await this.conns.all('query', 'setSearchParameter', { indexId, name, value });
   }
 
   /** OpenMP threads per server for FAISS calls. */
   async setOmpNumThreads(threads: number): Promise<void> {
-    await this.all('query', 'setOmpNumThreads', { threads });
+    await this.conns.all('query', 'setOmpNumThreads', { threads });
   }
 
   async saveIndex(indexId: string): Promise<void> {
-    await this.all('bulk', 'saveIndex', { indexId });
+    await this.conns.all('bulk', 'saveIndex', { indexId });
   }
 
   /**
@@ -633,13 +330,13 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    */
   async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = true): Promise<void> {
     const full = cfg ? defaultIndexCfg(cfg) : null;
-    await this.all('bulk', 'loadIndex', { indexId, cfg: full && { ...full }, forceReload });
+    await this.conns.all('bulk', 'loadIndex', { indexId, cfg: full && { ...full }, forceReload });
     this.indexes.delete(indexId);
   }
 
   /** Drops the index from memory and deletes its storage folder on every server. */
   async dropIndex(indexId: string): Promise<void> {
-    await this.all('bulk', 'dropIndex', { indexId });
+    await this.conns.all('bulk', 'dropIndex', { indexId });
     this.indexes.delete(indexId);
     // The data is gone on every server: nothing left to revoke.
     this.revocations.forget(indexId);
@@ -655,7 +352,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     for (const indexId of new Set(perIndex.flatMap((p) => Object.keys(p)))) {
       const infos = perIndex.map((p) => p[indexId] ?? null);
       const first = infos.find((i): i is ShardInfoReply => i !== null)!;
-      if (first.sharedTraining) this.finishTraining(indexId, this.knownMeta(indexId, first), infos);
+      if (first.sharedTraining) this.training.finish(indexId, this.knownMeta(indexId, first), infos);
     }
     return all;
   }
@@ -669,10 +366,11 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const params = this.callParams(meta, opts.params);
+    const withVectors = opts.returnEmbeddings ?? false;
+    // A declarative filter runs on the servers (shard/filtered-search.ts): only admitted records are searched.
     const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
-    const replies = await this.fanOutSearch(indexId, data, k, opts.returnEmbeddings ?? false, opts.allowPartial ?? false, params, callControl(opts), filter);
-    if (replies.untrained) this.checkTraining(indexId, meta);
-    const out = this.mergeReplies(replies.shards, n, k, meta, opts.returnEmbeddings ?? false);
+    const replies = await this.fanOut(indexId, meta, data, k, withVectors, opts.allowPartial ?? false, params, callControl(opts), filter);
+    const out = mergeReplies(replies.shards, n, k, meta, withVectors);
     if (opts.allowPartial) out.missing = replies.missing;
     if (filter) out.matches = replies.matches;
     return out;
@@ -690,38 +388,11 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const keep = filterPredicate(filter);
     const params = this.callParams(meta, opts.params);
     const withVectors = opts.returnEmbeddings ?? false;
-    let fetchK = Math.min(MAX_K, k * 3);
-    for (;;) {
-      const replies = await this.fanOutSearch(indexId, data, fetchK, withVectors, opts.allowPartial ?? false, params, callControl(opts));
-      if (replies.untrained) this.checkTraining(indexId, meta);
-      const merged = this.mergeReplies(replies.shards, n, fetchK, meta, withVectors);
-      const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}), ...(merged.ids ? { ids: [] } : {}) };
-      let short = false;
-      for (let q = 0; q < n; q++) {
-        const scores: number[] = [];
-        const metas: unknown[] = [];
-        const embs: Float32Array[] = [];
-        const ids: Array<RecordId | null> = [];
-        const row = merged.metadata[q]!;
-        for (let i = 0; i < row.length && scores.length < k; i++) {
-          if (!keep(row[i])) continue;
-          scores.push(merged.scores[q]![i]!);
-          metas.push(row[i]);
-          if (merged.ids) ids.push(merged.ids[q]![i]!);
-          if (withVectors) embs.push(merged.embeddings![q]![i]!);
-        }
-        out.ids?.push(ids);
-        // Too few survivors, and the shards may hold more beyond fetchK: fetch deeper.
-        if (scores.length < k && row.length === fetchK) short = true;
-        out.scores.push(scores);
-        out.metadata.push(metas);
-        out.embeddings?.push(embs);
-      }
-      const exhausted = fetchK >= replies.ntotal || fetchK >= MAX_K;
-      if (opts.allowPartial) out.missing = replies.missing;
-      if (!short || exhausted) return out;
-      fetchK = Math.min(MAX_K, fetchK * 2);
-    }
+    const allowPartial = opts.allowPartial ?? false;
+    return searchFiltered(n, k, keep, { withVectors, allowPartial }, async (fetchK) => {
+      const replies = await this.fanOut(indexId, meta, data, fetchK, withVectors, allowPartial, params, callControl(opts));
+      return { merged: mergeReplies(replies.shards, n, fetchK, meta, withVectors), ntotal: replies.ntotal, missing: replies.missing };
+    });
   }
 
   /**
@@ -729,9 +400,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * revocations; any left are reported with a process warning (code DFAISS_UNREVOKED).
    */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.awaitTrainings();
+    if (!this.conns.markClosed()) return;
+    await this.training.settle(this.indexes);
     const left = await this.revocations.close(CLOSE_FLUSH_MS);
     if (left.length > 0) {
       process.emitWarning(
@@ -740,141 +410,49 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
         { code: 'DFAISS_UNREVOKED', detail: JSON.stringify(left) },
       );
     }
-    await Promise.allSettled(this.servers.map((s) => s.close()));
+    await this.conns.close();
   }
 
   // ---- internals ----
 
-  /** close(): waits (up to closeTimeoutMs) for the shared trainings this client runs. */
-  private async awaitTrainings(): Promise<void> {
-    const running = [...this.indexes].filter(([, m]) => m.training);
-    if (running.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const finished = await Promise.race([
-      Promise.allSettled(running.map(([, m]) => m.training)).then(() => true),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), this.closeTimeoutMs))),
-    ]);
-    clearTimeout(timer);
-    if (!finished) {
-      const ids = running.filter(([, m]) => m.training).map(([id]) => `'${id}'`);
-      process.emitWarning(
-        `dfaiss: the shared training of ${ids.join(', ')} was still running after closeTimeoutMs (${this.closeTimeoutMs} ms); ` +
-          'it goes on on its server, and the next client that touches the index (add, search, getState, status, syncTrain) installs it on every shard',
-        { code: 'DFAISS_TRAINING_UNFINISHED' },
-      );
-    }
-  }
-
-  /** all(), for calls that read an index's data: pending revocations go first. */
-  private async readAll<M extends 'getNtotal' | 'getIds'>(conn: ConnKind, method: M, indexId: string): Promise<Array<ResultOf<M>>> {
-    this.checkOpen();
-    // Revocations some shard holds that this client does not know go first (see fanOutSearch).
-    // A server that does not answer, or lacks the index, holds none that matter here.
-    const infos = await Promise.allSettled(this.servers.map((s) => s.call('query', 'getInfo', { indexId })));
-    await this.learnHeld(indexId, infos.map((r) => (r.status === 'fulfilled' ? (r.value.result.heldRevocations ?? 0) : 0)));
-    const results = await Promise.all(
-      this.servers.map(async (s, i) => {
-        await this.revocations.readyToRead(i, indexId);
-        return s.call<M>(conn, method, { indexId } as ArgsOf<M>); // both take { indexId }
-      }),
-    );
-    return results.map((r) => r.result);
-  }
-
-  /**
-   * A fan-out search. A shard that holds revocations this client does not know yet (see
-   * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
-   * and delivered, and the search runs once more.
-   */
-  private async fanOutSearch(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}, filter?: Filter) {
-    const first = await this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control, filter);
-    if (!(await this.learnHeld(indexId, first.held))) return first;
-    return this.fanOutSearchOnce(indexId, queries, k, withVectors, allowPartial, params, control, filter);
-  }
-
-  /** Fetches held revocations from each server reporting more than this client knows; true when there were new ones. */
-  private async learnHeld(indexId: string, held: readonly number[]): Promise<boolean> {
-    // Nearly always every count is 0: only then is the client's bookkeeping walked.
-    const ask = held.flatMap((n, i) => (n > 0 && n > this.revocations.known(i, indexId) ? [i] : []));
-    if (ask.length === 0) return false;
-    const learned = await Promise.all(ask.map((i) => this.revocations.learn(i, indexId).catch(() => false)));
-    return learned.some(Boolean);
-  }
-
-  private async fanOutSearchOnce(indexId: string, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params?: Record<string, number>, control: CallControl = {}, filter?: Filter) {
-    const settled = await Promise.allSettled(
-      this.servers.map(async (s, i) => {
-        await this.revocations.readyToRead(i, indexId);
-        return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}), ...(filter ? { filter } : {}) }, [queries], control);
-      }),
-    );
-    const missing: Array<{ server: string; error: string }> = [];
-    const replies = [];
-    const held = settled.map((r) => (r.status === 'fulfilled' ? (r.value.result.held ?? 0) : 0));
-    for (let i = 0; i < settled.length; i++) {
-      const r = settled[i]!;
-      if (r.status === 'fulfilled') replies.push(r.value);
-      else if (allowPartial && r.reason instanceof ConnectionError) missing.push({ server: this.servers[i]!.name, error: (r.reason as Error).message });
-      else throw r.reason;
-    }
-    if (replies.length === 0) throw new ServerUnavailableError(missing.map((m) => m.server).join(', '), `no server answered: ${missing.map((m) => `${m.server}: ${m.error}`).join('; ')}`);
-    let ntotal = 0;
-    let matches = 0;
-    let trained = false;
-    let untrained = false;
-    const shards = replies.map((r) => {
-      ntotal += r.result.ntotal;
-      matches += r.result.filtered?.matches ?? 0;
-      if (r.result.state === IndexState.NOT_TRAINED) untrained = true;
-      if (r.result.ntotal > 0) trained = true;
-      const att = r.attachments;
-      const [distances, labels, blob, offBytes] = att;
-      const vectors = withVectors ? (att[4] as Float32Array) : undefined;
-      // Records with ids: each hit's id comes packed like metadata in the last two attachments.
-      const ids = r.result.ids ? { blob: att[att.length - 2] as Uint8Array, offsets: offsetsView(att[att.length - 1] as Uint8Array) } : undefined;
-      return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric, ids };
+  /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
+  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>, filter?: Filter) {
+    const replies = await fanOutSearch(this.servers, this.revocations, {
+      indexId,
+      queries,
+      k,
+      withVectors,
+      allowPartial,
+      ...(params ? { params } : {}),
+      ...(filter ? { filter } : {}),
+      control,
+      onUntrained: () => {
+        const known = this.indexes.get(indexId);
+        if (known) this.training.check(indexId, known);
+      },
     });
-    if (!trained) {
-      const meta = this.indexes.get(indexId);
-      if (meta && untrained) this.checkTraining(indexId, meta);
-      throw new IndexStateError(`index '${indexId}' has no searchable vectors yet: add data and wait until getState() is TRAINED`);
-    }
-    return { shards, ntotal, missing, untrained, held, matches };
+    if (replies.untrained) this.training.check(indexId, meta);
+    return replies;
   }
 
-  private mergeReplies(
-    shards: Array<ShardHits & { blob: Uint8Array; offsets: Uint32Array; vectors?: Float32Array; metric: IndexMetric; ids?: { blob: Uint8Array; offsets: Uint32Array } }>,
-    n: number,
-    k: number,
-    meta: IndexMeta,
-    withVectors: boolean,
-  ): SearchResults {
-    const metric = shards[0]?.metric ?? meta.metric;
-    const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
-    const readers = shards.map((s) => metadataReader(s.blob, s.offsets));
-    const idReaders = shards.some((s) => s.ids) ? shards.map((s) => (s.ids ? metadataReader(s.ids.blob, s.ids.offsets, 'ids') : () => null)) : null;
-    if (idReaders) out.ids = [];
-    const hits = mergeOutput(k);
-    for (let q = 0; q < n; q++) {
-      const count = mergeQueryInto(shards, q, k, metric, hits);
-      const scores = new Array<number>(count);
-      const metas = new Array<unknown>(count);
-      const ids = idReaders ? new Array<RecordId | null>(count) : null;
-      for (let i = 0; i < count; i++) {
-        scores[i] = hits.score[i]!;
-        metas[i] = readers[hits.shard[i]!]!(hits.slot[i]!);
-        if (ids) ids[i] = (idReaders![hits.shard[i]!]!(hits.slot[i]!) ?? null) as RecordId | null;
-      }
-      out.scores.push(scores);
-      out.metadata.push(metas);
-      if (ids) out.ids!.push(ids);
-      if (withVectors) {
-        const embs = new Array<Float32Array>(count);
-        for (let i = 0; i < count; i++) embs[i] = shards[hits.shard[i]!]!.vectors!.slice(hits.slot[i]! * meta.dim, (hits.slot[i]! + 1) * meta.dim);
-        out.embeddings!.push(embs);
-      }
-    }
-    return out;
+  private recordCall(indexId: string) {
+    return async <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(i: number, method: M, args: ArgsOf<M>) => {
+      this.conns.checkOpen();
+      await this.revocations.readyToRead(i, indexId);
+      return this.servers[i]!.call<M>(method === 'deleteRecords' ? 'bulk' : 'query', method, args);
+    };
+  }
+
+  /** Stores records with ids: each on its home server, in parallel; upsert replaces older versions. */
+  private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | null | undefined, upsert: boolean, trainAsync: boolean): Promise<void> {
+    const meta = await this.indexMeta(indexId);
+    const { data, n } = batchMatrix(vectors, meta.dim);
+    const list = rec.checkBatchIds(ids, n);
+    await checkIdMode(this.conns, indexId, meta, true);
+    const trainings = await placeRecords(this.servers, this.slots, { indexId, dim: meta.dim, data, n, ids: list, metadata, upsert, trainAsync }, (i, reply) =>
+      this.training.afterAdd(indexId, meta, i, reply),
+    );
+    if (!trainAsync) await Promise.all(trainings.map((t) => t ?? Promise.resolve()));
   }
 
   /** Per-call search parameters, checked for the index type before anything is sent (the servers check again). */
@@ -887,20 +465,20 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
 
   /** Dimension and metric of an index: known from createIndex, else asked from a server. */
   private async indexMeta(indexId: string): Promise<IndexMeta> {
-    this.checkOpen();
+    this.conns.checkOpen();
     const known = this.indexes.get(indexId);
     if (known) return known;
     // First touch of this index by this client: every shard's info, so a shared training
     // another client left unfinished is finished here.
-    const infos = await this.infos(indexId);
+    const infos = await this.conns.infos(indexId);
     const first = infos.find((i): i is ShardInfoReply => i !== null);
-    if (!first) throw await this.firstAnswer('getInfo', { indexId }).then(() => new ConnectionError(`no server answered about index '${indexId}'`), (err: unknown) => err); // all down: fails naming them
+    if (!first) throw await this.conns.firstAnswer('getInfo', { indexId }).then(() => new ConnectionError(`no server answered about index '${indexId}'`), (err: unknown) => err); // all down: fails naming them
     const meta = this.knownMeta(indexId, first);
     infos.forEach((info, i) => {
       if (info) meta.buffered[i] = info.buffered;
       if (info && info.state !== IndexState.NOT_TRAINED && info.state !== IndexState.TRAINING) meta.clusterTrained = true;
     });
-    this.finishTraining(indexId, meta, infos);
+    this.training.finish(indexId, meta, infos);
     return meta;
   }
 
@@ -908,116 +486,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private knownMeta(indexId: string, info: ShardInfoReply): IndexMeta {
     let meta = this.indexes.get(indexId);
     if (!meta) {
-      meta = this.newMeta(info.dim, info.metric, info.sharedTraining, info.trainNum, indexTypeOf(info));
+      meta = metaFromInfo(this.servers.length, info);
       this.indexes.set(indexId, meta);
     }
     return meta;
   }
-
-  private newMeta(dim: number, metric: IndexMetric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
-    return {
-      dim,
-      metric,
-      next: Math.floor(Math.random() * this.servers.length),
-      sharedTraining: sharedTraining === true,
-      trainNum,
-      buffered: new Array<number>(this.servers.length).fill(0),
-      clusterTrained: false,
-      training: null,
-      type: type && { indexBuilderType: type.indexBuilderType, faissFactory: type.faissFactory, centroids: type.centroids, inferCentroids: type.inferCentroids },
-    };
-  }
-
-  private async all<M extends MethodName>(conn: ConnKind, method: M, args: ArgsOf<M>, opts: { timeoutMs?: number } = {}): Promise<Array<ResultOf<M>>> {
-    this.checkOpen();
-    const results = await Promise.all(this.servers.map((s) => s.call<M>(conn, method, args, [], opts)));
-    return results.map((r) => r.result);
-  }
-
-  /** The first live server's answer (for facts every server knows, like an index's dim). */
-  private async firstAnswer<M extends MethodName>(method: M, args: ArgsOf<M>): Promise<ResultOf<M>> {
-    let last: unknown;
-    for (const s of this.servers) {
-      try {
-        return (await s.call<M>('query', method, args)).result;
-      } catch (err) {
-        if (!(err instanceof ConnectionError)) throw err;
-        last = err;
-      }
-    }
-    throw last;
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw new ConnectionError('this IndexClient was closed; connect a new one');
-  }
-
-  private acquireAddSlot(signal?: AbortSignal): Promise<void> {
-    if (this.addsInFlight < this.maxAddsInFlight) {
-      this.addsInFlight++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve, reject) => {
-      // Aborted while waiting: leave the queue (the slot goes to the next add).
-      const onAbort = (): void => {
-        const i = this.addWaiters.indexOf(wake);
-        if (i >= 0) this.addWaiters.splice(i, 1);
-        reject(signal!.reason);
-      };
-      const wake = (): void => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      this.addWaiters.push(wake);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  private releaseAddSlot(): void {
-    const next = this.addWaiters.shift();
-    if (next) next();
-    else this.addsInFlight--;
-  }
-}
-
-type AddReply = { firstId: number; state: IndexState; buffered?: number; revoked?: boolean } | undefined;
-
-/** A batch as a row-major matrix: float32 (validated, no copy when it is one) or float16 as it is. */
-function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): { data: Float32Array | Uint16Array; n: number } {
-  if (!(vectors instanceof Uint16Array)) return toMatrix(vectors, dim, 'vectors');
-  if (vectors.length === 0 || vectors.length % dim !== 0) {
-    throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${dim}`, `length ${vectors.length}`);
-  }
-  return { data: vectors, n: vectors.length / dim };
-}
-
-function filterPredicate(filter: SearchFilter): (m: unknown) => boolean {
-  if ('where' in filter) {
-    if (typeof filter.where !== 'function') throw new ValidationError('filter.where', 'a function (metadata) => boolean', filter.where);
-    return filter.where;
-  }
-  if (!Number.isSafeInteger(filter.filterPos) || filter.filterPos < 0) {
-    throw new ValidationError('filter.filterPos', 'a non-negative integer position in the metadata', filter.filterPos);
-  }
-  const { filterPos, filterValue } = filter;
-  return (m) => !(Array.isArray(m) && isEqual(m[filterPos], filterValue));
-}
-
-function isEqual(a: unknown, b: unknown): boolean {
-  return a === b || JSON.stringify(a) === JSON.stringify(b);
-}
-
-/** The index-type fields of a shard's info (to check search parameters before sending them). */
-function indexTypeOf(info: ShardInfoReply): IndexTypeCfg | null {
-  if (info.faissFactory === undefined) return null;
-  return { indexBuilderType: info.indexBuilderType ?? null, faissFactory: info.faissFactory, centroids: info.centroids ?? 0, inferCentroids: info.inferCentroids ?? false };
-}
-
-/** The per-call options to pass on (a signal already aborted fails the call at once). */
-function callControl(opts: CallControl): CallControl {
-  if (opts.timeoutMs !== undefined && (!Number.isSafeInteger(opts.timeoutMs) || opts.timeoutMs < 0)) {
-    throw new ValidationError('timeoutMs', 'a non-negative integer of milliseconds (0 = no deadline)', opts.timeoutMs);
-  }
-  opts.signal?.throwIfAborted();
-  return { ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}), ...(opts.signal ? { signal: opts.signal } : {}) };
 }

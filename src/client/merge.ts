@@ -5,6 +5,9 @@
  * the same result every time.
  */
 import type { Metric as FaissMetric } from '../vectors.js';
+import { metadataReader } from '../protocol/metadata.js';
+import type { SearchResults } from './api.js';
+import type { RecordId } from './records.js';
 
 /** The index's metric: 'cosine' scores sort like inner products (larger is better). */
 export type Metric = FaissMetric | 'cosine';
@@ -16,6 +19,15 @@ export interface ShardHits {
   labels: BigInt64Array;
   /** Hits per query in this shard's reply. */
   k: number;
+}
+
+/** One server's search reply: its hits plus the packed metadata (and ids, vectors) they point at. */
+export interface ReplyHits extends ShardHits {
+  blob: Uint8Array;
+  offsets: Uint32Array;
+  vectors?: Float32Array;
+  metric: Metric;
+  ids?: { blob: Uint8Array; offsets: Uint32Array };
 }
 
 /** One merged hit: which shard, and which slot of its reply. */
@@ -106,4 +118,34 @@ export function mergeQueryInto(shards: readonly ShardHits[], q: number, k: numbe
     push(s, pos + 1);
   }
   return n;
+}
+
+/** The global top-k of each of n queries from every server's reply, with metadata (and ids, vectors) decoded. */
+export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number, index: { dim: number; metric: Metric }, withVectors: boolean): SearchResults {
+  const metric = shards[0]?.metric ?? index.metric;
+  const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+  const readers = shards.map((s) => metadataReader(s.blob, s.offsets));
+  const idReaders = shards.some((s) => s.ids) ? shards.map((s) => (s.ids ? metadataReader(s.ids.blob, s.ids.offsets, 'ids') : () => null)) : null;
+  if (idReaders) out.ids = [];
+  const hits = mergeOutput(k);
+  for (let q = 0; q < n; q++) {
+    const count = mergeQueryInto(shards, q, k, metric, hits);
+    const scores = new Array<number>(count);
+    const metas = new Array<unknown>(count);
+    const ids = idReaders ? new Array<RecordId | null>(count) : null;
+    for (let i = 0; i < count; i++) {
+      scores[i] = hits.score[i]!;
+      metas[i] = readers[hits.shard[i]!]!(hits.slot[i]!);
+      if (ids) ids[i] = (idReaders![hits.shard[i]!]!(hits.slot[i]!) ?? null) as RecordId | null;
+    }
+    out.scores.push(scores);
+    out.metadata.push(metas);
+    if (ids) out.ids!.push(ids);
+    if (withVectors) {
+      const embs = new Array<Float32Array>(count);
+      for (let i = 0; i < count; i++) embs[i] = shards[hits.shard[i]!]!.vectors!.slice(hits.slot[i]! * index.dim, (hits.slot[i]! + 1) * index.dim);
+      out.embeddings!.push(embs);
+    }
+  }
+  return out;
 }

@@ -107,6 +107,18 @@ export class Revocations {
   }
 
   /**
+   * Fetches held revocations from each server reporting more (`held[i]`, from a search reply
+   * or getInfo) than this client knows; true when there were new ones.
+   */
+  async learnHeld(indexId: string, held: readonly number[]): Promise<boolean> {
+    // Nearly always every count is 0: only then is the bookkeeping walked.
+    const ask = held.flatMap((n, i) => (n > 0 && n > this.known(i, indexId) ? [i] : []));
+    if (ask.length === 0) return false;
+    const learned = await Promise.all(ask.map((i) => this.learn(i, indexId).catch(() => false)));
+    return learned.some(Boolean);
+  }
+
+  /**
    * Before reading index data from server `i`: deliver its pending revocations for this
    * index; if they cannot be delivered, the server counts as failed for this read.
    */

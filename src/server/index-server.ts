@@ -16,6 +16,7 @@ import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
 import { checkBatch, type Shard, type ShardInfo } from '../shard/shard.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import type { CheckedMatrix } from '../vectors.js';
 import { buildMethods } from './methods.js';
 import { listenError, MetricsHttpServer } from './metrics-http.js';
 import { ServerMetrics } from './metrics.js';
@@ -269,7 +270,7 @@ export class IndexServer {
    * A batch that arrives while the index is being reloaded goes to the reloaded shard; one
    * that is refused (unknown or dropped index, wrong shape) leaves nothing behind.
    */
-  async addBatch(indexId: string, vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions): Promise<number> {
+  async addBatch(indexId: string, vectors: CheckedMatrix, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions): Promise<number> {
     let handed = false;
     try {
       return await this.withShard(indexId, async (durable) => {

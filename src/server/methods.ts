@@ -39,8 +39,9 @@ export function buildMethods(server: IndexServer): ServerMethods {
         checkBatch(cfg, raw, n);
         // fp16 is widened natively into a new array; f32 vectors stay in this request's
         // receive buffer, kept past the reply until FAISS has them (no copy).
-        const vectors = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
-        toMatrix(vectors, cfg.dim, 'vectors'); // NaN / Infinity check
+        const widened = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
+        // Checked once here (shape, NaN / Infinity): the shard and FAISS's binding take it as it is.
+        const vectors = toMatrix(widened, cfg.dim, 'vectors').data;
         if (upsert && !rawIds) throw new ValidationError('ids', 'one id per vector (upsert replaces records by id)', rawIds);
         const ids = rawIds ? batchIds(rawIds, n) : undefined;
         if (ids) checkHome(ids, servers, server.rank);
@@ -222,8 +223,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
     search: implement('search', async ({ indexId, k, returnEmbeddings, params, filter }, ctx) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
-        const queries = ctx.attachments[0] as Float32Array;
-        toMatrix(queries, shard.cfg.dim, 'queries');
+        const queries = toMatrix(ctx.attachments[0] as Float32Array, shard.cfg.dim, 'queries').data;
         // Per call (never changing the index other clients search), checked against the real nlist.
         const nlist = shard.faissIndex?.nlist;
         const callParams = params ? checkCallSearchParams(shard.cfg, params, nlist !== undefined && nlist > 0 ? { nlist } : {}) : undefined;

@@ -66,8 +66,7 @@ export function buildRecordMethods(server: IndexServer) {
     rangeSearch: implement('rangeSearch', async ({ indexId, radius }, ctx) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
-        const queries = ctx.attachments[0] as Float32Array;
-        toMatrix(queries, shard.cfg.dim, 'queries');
+        const queries = toMatrix(ctx.attachments[0] as Float32Array, shard.cfg.dim, 'queries').data;
         prepareQueries(shard, queries);
         // hnswsq builds L2 indexes: over unit vectors, cosine > r  <=>  squared L2 < 2 (1 - r).
         const l2Cosine = cosineOverL2(shard);

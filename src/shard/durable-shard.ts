@@ -1,7 +1,10 @@
 /**
  * A shard with its folder: write-ahead log + atomic snapshots. Acknowledged means durable:
  * add() resolves only after the batch is in the WAL (fsynced in the default mode), whatever
- * the shard's state. Restore = newest complete snapshot + replay of the WAL after it.
+ * the shard's state. Restore = newest complete snapshot + replay of the WAL after it
+ * (restore.ts). This class is the writer side: every change is logged, then applied in the
+ * tick the log write completes; idempotency keys are in batch-keys.ts, the revocations held
+ * for other servers in held-revocations.ts.
  *
  *   {dir}/cfg.json                  the index configuration
  *   {dir}/centroids.bin             shared training's centroids (when used)
@@ -12,14 +15,14 @@ import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, StorageError } from '../errors.js';
-import { fp16ToFp32, normalizeL2 } from '../native/index.js';
+import { BatchKeys, type RevokeResult } from './batch-keys.js';
+import { HeldRevocations } from './held-revocations.js';
+import { restoreShard } from './restore.js';
 import { Shard, type SharedTrained, type SharedTrainingOptions, type ShardOptions } from './shard.js';
 import {
   exists,
-  listSnapshots,
   pruneSnapshots,
   readCfg,
-  readSnapshot,
   readSharedTrained,
   snapshotTmpDir,
   writeCfg,
@@ -27,26 +30,16 @@ import {
   writeSharedTrained,
   type SnapshotCut,
 } from './snapshot.js';
-import { WriteAheadLog, replayWal, type Durability, type WalObserver } from './wal.js';
+import { WriteAheadLog, type Durability, type WalObserver } from './wal.js';
 import type { RecordId } from './records.js';
 import { scheduleCompaction } from './shard-records.js';
 
+export type { RevokeResult } from './batch-keys.js';
+
 /** Snapshots kept on disk; the WAL is kept back to the oldest, so a bad newest one can fall back. */
 const KEEP_SNAPSHOTS = 2;
-/** Idempotency keys remembered (the newest ones), to recognise a client's retried batch. */
-const MAX_KEYS = 100_000;
 /** Keys per kind a snapshot carries (the newest ones). */
 const SNAPSHOT_KEYS = 10_000;
-
-export interface RevokeResult {
-  /**
-   * 'tombstoned': the batch was stored here and its ids are now hidden; 'blocked': it never
-   * arrived, and will be refused if it does; 'already': the key was revoked before.
-   */
-  outcome: 'tombstoned' | 'blocked' | 'already';
-  /** Vectors tombstoned by this call. */
-  count: number;
-}
 
 export interface RestoreReport {
   /** Snapshot generation restored (0 = none: rebuilt from the WAL alone). */
@@ -101,20 +94,10 @@ export class DurableShard {
   private snapshotSeq: number;
   private saving: Promise<void> | null = null;
   private queuedSnapshot: Promise<void> | null = null;
-  /** Idempotency key -> [first internal id, vectors] of batches stored recently (insertion ordered). */
-  private readonly keys = new Map<string, [number, number]>();
-  /** Keys of batches being written right now, so a concurrent retry waits for the original. */
-  private readonly keysInFlight = new Map<string, Promise<number>>();
-  /** Keys revoked by their client (recent ones): a batch arriving with one is refused. */
-  private readonly revoked = new Set<string>();
-  /**
-   * Revocations this shard holds for other servers: [rank, key] of attempts of batches that
-   * were moved here because that server failed while holding them. Durable (logged with the
-   * batch) until a client confirms their delivery, so no client has to outlive them.
-   */
-  private readonly outgoing = new Map<string, [number, string]>();
-  /** Revocations being logged right now; an add with the same key waits for the outcome. */
-  private readonly revoking = new Map<string, Promise<RevokeResult>>();
+  /** Idempotency keys of batches stored, being stored and revoked. */
+  private readonly keys = new BatchKeys();
+  /** Revocations this shard holds for other servers, until a client confirms their delivery. */
+  private readonly held: HeldRevocations;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Adds accepted (past the closed check) and not yet settled: close() lets them finish. */
@@ -125,8 +108,9 @@ export class DurableShard {
   private readonly modesInFlight = new Map<boolean, number>();
   private readonly observers: Pick<DurableShardOptions, 'onSnapshotWritten' | 'onTrainingDone'>;
 
-  private constructor(dir: string, shard: Shard, wal: WriteAheadLog, seq: number, generation: number, opts: DurableShardOptions) {
+  private constructor(dir: string, shard: Shard, wal: WriteAheadLog, seq: number, generation: number, opts: DurableShardOptions, held = new HeldRevocations()) {
     this.dir = dir;
+    this.held = held;
     this.observers = { onSnapshotWritten: opts.onSnapshotWritten, onTrainingDone: opts.onTrainingDone };
     this.shard = shard;
     this.wal = wal;
@@ -169,89 +153,30 @@ export class DurableShard {
 
   /** Restores from the newest complete snapshot plus the WAL; `cfg` overrides the stored one. */
   static async open(dir: string, cfg: IndexCfg | null, opts: DurableShardOptions = {}): Promise<{ shard: DurableShard; report: RestoreReport }> {
-    const skipped: string[] = [];
     const useCfg = cfg ?? (await readCfg(dir));
     if (!useCfg) throw new StorageError(`${dir} has no cfg.json: not a dfaiss index folder (pass a cfg to load it anyway)`);
     if (cfg) await writeCfg(dir, cfg); // the given cfg is the index's from now on (a later load without one keeps it)
     const link = DurableShard.hookLink({ ...opts, sharedTraining: await usesSharedTraining(useCfg) });
-    const hooked = link.options;
-    let shard: Shard | null = null;
-    let generation = 0;
-    let fromSeq = 0;
-    let recentKeys: Array<[string, number, number?]> = [];
-    let revokedKeys: string[] = [];
-    const held = new Map<string, [number, string]>();
-    const hold = (pairs: ReadonlyArray<[number, string]> | undefined, keep: boolean): void => {
-      for (const [rank, key] of pairs ?? []) keep ? held.set(`${rank}\0${key}`, [rank, key]) : held.delete(`${rank}\0${key}`);
-    };
-    const snapshots = await listSnapshots(dir);
-    for (const snap of snapshots) {
-      try {
-        // cfg.json beside the snapshots wins over a snapshot's copy: a load with a cfg rewrites it.
-        const r = await readSnapshot(snap.dir, useCfg, hooked);
-        shard = r.shard;
-        generation = snap.generation;
-        fromSeq = r.manifest.walSeq;
-        recentKeys = r.manifest.recentKeys ?? [];
-        revokedKeys = r.manifest.revokedKeys ?? [];
-        hold(r.manifest.outgoingRevocations, true);
-        for (const [first, n] of r.manifest.tombstones ?? []) shard.tombstone(first, n);
-        break;
-      } catch (err) {
-        skipped.push(`snapshot ${snap.generation} skipped: ${(err as Error).message}`);
-      }
-    }
-    shard ??= new Shard(useCfg, hooked);
-    // Entries of snapshots older than revocations carry no batch size (0: cannot be tombstoned).
-    const keys: Array<[string, number, number]> = recentKeys.map(([k, first, n]) => [k, first, n ?? 0]);
-    const revoked: string[] = [...revokedKeys];
-    let trainOnRows: number | undefined;
-    const report = await replayWal(join(dir, 'wal'), fromSeq, (rec) => {
-      if (rec.type === 'train') {
-        trainOnRows = rec.rows;
-        return;
-      }
-      if (rec.type === 'delivered') {
-        hold(rec.movedFrom, false);
-        return;
-      }
-      if (rec.type === 'delete') {
-        shard!.records.delete(rec.ids ?? [], shard!.indexedUpTo);
-        return;
-      }
-      if (rec.type === 'revoke') {
-        // The logged outcome, not a fresh decision: the replay does what happened live.
-        if (rec.firstId! >= 0 && rec.rows > 0) shard!.tombstone(rec.firstId!, rec.rows);
-        revoked.push(rec.key);
-        return;
-      }
-      if (rec.dim !== useCfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${useCfg.dim}`);
-      if (rec.key) keys.push([rec.key, shard!.metadata.size, rec.rows]);
-      hold(rec.movedFrom, true);
-      const vectors = rec.vectors instanceof Uint16Array ? fp16ToFp32(rec.vectors) : rec.vectors;
-      if (useCfg.metric === 'cosine' && rec.vectors instanceof Uint16Array) normalizeL2(vectors, useCfg.dim); // float16 is logged as it arrived
-      void shard!.add(vectors, rec.blob, rec.offsets, { replay: true, ...(rec.ids ? { ids: rec.ids } : {}) });
-    });
-    skipped.push(...report.skipped);
+    const r = await restoreShard(dir, useCfg, link.options);
+    const { shard } = r;
     // Later appends go to a fresh segment: a torn tail in the old one stays behind the
     // replay point instead of between good records.
-    const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, report.lastSeq, opts.onWalWrite);
+    const wal = await WriteAheadLog.open(join(dir, 'wal'), opts.durability ?? useCfg.durability, r.lastSeq, opts.onWalWrite);
     wal.requestRotate();
     // New snapshots number past every folder present, including skipped (damaged) ones.
-    const ds = new DurableShard(dir, shard, wal, report.lastSeq, snapshots[0]?.generation ?? 0, opts);
+    const ds = new DurableShard(dir, shard, wal, r.lastSeq, r.newestGeneration, opts, r.held);
     link.attach(ds);
-    ds.snapshotSeq = fromSeq;
-    for (const [k, id, n] of keys) ds.rememberKey(k, id, n);
-    for (const k of revoked) ds.rememberRevoked(k);
-    ds.holdRevocations([...held.values()]);
+    ds.snapshotSeq = r.snapshotSeq;
+    for (const [k, id, n] of r.keys) ds.keys.remember(k, id, n);
+    for (const k of r.revokedKeys) ds.keys.rememberRevoked(k);
     if (shard.sharedTraining && !shard.faissIndex) {
       // Installed before the restart but not yet snapshotted: the same state again.
       const trained = await readSharedTrained(dir, useCfg.dim);
       if (trained) await shard.installTrained(trained);
     }
     await shard.useIndexIfTrainedAtConstruction(); // saved before it had vectors, or by an older version
-    shard.resume({ trainOnRows });
-    return { shard: ds, report: { generation, walRecords: report.records, skipped } };
+    shard.resume({ trainOnRows: r.trainOnRows });
+    return { shard: ds, report: { generation: r.generation, walRecords: r.walRecords, skipped: r.skipped } };
   }
 
   /**
@@ -319,64 +244,30 @@ export class DurableShard {
 
   private addOnce(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, release: () => void): Promise<number> {
     const key = opts.key ?? '';
-    if (key) {
-      // Revoked: the client has stored this batch elsewhere. -1 says "not stored".
-      if (this.revoked.has(key)) {
-        release();
-        return Promise.resolve(-1);
-      }
-      const revoking = this.revoking.get(key);
-      if (revoking) {
-        const again = (): Promise<number> => this.addOnce(vectors, blob, offsets, opts, release);
-        return revoking.then(again, again);
-      }
-      const known = this.keys.get(key);
-      const inFlight = known === undefined ? this.keysInFlight.get(key) : undefined;
-      if (known !== undefined || inFlight) {
-        release();
-        return inFlight ?? Promise.resolve(known![0]);
-      }
-      const p = this.addLogged(vectors, blob, offsets, opts, key, release).finally(() => this.keysInFlight.delete(key));
-      this.keysInFlight.set(key, p);
-      return p;
-    }
-    return this.addLogged(vectors, blob, offsets, opts, '', release);
-  }
-
-  private rememberKey(key: string, firstId: number, n: number): void {
-    if (!key) return;
-    this.keys.set(key, [firstId, n]);
-    if (this.keys.size > MAX_KEYS) this.keys.delete(this.keys.keys().next().value!);
-  }
-
-  private rememberRevoked(key: string): void {
-    this.revoked.add(key);
-    if (this.revoked.size > MAX_KEYS) this.revoked.delete(this.revoked.values().next().value!);
-  }
-
-  private holdRevocations(pairs: ReadonlyArray<[number, string]> | undefined): void {
-    for (const [rank, key] of pairs ?? []) this.outgoing.set(`${rank}\0${key}`, [rank, key]);
+    if (!key) return this.addLogged(vectors, blob, offsets, opts, '', release);
+    // A revoked key answers -1: the client has stored this batch elsewhere.
+    return this.keys.add(key, () => this.addLogged(vectors, blob, offsets, opts, key, release), release);
   }
 
   /** How many revocations this shard holds (reported on every search: no copy of the list). */
   get heldCount(): number {
-    return this.outgoing.size;
+    return this.held.size;
   }
 
   /** Revocations held for other servers ([rank, key]), until a client confirms their delivery. */
   heldRevocations(): Array<[number, string]> {
-    return [...this.outgoing.values()];
+    return this.held.list();
   }
 
   /** A client delivered these held revocations to their servers: forget them (durably). */
   async delivered(pairs: ReadonlyArray<[number, string]>): Promise<number> {
     if (this.closed) throw closedError();
-    const known = pairs.filter(([rank, key]) => this.outgoing.has(`${rank}\0${key}`));
+    const known = this.held.known(pairs);
     if (known.length === 0) return 0;
     return this.track(
       this.wal.appendDelivered(known, (seq) => {
         this.appliedSeq = seq;
-        for (const [rank, key] of known) this.outgoing.delete(`${rank}\0${key}`);
+        this.held.forget(known);
         return known.length;
       }),
     );
@@ -384,7 +275,7 @@ export class DurableShard {
 
   /** Recently stored idempotency keys with their first id and size (for snapshots). */
   recentKeys(): Array<[string, number, number]> {
-    return [...this.keys].map(([k, [first, n]]) => [k, first, n]);
+    return this.keys.recent();
   }
 
   /**
@@ -394,25 +285,16 @@ export class DurableShard {
    */
   revoke(key: string): Promise<RevokeResult> {
     if (this.closed) return Promise.reject(closedError());
-    const running = this.revoking.get(key);
-    if (running) return running;
-    const p = this.revokeLogged(key).finally(() => this.revoking.delete(key));
-    this.revoking.set(key, p);
-    return this.track(p);
-  }
-
-  private async revokeLogged(key: string): Promise<RevokeResult> {
-    const inFlight = this.keysInFlight.get(key);
-    if (inFlight) await inFlight.catch(() => {}); // failed: nothing stored, block the key
-    if (this.revoked.has(key)) return { outcome: 'already', count: 0 };
-    const known = this.keys.get(key);
-    const [first, n] = known && known[1] > 0 ? known : [-1, 0];
-    return this.wal.appendRevoke(key, first, n, (seq) => {
-      this.appliedSeq = seq;
-      if (first >= 0) this.shard.tombstone(first, n);
-      this.rememberRevoked(key);
-      return { outcome: first >= 0 ? 'tombstoned' : 'blocked', count: n } satisfies RevokeResult;
-    });
+    return this.track(
+      this.keys.revoke(key, (first, n) =>
+        this.wal.appendRevoke(key, first, n, (seq) => {
+          this.appliedSeq = seq;
+          if (first >= 0) this.shard.tombstone(first, n);
+          this.keys.rememberRevoked(key);
+          return { outcome: first >= 0 ? 'tombstoned' : 'blocked', count: n } satisfies RevokeResult;
+        }),
+      ),
+    );
   }
 
   private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, key: string, release: () => void): Promise<number> {
@@ -428,8 +310,8 @@ export class DurableShard {
     return this.wal
       .append({ vectors: opts.arrived ?? vectors, dim: this.cfg.dim, blob, offsets, key, movedFrom, ...(ids ? { ids } : {}) }, (seq) => {
         this.appliedSeq = seq;
-        this.holdRevocations(movedFrom);
-        this.rememberKey(key, this.shard.metadata.size, vectors.length / this.cfg.dim);
+        this.held.hold(movedFrom);
+        this.keys.remember(key, this.shard.metadata.size, vectors.length / this.cfg.dim);
         handed = true;
         return { done: this.shard.add(vectors, blob, offsets, { trainAsync, release, ...(ids ? { ids } : {}) }) };
       })
@@ -586,7 +468,7 @@ export class DurableShard {
         walSeq: this.appliedSeq,
         recentKeys: this.recentKeys().slice(-SNAPSHOT_KEYS),
         tombstones: this.shard.tombstones(),
-        revokedKeys: [...this.revoked].slice(-SNAPSHOT_KEYS),
+        revokedKeys: this.keys.revokedKeys().slice(-SNAPSHOT_KEYS),
         outgoingRevocations: this.heldRevocations(),
         records: this.shard.records.cut(this.shard.metadata.size),
         indexedUpTo: this.shard.indexedUpTo,

@@ -13,38 +13,41 @@
  *
  * Ids: every vector gets an internal id in arrival order (its metadata's position). The
  * background adder appends to FAISS in that same order, so FAISS ids equal internal ids.
+ *
+ * The parts: pending-buffer.ts (vectors not yet in FAISS), adder.ts (the background adder
+ * and its pause gate), shard-training.ts (building and training the FAISS index),
+ * tombstones.ts (revoked batches), shard-search.ts (search with hidden vectors skipped),
+ * records.ts + shard-records.ts (records with ids). This class owns the state and the
+ * life cycle that ties them together.
  */
 import { checkSearchParameter, createFaissIndex, createStandInIndex, type CallSearchParams, type IndexCfg } from '../config/index.js';
 import { FaissError, IndexStateError, ValidationError } from '../errors.js';
-import { FaissIndex, MAX_K, scheduleMemoryTrim, trimMemory, type TrainedState } from '../native/index.js';
-import { prng } from '../util/random.js';
+import { scheduleMemoryTrim, type FaissIndex } from '../native/index.js';
+import { Adder } from './adder.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
+import { PendingBuffer } from './pending-buffer.js';
 import { Records, type RecordId } from './records.js';
 import * as recordOps from './shard-records.js';
+import { noHits, searchIndex, type HiddenView, type ShardSearchResult } from './shard-search.js';
+import {
+  StagedSample,
+  applyParams,
+  buildFromTrained,
+  trainOwnIndex,
+  trainSharedIndex,
+  wantedTrainRows,
+  type SharedTrained,
+  type SharedTrainingOptions,
+} from './shard-training.js';
 import { IndexState } from './state.js';
+import { Tombstones } from './tombstones.js';
+
+export type { ShardSearchResult } from './shard-search.js';
+export type { SharedTrained, SharedTrainingOptions } from './shard-training.js';
 
 /** Largest chunk the background adder hands FAISS at once: an add holds the index's write
  * lock, so smaller chunks let searches in between. */
 const MAX_ADD_CHUNK = 16384;
-/**
- * Searches estimated below this many multiply-adds (~0.3 ms) run on the event loop: the
- * hop to a worker thread and back costs two wake-ups, each waiting for a core when
- * several servers share a machine (IVF batch-1 queries are ~0.4M here; a Flat shard of
- * 125k x 128 is 16M and goes to a worker).
- */
-const INLINE_SEARCH_WORK = 1 << 21;
-/** Largest shared-training sample a trainer stages (float32 values: 4 GiB). */
-const MAX_SAMPLE_VALUES = 2 ** 30;
-/** Batches at least this large go to FAISS as they are (no concatenation copy). */
-const SOLO_ROWS = 1024;
-
-export interface ShardSearchResult {
-  n: number;
-  k: number;
-  distances: Float32Array;
-  labels: BigInt64Array;
-  vectors?: Float32Array;
-}
 
 export interface ShardInfo {
   state: IndexState;
@@ -100,34 +103,22 @@ export class Shard {
   private sharedState: SharedTrained | null = null;
   private sharedJob: Promise<SharedTrained> | null = null;
   /** The cluster's training sample being staged here in chunks (this shard is the trainer). */
-  private staged: { id: string; data: Float32Array } | null = null;
+  private readonly staged: StagedSample;
   private index: FaissIndex | null = null;
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
-  private pending: PendingBatch[] = [];
-  private pendingCount = 0;
-  /** Snapshots reading pending batches; releases wait until they are done. */
-  private pins = 0;
-  private deferredReleases: Array<() => void> = [];
+  private readonly pending: PendingBuffer;
   private training: Promise<void> | null = null;
   private adding: Promise<void> | null = null;
+  private readonly adder = new Adder();
   /** Parameters to (re)apply to every FAISS index this shard builds, e.g. nprobe. */
   private readonly params = new Map<string, number>();
   private readonly onError: (err: Error) => void;
   private readonly hooks: Pick<ShardOptions, 'onTrainingStart' | 'onTrained'>;
   private lastError: Error | null = null;
-  /** quiesce() holders; the adder waits between chunks while > 0. */
-  private paused = 0;
-  private parked: (() => void) | null = null;
-  private chunkInFlight: Promise<void> | null = null;
   private closed = false;
-  /**
-   * Id ranges [first, first + n) of revoked batches, sorted by first, disjoint. FAISS keeps
-   * the vectors (Flat's remove_ids renumbers ids, which would break id -> metadata; HNSW
-   * cannot remove at all); search skips them instead. Revocations are rare.
-   */
-  private tombs: Array<[number, number]> = [];
-  private tombCount = 0;
+  /** Revoked batches: never returned, still in FAISS. */
+  private readonly tombs = new Tombstones();
   /** Ids, deletes, replacements and compaction bookkeeping (see records.ts). */
   records = new Records();
   /** Callers waiting until the internal ids below a mark are in FAISS (upsert replies). */
@@ -136,6 +127,8 @@ export class Shard {
   compacting: Promise<number> | null = null;
   /** Compactions done: how many, vectors removed, milliseconds FAISS spent in remove_ids (for the bench). */
   readonly compactions = { count: 0, removed: 0, ms: 0, lastMs: 0 };
+  /** What search needs to know of hidden vectors (read live: they change while a search runs). */
+  private readonly hidden: HiddenView;
 
   constructor(cfg: IndexCfg, opts: ShardOptions = {}) {
     this.cfg = cfg;
@@ -143,6 +136,17 @@ export class Shard {
     this.sharedTraining = opts.sharedTraining ?? false;
     this.onError = opts.onError ?? (() => {});
     this.hooks = { onTrainingStart: opts.onTrainingStart, onTrained: opts.onTrained };
+    this.pending = new PendingBuffer(cfg.dim);
+    this.staged = new StagedSample(cfg.dim);
+    const records = (): Records => this.records;
+    this.hidden = {
+      hiddenInFaiss: () => this.hiddenInFaiss(),
+      get remapped() {
+        return records().remap !== null;
+      },
+      internalOf: (label) => this.records.internalOf(label),
+      isHidden: (id) => this.isHidden(id),
+    };
   }
 
   /** Rebuilds a shard around an existing index (loaded from disk). */
@@ -167,7 +171,7 @@ export class Shard {
     if (this.cfg.trainNum > 0 || this.index || this.training || this.sharedTraining || this.stateValue !== IndexState.NOT_TRAINED) return false;
     if (!(await createStandInIndex(this.cfg)).isTrained) return false;
     const index = await createFaissIndex(this.cfg, 0, { totalVectors: 0 });
-    for (const [name, value] of this.params) await index.setParameter(name, value);
+    await applyParams(index, this.params);
     if (this.index || this.training) return false; // trained meanwhile
     this.index = index;
     this.stateValue = IndexState.TRAINED;
@@ -178,14 +182,14 @@ export class Shard {
     // From the JS bookkeeping, not FAISS's ntotal: that grows on a worker thread a moment
     // before the buffer bookkeeping catches up, and shrinks when dead vectors are compacted.
     const indexed = this.index ? this.indexedUpTo : 0;
-    const deadIndexed = this.tombstonedBelow(indexed);
+    const deadIndexed = this.tombs.below(indexed);
     const r = this.records;
     return {
       state: this.stateValue,
       ntotal: indexed - deadIndexed - r.deadIndexed,
-      buffered: Math.max(0, this.pendingCount - (this.tombCount - deadIndexed) - (r.deadTotal - r.deadIndexed)),
-      total: this.metadata.size - this.tombCount - r.deadTotal - r.replacing,
-      tombstoned: this.tombCount,
+      buffered: Math.max(0, this.pending.count - (this.tombs.count - deadIndexed) - (r.deadTotal - r.deadIndexed)),
+      total: this.metadata.size - this.tombs.count - r.deadTotal - r.replacing,
+      tombstoned: this.tombs.count,
       records: r.mode === 'ids' ? r.size : null,
       withIds: r.mode === null ? null : r.mode === 'ids',
       deleted: r.deadTotal,
@@ -202,47 +206,17 @@ export class Shard {
 
   /** Hides ids [first, first + n) from searches and counts for good (a revoked batch). */
   tombstone(first: number, n: number): void {
-    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(n) || first < 0 || n <= 0 || first + n > this.metadata.size) {
-      throw new ValidationError('tombstone', `an id range within the ${this.metadata.size} stored ids`, `[${first}, ${first + n})`);
-    }
-    let i = this.tombs.length;
-    while (i > 0 && this.tombs[i - 1]![0] > first) i--;
-    const prev = this.tombs[i - 1];
-    const next = this.tombs[i];
-    // Each key covers its own ids and is revoked once, so ranges never overlap; guard anyway.
-    if ((prev && prev[0] + prev[1] > first) || (next && first + n > next[0])) return;
-    this.tombs.splice(i, 0, [first, n]);
-    this.tombCount += n;
-    this.records.revoked(first, n);
+    if (this.tombs.add(first, n, this.metadata.size)) this.records.revoked(first, n);
   }
 
   /** True when `id` belongs to a revoked batch. */
   isTombstoned(id: number): boolean {
-    let lo = 0;
-    let hi = this.tombs.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const [first, n] = this.tombs[mid]!;
-      if (id < first) hi = mid - 1;
-      else if (id >= first + n) lo = mid + 1;
-      else return true;
-    }
-    return false;
+    return this.tombs.has(id);
   }
 
   /** Tombstoned id ranges (for snapshots). */
   tombstones(): Array<[number, number]> {
-    return this.tombs.map(([f, n]) => [f, n]);
-  }
-
-  /** Tombstoned ids below `limit`. */
-  private tombstonedBelow(limit: number): number {
-    let dead = 0;
-    for (const [first, n] of this.tombs) {
-      if (first >= limit) break;
-      dead += Math.min(n, limit - first);
-    }
-    return dead;
+    return this.tombs.list();
   }
 
   /** The last background failure, if any (training or adding). */
@@ -258,12 +232,11 @@ export class Shard {
   /** Puts vectors read from a snapshot back into the buffer (they already have metadata). */
   restorePending(vectors: Float32Array): void {
     this.pending.push({ vectors });
-    this.pendingCount += vectors.length / this.cfg.dim;
   }
 
   /** Vectors not yet in FAISS, oldest first (for snapshots: pin them while they are read). */
   pendingVectors(): Float32Array[] {
-    return this.pending.map((b) => b.vectors);
+    return this.pending.vectors();
   }
 
   /**
@@ -271,17 +244,7 @@ export class Shard {
    * until the returned function is called: a snapshot writes them after the cut.
    */
   pinPending(): () => void {
-    this.pins++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      if (--this.pins === 0) {
-        const run = this.deferredReleases;
-        this.deferredReleases = [];
-        for (const r of run) r();
-      }
-    };
+    return this.pending.pin();
   }
 
   /**
@@ -303,15 +266,13 @@ export class Shard {
       opts.release?.();
       throw err;
     }
-    const n = vectors.length / this.cfg.dim;
     const first = this.metadata.append(blob, offsets);
     if (opts.ids) this.records.put(first, opts.ids);
     else this.records.putAnonymous();
     this.pending.push({ vectors, release: opts.release });
-    this.pendingCount += n;
     if (opts.replay) return first; // restore: resume() starts training/adding once everything is back
     if (this.stateValue === IndexState.NOT_TRAINED) {
-      if (!this.sharedTraining && this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) {
+      if (!this.sharedTraining && this.cfg.trainNum > 0 && this.pending.count >= this.cfg.trainNum) {
         // A training failure is kept in `error` and reported through onError; it must not
         // become an unhandled rejection (which would end the server process), nor fail this
         // add: the batch is stored either way, and a failed add would invite a duplicate retry.
@@ -330,36 +291,26 @@ export class Shard {
       // Training had started before the restart: redo it on the same rows (same sample, same seed).
       if (this.sharedTraining) return; // the client trains the cluster (again)
       if (opts.trainOnRows) this.startTraining(opts.trainOnRows).catch(() => {});
-      else if (this.cfg.trainNum > 0 && this.pendingCount >= this.cfg.trainNum) this.startTraining().catch(() => {});
+      else if (this.cfg.trainNum > 0 && this.pending.count >= this.cfg.trainNum) this.startTraining().catch(() => {});
     } else {
       this.drainPending();
     }
   }
 
   /**
-   * Runs `cut` synchronously at a moment when FAISS, the buffer and the metadata agree:
-   * no background add chunk is in progress (the adder parks between chunks meanwhile).
-   * Anything `cut` starts synchronously on the index (e.g. writeFile's read lock) is
-   * ordered before the adder's next chunk.
+   * Runs `cut` synchronously at a moment when FAISS, the buffer and the metadata agree
+   * (no background add chunk in progress): see Adder.quiesce.
    */
-  /** Ends one quiesce (or compaction) pause; the last one wakes the parked adder. */
-  private unpause(): void {
-    this.paused--;
-    if (this.paused === 0) {
-      const wake = this.parked;
-      this.parked = null;
-      wake?.();
-    }
+  quiesce<T>(cut: () => T): Promise<T> {
+    return this.adder.quiesce(cut);
   }
 
-  async quiesce<T>(cut: () => T): Promise<T> {
-    this.paused++;
-    try {
-      while (this.chunkInFlight) await this.chunkInFlight;
-      return cut();
-    } finally {
-      this.unpause();
-    }
+  /**
+   * Runs `job` (a FAISS write that must not interleave with the background adder, e.g. a
+   * compaction) between two add chunks: see Adder.betweenChunks.
+   */
+  betweenChunks<T>(job: () => Promise<T>): Promise<T> {
+    return this.adder.betweenChunks(job);
   }
 
   /**
@@ -370,7 +321,7 @@ export class Shard {
    */
   async syncTrain(): Promise<boolean> {
     this.checkOpen();
-    if (!this.index && !this.training && this.pendingCount === 0) return false;
+    if (!this.index && !this.training && this.pending.count === 0) return false;
     await this.startTraining();
     return true;
   }
@@ -382,14 +333,14 @@ export class Shard {
   }
 
   /** Up to `count` buffered vectors picked at random (seeded): this shard's part of a shared training sample. */
-  sample(count: number, offset = 0, of = this.pendingCount): Float32Array {
+  sample(count: number, offset = 0, of = this.pending.count): Float32Array {
     this.checkOpen();
     if (!Number.isSafeInteger(count) || count < 0) throw new ValidationError('count', 'a non-negative integer', count);
     // The sample order is over the first `of` rows (fixed by the caller across chunked
     // calls; an untrained buffer only grows), so chunks never repeat or skip a row.
-    const total = Math.min(of, this.pendingCount);
+    const total = Math.min(of, this.pending.count);
     const from = Math.min(offset, total);
-    return this.sampleRows(Math.min(count, total - from), total, from);
+    return this.pending.sampleRows(Math.min(count, total - from), total, from);
   }
 
   /**
@@ -399,28 +350,13 @@ export class Shard {
    */
   stageSample(sampleId: string, offset: number, total: number, rows: Float32Array): void {
     this.checkOpen();
-    const { dim } = this.cfg;
-    if (total * dim > MAX_SAMPLE_VALUES) throw new ValidationError('total', `a training sample of at most ${Math.floor(MAX_SAMPLE_VALUES / dim)} rows of dim ${dim} (4 GiB)`, total);
-    if (this.staged?.id !== sampleId) this.staged = { id: sampleId, data: new Float32Array(total * dim) };
-    const { data } = this.staged;
-    if (data.length !== total * dim || offset * dim + rows.length > data.length) {
-      throw new ValidationError('offset', `rows within the staged sample of ${data.length / dim} rows`, `[${offset}, ${offset + rows.length / dim}) of ${total}`);
-    }
-    data.set(rows, offset * dim);
+    this.staged.stage(sampleId, offset, total, rows);
   }
 
   /** The staged sample `sampleId`, with this shard's own share filled in, for trainShared (and no longer staged). */
   stagedSample(sampleId: string, total: number, own: { offset: number; count: number; of: number }): Float32Array {
     this.checkOpen();
-    let data: Float32Array;
-    if (this.staged?.id === sampleId) data = this.staged.data;
-    else if (own.count === total && own.offset === 0 && total * this.cfg.dim <= MAX_SAMPLE_VALUES) data = new Float32Array(total * this.cfg.dim); // the whole sample is this shard's
-    else throw new IndexStateError(`no training sample '${sampleId}' is staged here (another client's training replaced it, or the server restarted): train again`);
-    this.staged = null;
-    const mine = this.sample(own.count, 0, own.of);
-    if (own.offset * this.cfg.dim + mine.length > data.length) throw new ValidationError('own.offset', 'a share inside the staged sample', own.offset);
-    data.set(mine, own.offset * this.cfg.dim);
-    return data;
+    return this.staged.take(sampleId, total, own, () => this.sample(own.count, 0, own.of));
   }
 
   /**
@@ -446,20 +382,11 @@ export class Shard {
       this.sharedState = { nlist: this.index.nlist, ...(await this.index.exportTrained()) };
       return this.sharedState;
     }
-    const { dim } = this.cfg;
-    if (sample.length === 0 && this.pendingCount === 0) throw new IndexStateError('no vectors to train on: add data before training');
-    const rows = sample.length > 0 ? sample : this.sampleRows(this.wantedTrainRows(this.pendingCount), this.pendingCount);
-    const n = rows.length / dim;
+    if (sample.length === 0 && this.pending.count === 0) throw new IndexStateError('no vectors to train on: add data before training');
+    const rows = sample.length > 0 ? sample : this.pending.sampleRows(wantedTrainRows(this.cfg, this.pending.count), this.pending.count);
     this.stateValue = IndexState.TRAINING;
     try {
-      const index = await createFaissIndex(this.cfg, n, { totalVectors: n });
-      if (!index.isTrained) await index.train(rows, { threads: opts.threads });
-      opts.sampleDone?.(); // the sample's memory can go before this shard's adds start
-      // k-means freed its buffers in the arenas of the threads it ran on; the adds that come
-      // next allocate elsewhere, so hand that memory back first (measured: ~30 MiB of peak).
-      await trimMemory();
-      for (const [name, value] of this.params) await index.setParameter(name, value);
-      const state: SharedTrained = { nlist: index.nlist, ...(await index.exportTrained()) };
+      const { index, state } = await trainSharedIndex(this.cfg, rows, this.params, opts);
       this.install(index, state);
       return state;
     } catch (err) {
@@ -478,15 +405,7 @@ export class Shard {
   async installTrained(state: SharedTrained): Promise<boolean> {
     this.checkOpen();
     if (this.index || this.training || this.sharedJob) return false;
-    if (!Number.isSafeInteger(state.nlist) || state.nlist === 0 || state.nlist < -1 || state.nlist > 1 << 24) {
-      throw new ValidationError('nlist', 'the trainer\'s list count (1 to 2^24, or -1 for an index without lists)', state.nlist);
-    }
-    const cfg = state.nlist > 0 ? { ...this.cfg, centroids: state.nlist, inferCentroids: false } : this.cfg;
-    // Built, not trained, here: the training-set size checks do not apply (the trainer passed them).
-    const built = 1 << 24;
-    const index = await createFaissIndex(cfg, built, { totalVectors: built });
-    await index.installTrainedState(state);
-    for (const [name, value] of this.params) await index.setParameter(name, value);
+    const index = await buildFromTrained(this.cfg, state, this.params);
     if (this.index || this.training || this.sharedJob) return false; // another install won meanwhile
     this.install(index, state);
     return true;
@@ -517,78 +436,30 @@ export class Shard {
 
   /** Searches what is indexed so far; an untrained shard answers with no hits (ids -1). */
   async search(queries: Float32Array, k: number, withVectors: boolean, params?: CallSearchParams): Promise<ShardSearchResult> {
-    const n = queries.length / this.cfg.dim;
     const index = this.index;
     // An empty index answers in the binding, under its lock: an add in flight is waited for.
-    if (!index) return this.noHits(n, k, withVectors);
-    // Hidden vectors are judged when the search completes: an upsert's old version dies in
-    // the tick its new one enters FAISS, which may fall between issuing a search and its
-    // answer. So the fast path (nothing hidden) is only trusted when that is still true after.
-    if (this.hiddenInFaiss() === 0 && !this.records.remap) {
-      let r: ShardSearchResult | null = null;
-      if (withVectors) r = await index.searchAndReconstruct(queries, k, params);
-      else if (searchWork(index, n, params?.nprobe) <= INLINE_SEARCH_WORK) r = index.searchInline(queries, k, params);
-      r ??= await index.search(queries, k, params);
-      if (this.hiddenInFaiss() === 0 && !this.records.remap) return r;
-    }
-    // Over-fetch by the hidden count so k live hits survive the filter (capped at MAX_K:
-    // beyond that a query may get fewer than k). More may die while a search runs: then
-    // it runs again with the new count (bounded).
-    for (let attempt = 0; ; attempt++) {
-      const kk = Math.min(MAX_K, k + this.hiddenInFaiss());
-      const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
-        ? await index.searchAndReconstruct(queries, kk, params)
-        : await index.search(queries, kk, params);
-      const { out, short } = this.filterHits(r, n, k, kk, withVectors);
-      if (!short || kk >= MAX_K || attempt >= 3) return out;
-    }
+    if (!index) return noHits(this.cfg, queries.length / this.cfg.dim, k, withVectors);
+    return searchIndex(index, this.cfg, this.hidden, { queries, k, withVectors, ...(params ? { params } : {}) });
   }
 
   /** Vectors in FAISS that searches must skip (revoked, deleted, replaced and not yet compacted). */
   private hiddenInFaiss(): number {
-    return this.tombstonedBelow(this.indexedUpTo) + this.records.toRemove.length;
-  }
-
-  /**
-   * The live hits of an over-fetched search, translated to internal ids. `short`: some
-   * query got fewer than k although FAISS filled all kk slots (more may exist deeper).
-   */
-  private filterHits(r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array }, n: number, k: number, kk: number, withVectors: boolean): { out: ShardSearchResult; short: boolean } {
-    const out = this.noHits(n, k, withVectors);
-    const { dim } = this.cfg;
-    let short = false;
-    for (let q = 0; q < n; q++) {
-      let j = 0;
-      let i = 0;
-      for (; i < kk && j < k; i++) {
-        const label = r.labels[q * kk + i]!;
-        if (label < 0n) continue;
-        // FAISS label -> internal id (they differ once a Flat index was compacted)
-        const id = this.records.internalOf(Number(label));
-        if (this.isHidden(id)) continue;
-        out.distances[q * k + j] = r.distances[q * kk + i]!;
-        out.labels[q * k + j] = BigInt(id);
-        if (withVectors) out.vectors!.set(r.vectors!.subarray((q * kk + i) * dim, (q * kk + i + 1) * dim), (q * k + j) * dim);
-        j++;
-      }
-      if (j < k && kk > k && r.labels[q * kk + kk - 1]! >= 0n) short = true;
-    }
-    return { out, short };
+    return this.tombs.below(this.indexedUpTo) + this.records.toRemove.length;
   }
 
   /** Internal ids below this are in FAISS (or were compacted out of it); the rest are buffered. */
   get indexedUpTo(): number {
-    return this.metadata.size - this.pendingCount;
+    return this.metadata.size - this.pending.count;
   }
 
   /** True when internal id `id` is never returned: its batch was revoked, or it was deleted or replaced. */
   isHidden(id: number): boolean {
-    return this.records.isDead(id) || (this.tombs.length > 0 && this.isTombstoned(id));
+    return this.records.isDead(id) || (!this.tombs.empty && this.tombs.has(id));
   }
 
   /** Resolves once internal ids below `upTo` are in FAISS, or at once when nothing is adding them (untrained, or failed). */
   whenIndexed(upTo: number): Promise<void> {
-    if (!this.index || this.indexedUpTo >= upTo || (!this.adding && this.pendingCount === 0)) return Promise.resolve();
+    if (!this.index || this.indexedUpTo >= upTo || (!this.adding && this.pending.count === 0)) return Promise.resolve();
     return new Promise((resolve) => this.indexWaiters.push({ upTo, resolve }));
   }
 
@@ -605,35 +476,7 @@ export class Shard {
 
   /** Buffered vectors (not yet in FAISS), oldest first, with the internal id of each batch's first row. */
   pendingBatches(): Array<{ first: number; vectors: Float32Array }> {
-    let first = this.indexedUpTo;
-    return this.pending.map((b) => {
-      const out = { first, vectors: b.vectors };
-      first += b.vectors.length / this.cfg.dim;
-      return out;
-    });
-  }
-
-  /**
-   * Runs `job` (a FAISS write that must not interleave with the background adder, e.g. a
-   * compaction) between two add chunks: the adder parks meanwhile, and snapshots wait for it.
-   */
-  async betweenChunks<T>(job: () => Promise<T>): Promise<T> {
-    this.paused++;
-    try {
-      while (this.chunkInFlight) await this.chunkInFlight;
-      const p = job();
-      this.chunkInFlight = p.then(
-        () => {},
-        () => {},
-      );
-      try {
-        return await p;
-      } finally {
-        this.chunkInFlight = null;
-      }
-    } finally {
-      this.unpause();
-    }
+    return this.pending.withIds(this.indexedUpTo);
   }
 
   /** Reports a failure of background work (e.g. a compaction) that has no caller. */
@@ -645,11 +488,6 @@ export class Shard {
   /** True once close() was called. */
   get isClosed(): boolean {
     return this.closed;
-  }
-
-  private noHits(n: number, k: number, withVectors: boolean): ShardSearchResult {
-    const distances = new Float32Array(n * k).fill(this.cfg.metric === 'l2' ? Infinity : -Infinity);
-    return { n, k, distances, labels: new BigInt64Array(n * k).fill(-1n), ...(withVectors ? { vectors: new Float32Array(n * k * this.cfg.dim) } : {}) };
   }
 
   /** Sets a FAISS search parameter now and on any index trained later. */
@@ -692,11 +530,11 @@ export class Shard {
   private startTraining(rows?: number): Promise<void> {
     if (this.training) return this.training;
     if (this.index) return Promise.resolve();
-    if (this.pendingCount === 0) {
+    if (this.pending.count === 0) {
       return Promise.reject(new IndexStateError('no vectors to train on: add data before training'));
     }
     this.stateValue = IndexState.TRAINING;
-    const trainRows = Math.min(rows ?? this.pendingCount, this.pendingCount);
+    const trainRows = Math.min(rows ?? this.pending.count, this.pending.count);
     this.hooks.onTrainingStart?.(trainRows);
     const job = this.train(trainRows).then(
       () => {
@@ -719,111 +557,26 @@ export class Shard {
 
   /** Trains on a sample of the first `total` buffered rows. */
   private async train(total: number): Promise<void> {
-    const wanted = this.wantedTrainRows(total);
-    const sample = this.sampleRows(wanted, total);
-    const index = await createFaissIndex(this.cfg, wanted, { totalVectors: total });
-    if (!index.isTrained) {
-      await index.train(sample);
-      await trimMemory(); // as in runSharedTraining
-    }
-    for (const [name, value] of this.params) await index.setParameter(name, value);
-    this.index = index;
-  }
-
-  /** Training set size for `total` available rows: trainNum, else trainRatio of them. */
-  private wantedTrainRows(total: number): number {
-    const { trainNum, trainRatio } = this.cfg;
-    return trainNum > 0 ? Math.min(trainNum, total) : Math.max(1, Math.floor(total * trainRatio));
-  }
-
-  /**
-   * `count` buffered vectors picked uniformly at random among the first `total` (seeded:
-   * retrains are reproducible), starting at position `offset` of that random order.
-   */
-  private sampleRows(count: number, total: number, offset = 0): Float32Array {
-    const { dim } = this.cfg;
-    const out = new Float32Array(count * dim);
-    // Partial Fisher-Yates over row numbers; the batches are addressed through a prefix table.
-    const rows = new Uint32Array(total);
-    for (let i = 0; i < total; i++) rows[i] = i;
-    const rand = prng(0x5eed);
-    for (let i = 0; i < offset + count; i++) {
-      const j = i + Math.floor(rand() * (total - i));
-      const t = rows[i]!;
-      rows[i] = rows[j]!;
-      rows[j] = t;
-    }
-    const starts: number[] = [];
-    let s = 0;
-    for (const b of this.pending) {
-      starts.push(s);
-      s += b.vectors.length / dim;
-    }
-    for (let i = 0; i < count; i++) {
-      const r = rows[offset + i]!;
-      let lo = 0;
-      let hi = starts.length - 1;
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >> 1;
-        if (starts[mid]! <= r) lo = mid;
-        else hi = mid - 1;
-      }
-      const off = (r - starts[lo]!) * dim;
-      out.set(this.pending[lo]!.vectors.subarray(off, off + dim), i * dim);
-    }
-    return out;
+    const wanted = wantedTrainRows(this.cfg, total);
+    const sample = this.pending.sampleRows(wanted, total);
+    this.index = await trainOwnIndex(this.cfg, sample, wanted, total, this.params);
   }
 
   /** Moves buffered vectors into FAISS in arrival order, in chunks, in the background. */
   private drainPending(): void {
-    if (this.adding || this.pendingCount === 0 || !this.index) return;
+    if (this.adding || this.pending.count === 0 || !this.index) return;
     this.stateValue = IndexState.ADD;
-    const index = this.index;
-    const chunkRows = Math.max(1, Math.min(this.cfg.bufferBsz, MAX_ADD_CHUNK));
-    const ivf = index.isIvf;
-    const run = async (): Promise<void> => {
-      if (ivf) await this.preassign(index);
-      while (this.pending.length > 0) {
-        if (this.paused > 0) {
-          await new Promise<void>((resolve) => (this.parked = resolve));
-          continue;
-        }
-        // Only the drain takes from the head of the buffer, so the chunk stays valid while
-        // its lists are computed (under the shared lock: searches go on) or while parked.
-        const chunk = this.takeChunk(chunkRows);
-        const assign = ivf ? (chunk.assign ?? (await index.assign(chunk.vectors))) : undefined;
-        while (this.paused > 0) await new Promise<void>((resolve) => (this.parked = resolve));
-        // After a compaction an IVF index holds fewer vectors than ids handed out: FAISS
-        // would number new vectors from its ntotal, so they get their internal ids explicitly.
-        const from = this.indexedUpTo;
-        const explicit = ivf && index.ntotal !== from ? recordOps.idRange(from, chunk.rows) : null;
-        const add = explicit ? index.addWithIds(chunk.vectors, explicit) : assign ? index.addPreassigned(chunk.vectors, assign) : index.add(chunk.vectors);
-        const job = add.then(() => {
-          // FAISS, the buffer and the records change together, in the same tick.
-          const at = this.indexedUpTo;
-          this.pendingCount -= chunk.rows;
-          this.records.indexed(at, at + chunk.rows);
-          this.wakeIndexWaiters(false);
-          const done = this.pending.splice(0, chunk.batches);
-          if (chunk.rest) {
-            // The rest still lives in the first batch's memory.
-            this.pending.unshift(chunk.rest);
-            done.pop();
-          }
-          for (const b of done) if (b.release) this.release(b.release);
-        });
-        this.chunkInFlight = job.then(
-          () => {},
-          () => {},
-        );
-        try {
-          await job;
-        } finally {
-          this.chunkInFlight = null;
-        }
-      }
-    };
-    this.adding = run().then(
+    const run = this.adder.run({
+      index: this.index,
+      buffer: this.pending,
+      chunkRows: Math.max(1, Math.min(this.cfg.bufferBsz, MAX_ADD_CHUNK)),
+      indexedUpTo: () => this.indexedUpTo,
+      indexed: (at, rows) => {
+        this.records.indexed(at, at + rows);
+        this.wakeIndexWaiters(false);
+      },
+    });
+    this.adding = run.then(
       () => {
         this.adding = null;
         if (this.stateValue === IndexState.ADD) this.stateValue = IndexState.TRAINED;
@@ -841,82 +594,6 @@ export class Shard {
       },
     );
   }
-
-  /**
-   * IVF: computes the lists of everything buffered now and sizes every inverted list once,
-   * before the adds. Appending batch by batch grows each list by doubling, which left ~40 MiB
-   * of slack and freed blocks per 125k x 128 shard (measured).
-   */
-  private async preassign(index: FaissIndex): Promise<void> {
-    const counts = new Uint32Array(index.nlist);
-    for (const b of this.pending.slice()) {
-      b.assign ??= await index.assign(b.vectors);
-      for (let i = 0; i < b.assign.length; i++) counts[Number(b.assign[i])]!++;
-    }
-    await index.reserveLists(counts);
-  }
-
-  private release(r: () => void): void {
-    if (this.pins > 0) this.deferredReleases.push(r);
-    else r();
-  }
-
-  /**
-   * Up to `rows` of the oldest buffered rows as one matrix. The buffer itself changes only
-   * after FAISS accepted the chunk, so a failed add loses nothing.
-   */
-  private takeChunk(rows: number): { vectors: Float32Array; assign?: BigInt64Array; rows: number; batches: number; rest: PendingBatch | null } {
-    const { dim } = this.cfg;
-    const first = this.pending[0]!;
-    const firstRows = first.vectors.length / dim;
-    if (firstRows >= rows || firstRows >= SOLO_ROWS) {
-      rows = Math.min(rows, firstRows);
-      const rest: PendingBatch | null =
-        firstRows > rows ? { vectors: first.vectors.subarray(rows * dim), release: first.release, assign: first.assign?.subarray(rows) } : null;
-      return { vectors: first.vectors.subarray(0, rows * dim), assign: first.assign?.subarray(0, rows), rows, batches: 1, rest };
-    }
-    let taken = 0;
-    let batches = 0;
-    const parts: PendingBatch[] = [];
-    for (const b of this.pending) {
-      const r = b.vectors.length / dim;
-      if (taken + r > rows && taken > 0) break;
-      parts.push(b);
-      taken += r;
-      batches++;
-    }
-    if (parts.length === 1) return { vectors: parts[0]!.vectors, assign: parts[0]!.assign, rows: taken, batches, rest: null };
-    const vectors = new Float32Array(taken * dim);
-    const assign = parts.every((p) => p.assign) ? new BigInt64Array(taken) : undefined;
-    let off = 0;
-    for (const p of parts) {
-      vectors.set(p.vectors, off);
-      assign?.set(p.assign!, off / dim);
-      off += p.vectors.length;
-    }
-    return { vectors, assign, rows: taken, batches, rest: null };
-  }
-}
-
-/** A shared training's result: the trainer's nlist (-1 without lists) and its trained state. */
-export interface SharedTrained extends TrainedState {
-  nlist: number;
-}
-
-export interface SharedTrainingOptions {
-  /** Threads for this training (see FaissIndex.train). */
-  threads?: number;
-  /** Called once the sample is no longer needed (the training is done). */
-  sampleDone?: () => void;
-}
-
-/** Vectors received and not yet in FAISS. */
-interface PendingBatch {
-  vectors: Float32Array;
-  /** Returns their memory (a request's receive buffer) once FAISS has them. */
-  release?: () => void;
-  /** IVF: each vector's inverted list, computed ahead (see preassign). */
-  assign?: BigInt64Array;
 }
 
 /** Checks a batch against the shard's dimension before anything is stored. */
@@ -925,12 +602,4 @@ export function checkBatch(cfg: IndexCfg, vectors: Float32Array | Uint16Array, n
   if (vectors.length !== n * cfg.dim) {
     throw new ValidationError('vectors', `${n} x dim=${cfg.dim} = ${n * cfg.dim} values`, `${vectors.length} values`);
   }
-}
-
-/** Multiply-adds of a search, roughly: IVF scans the quantizer and nprobe average lists; others scan everything. */
-function searchWork(index: FaissIndex, n: number, nprobe = index.nprobe): number {
-  const nlist = index.nlist;
-  const ntotal = index.ntotal;
-  const perQuery = nlist > 0 ? nlist + Math.max(1, nprobe) * (ntotal / nlist) : ntotal;
-  return n * perQuery * index.dim;
 }

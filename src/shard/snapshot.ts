@@ -13,7 +13,7 @@ import { StorageError } from '../errors.js';
 import { FaissIndex, type TrainedLayout } from '../native/index.js';
 import type { MetadataStore } from './metadata-store.js';
 import { Shard, type SharedTrained, type ShardOptions } from './shard.js';
-import { readdirIfExists, syncDir, writeAll } from './wal.js';
+import { readdirIfExists, syncDir, writeAll } from './wal-files.js';
 import { Packr, Unpackr } from 'msgpackr';
 import { Records, type RecordId, type RecordsSnapshot } from './records.js';
 

@@ -1,0 +1,126 @@
+/**
+ * Where a batch goes. Batches without ids: round-robin per index, and a server that is down
+ * or fails while holding the batch is skipped (the batch moves on; the failed server is told
+ * to revoke its copy). Records with ids: each on its home server (records.ts), never moved.
+ */
+import { randomUUID } from 'node:crypto';
+import { ConnectionError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
+import { toMatrix, type VectorsInput } from '../vectors.js';
+import type { AddSlots } from './add-slots.js';
+import type { CallControl } from './call-control.js';
+import type { Connections } from './connections.js';
+import type { IndexMeta } from './index-meta.js';
+import * as rec from './records.js';
+import type { RecordId } from './records.js';
+import type { Revocations } from './revocations.js';
+import type { ServerConn } from './server-conn.js';
+import type { AddReply } from './training-trigger.js';
+
+/** A batch as a row-major matrix: float32 (validated, no copy when it is one) or float16 as it is. */
+export function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): { data: Float32Array | Uint16Array; n: number } {
+  if (!(vectors instanceof Uint16Array)) return toMatrix(vectors, dim, 'vectors');
+  if (vectors.length === 0 || vectors.length % dim !== 0) {
+    throw new ValidationError('vectors', `a Uint16Array (float16) whose length is a positive multiple of dim=${dim}`, `length ${vectors.length}`);
+  }
+  return { data: vectors, n: vectors.length / dim };
+}
+
+/**
+ * Stores one batch on one server, starting at the index's next server in round-robin order;
+ * returns which server stored it and its reply. Fails with ServerUnavailableError when every
+ * server failed.
+ */
+export async function placeBatch(
+  servers: readonly ServerConn[],
+  revocations: Revocations,
+  batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ServerConn['call']>[3] },
+  control: CallControl = {},
+): Promise<{ server: number; reply: AddReply }> {
+  const { indexId, meta, n, trainAsync, attachments } = batch;
+  const failures: string[] = [];
+  // Attempts on servers that failed while holding the batch: revoked there, and held
+  // durably by the server that finally stores it (movedFrom), so no client has to outlive them.
+  const moved: ReturnType<Revocations['queue']>[] = [];
+  const movedFrom: Array<[number, string]> = [];
+  // Placement advances by one per batch; the fallbacks of this batch walk on from its
+  // own start (concurrent adds share meta.next, so it cannot drive the retries).
+  const start = meta.next;
+  meta.next = (meta.next + 1) % servers.length;
+  // Each server at most once. A server known to be down never saw the batch. One that
+  // failed while holding it may have stored it: that key is revoked there later, and the
+  // next server gets a fresh attempt (fresh key), so the batch ends up visible once.
+  for (let tried = 0; tried < servers.length; tried++) {
+    const i = (start + tried) % servers.length;
+    const server = servers[i]!;
+    const key = randomUUID();
+    let reply: AddReply;
+    try {
+      const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
+      reply = (await server.call('bulk', 'addIndexData', args, attachments, control)).result;
+      if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
+    } catch (err) {
+      if (control.signal?.aborted) {
+        // Aborted by the caller while the server may hold it: revoke it there, so an
+        // aborted add leaves nothing behind (and the caller may resend it).
+        revocations.queue(i, indexId, key);
+        throw err;
+      }
+      if (!(err instanceof ConnectionError || err instanceof TimeoutError)) throw err;
+      failures.push(`${server.name}: ${err.message}`);
+      if (!(err instanceof ServerUnavailableError)) {
+        moved.push(revocations.queue(i, indexId, key));
+        if (server.rank !== undefined) movedFrom.push([server.rank, key]);
+      }
+      continue;
+    }
+    revocations.stored(moved, i);
+    return { server: i, reply };
+  }
+  throw new ServerUnavailableError(
+    servers.map((s) => s.name).join(', '),
+    `batch not stored: every server failed (${failures.join('; ')}). Resend it once a server is back` +
+      (moved.length > 0 ? '; servers that failed while holding it will be told to drop any copy they kept (pendingRevocations)' : ''),
+  );
+}
+
+/**
+ * Stores records with ids, each on its home server, in parallel (one add slot per part);
+ * upsert replaces older versions. `stored` is told of each part's reply and returns the
+ * training this part started or joined, if any; a part settles once that training has
+ * (the slot is free before).
+ */
+export async function placeRecords(
+  servers: readonly ServerConn[],
+  slots: AddSlots,
+  batch: { indexId: string; dim: number; data: Float32Array | Uint16Array; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean; trainAsync: boolean },
+  stored: (server: number, reply: AddReply) => Promise<void> | null,
+): Promise<Array<void | null>> {
+  const { indexId, trainAsync } = batch;
+  return rec.sendByHome(
+    {
+      servers,
+      send: async (i, args, attachments) => {
+        const reply = await slots.with(async () => (await servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments)).result);
+        return stored(i, reply);
+      },
+    },
+    batch,
+  );
+}
+
+/** Refuses a batch whose kind (with or without ids) differs from what the index holds. */
+export async function checkIdMode(conns: Connections, indexId: string, meta: IndexMeta, withIds: boolean): Promise<void> {
+  if (meta.withIds == null) {
+    const infos = await conns.infos(indexId);
+    const kinds = new Set(infos.flatMap((i) => (i && typeof i.withIds === 'boolean' ? [i.withIds] : [])));
+    if (kinds.size === 1) meta.withIds = [...kinds][0]!;
+  }
+  if (meta.withIds != null && meta.withIds !== withIds) {
+    throw new ValidationError(
+      'ids',
+      meta.withIds ? `one id per vector: index '${indexId}' stores records with ids (every batch must carry ids)` : `no ids: index '${indexId}' stores vectors without ids (batches with and without ids cannot be mixed; use a new index)`,
+      withIds ? 'a batch with ids' : 'a batch without ids',
+    );
+  }
+  meta.withIds ??= withIds;
+}
