@@ -299,6 +299,22 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     Napi::TypedArrayOf<int64_t> labels;
   };
 
+  // The raw pointers a search job captures, and the arrays it keeps alive until it ends.
+  struct SearchPtrs {
+    const float* x;
+    float* dist;
+    idx_t* labels;
+    idx_t n, k;
+  };
+
+  static SearchPtrs Ptrs(SearchArgs& a) { return {a.x.Data(), a.dist.Data(), a.labels.Data(), a.n, a.k}; }
+
+  static void KeepSearchArgs(PromiseWorker* w, const SearchArgs& a) {
+    w->Keep(a.x);
+    w->Keep(a.dist);
+    w->Keep(a.labels);
+  }
+
   static SearchArgs ParseSearchArgs(const Napi::CallbackInfo& info) {
     return {ArgArray<float>(info, 0, napi_float32_array, "x"), ArgInt(info, 1, "n"), ArgInt(info, 2, "k"),
             ArgArray<float>(info, 3, napi_float32_array, "distances"),
@@ -501,28 +517,23 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     SearchArgs a = ParseSearchArgs(info);
     CallParams cp = ParseCallParams(info, 5);
     auto bitmap = ArgArray<uint8_t>(info, 6, napi_uint8_array, "bitmap");
-    const float* px = a.x.Data();
-    float* pd = a.dist.Data();
-    idx_t* pl = a.labels.Data();
-    idx_t n = a.n, k = a.k;
+    SearchPtrs p = Ptrs(a);
     const uint8_t* pb = bitmap.Data();
     size_t nb = bitmap.ByteLength();
     bool override = cp.any() && !TakesParams(holder_->index.get());
-    auto* w = Job(info.Env(), override, [n, k, px, pd, pl, cp, pb, nb, override](faiss::Index* idx) {
+    auto* w = Job(info.Env(), override, [p, cp, pb, nb, override](faiss::Index* idx) {
       if (!SelectorWorks(idx)) throw std::runtime_error("this index type cannot search with an id selector; use searchSubset");
       faiss::IDSelectorBitmap sel(nb, pb);
       auto run = [&](const CallParams& use) {
         std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
         faiss::SearchParameters* sp = SelectorParams(idx, use, hold);
         sp->sel = &sel;
-        idx->search(n, px, k, pd, pl, sp);
+        idx->search(p.n, p.x, p.k, p.dist, p.labels, sp);
       };
       if (override) return WithOverride(idx, cp, [&] { run(CallParams{}); });
       run(cp);
     });
-    w->Keep(a.x);
-    w->Keep(a.dist);
-    w->Keep(a.labels);
+    KeepSearchArgs(w, a);
     w->Keep(bitmap);
     return w->Start();
   }
@@ -553,28 +564,23 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   Napi::Value SearchSubset(const Napi::CallbackInfo& info) {
     SearchArgs a = ParseSearchArgs(info);
     auto subset = ArgArray<int64_t>(info, 5, napi_bigint64_array, "subset");
-    const float* px = a.x.Data();
-    float* pd = a.dist.Data();
-    idx_t* pl = a.labels.Data();
-    idx_t n = a.n, k = a.k;
+    SearchPtrs p = Ptrs(a);
     const idx_t* ps = subset.Data();
     size_t m = subset.ElementLength();
     std::shared_ptr<Holder> h = holder_;
-    auto* w = new PromiseWorker(info.Env(), [h, n, k, px, pd, pl, ps, m]() {
+    auto* w = new PromiseWorker(info.Env(), [h, p, ps, m]() {
       {
         // IVF looks vectors up by label through a direct map, built once (exclusive).
         std::shared_lock<std::shared_mutex> lock(h->mu);
         faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(h->index.get());
-        if (!ivf || !ivf->direct_map.no()) return SubsetKnn(h->index.get(), n, k, px, pd, pl, ps, m);
+        if (!ivf || !ivf->direct_map.no()) return SubsetKnn(h->index.get(), p, ps, m);
       }
       std::unique_lock<std::shared_mutex> lock(h->mu);
       faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(h->index.get());
       if (ivf->direct_map.no()) ivf->set_direct_map_type(faiss::DirectMap::Hashtable);
-      SubsetKnn(h->index.get(), n, k, px, pd, pl, ps, m);
+      SubsetKnn(h->index.get(), p, ps, m);
     });
-    w->Keep(a.x);
-    w->Keep(a.dist);
-    w->Keep(a.labels);
+    KeepSearchArgs(w, a);
     w->Keep(subset);
     return w->Start();
   }
@@ -605,11 +611,11 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     for (idx_t q = 0; q < n; q++) faiss::heap_reorder<C>(k, D + q * k, I + q * k);
   }
 
-  static void SubsetKnn(faiss::Index* idx, idx_t n, idx_t k, const float* x, float* D, idx_t* I, const idx_t* subset, size_t m) {
+  static void SubsetKnn(faiss::Index* idx, const SearchPtrs& p, const idx_t* subset, size_t m) {
     if (idx->metric_type == faiss::METRIC_INNER_PRODUCT) {
-      SubsetKnnWith<faiss::CMin<float, idx_t>>(idx, n, k, x, D, I, subset, m);
+      SubsetKnnWith<faiss::CMin<float, idx_t>>(idx, p.n, p.k, p.x, p.dist, p.labels, subset, m);
     } else {
-      SubsetKnnWith<faiss::CMax<float, idx_t>>(idx, n, k, x, D, I, subset, m);
+      SubsetKnnWith<faiss::CMax<float, idx_t>>(idx, p.n, p.k, p.x, p.dist, p.labels, subset, m);
     }
   }
 
