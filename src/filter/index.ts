@@ -3,4 +3,4 @@ export { checkFilter, filterSchema, parseFilter, FILTER_LIMITS, type Comparable,
 export { compilePredicate, readsMetadata, valuesAt, type Predicate } from './evaluate.js';
 export { Bits } from './bits.js';
 export { PayloadIndex } from './payload-index.js';
-export { selectRecords, type FilterSource, type Selection } from './select.js';
+export { SCAN_SLICE, selectRecords, yieldToLoop, type FilterSource, type Selection } from './select.js';

@@ -3,7 +3,8 @@
  * ids. Tests answered without decoding metadata go first: `$id` (the records table) and
  * fields with a payload index (set operations on their lists). What remains is evaluated
  * record by record, but only over the records the cheap tests left (an `$and` narrows as it
- * goes), decoding each record's metadata once.
+ * goes), decoding each record's metadata once. That scan yields to the event loop every
+ * SCAN_SLICE records, so a filter over millions of records never stalls a server.
  */
 import type { RecordId } from '../shard/records.js';
 import { Bits } from './bits.js';
@@ -22,6 +23,12 @@ export interface FilterSource {
   payload: PayloadIndex | null;
 }
 
+/** Records decoded between two yields to the event loop (~10-20 ms of msgpack decoding). */
+export const SCAN_SLICE = 16384;
+
+/** Lets other work of the event loop run (a long scan must not stall a server). */
+export const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 export interface Selection {
   bits: Bits;
   /** Records that had to be decoded one by one (0 when the payload index answered everything). */
@@ -29,9 +36,10 @@ export interface Selection {
 }
 
 /** The records of `universe` (bits over internal ids) that pass the filter. */
-export function selectRecords(node: FilterNode, src: FilterSource, universe: Bits): Selection {
+export async function selectRecords(node: FilterNode, src: FilterSource, universe: Bits): Promise<Selection> {
   const sel = new Selector(src);
-  return { bits: sel.eval(node, universe), scanned: sel.scanned };
+  const bits = await sel.eval(node, universe);
+  return { bits, scanned: sel.scanned };
 }
 
 class Selector {
@@ -53,14 +61,14 @@ class Selector {
     }
   }
 
-  eval(node: FilterNode, cand: Bits): Bits {
+  async eval(node: FilterNode, cand: Bits): Promise<Bits> {
     if (this.cheap(node)) return this.cheapBits(node, cand);
     if (node.kind === 'and') {
       // Cheap parts first: the expensive ones then decode only what survived them.
       const parts = [...node.nodes].sort((a, b) => Number(this.cheap(b)) - Number(this.cheap(a)));
       let cur = cand;
       for (const p of parts) {
-        cur = this.eval(p, cur);
+        cur = await this.eval(p, cur);
         if (cur.count() === 0) break;
       }
       return cur;
@@ -108,13 +116,16 @@ class Selector {
     return out;
   }
 
-  private scan(node: FilterNode, cand: Bits): Bits {
+  private async scan(node: FilterNode, cand: Bits): Promise<Bits> {
     const pred = compilePredicate(node);
     const out = new Bits(cand.size);
-    cand.forEach((i) => {
+    const ids = cand.toArray();
+    for (let j = 0; j < ids.length; j++) {
+      if (j > 0 && j % SCAN_SLICE === 0) await yieldToLoop();
+      const i = ids[j]!;
       this.scanned++;
       if (pred(this.src.metadataOf(i), this.src.idOf(i))) out.set(i);
-    });
+    }
     return out;
   }
 }

@@ -236,7 +236,7 @@ export class FaissIndex {
     if (!(bitmap instanceof Uint8Array)) throw new ValidationError('bitmap', 'a Uint8Array', bitmap);
     const distances = new Float32Array(n * k);
     const labels = new BigInt64Array(n * k);
-    await this.lock.read(() => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchSelected(data, n, k, distances, labels, params, bitmap))));
+    await this.withParamsLock(params, () => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchSelected(data, n, k, distances, labels, params, bitmap))));
     return { n, k, distances, labels };
   }
 

@@ -8,6 +8,7 @@ import { normalizeL2, toMatrix } from '../native/index.js';
 import type { Attachment } from '../protocol/index.js';
 import { concatBytes, encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
+import { MAX_IDS_PER_CALL } from '../contract.js';
 import { parseFilter } from '../filter/index.js';
 import { filteredIteratePage, idsMatching } from '../shard/filtered-search.js';
 import { compact, findRecords, iteratePage, rangeSearch, readRecords } from '../shard/shard-records.js';
@@ -29,8 +30,11 @@ export function buildRecordMethods(server: IndexServer) {
           if (d.shard.records.mode === 'anon') {
             throw new ValidationError('filter', 'an index whose records have ids (delete by filter removes records by id; this index stores vectors without ids)', filter);
           }
-          const gone = await d.delete(idsMatching(d.shard, node));
-          return { deleted: gone.deleted, unknown: [] };
+          // Logged in parts of at most MAX_IDS_PER_CALL ids, as a client splits a long id list.
+          const matching = await idsMatching(d.shard, node);
+          const deleted: RecordId[] = [];
+          for (let i = 0; i < matching.length; i += MAX_IDS_PER_CALL) deleted.push(...(await d.delete(matching.slice(i, i + MAX_IDS_PER_CALL))).deleted);
+          return { deleted, unknown: [] };
         });
         return { result: { deleted: r.deleted.length, unknown: r.unknown } };
       }),
@@ -54,7 +58,7 @@ export function buildRecordMethods(server: IndexServer) {
         const shard = server.getShard(indexId);
         // With vectors a page carries at most 32 MiB of them (well under the frame limit); `next` goes on from there.
         const pageSize = withVectors ? Math.max(1, Math.min(limit, Math.floor(VECTOR_VALUES_PER_REPLY / shard.cfg.dim))) : limit;
-        const page = filter === undefined ? iteratePage(shard, after, pageSize) : filteredIteratePage(shard, after, pageSize, parseFilter(filter));
+        const page = filter === undefined ? iteratePage(shard, after, pageSize) : await filteredIteratePage(shard, after, pageSize, parseFilter(filter));
         return recordsReply(shard, page.ats, withVectors ?? false, { next: page.next, ats: page.ats });
       }),
 

@@ -13,11 +13,12 @@
  * - Deleted, replaced and revoked records never match: the selection starts from the live
  *   records in FAISS; hits that died while the search ran are dropped on the way out.
  * - Payload indexes (cfg.indexedFields) live next to the shard, built lazily: each filter
- *   call first indexes the records stored since the last one, so a restored shard rebuilds
- *   them from its metadata on the first filtered call.
+ *   call first indexes the records stored since the last one (a slice at a time, yielding to
+ *   the event loop; concurrent calls share one catch-up), so a restored shard rebuilds them
+ *   from its metadata on the first filtered call.
  */
 import type { CallSearchParams } from '../config/index.js';
-import { Bits, PayloadIndex, selectRecords, type FilterNode, type FilterSource } from '../filter/index.js';
+import { Bits, PayloadIndex, SCAN_SLICE, selectRecords, yieldToLoop, type FilterNode, type FilterSource } from '../filter/index.js';
 import type { FaissIndex } from '../native/index.js';
 import { unpackStored } from '../protocol/metadata.js';
 import type { RecordId } from './records.js';
@@ -56,26 +57,36 @@ export interface FilteredSearchResult extends ShardSearchResult {
   filtered: { matches: number; strategy: 'exact' | 'selector'; widenings: number; exactFallback: number };
 }
 
-const payloads = new WeakMap<Shard, PayloadIndex>();
+const payloads = new WeakMap<Shard, { index: PayloadIndex; catchingUp: Promise<void> | null }>();
 
 /** The shard's payload index, caught up with its stored records (null without indexedFields). */
-export function payloadIndex(shard: Shard): PayloadIndex | null {
+export async function payloadIndex(shard: Shard): Promise<PayloadIndex | null> {
   const fields = shard.cfg.indexedFields;
   if (!fields || fields.length === 0) return null;
   let p = payloads.get(shard);
-  if (!p) payloads.set(shard, (p = new PayloadIndex(fields)));
-  const size = shard.metadata.size;
-  if (p.size < size) p.append(size - p.size, (i) => unpackStored(shard.metadata.get(i)));
-  return p;
+  if (!p) payloads.set(shard, (p = { index: new PayloadIndex(fields), catchingUp: null }));
+  const entry = p;
+  while (entry.index.size < shard.metadata.size) {
+    entry.catchingUp ??= (async () => {
+      while (entry.index.size < shard.metadata.size) {
+        entry.index.append(Math.min(SCAN_SLICE, shard.metadata.size - entry.index.size), (i) => unpackStored(shard.metadata.get(i)));
+        if (entry.index.size < shard.metadata.size) await yieldToLoop();
+      }
+    })().finally(() => {
+      entry.catchingUp = null;
+    });
+    await entry.catchingUp;
+  }
+  return entry.index;
 }
 
 /** The selection's view of a shard. */
-export function filterSource(shard: Shard): FilterSource {
+export async function filterSource(shard: Shard): Promise<FilterSource> {
   return {
     metadataOf: (i) => unpackStored(shard.metadata.get(i)),
     idOf: (i) => shard.records.idAt(i),
     lookup: (id: RecordId) => shard.records.lookup(id),
-    payload: payloadIndex(shard),
+    payload: await payloadIndex(shard),
   };
 }
 
@@ -92,9 +103,13 @@ export function liveRecords(shard: Shard, from: number, to: number, currentOnly:
   return bits;
 }
 
-/** The records a filter admits among the live ones in [from, to) (see liveRecords). */
-export function selectLive(shard: Shard, node: FilterNode, from: number, to: number, currentOnly: boolean): Bits {
-  return selectRecords(node, filterSource(shard), liveRecords(shard, from, to, currentOnly)).bits;
+/**
+ * The records a filter admits among the live ones in [from, to) (see liveRecords). Records
+ * that die while a long scan yields are dropped by the caller (hits are checked again).
+ */
+export async function selectLive(shard: Shard, node: FilterNode, from: number, to: number, currentOnly: boolean): Promise<Bits> {
+  const src = await filterSource(shard);
+  return (await selectRecords(node, src, liveRecords(shard, from, to, currentOnly))).bits;
 }
 
 /** search() restricted to the records `filter` admits (searchable ones: in FAISS). */
@@ -108,7 +123,7 @@ export async function filteredSearch(shard: Shard, queries: Float32Array, k: num
     while (shard.compacting) await shard.compacting.catch(() => 0);
     const generation = shard.compactions.count;
     const upTo = shard.indexedUpTo;
-    const selected = selectLive(shard, filter, 0, upTo, false);
+    const selected = await selectLive(shard, filter, 0, upTo, false);
     const labels = faissLabels(shard, selected);
     const r = await searchLabels(index, queries, k, labels, params);
     const vectors = withVectors ? await index.reconstruct(validLabels(r.labels)) : null;
@@ -278,16 +293,17 @@ const ITERATE_MAX_SCAN = 1 << 20;
  * order from `after`, `next` resumes, null once the shard is exhausted for now), the filter
  * evaluated a window of ids at a time, so a sparse filter still returns a bounded page.
  */
-export function filteredIteratePage(shard: Shard, after: number, limit: number, filter: FilterNode): { ats: number[]; next: number | null } {
+export async function filteredIteratePage(shard: Shard, after: number, limit: number, filter: FilterNode): Promise<{ ats: number[]; next: number | null }> {
   const size = shard.metadata.size;
   const ats: number[] = [];
   const end = Math.min(size, Math.max(0, after) + ITERATE_MAX_SCAN);
   let i = Math.max(0, after);
   while (i < end && ats.length < limit) {
     const to = Math.min(end, i + ITERATE_WINDOW);
-    const picked = selectLive(shard, filter, i, to, true);
+    const picked = await selectLive(shard, filter, i, to, true);
     let last = to;
     picked.forEach((at) => {
+      if (shard.isHidden(at)) return true; // died while the scan yielded
       ats.push(at);
       if (ats.length === limit) {
         last = at + 1;
@@ -301,9 +317,9 @@ export function filteredIteratePage(shard: Shard, after: number, limit: number, 
 }
 
 /** The record ids a filter admits on this shard now (current versions, buffered ones included), for delete by filter. */
-export function idsMatching(shard: Shard, filter: FilterNode): RecordId[] {
+export async function idsMatching(shard: Shard, filter: FilterNode): Promise<RecordId[]> {
   const out: RecordId[] = [];
-  selectLive(shard, filter, 0, shard.metadata.size, true).forEach((at) => {
+  (await selectLive(shard, filter, 0, shard.metadata.size, true)).forEach((at) => {
     const id = shard.records.idAt(at);
     if (id !== undefined) out.push(id);
   });
