@@ -131,3 +131,18 @@ test('bits: FAISS bitmap byte layout, counts and iteration', () => {
   assert.equal(Bits.full(70).count(), 70);
   assert.equal(Bits.full(64).count(), 64);
 });
+
+test('a long scan yields to the event loop (a filter over many records never stalls a server)', async () => {
+  const n = 100_000;
+  const metas = Array.from({ length: n }, (_, i) => ({ v: i }));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  try {
+    const r = await selectRecords(parseFilter({ v: { $gte: n - 5 } }), source(metas, [], null), Bits.full(n));
+    assert.deepEqual(r.bits.toArray(), [n - 5, n - 4, n - 3, n - 2, n - 1]);
+    assert.equal(r.scanned, n);
+  } finally {
+    clearInterval(timer);
+  }
+  assert.ok(ticks >= 2, `timers ran ${ticks} times during the scan`);
+});
