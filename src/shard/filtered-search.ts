@@ -47,6 +47,12 @@ export function exactSearchLimit(kind: FaissIndex['selectorKind'], ntotal: numbe
   }
 }
 
+/**
+ * DFAISS_FILTER_EXACT_MAX (tests only): overrides exactSearchLimit for the types FAISS can
+ * walk with a selector, e.g. 0 to force the walk and its widening at any selectivity.
+ */
+const EXACT_MAX_OVERRIDE = process.env.DFAISS_FILTER_EXACT_MAX === undefined ? undefined : Number(process.env.DFAISS_FILTER_EXACT_MAX);
+
 /** Widest HNSW walk tried before the exact subset search takes over. */
 const MAX_EF_SEARCH = 16384;
 /** Attempts when a compaction renumbers FAISS positions under a running search. */
@@ -123,29 +129,34 @@ export async function filteredSearch(shard: Shard, queries: Float32Array, k: num
     while (shard.compacting) await shard.compacting.catch(() => 0);
     const generation = shard.compactions.count;
     const upTo = shard.indexedUpTo;
-    const selected = await selectLive(shard, filter, 0, upTo, false);
-    const labels = faissLabels(shard, selected);
+    const labels = faissLabels(shard, await selectLive(shard, filter, 0, upTo, false));
     const r = await searchLabels(index, queries, k, labels, params);
     const vectors = withVectors ? await index.reconstruct(validLabels(r.labels)) : null;
     if ((shard.compacting || shard.compactions.count !== generation) && attempt < MAX_ATTEMPTS) continue;
-    return { ...toInternal(shard, r.labels, r.distances, vectors, n, k), filtered: { matches: labels.length, strategy: r.strategy, widenings: r.widenings, exactFallback: r.exactFallback } };
+    return { ...toInternal(shard, r.labels, r.distances, vectors, n, k), filtered: { matches: labels.count(), strategy: r.strategy, widenings: r.widenings, exactFallback: r.exactFallback } };
   }
 }
 
-/** FAISS labels of the selected internal ids (positions once a Flat index was compacted). */
-function faissLabels(shard: Shard, selected: Bits): BigInt64Array {
+/**
+ * The selected internal ids as bits over FAISS labels: the same bits while labels are
+ * internal ids, FAISS positions once a Flat index was compacted (remap).
+ */
+function faissLabels(shard: Shard, selected: Bits): Bits {
   const remap = shard.records.remap;
-  if (!remap) {
-    const out = new BigInt64Array(selected.count());
-    let j = 0;
-    selected.forEach((i) => {
-      out[j++] = BigInt(i);
-    });
-    return out;
-  }
-  const out: bigint[] = [];
-  for (let p = 0; p < remap.len; p++) if (selected.has(remap.arr[p]!)) out.push(BigInt(p));
-  return BigInt64Array.from(out);
+  if (!remap) return selected;
+  const out = new Bits(remap.len);
+  for (let p = 0; p < remap.len; p++) if (selected.has(remap.arr[p]!)) out.set(p);
+  return out;
+}
+
+/** The labels of a selection as FAISS takes them for the subset search (BigInt64, ascending). */
+function labelList(labels: Bits, count: number): BigInt64Array {
+  const out = new BigInt64Array(count);
+  let j = 0;
+  labels.forEach((l) => {
+    out[j++] = BigInt(l);
+  });
+  return out;
 }
 
 interface LabelSearch {
@@ -156,19 +167,20 @@ interface LabelSearch {
   exactFallback: number;
 }
 
-/** Top-k among `labels` (sorted), exactly or by a widening walk; every query gets min(k, matches) hits. */
-async function searchLabels(index: FaissIndex, queries: Float32Array, k: number, labels: BigInt64Array, params?: CallSearchParams): Promise<LabelSearch> {
-  const m = labels.length;
+/** Top-k among the selected labels, exactly or by a widening walk; every query gets min(k, matches) hits. */
+async function searchLabels(index: FaissIndex, queries: Float32Array, k: number, labels: Bits, params?: CallSearchParams): Promise<LabelSearch> {
+  const m = labels.count();
   const kind = index.selectorKind;
   const ntotal = index.ntotal;
-  if (m === 0 || m <= exactSearchLimit(kind, ntotal, k)) {
-    const r = await index.searchSubset(queries, k, labels);
+  const limit = kind !== null && EXACT_MAX_OVERRIDE !== undefined ? EXACT_MAX_OVERRIDE : exactSearchLimit(kind, ntotal, k);
+  if (m === 0 || m <= limit) {
+    const r = await index.searchSubset(queries, k, labelList(labels, m));
     return { distances: r.distances, labels: r.labels, strategy: 'exact', widenings: 0, exactFallback: 0 };
   }
   const dim = index.dim;
   const n = queries.length / dim;
   const want = Math.min(k, m);
-  const bitmap = labelBits(labels, ntotal);
+  const bitmap = labels.bytes;
   const distances = new Float32Array(n * k);
   const out = new BigInt64Array(n * k);
   let todo = Array.from({ length: n }, (_, q) => q);
@@ -176,7 +188,7 @@ async function searchLabels(index: FaissIndex, queries: Float32Array, k: number,
   let widenings = 0;
   for (;;) {
     const sub = pick(queries, todo, dim);
-    const r = await index.searchSelected(sub, k, bitmap.bytes, width);
+    const r = await index.searchSelected(sub, k, bitmap, width);
     const short: number[] = [];
     todo.forEach((q, j) => {
       distances.set(r.distances.subarray(j * k, (j + 1) * k), q * k);
@@ -191,7 +203,7 @@ async function searchLabels(index: FaissIndex, queries: Float32Array, k: number,
   }
   // Still short after the widest walk (HNSW over a sparse selection, or a max_codes limit): exact.
   if (todo.length > 0) {
-    const r = await index.searchSubset(pick(queries, todo, dim), k, labels);
+    const r = await index.searchSubset(pick(queries, todo, dim), k, labelList(labels, m));
     todo.forEach((q, j) => {
       distances.set(r.distances.subarray(j * k, (j + 1) * k), q * k);
       out.set(r.labels.subarray(j * k, (j + 1) * k), q * k);
@@ -232,12 +244,6 @@ function widen(index: FaissIndex, kind: FaissIndex['selectorKind'], width: CallS
     return { ...width, efSearch: Math.min(MAX_EF_SEARCH, Math.max(64, now * 4)) };
   }
   return null;
-}
-
-function labelBits(labels: BigInt64Array, ntotal: number): Bits {
-  const bits = new Bits(Math.max(ntotal, labels.length > 0 ? Number(labels[labels.length - 1]!) + 1 : 0));
-  for (const l of labels) bits.set(Number(l));
-  return bits;
 }
 
 function pick(queries: Float32Array, rows: number[], dim: number): Float32Array {

@@ -243,3 +243,40 @@ test('delete by filter on an index without ids is refused, naming the filter', {
   for (const row of r.metadata) for (const m of row) assert.equal((m as { lang: string }).lang, 'de');
   await client.dropIndex('fs-anon');
 });
+
+test('forced selector walks (DFAISS_FILTER_EXACT_MAX=0) start wide enough or widen until every query has k hits: IVF nprobe 1 and HNSW over 0.03%', { timeout: 300_000 }, async () => {
+  const n = 40_000;
+  await fill('fs-wivf', { indexBuilderType: 'ivf_simple', centroids: 128, nprobe: 1 }, n);
+  await fill('fs-whnsw', { indexBuilderType: 'hnswsq', nprobe: 16, storeN: 16, efConstruction: 40 }, n);
+  await client.saveIndex('fs-wivf');
+  await client.saveIndex('fs-whnsw');
+  await client.close();
+  // Restarted with the test hook: every filtered search on these types walks with the selector.
+  for (const r of [0, 1]) await cluster.kill(r, 'SIGTERM');
+  for (const r of [0, 1]) await cluster.start(r, ['--load-index'], { DFAISS_FILTER_EXACT_MAX: '0' });
+  client = await IndexClient.connect(cluster.discovery);
+  const { RpcClient } = await import('../../src/protocol/index.js');
+  const raw = await RpcClient.connect('127.0.0.1', cluster.servers[0]!.port);
+  try {
+    const filter: Filter = { b: { $in: [11, 22, 33] } }; // 12 records of 40k (0.03%), 6 per server
+    const admits = (i: number) => [11, 22, 33].includes(i % 10_000);
+    const want = exactFiltered(admits, n);
+    for (const id of ['fs-wivf', 'fs-whnsw']) {
+      for (let t = 0; (await client.getNtotal(id)) !== n; t++) {
+        assert.ok(t < 3000, `${id} restored`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const how = (await raw.call('search', { indexId: id, k: K, filter }, [queries])).result as { filtered: { strategy: string; widenings: number; exactFallback: number; matches: number } };
+      assert.equal(how.filtered.strategy, 'selector', id);
+      const r = await client.search(id, queries, K, { filter });
+      r.ids!.forEach((row, q) => {
+        assert.equal(row.length, K, `${id} query ${q}`);
+        if (id === 'fs-wivf') assert.deepEqual(row, want[q], 'IVF-Flat widened to every list: exact');
+        for (const hit of row) assert.ok(admits(hit as number));
+      });
+      console.log(`${id}: ${JSON.stringify(how.filtered)} on server 0`);
+    }
+  } finally {
+    await raw.close();
+  }
+});
