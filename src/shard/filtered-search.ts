@@ -32,7 +32,7 @@ import type { Shard, ShardSearchResult } from './shard.js';
  * - IVF: the crossover lay between ~100 (SQ codes, slow to reconstruct through the direct
  *   map) and ~3000 (Flat codes) matches: sqrt(k * ntotal) / 2 (500 at k=10, 100k).
  * - HNSW: a sparse selection makes the graph walk long (efSearch ~ k / selectivity): the
- *   subset search won up to ~10% of the shard.
+ *   subset search won up to ~1% of the shard for one query and ~10% for ten: 1/30 (3%).
  * Types FAISS cannot walk with a selector (fast-scan IVF, PQ, transforms, IDMap) always take the subset.
  */
 export function exactSearchLimit(kind: FaissIndex['selectorKind'], ntotal: number, k: number): number {
@@ -43,7 +43,7 @@ export function exactSearchLimit(kind: FaissIndex['selectorKind'], ntotal: numbe
     case 'ivf':
       return Math.sqrt(k * ntotal) / 2;
     case 'hnsw':
-      return ntotal / 10;
+      return ntotal / 30;
   }
 }
 
