@@ -88,7 +88,7 @@ test('per-call efSearch on HNSW-SQ: two clients at once each get their own, the 
   const b = await IndexClient.connect(cluster.discovery);
   const far = new SyntheticDataset({ dim, seed: 99 }).queries(50); // another data set's queries: a hard walk
   try {
-    await a.createIndex('pc-hnsw', { dim, metric: 'l2', indexBuilderType: 'hnswsq', nprobe: 16, storeN: 8, trainNum: 3000 });
+    await a.createIndex('pc-hnsw', { dim, metric: 'l2', indexBuilderType: 'hnswsq', nprobe: 16, trainNum: 3000, extra: { storeN: 8 } });
     for (let i = 0; i < N; i += 1000) await a.addIndexData('pc-hnsw', base.subarray(i * dim, (i + 1000) * dim), Array.from({ length: 1000 }, (_, j) => i + j));
     await a.trainingSettled('pc-hnsw');
     while ((await a.getState('pc-hnsw')) !== IndexState.TRAINED || (await a.getNtotal('pc-hnsw')) !== N) await new Promise((r) => setTimeout(r, 30));
