@@ -44,7 +44,16 @@ namespace {
 struct Holder {
   std::unique_ptr<faiss::Index> index;
   std::shared_mutex mu;
+  // OpenMP threads for this index's jobs (0: the process-wide setNumThreads). Several
+  // servers (ranks) can share one process, each with its own thread count.
+  std::atomic<int> threads{0};
 };
+
+// Sets the calling thread's OpenMP thread count for a job on `h` (OpenMP's count is per thread).
+void ApplyHolderThreads(const Holder& h) {
+  int n = h.threads.load(std::memory_order_relaxed);
+  if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+}
 
 // Reads an index straight from caller memory (VectorIOReader would copy it first).
 struct SpanReader : faiss::IOReader {
@@ -107,6 +116,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::AddPreassigned>("addPreassigned"),
             InstanceMethod<&NativeIndex::Reset>("reset"),
             InstanceMethod<&NativeIndex::Clone>("clone"),
+            InstanceMethod<&NativeIndex::SetThreads>("setThreads"),
             InstanceMethod<&NativeIndex::WriteFile>("writeFile"),
             InstanceMethod<&NativeIndex::WriteBuffer>("writeBuffer"),
             InstanceMethod<&NativeIndex::RangeSearch>("rangeSearch"),
@@ -139,6 +149,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return new PromiseWorker(
         env,
         [h, exclusive, fn]() {
+          ApplyHolderThreads(*h);
           if (exclusive) {
             std::unique_lock<std::shared_mutex> lock(h->mu);
             fn(h->index.get());
@@ -460,6 +471,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
     if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
     ApplyThreadCount();
+    ApplyHolderThreads(*holder_);
     try {
       std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
       holder_->index->search(a.n, a.x.Data(), a.k, a.dist.Data(), a.labels.Data(), BuildParams(holder_->index.get(), cp, hold));
@@ -854,10 +866,23 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   // clone() -> NativeIndex (deep copy, e.g. to ship one trained, empty index to many shards)
   Napi::Value Clone(const Napi::CallbackInfo& info) {
     auto out = std::make_shared<std::unique_ptr<faiss::Index>>();
+    int threads = holder_->threads.load();
     auto* w = Job(
         info.Env(), false, [out](faiss::Index* idx) { out->reset(faiss::clone_index(idx)); },
-        [out](Napi::Env env) -> Napi::Value { return Wrap(env, std::move(*out)); });
+        [out, threads](Napi::Env env) -> Napi::Value {
+          Napi::Object clone = Wrap(env, std::move(*out));
+          NativeIndex::Unwrap(clone)->holder_->threads.store(threads);  // a clone keeps its owner's threads
+          return clone;
+        });
     return w->Start();
+  }
+
+  // setThreads(n): OpenMP threads for this index's later jobs; 0 = the process-wide count.
+  Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+    int64_t n = ArgInt(info, 0, "n");
+    if (n < 0 || n > 1024) throw Napi::RangeError::New(info.Env(), "threads must be 0..1024");
+    holder_->threads.store(static_cast<int>(n));
+    return info.Env().Undefined();
   }
 
   Napi::Value WriteFile(const Napi::CallbackInfo& info) {

@@ -10,7 +10,7 @@
 #      cached under ${XDG_CACHE_HOME:-~/.cache}/dfaiss (scripts/faiss-build.sh).
 #   4. The native addon (node-gyp) when missing, older than its sources or FAISS, or built
 #      against another FAISS than scripts/faiss-config.mjs now picks.
-#   5. The TypeScript build (dist/).
+#   5. The TypeScript build: the client package (packages/client/dist), then dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,8 +59,13 @@ if [[ ! -f $addon || ! -f $stamp || $(cat "$stamp") != "$faiss" || $faisslib -nt
   echo "$faiss" >"$stamp"
 fi
 
-if [[ ! -f dist/index.js || -n $(find src tsconfig.json -newer dist/index.js -print -quit) ]]; then
-  log "compiling TypeScript"
-  npx --no-install tsc -p tsconfig.json
+# The client package (packages/client/dist) first, then dist/, whose client modules then
+# become re-exports of the client package (scripts/link-client.mjs). A plain
+# `tsc -p tsconfig.json` leaves dist/ self-contained (no re-exports); that is rebuilt too.
+client=packages/client/dist/client.js
+if [[ ! -f dist/index.js || ! -f $client || -n $(find src tsconfig.json packages/client/tsconfig.json -newer dist/index.js -print -quit) \
+      || -n $(find src -newer "$client" -print -quit) ]] || ! grep -q link-client dist/errors.js; then
+  log "compiling TypeScript (packages/client, then dist/)"
+  npm run --silent build:ts
   touch dist/index.js
 fi

@@ -40,3 +40,9 @@ export function filterArg(flag: string): (value: string) => Filter {
     }
   };
 }
+
+/** One integer, or a comma-separated list of them (e.g. one port per rank). */
+export function intListArg(flag: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number[] {
+  const one = intArg(flag, min, max);
+  return (value: string) => value.split(',').map((v) => one(v));
+}

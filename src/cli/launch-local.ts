@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
 import { defaultThreadsPerServer, LocalCluster } from '../launch/local.js';
-import { createLogger } from '../util/logger.js';
+import { createLogger, exitAfterFlush } from '../util/logger.js';
 import { intArg } from './args.js';
 import { addServerSecurityOptions, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
 
@@ -19,6 +19,7 @@ interface LaunchLocalOpts extends SecurityCliOptions {
   host: string;
   loadIndex: boolean;
   threadsPerServer?: number;
+  ranksPerProcess: number;
   restartOnCrash: boolean;
   maxRestarts: number;
   restartDelay: number;
@@ -51,8 +52,10 @@ export function registerLaunchLocal(launch: Command): void {
 Examples:
   dfaiss launch local --num-servers 4 --save-dir ./data --discovery-config /tmp/discovery.txt
   dfaiss launch local --num-servers 4 --save-dir ./data --discovery-config /tmp/discovery.txt \\
-      --base-port 12033 --metrics-port 9100 --load-index --restart-on-crash`)
-    .requiredOption('--num-servers <n>', 'how many server processes', intArg('--num-servers', 1, 4096))
+      --base-port 12033 --metrics-port 9100 --load-index --restart-on-crash
+  # 32 servers in 4 Node processes of 8 ranks
+  dfaiss launch local --num-servers 32 --ranks-per-process 8 --save-dir ./data --discovery-config /tmp/discovery.txt`)
+    .requiredOption('--num-servers <n>', 'how many servers (ranks)', intArg('--num-servers', 1, 4096))
     .requiredOption('--save-dir <dir>', 'storage root shared by the servers ({save-dir}/{index}/{rank})')
     .requiredOption('--discovery-config <file>', 'discovery file to write: the count line, then one "host,port" line per server')
     .option('--base-port <port>', 'server i listens on base-port + i (default: free ports picked by the OS)', intArg('--base-port', 1, 65535))
@@ -60,6 +63,7 @@ Examples:
     .option('--metrics-port <port>', "serve each server's Prometheus /metrics, /healthz, /readyz: server i on this port + i (0 = a free port each; off by default)", intArg('--metrics-port', 0, 65535))
     .option('--load-index', 'servers load their saved indexes before serving', false)
     .option('--threads-per-server <n>', 'FAISS threads per server (default: max(1, floor(cores / servers)))', intArg('--threads-per-server', 1, 1024))
+    .option('--ranks-per-process <k>', 'servers per Node process: each `dfaiss server --ranks-per-process k` serves k ranks, each on its own port (a crash or restart takes all k)', intArg('--ranks-per-process', 1, 4096), 1)
     .option('--restart-on-crash', 'restart a server that exits on its own (with --load-index)', false)
     .option('--max-restarts <n>', 'restarts allowed per server per minute before giving up on it', intArg('--max-restarts', 0, 1000), 5)
     .option('--stop-timeout <sec>', 'seconds a server gets to save and exit after SIGTERM before SIGKILL', intArg('--stop-timeout', 1, 86_400), 60)
@@ -83,6 +87,7 @@ Examples:
           host: opts.host,
           loadIndex: opts.loadIndex,
           threadsPerServer: opts.threadsPerServer ?? defaultThreadsPerServer(opts.numServers),
+          ranksPerProcess: opts.ranksPerProcess,
           restartOnCrash: opts.restartOnCrash,
           maxRestarts: opts.maxRestarts,
           restartDelayMs: opts.restartDelay,
@@ -94,7 +99,7 @@ Examples:
       } catch (err) {
         // Bad option combinations (e.g. metrics ports overlapping server ports): one line, named as flags.
         const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-        process.stderr.write(`dfaiss launch local: ${(err as Error).message.replace(/\b(basePort|metricsPort|numServers|threadsPerServer)\b/g, flag)}\n`);
+        process.stderr.write(`dfaiss launch local: ${(err as Error).message.replace(/\b(basePort|metricsPort|numServers|threadsPerServer|ranksPerProcess)\b/g, flag)}\n`);
         process.exit(2);
       }
 
@@ -111,11 +116,11 @@ Examples:
         cluster.stop().then(
           () => {
             emit('stopped', { servers: cluster.servers.map(({ rank, status }) => ({ rank, status })) });
-            process.exit(exitCode);
+            exitAfterFlush(logger, exitCode);
           },
           (err: Error) => {
             logger.error({ err: err.message }, 'stop failed');
-            process.exit(1);
+            exitAfterFlush(logger, 1);
           },
         );
       };

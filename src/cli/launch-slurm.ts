@@ -19,6 +19,7 @@ interface Opts {
   comment?: string;
   host: string;
   threadsPerServer?: number;
+  ranksPerProcess: number;
   dryRun: boolean;
 }
 
@@ -30,7 +31,9 @@ export function registerLaunchSlurm(launch: Command): void {
 Example:
   dfaiss launch slurm --log-dir ~/dfaiss-logs --discovery-config ~/discovery.txt --save-dir ~/dfaiss_data \\
       --num-servers 64 --num-servers-per-node 32 --cpus-per-node 64 --mem-gb 400 --partition dev \\
-      --base-port 12033 --metrics-port 9100`)
+      --base-port 12033 --metrics-port 9100
+  # the same 64 servers as 8 Node processes (4 per node) of 8 ranks each
+  dfaiss launch slurm ... --num-servers 64 --num-servers-per-node 32 --ranks-per-process 8`)
     .requiredOption('--log-dir <dir>', 'folder for the job logs: <jobid>_<task>.out/.err per server')
     .requiredOption('--discovery-config <file>', 'discovery file on a shared file system (rewritten: count line, then one line per server)')
     .option('--save-dir <dir>', 'storage root of the servers (shared or node-local)', 'distributed_faiss_storage')
@@ -46,6 +49,7 @@ Example:
     .option('--comment <text>', 'sbatch --comment')
     .option('--host <addr>', 'interface the servers bind (their hostname goes into the discovery file when 0.0.0.0)', '0.0.0.0')
     .option('--threads-per-server <n>', 'FAISS threads per server (default: cpus per node / servers per node)', intArg('--threads-per-server', 1, 1024))
+    .option('--ranks-per-process <k>', 'servers per Node process (srun task): one `dfaiss server --ranks-per-process k` serves k ranks, each on its own port; must divide --num-servers-per-node', intArg('--ranks-per-process', 1, 4096), 1)
     .option('--dry-run', 'print the batch script and exit without submitting', false)
     .action(async (opts: Opts) => {
       const launchOpts: SlurmLaunchOptions = {
@@ -64,6 +68,7 @@ Example:
         comment: opts.comment,
         host: opts.host,
         threadsPerServer: opts.threadsPerServer,
+        ranksPerProcess: opts.ranksPerProcess,
       };
       let job;
       try {
@@ -75,13 +80,14 @@ Example:
       } catch (err) {
         // Bad options and sbatch refusals (EnforcePartLimits) are the user's to fix: no stack.
         const flag = (name: string): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|metricsPort|threadsPerServer|logDir|discoveryConfig|saveDir|jobName)\b/g;
+        const fields = /\b(numServers|numServersPerNode|memGb|cpusPerNode|timeoutMin|basePort|metricsPort|threadsPerServer|ranksPerProcess|logDir|discoveryConfig|saveDir|jobName)\b/g;
         console.error(`dfaiss launch slurm: ${(err as Error).message.replace(fields, flag)}`);
         process.exitCode = 1;
         return;
       }
       const p = job.plan;
-      console.log(`submitted job ${job.jobId}: ${p.ntasks} servers on ${p.nodes} node(s) of partition ${p.partition}, ports ${p.basePort}+`);
+      const procs = p.ranksPerProcess === 1 ? '' : ` in ${p.ntasks} processes`;
+      console.log(`submitted job ${job.jobId}: ${p.numServers} servers${procs} on ${p.nodes} node(s) of partition ${p.partition}, ports ${p.basePort}+`);
       console.log(`  discovery file: ${p.discoveryConfig}`);
       console.log(`  server logs:    ${job.logPattern}`);
       console.log(`  job log:        ${p.logDir}/${job.jobId}_batch.{out,err}`);

@@ -3,17 +3,29 @@
 import { Command, Option } from 'commander';
 import { LOG_FORMATS } from '../util/logger.js';
 import { readFileSync } from 'node:fs';
-import { run } from './common.js';
-import { registerDashboardCommand } from './dashboard.js';
-import { registerLaunchCommand } from './launch.js';
-import { registerLoadCommand } from './load.js';
-import { registerOpsCommands } from './ops.js';
-import { registerRecordCommands } from './records.js';
 import { registerServerCommand } from './server.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
 
-export function buildProgram(): Command {
+/**
+ * The subcommand on this command line (the first word that is not an option or the
+ * value of --log-format), to load only what `dfaiss server` needs in a server process.
+ */
+function subcommand(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--log-format') i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+/**
+ * The whole program, or (`serverOnly`) the `server` command alone: a server process then
+ * never loads the client-side commands' modules (the loader, progress bars, the dashboard,
+ * the launchers), which cost it several MiB of heap (issue 15, item 3).
+ */
+export async function buildProgram(serverOnly = false): Promise<Command> {
   const program = new Command('dfaiss')
     .description(pkg.description)
     .version(pkg.version, '-V, --version', 'print the dfaiss version')
@@ -33,6 +45,9 @@ Examples:
   dfaiss dashboard --discover /tmp/discovery.txt --port 8080
 Run 'dfaiss <command> --help' for a command's options and examples.`);
 
+  registerServerCommand(program);
+  if (serverOnly) return program;
+  const { run } = await import('./common.js');
   program
     .command('info')
     .description('print the linked FAISS (version, SIMD level, BLAS, where it was built from) and native capabilities')
@@ -43,13 +58,13 @@ Run 'dfaiss <command> --help' for a command's options and examples.`);
       }),
     );
 
-  registerServerCommand(program);
-  registerLaunchCommand(program);
-  registerLoadCommand(program);
-  registerOpsCommands(program);
-  registerRecordCommands(program);
-  registerDashboardCommand(program);
+  const [launch, load, ops, records, dashboard] = await Promise.all([import('./launch.js'), import('./load.js'), import('./ops.js'), import('./records.js'), import('./dashboard.js')]);
+  launch.registerLaunchCommand(program);
+  load.registerLoadCommand(program);
+  ops.registerOpsCommands(program);
+  records.registerRecordCommands(program);
+  dashboard.registerDashboardCommand(program);
   return program;
 }
 
-await buildProgram().parseAsync(process.argv);
+await (await buildProgram(subcommand(process.argv.slice(2)) === 'server')).parseAsync(process.argv);

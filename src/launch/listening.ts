@@ -20,11 +20,24 @@ export async function waitForListening(proc: ChildProcess, opts: WaitListeningOp
 }
 
 /** The whole listening event: the RPC port, and the metrics port when the server serves one. */
-export function waitForListeningEvent(proc: ChildProcess, opts: WaitListeningOptions = {}): Promise<{ port: number; metricsPort?: number }> {
+export async function waitForListeningEvent(proc: ChildProcess, opts: WaitListeningOptions = {}): Promise<{ port: number; metricsPort?: number }> {
+  return (await waitForListeningEvents(proc, 1, opts))[0]!;
+}
+
+export interface ListeningEvent {
+  /** The rank that listens (`dfaiss server --ranks-per-process` announces each of its ranks). */
+  rank?: number;
+  port: number;
+  metricsPort?: number;
+}
+
+/** The first `count` listening events of a process (one per rank it serves). */
+export function waitForListeningEvents(proc: ChildProcess, count: number, opts: WaitListeningOptions = {}): Promise<ListeningEvent[]> {
   const label = opts.label ?? 'server';
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const detail = (): string => (opts.detail ? `: ${opts.detail()}` : '');
-  return new Promise<{ port: number; metricsPort?: number }>((resolve, reject) => {
+  const events: ListeningEvent[] = [];
+  return new Promise<ListeningEvent[]>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${label} did not start within ${timeoutMs / 1000} s${detail()}`)), timeoutMs);
     proc.once('exit', (code) => {
       clearTimeout(timer);
@@ -32,10 +45,13 @@ export function waitForListeningEvent(proc: ChildProcess, opts: WaitListeningOpt
     });
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       try {
-        const ev = JSON.parse(line) as { event?: string; port?: number; metricsPort?: number };
-        if (ev.event === 'listening' && typeof ev.port === 'number') {
-          clearTimeout(timer);
-          resolve(typeof ev.metricsPort === 'number' ? { port: ev.port, metricsPort: ev.metricsPort } : { port: ev.port });
+        const ev = JSON.parse(line) as { event?: string; rank?: number; port?: number; metricsPort?: number };
+        if (ev.event === 'listening' && typeof ev.port === 'number' && events.length < count) {
+          events.push({ ...(typeof ev.rank === 'number' ? { rank: ev.rank } : {}), port: ev.port, ...(typeof ev.metricsPort === 'number' ? { metricsPort: ev.metricsPort } : {}) });
+          if (events.length === count) {
+            clearTimeout(timer);
+            resolve(events);
+          }
         }
       } catch {
         /* a line that is not ours */

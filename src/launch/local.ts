@@ -12,6 +12,8 @@
  *   doubling delay. If it has to move to another port the discovery file is rewritten.
  * - stop(): SIGTERM to every child (the server saves snapshots on graceful shutdown), wait
  *   up to stopTimeoutMs, then SIGKILL whatever is left.
+ * - ranksPerProcess K: a child serves ranks i*K..i*K+K-1 (`--ranks-per-process`); its ranks
+ *   share its pid, exit and restart (on their own ports again).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -24,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseDiscovery } from '../discovery/discovery-file.js';
 import { DfaissError, TimeoutError, ValidationError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { serverEnv, serverNodeArgs } from './server-process.js';
 
 export interface LocalClusterOptions {
   /** How many server processes. */
@@ -46,6 +49,12 @@ export interface LocalClusterOptions {
   loadIndex?: boolean;
   /** FAISS (OpenMP/BLAS) threads per server. @default max(1, floor(cores / numServers)) */
   threadsPerServer?: number;
+  /**
+   * Servers (ranks) per Node process: each process is one `dfaiss server --ranks-per-process K`
+   * serving K consecutive ranks, each on its own port; a crash (and a restart) takes all K.
+   * @default 1
+   */
+  ranksPerProcess?: number;
   /** Restart a server that exits on its own (with --load-index). @default false */
   restartOnCrash?: boolean;
   /** Restarts allowed per server within restartWindowMs before giving up on it. @default 5 */
@@ -140,6 +149,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   readonly saveDir: string;
   readonly discoveryPath: string;
   readonly threadsPerServer: number;
+  readonly ranksPerProcess: number;
   private readonly opts: LocalClusterOptions;
   private readonly host: string;
   private readonly log: Logger;
@@ -172,6 +182,9 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
         throw new ValidationError('metricsPort', `a range apart from the server ports ${base}-${base + numServers - 1}`, opts.metricsPort);
       }
     }
+    if (opts.ranksPerProcess !== undefined && (!Number.isSafeInteger(opts.ranksPerProcess) || opts.ranksPerProcess < 1 || opts.ranksPerProcess > numServers)) {
+      throw new ValidationError('ranksPerProcess', `an integer from 1 to numServers (${numServers})`, opts.ranksPerProcess);
+    }
     if (opts.threadsPerServer !== undefined && (!Number.isSafeInteger(opts.threadsPerServer) || opts.threadsPerServer < 1 || opts.threadsPerServer > 1024)) {
       throw new ValidationError('threadsPerServer', 'an integer from 1 to 1024', opts.threadsPerServer);
     }
@@ -185,6 +198,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     this.discoveryPath = resolve(opts.discoveryConfig);
     this.host = opts.host ?? '127.0.0.1';
     this.threadsPerServer = opts.threadsPerServer ?? defaultThreadsPerServer(numServers);
+    this.ranksPerProcess = opts.ranksPerProcess ?? 1;
     this.log = opts.logger ?? silentLogger;
     this.cli = opts.cliPath ?? defaultCliPath();
   }
@@ -224,9 +238,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       { numServers: this.numServers, saveDir: this.saveDir, discovery: this.discoveryPath, threadsPerServer: this.threadsPerServer, basePort: this.opts.basePort ?? null },
       'starting local cluster',
     );
-    const started = await Promise.allSettled(
-      this.slots.map((slot) => this.spawnServer(slot, this.opts.basePort === undefined ? 0 : this.opts.basePort + slot.info.rank, { first: true })),
-    );
+    const started = await Promise.allSettled(this.groups().map((group) => this.spawnServer(group, group.map((slot) => this.fixedPort(slot.info.rank)), { first: true })));
     const failed = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (failed) {
       await this.stop();
@@ -297,15 +309,34 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     this.log.info('local cluster stopped');
   }
 
-  /** Starts one server process and resolves once it listens. */
-  private spawnServer(slot: Slot, port: number, { first }: { first: boolean }): Promise<void> {
-    const { rank } = slot.info;
-    const args = [this.cli, 'server', '--rank', String(rank), '--port', String(port), '--host', this.host, '--save-dir', this.saveDir];
+  /** The slots of each process: ranks i*K .. i*K+K-1. */
+  private groups(): Slot[][] {
+    const k = this.ranksPerProcess;
+    return Array.from({ length: Math.ceil(this.slots.length / k) }, (_, i) => this.slots.slice(i * k, i * k + k));
+  }
+
+  /** The slots sharing `slot`'s process. */
+  private groupOf(slot: Slot): Slot[] {
+    return this.groups()[Math.floor(slot.info.rank / this.ranksPerProcess)]!;
+  }
+
+  private fixedPort(rank: number): number {
+    return this.opts.basePort === undefined ? 0 : this.opts.basePort + rank;
+  }
+
+  /** Starts one server process for the ranks of `group` and resolves once all of them listen. */
+  private spawnServer(group: Slot[], ports: number[], { first }: { first: boolean }): Promise<void> {
+    const lead = group[0]!;
+    const { rank } = lead.info;
+    const label = group.length === 1 ? `server ${rank}` : `servers ${rank}-${rank + group.length - 1}`;
+    const multi = this.ranksPerProcess === 1 ? [] : ['--ranks-per-process', String(group.length)];
+    const args = [this.cli, 'server', '--rank', String(rank), ...multi, '--port', ports.join(','), '--host', this.host, '--save-dir', this.saveDir];
     args.push('--threads', String(this.threadsPerServer), '--stop-on-stdin-close');
     if (this.opts.metricsPort !== undefined) {
-      // A restart keeps the metrics port it had, so Prometheus's target stays valid.
-      const metricsPort = slot.info.metricsPort || (this.opts.metricsPort === 0 ? 0 : this.opts.metricsPort + rank);
-      args.push('--metrics-port', String(metricsPort));
+      // A restart keeps the metrics ports it had, so Prometheus's targets stay valid.
+      const metricsPorts = group.map((slot) => slot.info.metricsPort || (this.opts.metricsPort === 0 ? 0 : this.opts.metricsPort! + slot.info.rank));
+      args.push('--metrics-port', String(metricsPorts.every((p) => p === 0) ? 0 : metricsPorts[0]));
+      if (metricsPorts.some((p, i) => p !== 0 && p !== metricsPorts[0]! + i)) this.log.warn({ rank, metricsPorts }, 'metrics ports are not consecutive: they follow the first');
     }
     // A restart loads what the crashed server saved; first starts load only when asked.
     if (!first || this.opts.loadIndex) args.push('--load-index');
@@ -314,56 +345,64 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     const capture = this.opts.serverLogs === 'capture';
     const env: NodeJS.ProcessEnv = {
       ...process.env,
-      OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
+      ...serverEnv(this.threadsPerServer),
       ...(this.opts.serverLogLevel ? { DFAISS_LOG_LEVEL: this.opts.serverLogLevel } : {}),
       ...this.opts.env,
     };
-    const proc = spawn(process.execPath, args, {
+    const proc = spawn(process.execPath, [...serverNodeArgs(), ...args], {
       stdio: ['pipe', 'pipe', capture ? 'pipe' : 'inherit'],
       detached: true, // own process group: the terminal's Ctrl-C reaches only the launcher
       env,
     });
-    slot.proc = proc;
-    slot.info.pid = proc.pid ?? 0;
-    slot.info.status = first ? 'starting' : 'restarting';
+    const exited = new Promise<void>((resolveExit) => proc.once('exit', () => resolveExit()));
+    for (const slot of group) {
+      slot.proc = proc;
+      slot.info.pid = proc.pid ?? 0;
+      slot.info.status = first ? 'starting' : 'restarting';
+      slot.exited = exited;
+    }
     proc.stdin!.on('error', () => {}); // EPIPE when the child is gone
     if (capture) {
       createInterface({ input: proc.stderr! }).on('line', (line) => {
-        slot.tail.push(line);
-        if (slot.tail.length > TAIL_LINES) slot.tail.shift();
+        lead.tail.push(line);
+        if (lead.tail.length > TAIL_LINES) lead.tail.shift();
       });
     }
-    slot.exited = new Promise<void>((resolveExit) => proc.once('exit', () => resolveExit()));
     const timeoutMs = this.opts.startTimeoutMs ?? 300_000;
 
     return new Promise<void>((resolveStart, rejectStart) => {
-      let listening = false;
+      let up = 0;
+      let moved = false;
+      const listening = (): boolean => up === group.length;
       const timer = setTimeout(() => {
-        if (listening) return;
+        if (listening()) return;
         proc.kill('SIGKILL');
-        rejectStart(new TimeoutError(`server ${rank} did not listen within ${timeoutMs} ms${this.tailHint(slot)}`));
+        rejectStart(new TimeoutError(`${label} did not listen within ${timeoutMs} ms${this.tailHint(lead)}`));
       }, timeoutMs);
       createInterface({ input: proc.stdout! }).on('line', (line) => {
-        let ev: { event?: string; host?: string; port?: number; metricsPort?: number };
+        let ev: { event?: string; rank?: number; host?: string; port?: number; metricsPort?: number };
         try {
           ev = JSON.parse(line) as typeof ev;
         } catch {
           return;
         }
-        if (ev.event !== 'listening' || listening || typeof ev.port !== 'number') return;
-        listening = true;
-        clearTimeout(timer);
+        if (ev.event !== 'listening' || listening() || typeof ev.port !== 'number') return;
+        const slot = group.find((s) => s.info.rank === (ev.rank ?? rank));
+        if (!slot || slot.info.status === 'up') return;
+        up++;
         slot.restartFailed = false;
-        const oldPort = slot.info.port;
+        moved ||= !first && slot.info.port !== ev.port;
         slot.info.port = ev.port;
         if (typeof ev.metricsPort === 'number') slot.info.metricsPort = ev.metricsPort;
         slot.info.host = advertisedHost(ev.host ?? this.host);
         slot.info.status = 'up';
-        this.log.info({ rank, pid: proc.pid, host: slot.info.host, port: ev.port, restarts: slot.info.restarts }, first ? 'server up' : 'server restarted');
-        const after = !first && oldPort !== ev.port ? this.rewriteDiscovery() : Promise.resolve();
+        this.log.info({ rank: slot.info.rank, pid: proc.pid, host: slot.info.host, port: ev.port, restarts: slot.info.restarts }, first ? 'server up' : 'server restarted');
+        if (!listening()) return;
+        clearTimeout(timer);
+        const after = moved ? this.rewriteDiscovery() : Promise.resolve();
         after.then(
           () => {
-            this.emit('up', { ...slot.info });
+            for (const s of group) this.emit('up', { ...s.info });
             resolveStart();
           },
           (err: Error) => {
@@ -374,59 +413,69 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       });
       proc.once('error', (err) => {
         clearTimeout(timer);
-        if (!listening) rejectStart(new DfaissError(`cannot start server ${rank}: ${err.message}`));
+        if (!listening()) rejectStart(new DfaissError(`cannot start ${label}: ${err.message}`));
       });
       proc.once('exit', (code, signal) => {
         clearTimeout(timer);
-        if (!listening) {
-          if (!first) slot.restartFailed = true;
+        const wasListening = listening();
+        if (!wasListening) {
+          if (!first) for (const s of group) s.restartFailed = true;
           const reason = signal ? `signal ${signal}` : `code ${code}`;
-          rejectStart(new DfaissError(`server ${rank} exited with ${reason} before listening${this.tailHint(slot)}`));
+          rejectStart(new DfaissError(`${label} exited with ${reason} before listening${this.tailHint(lead)}`));
         }
-        this.onExit(slot, proc, code, signal, listening);
+        this.onExit(group, proc, code, signal, wasListening);
       });
     });
   }
 
-  private onExit(slot: Slot, proc: ChildProcess, code: number | null, signal: NodeJS.Signals | null, wasListening: boolean): void {
-    if (slot.proc !== proc) return;
-    slot.info.pid = 0;
+  /** The process of `group` exited: report each of its ranks, and restart them together when asked. */
+  private onExit(group: Slot[], proc: ChildProcess, code: number | null, signal: NodeJS.Signals | null, wasListening: boolean): void {
+    const lead = group[0]!;
+    if (lead.proc !== proc) return;
+    for (const slot of group) slot.info.pid = 0;
     if (this.phase === 'stopping' || this.phase === 'stopped') return;
     if (this.phase === 'starting' && !wasListening) {
-      slot.info.status = 'down';
+      for (const slot of group) slot.info.status = 'down';
       return; // start() reports it
     }
-    const { rank } = slot.info;
     const restart = this.opts.restartOnCrash === true;
     const now = Date.now();
     const windowMs = this.opts.restartWindowMs ?? 60_000;
-    slot.restartTimes = slot.restartTimes.filter((t) => now - t < windowMs);
+    // The group's restarts are counted on its first rank.
+    lead.restartTimes = lead.restartTimes.filter((t) => now - t < windowMs);
     const maxRestarts = this.opts.maxRestarts ?? 5;
-    const willRestart = restart && slot.restartTimes.length < maxRestarts;
-    this.log.error({ rank, pid: proc.pid, code, signal, willRestart, ...(slot.tail.length ? { lastLog: slot.tail.at(-1) } : {}) }, 'server exited unexpectedly');
-    this.emit('exit', { rank, pid: proc.pid ?? 0, code, signal, willRestart });
+    const willRestart = restart && lead.restartTimes.length < maxRestarts;
+    for (const slot of group) {
+      const { rank } = slot.info;
+      this.log.error({ rank, pid: proc.pid, code, signal, willRestart, ...(lead.tail.length ? { lastLog: lead.tail.at(-1) } : {}) }, 'server exited unexpectedly');
+      this.emit('exit', { rank, pid: proc.pid ?? 0, code, signal, willRestart });
+    }
     if (!willRestart) {
-      slot.info.status = 'down';
+      for (const slot of group) slot.info.status = 'down';
       if (restart) {
-        this.log.error({ rank, restarts: slot.restartTimes.length, windowMs }, 'server crashes too often: giving up on it');
-        this.emit('giveUp', { rank, restarts: slot.info.restarts });
+        for (const slot of group) {
+          this.log.error({ rank: slot.info.rank, restarts: lead.restartTimes.length, windowMs }, 'server crashes too often: giving up on it');
+          this.emit('giveUp', { rank: slot.info.rank, restarts: slot.info.restarts });
+        }
       }
       if (this.slots.every((s) => s.info.status === 'down')) this.emit('allDown');
       return;
     }
-    slot.info.status = 'restarting';
-    const delay = Math.min(10_000, (this.opts.restartDelayMs ?? 500) * 2 ** slot.restartTimes.length);
-    slot.restartTimes.push(now);
-    slot.restartTimer = setTimeout(() => {
-      slot.restartTimer = null;
+    for (const slot of group) slot.info.status = 'restarting';
+    const delay = Math.min(10_000, (this.opts.restartDelayMs ?? 500) * 2 ** lead.restartTimes.length);
+    lead.restartTimes.push(now);
+    lead.restartTimer = setTimeout(() => {
+      lead.restartTimer = null;
       if (this.phase !== 'running' && this.phase !== 'starting') return;
-      slot.info.restarts++;
-      // Same port as before, so clients can reconnect; an OS-picked one if that failed.
-      const fixed = this.opts.basePort === undefined ? 0 : this.opts.basePort + rank;
-      const port = slot.restartFailed && fixed === 0 ? 0 : slot.info.port || fixed;
-      this.spawnServer(slot, port, { first: false }).catch((err: Error) => {
+      for (const slot of group) slot.info.restarts++;
+      // Same ports as before, so clients can reconnect; OS-picked ones if that failed.
+      const ports = group.map((slot) => {
+        const fixed = this.fixedPort(slot.info.rank);
+        return slot.restartFailed && fixed === 0 ? 0 : slot.info.port || fixed;
+      });
+      this.spawnServer(group, ports, { first: false }).catch((err: Error) => {
         // The failed attempt's exit went through onExit, which schedules the next one.
-        this.log.warn({ rank, err: err.message }, 'restart failed');
+        this.log.warn({ rank: lead.info.rank, err: err.message }, 'restart failed');
       });
     }, delay);
   }

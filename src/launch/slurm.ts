@@ -5,12 +5,16 @@
  * cpus per task = floor(cpus per node / servers per node), task rank = SLURM_PROCID,
  * port = base port + SLURM_LOCALID, and every task appends "host,port" to the discovery
  * file under an NFS-safe lock (the server does this itself, see nfs-lock.ts).
+ * With ranksPerProcess K, each task is one `dfaiss server --ranks-per-process K` process
+ * serving ranks SLURM_PROCID*K .. +K-1 on ports base + SLURM_LOCALID*K + 0..K-1, so 32
+ * servers per node need 32 / K Node processes (issue 15, item 3).
  */
 import { spawn } from 'node:child_process';
 import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ValidationError } from '../errors.js';
+import { serverNodeArgs } from './server-process.js';
 
 /** The original's default port (distributed_faiss.rpc.DEFAULT_PORT). */
 export const DEFAULT_BASE_PORT = 12032;
@@ -44,6 +48,8 @@ export interface SlurmLaunchOptions {
   host?: string;
   /** FAISS threads per server. @default floor(cpusPerNode / numServersPerNode) */
   threadsPerServer?: number;
+  /** Servers (ranks) per srun task, i.e. per Node process; must divide numServersPerNode. @default 1 */
+  ranksPerProcess?: number;
   /** Job name. @default 'dfaiss' */
   jobName?: string;
   /** Node binary the tasks run. @default process.execPath */
@@ -58,6 +64,8 @@ export interface SlurmPlan {
   ntasks: number;
   cpusPerTask: number;
   threadsPerServer: number;
+  numServers: number;
+  ranksPerProcess: number;
   memGb: number;
   timeoutMin: number;
   basePort: number;
@@ -86,7 +94,11 @@ export function planSlurmJob(opts: SlurmLaunchOptions): SlurmPlan {
   if (cpusPerNode < perNode) {
     throw new ValidationError('cpusPerNode', `at least numServersPerNode (${perNode}): each server needs one CPU`, cpusPerNode);
   }
-  const cpusPerTask = Math.floor(cpusPerNode / perNode);
+  const perProcess = int('ranksPerProcess', opts.ranksPerProcess ?? 1, 1, perNode);
+  if (perNode % perProcess !== 0) throw new ValidationError('ranksPerProcess', `a divisor of numServersPerNode (${perNode})`, perProcess);
+  const tasksPerNode = Math.ceil(Math.min(perNode, numServers) / perProcess);
+  // A task serves perProcess ranks, so it gets their CPUs.
+  const cpusPerTask = Math.floor(cpusPerNode / perNode) * perProcess;
   const basePort = int('basePort', opts.basePort ?? DEFAULT_BASE_PORT, 1, 65535);
   if (basePort + Math.min(perNode, numServers) - 1 > 65535) {
     throw new ValidationError('basePort', `at most ${65536 - Math.min(perNode, numServers)} (ports are base + local rank)`, basePort);
@@ -108,10 +120,12 @@ export function planSlurmJob(opts: SlurmLaunchOptions): SlurmPlan {
   }
   return {
     nodes: Math.ceil(numServers / perNode),
-    tasksPerNode: Math.min(perNode, numServers),
-    ntasks: numServers,
+    tasksPerNode,
+    ntasks: Math.ceil(numServers / perProcess),
     cpusPerTask,
-    threadsPerServer: int('threadsPerServer', opts.threadsPerServer ?? cpusPerTask, 1, 1024),
+    threadsPerServer: int('threadsPerServer', opts.threadsPerServer ?? Math.floor(cpusPerNode / perNode), 1, 1024),
+    numServers,
+    ranksPerProcess: perProcess,
     memGb: int('memGb', opts.memGb ?? 8, 1),
     timeoutMin: int('timeoutMin', opts.timeoutMin ?? 60, 1),
     basePort,
@@ -161,15 +175,20 @@ export function renderBatchScript(plan: SlurmPlan): string {
   // `bash -c 'exec "$@" ...' name args...`: the paths are quoted once, and exec leaves the
   // server itself as srun's task. It must stay in the foreground: with proctrack/linuxproc
   // a process that daemonises escapes scancel.
-  const metrics = plan.metricsPort === undefined ? '' : ` --metrics-port "$((${plan.metricsPort} + SLURM_LOCALID))"`;
-  const task = `exec "$@" --rank "$SLURM_PROCID" --port "$((${plan.basePort} + SLURM_LOCALID))"${metrics}`;
+  const k = plan.ranksPerProcess;
+  const local = k === 1 ? 'SLURM_LOCALID' : `SLURM_LOCALID * ${k}`;
+  const metrics = plan.metricsPort === undefined ? '' : ` --metrics-port "$((${plan.metricsPort} + ${local}))"`;
+  // K ranks per task: ranks PROCID*K.., the last task of an uneven count serves the rest.
+  const ranks = k === 1 ? '"$SLURM_PROCID"' : `"$((SLURM_PROCID * ${k}))" --ranks-per-process "$((${plan.numServers} - SLURM_PROCID * ${k} < ${k} ? ${plan.numServers} - SLURM_PROCID * ${k} : ${k}))"`;
+  // OpenBLAS sizes its pool when the addon loads: to the FAISS threads, not the node's cores.
+  const task = `OPENBLAS_NUM_THREADS=\${OPENBLAS_NUM_THREADS:-${plan.threadsPerServer}} OMP_WAIT_POLICY=\${OMP_WAIT_POLICY:-PASSIVE} exec "$@" --rank ${ranks} --port "$((${plan.basePort} + ${local}))"${metrics}`;
   const line = (words: string[]): string => words.map(shellQuote).join(' ');
   return [
     '#!/bin/bash',
     '# dfaiss index servers: one srun task per server (written by `dfaiss launch slurm`).',
     ...sb.map((o) => `#SBATCH ${o}`),
     '',
-    'echo "dfaiss: job $SLURM_JOB_ID, $SLURM_NTASKS servers on $SLURM_JOB_NODELIST"',
+    k === 1 ? 'echo "dfaiss: job $SLURM_JOB_ID, $SLURM_NTASKS servers on $SLURM_JOB_NODELIST"' : `echo "dfaiss: job $SLURM_JOB_ID, ${plan.numServers} servers in $SLURM_NTASKS processes on $SLURM_JOB_NODELIST"`,
     '# srun of Slurm 22.05 does not inherit --cpus-per-task from the job: pass it again.',
     [
       'srun',
@@ -177,7 +196,7 @@ export function renderBatchScript(plan: SlurmPlan): string {
       line([`--output=${pct(plan.logDir)}/%j_%t.out`]),
       line([`--error=${pct(plan.logDir)}/%j_%t.err`]),
       `/bin/bash -c ${shellQuote(task)} dfaiss-server`,
-      line([plan.nodePath, plan.cliPath, 'server']),
+      line([plan.nodePath, ...serverNodeArgs(), plan.cliPath, 'server']),
       ...serverFlags.map(line),
     ].join(' \\\n  '),
     '',
@@ -201,7 +220,7 @@ export async function launchSlurm(opts: SlurmLaunchOptions, run: { sbatch?: stri
   const script = renderBatchScript(plan);
   await mkdir(plan.logDir, { recursive: true });
   await mkdir(plan.saveDir, { recursive: true });
-  await writeFile(plan.discoveryConfig, `${plan.ntasks}\n`);
+  await writeFile(plan.discoveryConfig, `${plan.numServers}\n`);
   // A lock left by a killed server of an earlier job would only delay this one.
   await unlink(`${plan.discoveryConfig}.lock`).catch(() => undefined);
   const out = await runSbatch(run.sbatch ?? 'sbatch', script);

@@ -56,6 +56,7 @@ export interface RawIndex {
   addPreassigned(x: Float32Array, n: number, assign: BigInt64Array): Promise<void>;
   reset(): Promise<void>;
   clone(): Promise<RawIndex>;
+  setThreads(n: number): void;
   writeFile(path: string): Promise<void>;
   writeBuffer(): Promise<Buffer>;
   rangeSearch(x: Float32Array, n: number, radius: number): Promise<{ lims: Float64Array; labels: BigInt64Array; distances: Float32Array }>;

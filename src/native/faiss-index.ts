@@ -385,6 +385,16 @@ export class FaissIndex {
     await this.lock.write(() => wrap(this.raw.reset()));
   }
 
+  /**
+   * OpenMP threads for this index's later FAISS calls (0: the process-wide setNumThreads).
+   * Lets several servers in one process (ranks of a multi-rank `dfaiss server`) each keep
+   * their own thread count. A clone keeps it.
+   */
+  setThreads(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0 || n > 1024) throw new ValidationError('threads', 'an integer from 0 to 1024', n);
+    this.raw.setThreads(n);
+  }
+
   /** Deep copy, e.g. to hand one trained, empty index to several shards. */
   async clone(): Promise<FaissIndex> {
     const raw = await this.lock.read(() => wrap(this.raw.clone()));

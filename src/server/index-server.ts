@@ -19,7 +19,7 @@ import { silentLogger, type Logger } from '../util/logger.js';
 import type { CheckedMatrix } from '../vectors.js';
 import { buildMethods } from './methods.js';
 import { listenError, MetricsHttpServer } from './metrics-http.js';
-import { ServerMetrics } from './metrics.js';
+import type { ServerMetrics } from './metrics.js';
 import { checkIndexId, indexIdOfFolder, shardDir } from './paths.js';
 import { rpcSecurityOptions, type ServerSecurityOptions } from './security-options.js';
 
@@ -62,6 +62,13 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    * other shards wait for its result, so it may use every core). @default os.availableParallelism()
    */
   trainThreads?: number;
+  /**
+   * This server is alone in its process, so `threads` (and setOmpNumThreads) also set the
+   * process-wide FAISS and OpenBLAS thread counts. Servers sharing a process (the ranks of
+   * `dfaiss server --ranks-per-process`) pass false: each then sets the threads of its own
+   * indexes only, and whoever started them sets the process-wide count once. @default true
+   */
+  ownsProcess?: boolean;
   /** Structured logger. @default silent */
   logger?: Logger;
   /** Passed to the RPC layer (frame limits, in-flight limits, hello timeout). */
@@ -82,9 +89,12 @@ export class IndexServer {
   private readonly rpc: RpcServer;
   private readonly locks = new IndexLocks();
   private threads: number;
+  private readonly ownsProcess: boolean;
   readonly trainThreads: number;
   private readonly dieAfterLoggedAdd: boolean;
   private address: { host: string; port: number } | null = null;
+  /** Created on first use: prom-client is loaded only by a server that serves or is asked for metrics. */
+  private metricsLoading: Promise<ServerMetrics> | undefined;
   private metrics: ServerMetrics | undefined;
   private metricsHttp: MetricsHttpServer | undefined;
   private metricsAddress: { host: string; port: number } | undefined;
@@ -99,6 +109,7 @@ export class IndexServer {
     this.storageDir = resolve(storageDir);
     this.log = (opts.logger ?? silentLogger).child({ rank });
     this.threads = opts.threads ?? 1;
+    this.ownsProcess = opts.ownsProcess ?? true;
     this.trainThreads = opts.trainThreads ?? availableParallelism();
     if (!Number.isSafeInteger(this.trainThreads) || this.trainThreads < 1 || this.trainThreads > 1024) {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
@@ -168,24 +179,27 @@ export class IndexServer {
   }
 
   /** The Prometheus text of this server's metrics (also without a metrics port: they are created on first use). */
-  metricsText(): Promise<string> {
-    return this.metricsOrCreate().text();
+  async metricsText(): Promise<string> {
+    return (await this.metricsOrCreate()).text();
   }
 
-  private metricsOrCreate(): ServerMetrics {
-    this.metrics ??= new ServerMetrics(
-      {
-        rank: this.rank,
-        connectionCount: () => this.rpc.connectionCount,
-        indexes: () => [...this.shards].map(([id, d]): [string, ShardInfo] => [id, d.shard.info]),
-      },
-      this.rpc.methodNames,
+  private metricsOrCreate(): Promise<ServerMetrics> {
+    this.metricsLoading ??= import('./metrics.js').then(
+      ({ ServerMetrics }) =>
+        (this.metrics = new ServerMetrics(
+          {
+            rank: this.rank,
+            connectionCount: () => this.rpc.connectionCount,
+            indexes: () => [...this.shards].map(([id, d]): [string, ShardInfo] => [id, d.shard.info]),
+          },
+          this.rpc.methodNames,
+        )),
     );
-    return this.metrics;
+    return this.metricsLoading;
   }
 
   private async startMetrics(host: string, port: number): Promise<void> {
-    const metrics = this.metricsOrCreate();
+    const metrics = await this.metricsOrCreate();
     const http = new MetricsHttpServer({ metrics, notReady: () => this.notReady });
     this.metricsAddress = await http.listen(host, port);
     this.metricsHttp = http;
@@ -259,7 +273,7 @@ export class IndexServer {
       // A config that can never build or train is refused now, not as a background error later.
       await checkIndexCfgBuildable(cfg);
       const shard = await DurableShard.create(dir, cfg, this.shardOptions(indexId));
-      this.shards.set(indexId, shard);
+      this.track(indexId, shard);
       this.log.info({ indexId }, 'index created');
       return { created: true, sharedTraining: shard.shard.sharedTraining };
     });
@@ -316,7 +330,7 @@ export class IndexServer {
       try {
         if (!saved) {
           // Nothing saved yet for this rank: start empty with the given configuration.
-          this.shards.set(indexId, await DurableShard.create(dir, cfg!, this.shardOptions(indexId)));
+          this.track(indexId, await DurableShard.create(dir, cfg!, this.shardOptions(indexId)));
           return { loaded: false };
         }
         opened = await DurableShard.open(dir, cfg, this.shardOptions(indexId));
@@ -325,7 +339,7 @@ export class IndexServer {
         throw err;
       }
       const { shard, report } = opened;
-      this.shards.set(indexId, shard);
+      this.track(indexId, shard);
       if (report.skipped.length > 0) this.log.warn({ indexId, skipped: report.skipped }, 'restore skipped damaged files');
       this.log.info({ indexId, generation: report.generation, walRecords: report.walRecords, ...shard.shard.info }, 'index loaded');
       return { loaded: true };
@@ -351,7 +365,14 @@ export class IndexServer {
   setThreads(n: number): void {
     if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new ValidationError('threads', 'an integer from 1 to 1024', n);
     this.threads = n;
-    setNumThreads(n);
+    if (this.ownsProcess) setNumThreads(n);
+    for (const durable of this.shards.values()) durable.shard.setThreads(n);
+  }
+
+  /** Serves `durable` as `indexId`, with this server's FAISS threads. */
+  private track(indexId: string, durable: DurableShard): void {
+    durable.shard.setThreads(this.threads);
+    this.shards.set(indexId, durable);
   }
 
   get threadCount(): number {

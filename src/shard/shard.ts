@@ -105,6 +105,8 @@ export class Shard {
   /** The cluster's training sample being staged here in chunks (this shard is the trainer). */
   private readonly staged: StagedSample;
   private index: FaissIndex | null = null;
+  /** FAISS threads of this shard's index (0: the process-wide count); see setThreads. */
+  private threads = 0;
   private stateValue: IndexState = IndexState.NOT_TRAINED;
   /** Received vectors not yet handed to FAISS, oldest first. */
   private readonly pending: PendingBuffer;
@@ -152,13 +154,25 @@ export class Shard {
   /** Rebuilds a shard around an existing index (loaded from disk). */
   static fromIndex(cfg: IndexCfg, index: FaissIndex, opts: ShardOptions = {}): Shard {
     const shard = new Shard(cfg, opts);
-    shard.index = index;
+    shard.adopt(index);
     shard.stateValue = IndexState.TRAINED;
     return shard;
   }
 
   get state(): IndexState {
     return this.stateValue;
+  }
+
+  /** OpenMP threads for this shard's FAISS calls, now and for every index it trains or installs later. */
+  setThreads(n: number): void {
+    this.index?.setThreads(n);
+    this.threads = n;
+  }
+
+  /** Makes `index` this shard's index, with the shard's thread count. */
+  private adopt(index: FaissIndex): void {
+    index.setThreads(this.threads);
+    this.index = index;
   }
 
   /**
@@ -173,7 +187,7 @@ export class Shard {
     const index = await createFaissIndex(this.cfg, 0, { totalVectors: 0 });
     await applyParams(index, this.params);
     if (this.index || this.training) return false; // trained meanwhile
-    this.index = index;
+    this.adopt(index);
     this.stateValue = IndexState.TRAINED;
     return true;
   }
@@ -412,7 +426,7 @@ export class Shard {
   }
 
   private install(index: FaissIndex, state: SharedTrained): void {
-    this.index = index;
+    this.adopt(index);
     this.sharedState = state;
     this.stateValue = IndexState.TRAINED;
     this.drainPending();
@@ -559,7 +573,7 @@ export class Shard {
   private async train(total: number): Promise<void> {
     const wanted = wantedTrainRows(this.cfg, total);
     const sample = this.pending.sampleRows(wanted, total);
-    this.index = await trainOwnIndex(this.cfg, sample, wanted, total, this.params);
+    this.adopt(await trainOwnIndex(this.cfg, sample, wanted, total, this.params));
   }
 
   /** Moves buffered vectors into FAISS in arrival order, in chunks, in the background. */

@@ -6,8 +6,13 @@
  * 'pretty' (one readable line per event with local ISO times, via pino-pretty), or 'auto'
  * (the default: pretty when stderr is a terminal, JSON when it is piped or redirected).
  */
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
+
+// pino-pretty only when logs are pretty: a server whose stderr is a pipe never loads it
+// (about 1 MiB of V8 heap per process; issue 15 item 3).
+const require = createRequire(import.meta.url);
 
 export type { Logger };
 
@@ -21,7 +26,7 @@ export function usePretty(format: string = process.env.DFAISS_LOG_FORMAT ?? 'aut
 
 export function createLogger(bindings: Record<string, unknown> = {}, level = process.env.DFAISS_LOG_LEVEL ?? 'info', format?: string): Logger {
   const dest: DestinationStream = usePretty(format)
-    ? pretty({
+    ? (require('pino-pretty') as typeof PinoPretty)({
         destination: 2,
         sync: true, // a line logged just before process.exit() must not be lost
         translateTime: "SYS:yyyy-mm-dd'T'HH:MM:ss.lo", // local time with its UTC offset
@@ -35,3 +40,29 @@ export function createLogger(bindings: Record<string, unknown> = {}, level = pro
 
 /** A logger that drops everything (library use without logs). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/** What exitAfterFlush needs of the destination (a SonicBoom, for both formats). */
+interface FlushableStream {
+  writing?: boolean;
+  flushSync?: () => void;
+  once(event: 'drain' | 'error', fn: () => void): unknown;
+}
+
+/**
+ * Exits once the log lines in flight are written or their write failed (at most 1 s).
+ * pino's exit hook writes what is left with SonicBoom's flushSync, which retries a broken
+ * pipe forever: a server whose stderr reader had gone hung on SIGTERM. Waiting for the write
+ * lets the EPIPE arrive as an event (pino then turns the stream off); the hook is disarmed
+ * because nothing is left for it to write.
+ */
+export function exitAfterFlush(logger: Logger, code: number): void {
+  const dest = (logger as unknown as Record<symbol, FlushableStream | undefined>)[pino.symbols.streamSym];
+  const exit = (): void => {
+    if (dest && typeof dest.flushSync === 'function') dest.flushSync = () => {};
+    process.exit(code);
+  };
+  if (!dest?.writing) return exit();
+  setTimeout(exit, 1000).unref();
+  dest.once('drain', exit);
+  dest.once('error', exit);
+}

@@ -216,3 +216,42 @@ test('LocalCluster: restarts are bounded (maxRestarts per window), then the serv
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('LocalCluster with ranksPerProcess: 4 ranks in 2 processes, each rank on its port; a crash restarts both ranks of the process on their ports, with their data', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-launch-'));
+  const cluster = new LocalCluster({ numServers: 4, ranksPerProcess: 2, saveDir: join(dir, 'data'), discoveryConfig: join(dir, 'd.txt'), threadsPerServer: 1, serverLogs: 'capture', serverLogLevel: 'warn', restartOnCrash: true, restartDelayMs: 10 });
+  try {
+    const servers = await cluster.start();
+    assert.deepEqual(servers.map((s) => s.rank), [0, 1, 2, 3]);
+    assert.equal(servers[0]!.pid, servers[1]!.pid);
+    assert.equal(servers[2]!.pid, servers[3]!.pid);
+    assert.notEqual(servers[0]!.pid, servers[2]!.pid);
+    assert.equal(new Set(servers.map((s) => s.port)).size, 4);
+    const client = await IndexClient.connect(cluster.discoveryPath);
+    try {
+      await client.createIndex('lc', { indexBuilderType: 'flat', dim: 4, metric: 'l2' });
+      for (let i = 0; i < 8; i++) await client.addIndexData('lc', [[i, 0, 0, 0]], [i]);
+      assert.equal(await client.getNtotal('lc'), 8);
+      const ups: number[] = [];
+      const bothUp = new Promise<void>((r) => cluster.on('up', (s) => ups.push(s.rank) === 2 && r()));
+      process.kill(servers[0]!.pid, 'SIGKILL');
+      await bothUp;
+      assert.deepEqual(ups.sort(), [0, 1]);
+      const now = cluster.servers;
+      assert.deepEqual(now.map((s) => s.port), servers.map((s) => s.port), 'same ports after the restart');
+      assert.equal(now[0]!.pid, now[1]!.pid);
+      assert.notEqual(now[0]!.pid, servers[0]!.pid);
+      assert.deepEqual(now.map((s) => s.restarts), [1, 1, 0, 0]);
+      for (let i = 0; (await client.getNtotal('lc').catch(() => -1)) !== 8; i++) {
+        assert.ok(i < 200, 'both restarted ranks serve their vectors again');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual((await client.search('lc', [[5, 0, 0, 0]], 1)).metadata[0], [5]);
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -5,17 +5,16 @@
 // the batch is counted and returned once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { IndexClient, IndexState } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { encodeMetadata, offsetsBytes } from '../../src/protocol/metadata.js';
 import { startCluster } from '../helpers/cluster.js';
+import { runMovingClient } from '../helpers/mover.js';
 
 const dim = 8;
 const ROWS = 10;
 const data = new SyntheticDataset({ dim, seed: 33 });
-const MOVER = new URL('../helpers/moving-client.ts', import.meta.url).pathname;
 
 test('a moved batch whose client was SIGKILLed before revoking it is still counted once', { timeout: 120_000 }, async () => {
   const cluster = await startCluster(2);
@@ -28,13 +27,7 @@ test('a moved batch whose client was SIGKILLed before revoking it is still count
     // Server 0 dies right after its first add is in its log, before replying.
     await cluster.kill(0);
     await cluster.start(0, ['--port', String(port0), '--load-index'], { DFAISS_TEST_DIE_AFTER_WAL: '1' });
-    const child = spawn(process.execPath, ['--import', 'tsx', MOVER, cluster.discovery, String(ROWS)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const signal = await new Promise((r) => child.on('exit', (_code, sig) => r(sig)));
-    assert.equal(signal, 'SIGKILL', `the client killed itself after moving a batch (${out})`);
-    const batches = Number(/moved (\d+)/.exec(out)?.[1]);
-    assert.ok(batches >= 1, out);
+    const batches = await runMovingClient(cluster.discovery, ROWS);
     assert.equal(cluster.servers[0]!.proc.signalCode, 'SIGKILL', 'server 0 died holding a batch');
 
     // The server that took the moved batch is killed -9 too: what it holds comes back from its log.

@@ -109,7 +109,8 @@ test('--dry-run prints the batch script: 64 servers, 32 per node -> 2 nodes, cpu
   assert.match(s, /srun \\\n {2}--cpus-per-task=2 \\\n/);
   assert.ok(s.includes(`--output=${join(dir, 'logs')}/%j_%t.out`));
   assert.ok(s.includes('--rank "$SLURM_PROCID" --port "$((12033 + SLURM_LOCALID))"'));
-  assert.ok(s.includes(`${process.execPath} ${CLI} server`));
+  assert.ok(s.includes(`${process.execPath} --max-semi-space-size=2 ${CLI} server`), 'the launchers\' Node flags');
+  assert.ok(s.includes('OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}'), 'OpenBLAS\'s pool sized to the threads');
   assert.match(s, /--host 0\.0\.0\.0 \\\n/);
   assert.match(s, /--threads 2 \\\n/); // default: cpus per task
   assert.match(s, /--load-index\n/);
@@ -230,6 +231,68 @@ test('launch slurm on a real Slurm: servers discovered, index + search, scancel 
     );
     // Each server shut down gracefully on the SIGTERM Slurm sends.
     for (const task of [0, 1]) assert.match(readFileSync(join(logDir, `${jobId}_${task}.err`), 'utf8'), /shutting down/);
+  } finally {
+    await client?.close().catch(() => undefined);
+    if (jobState(jobId) !== '') spawnSync('scancel', [jobId]);
+  }
+});
+
+test('--ranks-per-process: one srun task per process of k ranks, ports base + local id * k + i; must divide the servers per node', () => {
+  const res = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '64', '--num-servers-per-node', '32', '--cpus-per-node', '64', '--partition', 'p', '--ranks-per-process', '8']);
+  assert.equal(res.status, 0, res.stderr);
+  assert.equal(sbatchLine(res.stdout, 'ntasks'), '8');
+  assert.equal(sbatchLine(res.stdout, 'ntasks-per-node'), '4');
+  assert.equal(sbatchLine(res.stdout, 'cpus-per-task'), '16');
+  assert.match(res.stdout, /--rank "\$\(\(SLURM_PROCID \* 8\)\)" --ranks-per-process "\$\(\(64 - SLURM_PROCID \* 8 < 8 \? 64 - SLURM_PROCID \* 8 : 8\)\)" --port "\$\(\(12032 \+ SLURM_LOCALID \* 8\)\)"/);
+  assert.match(res.stdout, /--threads 2\b/, 'threads per rank: cpus per node / servers per node');
+  const bad = cli(['launch', 'slurm', '--dry-run', '--log-dir', 'l', '--discovery-config', 'd', '--num-servers', '64', '--num-servers-per-node', '32', '--cpus-per-node', '64', '--partition', 'p', '--ranks-per-process', '5']);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /invalid --ranks-per-process: expected a divisor of numServersPerNode \(32\)|--ranks-per-process.*divisor/);
+});
+
+test('launch slurm --ranks-per-process 2 on a real Slurm: one task serves both ranks, each discovered on its port; scancel stops it', async (t) => {
+  if (skipReason) {
+    t.skip(skipReason);
+    return;
+  }
+  const logDir = join(dir, 'logs-multi');
+  const discovery = join(dir, 'discovery-multi.txt');
+  const basePort = await freePortPair();
+  const res = cli([
+    'launch', 'slurm', '--log-dir', logDir, '--discovery-config', discovery, '--save-dir', join(dir, 'data-multi'),
+    '--num-servers', '2', '--num-servers-per-node', '2', '--ranks-per-process', '2', '--cpus-per-node', '2', '--mem-gb', '1',
+    '--partition', partition, '--timeout-min', '5', '--base-port', String(basePort), '--host', '127.0.0.1',
+  ]);
+  assert.equal(res.status, 0, `launch failed: ${res.stderr}`);
+  assert.match(res.stdout, /2 servers in 1 processes/);
+  const jobId = /submitted job (\d+)/.exec(res.stdout)?.[1];
+  assert.ok(jobId, res.stdout);
+  let client: IndexClient | undefined;
+  try {
+    client = await IndexClient.connect(discovery, { discoveryTimeoutMs: 30_000 });
+    assert.equal(client.numServers, 2);
+    assert.deepEqual(readFileSync(discovery, 'utf8').trim().split('\n').slice(1).sort(), [`127.0.0.1,${basePort}`, `127.0.0.1,${basePort + 1}`]);
+    assert.match(spawnSync('scontrol', ['show', 'job', jobId], { encoding: 'utf8' }).stdout, /NumTasks=1 /);
+    assert.deepEqual((await client.status()).map((s) => s.rank).sort(), [0, 1]);
+    const dim = 8;
+    await client.createIndex('multi', { indexBuilderType: 'flat', dim, metric: 'l2' });
+    const rows = Array.from({ length: 40 }, (_, i) => Array.from({ length: dim }, (_, j) => Math.sin(i * 3.3 + j)));
+    for (let b = 0; b < 4; b++) await client.addIndexData('multi', rows.slice(b * 10, (b + 1) * 10), Array.from({ length: 10 }, (_, i) => b * 10 + i));
+    const end = Date.now() + 20_000;
+    while ((await client.getNtotal('multi')) < 40) {
+      assert.ok(Date.now() < end, 'not all 40 vectors searchable within 20 s');
+      await sleep(50);
+    }
+    assert.deepEqual((await client.search('multi', [rows[29]!], 1)).metadata[0], [29]);
+    await client.close();
+    client = undefined;
+    const listening = readFileSync(join(logDir, `${jobId}_0.out`), 'utf8').split('\n').filter((l) => l.includes('"event":"listening"')).map((l) => JSON.parse(l) as { rank: number; pid: number });
+    assert.deepEqual(listening.map((l) => l.rank).sort(), [0, 1]);
+    assert.equal(listening[0]!.pid, listening[1]!.pid, 'one process');
+    assert.equal(spawnSync('scancel', [jobId]).status, 0);
+    for (let i = 0; i < 150 && jobState(jobId) !== ''; i++) await sleep(200);
+    for (let i = 0; i < 100 && alive(listening[0]!.pid); i++) await sleep(100);
+    assert.ok(!alive(listening[0]!.pid), 'the server process outlived scancel');
   } finally {
     await client?.close().catch(() => undefined);
     if (jobState(jobId) !== '') spawnSync('scancel', [jobId]);
