@@ -15,7 +15,7 @@ import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
 import { mergeReplies } from './merge.js';
-import { checkFilter, type Filter } from '../filter/index.js';
+import { checkFilter, type Filter } from '../filter/schema.js';
 import * as rec from './records.js';
 import type { DeleteResult, GetResult, IteratePage, RangeSearchResults, RecordId } from './records.js';
 import type { ServerConn } from './server-conn.js';

@@ -14,7 +14,7 @@ import type { ArgsOf } from '../contract.js';
 import type { Attachment } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
-import type { Filter } from '../filter/index.js';
+import type { Filter } from '../filter/schema.js';
 import type { Metric } from './merge.js';
 import type { Reply, ServerConn } from './server-conn.js';
 
