@@ -37,6 +37,9 @@ export interface RawIndex {
   search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): Promise<void>;
   searchSync(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): boolean;
   takesSearchParams(): boolean;
+  selectorKind(): '' | 'flat' | 'ivf' | 'hnsw';
+  searchSelected(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params: NativeSearchParams | undefined, bitmap: Uint8Array): Promise<void>;
+  searchSubset(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, subset: BigInt64Array): Promise<void>;
   searchAndReconstruct(
     x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, recons: Float32Array, params?: NativeSearchParams,
   ): Promise<void>;

@@ -217,6 +217,44 @@ export class FaissIndex {
     return done ? { n, k, distances, labels } : null;
   }
 
+  /**
+   * How searchSelected walks this index type: 'flat' (every vector), 'ivf' (the probed lists;
+   * not fast scan), 'hnsw' (the graph); null when it cannot (other types take searchSubset).
+   */
+  get selectorKind(): 'flat' | 'ivf' | 'hnsw' | null {
+    return this.raw.selectorKind() || null;
+  }
+
+  /**
+   * search() scoring only the labels whose bit is set in `bitmap` (FAISS IDSelectorBitmap:
+   * bit i%8 of byte i/8), passed as SearchParameters::sel with this call's `params`.
+   * Fewer than k hits come back when the walk (nprobe lists, efSearch) meets fewer matches.
+   */
+  async searchSelected(queries: VectorsInput, k: number, bitmap: Uint8Array, params?: NativeSearchParams): Promise<SearchResult> {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    checkK(k);
+    if (!(bitmap instanceof Uint8Array)) throw new ValidationError('bitmap', 'a Uint8Array', bitmap);
+    const distances = new Float32Array(n * k);
+    const labels = new BigInt64Array(n * k);
+    await this.withParamsLock(params, () => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchSelected(data, n, k, distances, labels, params, bitmap))));
+    return { n, k, distances, labels };
+  }
+
+  /**
+   * Exact k nearest neighbours among the given labels only (their stored vectors,
+   * reconstructed: the index's own codes), any index type that can reconstruct. IVF builds
+   * its direct map on first use, as reconstruct() does.
+   */
+  async searchSubset(queries: VectorsInput, k: number, subset: BigInt64Array): Promise<SearchResult> {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    checkK(k);
+    if (!(subset instanceof BigInt64Array)) throw new ValidationError('subset', 'a BigInt64Array of labels', subset);
+    const distances = new Float32Array(n * k).fill(this.metric === 'l2' ? FLT_MAX : -FLT_MAX);
+    const labels = new BigInt64Array(n * k).fill(-1n);
+    if (subset.length > 0) await this.lock.read(() => wrap(this.raw.searchSubset(data, n, k, distances, labels, subset)));
+    return { n, k, distances, labels };
+  }
+
   /** search() plus the stored (reconstructed) vector of every hit. */
   async searchAndReconstruct(queries: VectorsInput, k: number, params?: NativeSearchParams): Promise<SearchWithVectorsResult> {
     const { data, n } = toMatrix(queries, this.dim, 'queries');

@@ -12,6 +12,8 @@ import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMet
 import { checkBatch } from '../shard/shard.js';
 import { implement, type ServerMethods } from './implement.js';
 import type { IndexServer } from './index-server.js';
+import { parseFilter } from '../filter/index.js';
+import { filteredSearch, type FilteredSearchResult } from '../shard/filtered-search.js';
 import { batchIds, buildRecordMethods, checkHome, cosineOverL2, hitIds, l2ToCosine, prepareQueries, prepareVectors } from './record-methods.js';
 
 export function buildMethods(server: IndexServer): ServerMethods {
@@ -218,7 +220,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
      * shard's ids, -1 = none), metadata blob + offsets (u8, n*k entries, empty for -1), and
      * the hits' vectors (f32 n*k*dim) when returnEmbeddings.
      */
-    search: implement('search', async ({ indexId, k, returnEmbeddings, params }, ctx) => {
+    search: implement('search', async ({ indexId, k, returnEmbeddings, params, filter }, ctx) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
         const queries = toMatrix(ctx.attachments[0] as Float32Array, shard.cfg.dim, 'queries').data;
@@ -226,7 +228,8 @@ export function buildMethods(server: IndexServer): ServerMethods {
         const nlist = shard.faissIndex?.nlist;
         const callParams = params ? checkCallSearchParams(shard.cfg, params, nlist !== undefined && nlist > 0 ? { nlist } : {}) : undefined;
         prepareQueries(shard, queries);
-        const r = await shard.search(queries, k, returnEmbeddings ?? false, callParams);
+        // A filter: only the records it admits are scored (shard/filtered-search.ts).
+        const r = filter !== undefined ? await filteredSearch(shard, queries, k, returnEmbeddings ?? false, parseFilter(filter), callParams) : await shard.search(queries, k, returnEmbeddings ?? false, callParams);
         if (cosineOverL2(shard)) l2ToCosine(r.distances);
         const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
         const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
@@ -242,7 +245,8 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // held: revocations this shard holds for other servers; a client that does not know
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
         const held = durable.heldCount;
-        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
+        const filtered = 'filtered' in r ? { filtered: (r as FilteredSearchResult).filtered } : {};
+        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}), ...filtered }, attachments };
       }),
   };
 }
