@@ -9,6 +9,7 @@ import { offsetsView } from '../protocol/metadata.js';
 import { IndexState } from '../shard/state.js';
 import type { CallControl } from './call-control.js';
 import type { ReplyHits } from './merge.js';
+import type { BatchProbes } from './quantize-once.js';
 import type { Revocations } from './revocations.js';
 import type { ConnKind, ServerConn } from './server-conn.js';
 
@@ -20,6 +21,8 @@ export interface SearchRequest {
   allowPartial: boolean;
   params?: Record<string, number>;
   control?: CallControl;
+  /** The batch's probe lists, computed once (quantize-once.ts): each shard uses them if its quantizer matches. */
+  probes?: BatchProbes | null;
   /** Called before the "no searchable vectors" error when some shard is still untrained. */
   onUntrained?: () => void;
 }
@@ -48,11 +51,13 @@ export async function fanOutSearch(servers: readonly ServerConn[], revocations: 
 }
 
 async function fanOutSearchOnce(servers: readonly ServerConn[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
-  const { indexId, queries, k, withVectors, allowPartial, params, control = {} } = req;
+  const { indexId, queries, k, withVectors, allowPartial, params, probes, control = {} } = req;
+  const args = { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}), ...(probes ? { probes: { fingerprint: probes.fingerprint, nprobe: probes.nprobe } } : {}) };
+  const attachments = probes ? [queries, probes.assign, probes.coarse] : [queries];
   const settled = await Promise.allSettled(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}) }, [queries], control);
+      return s.call('query', 'search', args, attachments, control);
     }),
   );
   const missing: Array<{ server: string; error: string }> = [];

@@ -37,6 +37,7 @@ import { AddSlots } from './add-slots.js';
 import { callControl } from './call-control.js';
 import { Connections } from './connections.js';
 import { fanOutSearch, readEverywhere } from './fan-out.js';
+import { SharedQuantizer } from './quantize-once.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
 import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
@@ -65,6 +66,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
   private readonly training: TrainingTrigger;
+  private readonly quantizer: SharedQuantizer;
 
   private constructor(conns: Connections, opts: IndexClientOptions) {
     super();
@@ -80,6 +82,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
+    this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {
       trainTimeoutMs: opts.trainTimeoutMs ?? 3_600_000,
       reconnectIntervalMs,
@@ -407,6 +410,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
 
   /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
   private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>) {
+    const probes = withVectors ? null : await this.quantizer.probes(indexId, queries, meta.dim, params, control);
     const replies = await fanOutSearch(this.servers, this.revocations, {
       indexId,
       queries,
@@ -414,6 +418,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       withVectors,
       allowPartial,
       ...(params ? { params } : {}),
+      probes,
       control,
       onUntrained: () => {
         const known = this.indexes.get(indexId);
