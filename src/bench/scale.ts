@@ -110,6 +110,17 @@ interface FanoutRow {
   /** Summed server CPU ms per batch-1 search / per batch-100 call (all servers). */
   serverCpuMsB1: number;
   serverCpuMsB100: number;
+  /** The same searches quantized once (sharedQuantize 'always'); identical: same hits as without. */
+  quantizeOnce: {
+    identical: boolean;
+    b100Qps: number;
+    clientCpuMsB100: number;
+    serverCpuMsB100: number;
+    /** Batch-1 quantized once: client and server CPU ms and mean latency per search. */
+    b1: { clientCpuMs: number; serverCpuMs: number; meanMs: number };
+    /** 1-minute load average after the measurement. */
+    loadAvg: number;
+  };
   /** A tiny RPC (getState) on every server at once. */
   tiny: LatencyStats;
   idleRssMiB: number;
@@ -124,7 +135,7 @@ async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, 
   const cluster = await startCluster(s, { threads: 1 });
   try {
     const idle = cluster.memory();
-    const client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000 });
+    const client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000, sharedQuantize: 'never' });
     try {
       const id = 'fanout';
       const cfg: Partial<IndexCfg> = { indexBuilderType: 'ivf_simple', dim: FANOUT_DIM, metric: 'l2', centroids: NLIST, nprobe: NPROBE, trainNum: 100_000, trainMode: 'shared', durability: 'none' };
@@ -142,6 +153,7 @@ async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, 
       const ingestSeconds = (nowMs() - t0) / 1000;
       const srvCpu = (): number => cluster.servers.reduce((a, x) => a + procCpuSeconds(x.pid), 0) * 1000;
 
+      let quantizedB1: FanoutRow['quantizeOnce']['b1'] | undefined;
       const nq = queries.length / FANOUT_DIM;
       const q1 = (i: number): Float32Array => queries.subarray((i % nq) * FANOUT_DIM, ((i % nq) + 1) * FANOUT_DIM);
       for (let i = 0; i < 100; i++) await client.search(id, q1(i), K);
@@ -160,14 +172,45 @@ async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, 
 
       const reps100 = s >= 32 ? 10 : 20;
       const b100 = queries.subarray(0, 100 * FANOUT_DIM);
-      await client.search(id, b100, K);
-      c0 = cpuMs();
-      s0 = srvCpu();
-      const tb = nowMs();
-      for (let i = 0; i < reps100; i++) await client.search(id, b100, K);
-      const b100Seconds = (nowMs() - tb) / 1000;
-      const clientCpuMsB100 = (cpuMs() - c0) / reps100;
-      const serverCpuMsB100 = (srvCpu() - s0) / reps100;
+      // The same searches quantized once (client/quantize-once.ts), by a second client that
+      // always does it, interleaved with the first (which never does) so load drifts hit both.
+      const qclient = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000, sharedQuantize: 'always' });
+      const plain = { n: 0, clientMs: 0, serverMs: 0, ms: 0 };
+      const quant = { ...plain };
+      let identical: boolean;
+      try {
+        const [a, b] = [await client.search(id, b100, K), await qclient.search(id, b100, K)];
+        identical = JSON.stringify([a.scores, a.metadata]) === JSON.stringify([b.scores, b.metadata]);
+        const measure = async (c: IndexClient, q: Float32Array, reps: number, into: typeof plain): Promise<void> => {
+          const [c1, s1, t1] = [cpuMs(), srvCpu(), nowMs()];
+          for (let i = 0; i < reps; i++) await c.search(id, q, K);
+          into.n += reps;
+          into.clientMs += cpuMs() - c1;
+          into.serverMs += srvCpu() - s1;
+          into.ms += nowMs() - t1;
+        };
+        for (let r = 0; r < 4; r++) {
+          await measure(client, b100, reps100 / 2, plain);
+          await measure(qclient, b100, reps100 / 2, quant);
+        }
+        // Batch-1 quantized once: one more round trip per query.
+        const q1stats = { n: 0, clientMs: 0, serverMs: 0, ms: 0 };
+        await measure(qclient, q1(0), calls / 3, q1stats);
+        quantizedB1 = { clientCpuMs: q1stats.clientMs / q1stats.n, serverCpuMs: q1stats.serverMs / q1stats.n, meanMs: q1stats.ms / q1stats.n };
+      } finally {
+        await qclient.close();
+      }
+      const b100Seconds = plain.ms / 1000;
+      const clientCpuMsB100 = plain.clientMs / plain.n;
+      const serverCpuMsB100 = plain.serverMs / plain.n;
+      const quantizeOnce = {
+        identical,
+        b100Qps: (quant.n * 100) / (quant.ms / 1000),
+        clientCpuMsB100: quant.clientMs / quant.n,
+        serverCpuMsB100: quant.serverMs / quant.n,
+        b1: quantizedB1!,
+        loadAvg: loadavg()[0]!,
+      };
 
       const tiny: number[] = [];
       for (let i = 0; i < 300; i++) {
@@ -181,7 +224,8 @@ async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, 
         servers: s,
         ingestSeconds,
         b1: latencyStats(lat),
-        b100Qps: (reps100 * 100) / b100Seconds,
+        b100Qps: (plain.n * 100) / b100Seconds,
+        quantizeOnce,
         clientCpuMsB1,
         clientCpuMsB100,
         serverCpuMsB1,
@@ -383,7 +427,7 @@ async function loadCase(type: string, servers: number, file: string, rows: numbe
     log(`${type}: loading rows 0..${trainRows} (training on ${trainNum})`);
     const first = JSON.parse((await runCli(['load', ...common, '--cfg', cfgPath, '--limit', String(trainRows)])).out.trim().split('\n').pop()!);
     log(`${type}: trained after ${first.trainSeconds.toFixed(1)} s; loading rows ${trainRows}..${rows} into the trained index`);
-    const client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000 });
+    const client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000, sharedQuantize: 'never' });
     const recall: LoadRow['recall'] = [];
     let secondSeconds = 0;
     let serverCpuSeconds = 0;
@@ -445,6 +489,17 @@ function markdown(r: { fanout: FanoutRow[]; quantizer: QuantizerShare[]; loads: 
     L.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const f of r.fanout) {
       L.push(`| ${f.servers} | ${fmt(f.b1.p50)} | ${fmt(f.b1.p99)} | ${fmt(f.b100Qps)} | ${fmt(f.clientCpuMsB1)} | ${fmt(f.serverCpuMsB1)} | ${fmt(f.clientCpuMsB100)} | ${fmt(f.serverCpuMsB100)} | ${fmt(f.tiny.p50)} | ${fmt(f.idleRssMiB)} | ${fmt(f.loadedRssMiB)} |`);
+    }
+    L.push('');
+    L.push('### Quantized once (one server finds the probe lists, every shard searches them; same cluster, interleaved)', '');
+    L.push('| S | same hits | b100 QPS without / with | client CPU ms / b100 without / with | server CPU ms / b100 (all) without / with | b1: client + server CPU ms without / with | b1 mean ms with | load avg (1 min) |');
+    L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
+    for (const f of r.fanout) {
+      const q = f.quantizeOnce;
+      L.push(
+        `| ${f.servers} | ${q.identical ? 'yes' : 'NO'} | ${fmt(f.b100Qps)} / ${fmt(q.b100Qps)} | ${fmt(f.clientCpuMsB100)} / ${fmt(q.clientCpuMsB100)} | ${fmt(f.serverCpuMsB100)} / ${fmt(q.serverCpuMsB100)} | ` +
+          `${fmt(f.clientCpuMsB1 + f.serverCpuMsB1)} / ${fmt(q.b1.clientCpuMs + q.b1.serverCpuMs)} | ${fmt(q.b1.meanMs)} | ${q.loadAvg.toFixed(1)} |`,
+      );
     }
     L.push('');
   }
