@@ -147,7 +147,7 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
     proc.stderr!.on('data', (d: Buffer) => {
       if (process.env.DFAISS_BENCH_VERBOSE) process.stderr.write(d);
     });
-    const port = await waitForListening(proc, { label: `server ${rank}`, timeoutMs: 30_000 });
+    const port = await waitForListening(proc, { label: `server ${rank}`, timeoutMs: 180_000 });
     return { rank, port, pid: proc.pid!, proc };
   };
 
