@@ -484,10 +484,12 @@ export function checkProbeLists(p: ProbeLists, n: number, nlist: number): void {
   if (!Number.isSafeInteger(p.nprobe) || p.nprobe < 1 || p.nprobe > Math.max(1, nlist)) throw new ValidationError('nprobe', `a probe count from 1 to nlist=${nlist}`, p.nprobe);
   if (!(p.assign instanceof BigInt64Array) || p.assign.length !== n * p.nprobe) throw new ValidationError('assign', `a BigInt64Array of n x nprobe = ${n} x ${p.nprobe} list ids`, p.assign);
   if (!(p.coarse instanceof Float32Array) || p.coarse.length !== n * p.nprobe) throw new ValidationError('coarse', `a Float32Array of n x nprobe = ${n} x ${p.nprobe} coarse distances`, p.coarse);
-  const top = BigInt(nlist);
+  // As 32-bit halves (little-endian), which is ~10x faster than BigInt compares: every shard checks them.
+  const words = new Int32Array(p.assign.buffer, p.assign.byteOffset, p.assign.length * 2);
   for (let i = 0; i < p.assign.length; i++) {
-    const l = p.assign[i]!;
-    if (l < -1n || l >= top) throw new ValidationError(`assign[${i}]`, `a list id in [0, ${nlist}) or -1`, l);
+    const lo = words[2 * i]!;
+    const hi = words[2 * i + 1]!;
+    if (!((hi === 0 && lo >= 0 && lo < nlist) || (hi === -1 && lo === -1))) throw new ValidationError(`assign[${i}]`, `a list id in [0, ${nlist}) or -1`, p.assign[i]);
   }
   for (let i = 0; i < p.coarse.length; i++) {
     if (!Number.isFinite(p.coarse[i]!) && p.assign[i]! >= 0n) throw new ValidationError(`coarse[${i}]`, 'a finite coarse distance', p.coarse[i]);
