@@ -18,6 +18,7 @@ const ONLY = process.argv[5]?.split(',');
 
 const TYPES: Array<[string, Partial<IndexCfg>, Record<string, number>]> = [
   ['knnlm', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 8, bitsPerVector: 6 } }, { nprobe: 8 }],
+  ['knnlm16', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 16, bitsPerVector: 6 } }, { nprobe: 8 }],
   ['fastscan', { faissFactory: 'IVF{centroids},PQ16x4fs', centroids: 32 }, { nprobe: 8 }],
   ['sq8', { faissFactory: 'IVF{centroids},SQ8', centroids: 32 }, { nprobe: 8 }],
   ['hnswsq', { indexBuilderType: 'hnswsq', extra: { storeN: 16, efConstruction: 40 } }, { efSearch: 64 }],
@@ -26,7 +27,6 @@ const TYPES: Array<[string, Partial<IndexCfg>, Record<string, number>]> = [
 ];
 
 function shardRows(base: Float32Array, s: number): Float32Array {
-  const out: number[] = [];
   const ids: number[] = [];
   for (let b = s; b * 1000 < N; b += SHARDS) ids.push(b);
   const parts = ids.map((b) => base.subarray(b * 1000 * dim, Math.min(N, (b + 1) * 1000) * dim));
@@ -36,7 +36,6 @@ function shardRows(base: Float32Array, s: number): Float32Array {
     rows.set(p, o);
     o += p.length;
   }
-  void out;
   return rows;
 }
 
