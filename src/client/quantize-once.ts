@@ -25,14 +25,21 @@ const MODES: readonly SharedQuantize[] = ['auto', 'always', 'never'];
 const REFUSED_MS = 5000;
 
 /**
- * When quantizing once pays: the one rule. It saves (S - 1) coarse searches of the batch
- * (measured in-process, 1 thread, 128-d IVF1024 nprobe 16: 0.65 ms per batch of 100 queries,
- * 6.5 us a query) and costs one more round trip before the fan-out (quantize: ~0.2 ms of
- * client + server CPU and its latency) plus n x nprobe x 12 bytes to every shard.
- * TODO(measure): thresholds from `bench --scale`.
+ * When quantizing once pays: the one rule. It saves S - 1 coarse searches of the batch
+ * (in-process, 1 thread, 128-d IVF1024 nprobe 16: 0.65 ms per 100 queries, 6.5 us a query;
+ * a 6,250-vector shard's batch-100 search took 1.71 ms, 0.39 ms given the lists) and costs
+ * one more round trip before the fan-out: the quantize call's RPC work on the client and one
+ * server (batch 1 at S = 1, client + server CPU without / with: 1.42 / 1.80 and 1.57 / 1.53 ms)
+ * and its latency (batch-1 p50 1.0 ms without, mean 3.3-5.0 ms with), so batch 1 never pays.
+ * `bench --scale`, 400k x 128 over S servers, server CPU per batch-100 call without / with,
+ * two runs at load 12-46 (bench/results/scale-quantize-run1.md, scale-quantize.md):
+ * S = 1: 17.8 / 19.8, 20.5 / 23.3 ms; S = 4: 37.7 / 36.3, 36.0 / 37.5 (no gain visible);
+ * S = 16: 77.5 / 70.0, 75.5 / 71.3 (-6 to -10 %); S = 64: 170 / 185, 190 / 176 (within the
+ * noise at load 36-46, where 64 servers share 2 cores). So: from 16 servers, and batches large
+ * enough that the saved (S - 1) x n query quantizations outweigh the fixed cost of the call.
  */
 export function quantizeOncePays(queries: number, servers: number): boolean {
-  return servers >= 4 && queries >= 32;
+  return servers >= 16 && queries >= 32;
 }
 
 export class SharedQuantizer {

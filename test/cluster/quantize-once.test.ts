@@ -160,5 +160,7 @@ test('a dead server: allowPartial searches quantized once answer from the live s
 test('the rule: batch-1 never quantizes once; large batches over many servers do', () => {
   assert.equal(quantizeOncePays(1, 64), false);
   assert.equal(quantizeOncePays(100, 1), false);
+  assert.equal(quantizeOncePays(100, 4), false);
+  assert.equal(quantizeOncePays(100, 16), true);
   assert.equal(quantizeOncePays(100, 64), true);
 });
