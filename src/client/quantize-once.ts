@@ -32,10 +32,11 @@ const REFUSED_MS = 5000;
  * server (batch 1 at S = 1, client + server CPU without / with: 1.42 / 1.80 and 1.57 / 1.53 ms)
  * and its latency (batch-1 p50 1.0 ms without, mean 3.3-5.0 ms with), so batch 1 never pays.
  * `bench --scale`, 400k x 128 over S servers, server CPU per batch-100 call without / with,
- * two runs at load 12-46 (bench/results/scale-quantize-run1.md, scale-quantize.md):
+ * runs at load 12-46 (bench/results/scale-quantize-run1.md, scale-quantize.md, -run3.md):
  * S = 1: 17.8 / 19.8, 20.5 / 23.3 ms; S = 4: 37.7 / 36.3, 36.0 / 37.5 (no gain visible);
- * S = 16: 77.5 / 70.0, 75.5 / 71.3 (-6 to -10 %); S = 64: 170 / 185, 190 / 176 (within the
- * noise at load 36-46, where 64 servers share 2 cores). So: from 16 servers, and batches large
+ * S = 16: 77.5 / 70.0, 75.5 / 71.3, 73.5 / 64.2 (-6 to -13 %); S = 64: 170 / 185, 190 / 176,
+ * 184 / 178 (within the noise at load 36-46, where 64 servers share 2 cores: batch-1 calls,
+ * which save almost nothing, moved by up to 16 ms there). So: from 16 servers, and batches large
  * enough that the saved (S - 1) x n query quantizations outweigh the fixed cost of the call.
  */
 export function quantizeOncePays(queries: number, servers: number): boolean {
