@@ -7,6 +7,7 @@ import { SyntheticDataset } from '../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../src/datasets/exact.js';
 import { setNumThreads, type FaissIndex } from '../src/native/index.js';
 import { buildFromTrained, trainOwnIndex, trainSharedIndex } from '../src/shard/shard-training.js';
+import { SHARED_TRAINING_TYPES } from '../test/helpers/trainable-types.js';
 
 const dim = 32;
 const K = 10;
@@ -17,13 +18,9 @@ const SEEDS = (process.argv[4] ?? '15,1,2,3,4').split(',').map(Number);
 const ONLY = process.argv[5]?.split(',');
 
 const TYPES: Array<[string, Partial<IndexCfg>, Record<string, number>]> = [
-  ['knnlm', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 8, bitsPerVector: 6 } }, { nprobe: 8 }],
+  ...SHARED_TRAINING_TYPES.map(([, short, cfg, params]): [string, Partial<IndexCfg>, Record<string, number>] => [short, cfg, params]),
+  // knnlm with twice the code size: is its gap the 8-byte codes' noise?
   ['knnlm16', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 16, bitsPerVector: 6 } }, { nprobe: 8 }],
-  ['fastscan', { faissFactory: 'IVF{centroids},PQ16x4fs', centroids: 32 }, { nprobe: 8 }],
-  ['sq8', { faissFactory: 'IVF{centroids},SQ8', centroids: 32 }, { nprobe: 8 }],
-  ['hnswsq', { indexBuilderType: 'hnswsq', extra: { storeN: 16, efConstruction: 40 } }, { efSearch: 64 }],
-  ['opq', { faissFactory: 'OPQ8,IVF{centroids},PQ8x6', centroids: 32 }, { nprobe: 8 }],
-  ['pca', { faissFactory: 'PCA24,IVF{centroids},Flat', centroids: 32 }, { nprobe: 8 }],
 ];
 
 function shardRows(base: Float32Array, s: number): Float32Array {

@@ -9,6 +9,7 @@ import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { SHARED_TRAINING_TYPES } from '../helpers/trainable-types.js';
 
 const dim = 32;
 const N = 9_000;
@@ -27,15 +28,6 @@ before(async () => {
 after(async () => {
   await cluster.stop();
 });
-
-const TYPES: Array<[string, Partial<IndexCfg>, Record<string, number>]> = [
-  ['knnlm (IVF-PQ)', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 8, bitsPerVector: 6 } }, { nprobe: 8 }],
-  ['IVF,PQ fast scan', { faissFactory: 'IVF{centroids},PQ16x4fs', centroids: 32 }, { nprobe: 8 }],
-  ['IVF,SQ8', { faissFactory: 'IVF{centroids},SQ8', centroids: 32 }, { nprobe: 8 }],
-  ['hnswsq (HNSW+SQ8)', { indexBuilderType: 'hnswsq', extra: { storeN: 16, efConstruction: 40 } }, { efSearch: 64 }],
-  ['OPQ + IVF-PQ', { faissFactory: 'OPQ8,IVF{centroids},PQ8x6', centroids: 32 }, { nprobe: 8 }],
-  ['PCA + IVF-Flat', { faissFactory: 'PCA24,IVF{centroids},Flat', centroids: 32 }, { nprobe: 8 }],
-];
 
 async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, params: Record<string, number>, trainMode: 'shared' | 'per-shard'): Promise<number> {
   // Both train on every vector: per shard each server on its own 3000, shared one server on all 9000.
@@ -68,7 +60,7 @@ async function states(id: string): Promise<Array<{ sharedTraining: boolean; layo
   );
 }
 
-for (const [name, cfg, params] of TYPES) {
+for (const [name, , cfg, params] of SHARED_TRAINING_TYPES) {
   test(`shared training: ${name} trains once, every shard installs it, recall as per-shard`, { timeout: 240_000 }, async (t) => {
     const client = await IndexClient.connect(cluster.discovery);
     const id = name.replace(/[^a-z]/gi, '').toLowerCase();
