@@ -12,6 +12,7 @@
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/clone_index.h>
@@ -112,6 +113,9 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::InstallTrainedState>("installTrainedState"),
             InstanceMethod<&NativeIndex::IsIvf>("isIvf"),
             InstanceMethod<&NativeIndex::Assign>("assign"),
+            InstanceMethod<&NativeIndex::Preassignable>("preassignable"),
+            InstanceMethod<&NativeIndex::Quantize>("quantize"),
+            InstanceMethod<&NativeIndex::SearchPreassigned>("searchPreassigned"),
             InstanceMethod<&NativeIndex::ReserveLists>("reserveLists"),
             InstanceMethod<&NativeIndex::AddPreassigned>("addPreassigned"),
             InstanceMethod<&NativeIndex::Reset>("reset"),
@@ -819,6 +823,113 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     auto* w = Job(info.Env(), false, [n, px, po](faiss::Index* idx) { TopIvf(idx)->quantizer->assign(n, px, po); });
     w->Keep(x);
     w->Keep(out);
+    return w->Start();
+  }
+
+  // Quantize once for a fan-out search (issue 15): the coarse quantizer's search runs on one
+  // server, every shard with the same centroids scans its own lists with the result
+  // (IndexIVF::search_preassigned). Only a top-level IVF index with a flat quantizer: a
+  // pre-transform would need the transformed queries, an HNSW quantizer is approximate (its
+  // answer depends on efSearch), and 1.7.3's fast-scan IVF has no scanner for
+  // search_preassigned (it would throw inside an OpenMP region and end the process).
+  // Returns the reason it cannot, or "" when it can.
+  static std::string PreassignRefusal(const faiss::Index* idx) {
+    auto* ivf = dynamic_cast<const faiss::IndexIVF*>(idx);
+    if (!ivf) return "not a plain IVF index (no pre-transform or id map)";
+    if (dynamic_cast<const faiss::IndexIVFFastScan*>(ivf)) return "fast-scan IVF cannot search preassigned lists in FAISS 1.7.3";
+    if (!dynamic_cast<const faiss::IndexIVFFlat*>(ivf) && !dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(ivf) && !dynamic_cast<const faiss::IndexIVFPQ*>(ivf)) {
+      return "only IVF-Flat, IVF-SQ and IVF-PQ search preassigned lists";
+    }
+    if (!dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer)) return "the coarse quantizer is not flat";
+    if (!ivf->is_trained) return "index is not trained";
+    return "";
+  }
+
+  // preassignable() -> "" or why quantize/searchPreassigned do not apply to this index.
+  Napi::Value Preassignable(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), PreassignRefusal(holder_->index.get()));
+  }
+
+  static faiss::IndexIVF* PreassignIvf(faiss::Index* idx) {
+    std::string why = PreassignRefusal(idx);
+    if (!why.empty()) throw std::runtime_error(why);
+    return static_cast<faiss::IndexIVF*>(idx);
+  }
+
+  // quantize(x, n, nprobe, assign: BigInt64Array(n*nprobe), coarse: Float32Array(n*nprobe)):
+  // each query's nprobe nearest lists and their coarse distances, as IndexIVF::search finds them.
+  Napi::Value Quantize(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    idx_t nprobe = ArgInt(info, 2, "nprobe");
+    auto assign = ArgArray<int64_t>(info, 3, napi_bigint64_array, "assign");
+    auto coarse = ArgArray<float>(info, 4, napi_float32_array, "coarse");
+    if (nprobe < 1 || assign.ElementLength() != static_cast<size_t>(n * nprobe) || coarse.ElementLength() != static_cast<size_t>(n * nprobe)) {
+      throw Napi::RangeError::New(info.Env(), "assign and coarse must hold n*nprobe values, nprobe >= 1");
+    }
+    const float* px = x.Data();
+    idx_t* pa = assign.Data();
+    float* pc = coarse.Data();
+    auto* w = Job(info.Env(), false, [n, nprobe, px, pa, pc](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = PreassignIvf(idx);
+      if (static_cast<size_t>(nprobe) > ivf->nlist) throw std::runtime_error("nprobe exceeds nlist");
+      ivf->quantizer->search(n, px, nprobe, pc, pa);
+    });
+    w->Keep(x);
+    w->Keep(assign);
+    w->Keep(coarse);
+    return w->Start();
+  }
+
+  // searchPreassigned(x, n, k, distances, labels, assign, coarse, nprobe, params, sync) -> Promise,
+  // or with sync a bool (false: a write holds the index, nothing searched) as searchSync.
+  // assign/coarse are n*nprobe from quantize() on an index with the same centroids; list
+  // ids are checked here (-1, an empty slot, is skipped by FAISS) since a bad one would
+  // read outside the lists.
+  Napi::Value SearchPreassigned(const Napi::CallbackInfo& info) {
+    SearchArgs a = ParseSearchArgs(info);
+    auto assign = ArgArray<int64_t>(info, 5, napi_bigint64_array, "assign");
+    auto coarse = ArgArray<float>(info, 6, napi_float32_array, "coarse");
+    idx_t nprobe = ArgInt(info, 7, "nprobe");
+    CallParams cp = ParseCallParams(info, 8);
+    bool sync = info.Length() > 9 && info[9].ToBoolean().Value();
+    if (nprobe < 1 || assign.ElementLength() != static_cast<size_t>(a.n * nprobe) || coarse.ElementLength() != static_cast<size_t>(a.n * nprobe)) {
+      throw Napi::RangeError::New(info.Env(), "assign and coarse must hold n*nprobe values, nprobe >= 1");
+    }
+    const float* px = a.x.Data();
+    float* pd = a.dist.Data();
+    idx_t* pl = a.labels.Data();
+    const idx_t* pa = assign.Data();
+    const float* pc = coarse.Data();
+    idx_t n = a.n, k = a.k;
+    auto run = [n, k, px, pd, pl, pa, pc, nprobe, cp](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = PreassignIvf(idx);
+      const idx_t nlist = static_cast<idx_t>(ivf->nlist);
+      for (idx_t i = 0; i < n * nprobe; i++) {
+        if (pa[i] < -1 || pa[i] >= nlist) throw std::runtime_error("assign[" + std::to_string(i) + "] is not a list id in [0, " + std::to_string(nlist) + ")");
+      }
+      faiss::SearchParametersIVF sp;
+      sp.nprobe = static_cast<size_t>(nprobe);
+      sp.max_codes = cp.maxCodes >= 0 ? static_cast<size_t>(cp.maxCodes) : ivf->max_codes;
+      ivf->search_preassigned(n, px, k, pa, pc, pd, pl, false, &sp);
+    };
+    if (sync) {
+      std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
+      if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
+      ApplyThreadCount();
+      try {
+        run(holder_->index.get());
+      } catch (const std::exception& e) {
+        throw Napi::Error::New(info.Env(), e.what());
+      }
+      return Napi::Boolean::New(info.Env(), true);
+    }
+    auto* w = Job(info.Env(), false, run);
+    w->Keep(a.x);
+    w->Keep(a.dist);
+    w->Keep(a.labels);
+    w->Keep(assign);
+    w->Keep(coarse);
     return w->Start();
   }
 

@@ -22,6 +22,7 @@ const key = z.string().min(1).max(128);
 /** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
 const rankKeyPairs = z.array(z.tuple([z.number().int().min(0).max(1_000_000), key])).max(1024);
 const recordId = z.union([z.string().min(1).max(MAX_ID_LENGTH), z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)]);
+const searchParams = z.record(z.string().max(64), z.number());
 /** At most this many ids per delete/get call (the client splits larger lists). */
 export const MAX_IDS_PER_CALL = 1 << 20;
 export const recordIds = z.array(recordId).max(MAX_IDS_PER_CALL);
@@ -82,6 +83,8 @@ export interface SearchReply {
   ids?: boolean;
   /** With a filter: the records it admitted on this shard, and how the shard searched them. */
   filtered?: { matches: number; strategy: 'exact' | 'selector'; widenings: number; exactFallback: number };
+  /** The request's probe lists were used (its quantizer fingerprint is this shard's). */
+  preassigned?: boolean;
 }
 
 interface MethodContract<A extends z.ZodType, R, Out extends readonly unknown[]> {
@@ -158,8 +161,25 @@ export const CONTRACT = {
    */
   search: method<SearchReply, [Float32Array, BigInt64Array, Uint8Array, Uint8Array, ...Array<Float32Array | Uint8Array>]>()(
     z
-      .object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional(), params: z.record(z.string().max(64), z.number()).optional(), filter: filterSchema.optional() })
+      .object({
+        indexId,
+        k: z.number().int().min(1).max(MAX_K),
+        returnEmbeddings: z.boolean().optional(),
+        params: searchParams.optional(),
+        filter: filterSchema.optional(),
+        // With probe lists from quantize (attachments 2 and 3): used when this shard's quantizer has that fingerprint.
+        probes: z.object({ fingerprint: z.string().min(1).max(64), nprobe: z.number().int().min(1).max(1 << 24) }).strict().optional(),
+      })
       .strict(),
+    ['f32', 'i64?', 'f32?'],
+  ),
+  /**
+   * in: queries (f32). out: each query's nprobe nearest IVF lists (i64, n x nprobe) and their
+   * coarse distances (f32), for a search on every shard whose quantizer has `fingerprint`
+   * (null, without attachments: this shard cannot, for `reason`).
+   */
+  quantize: method<{ fingerprint: string | null; nprobe: number; reason?: string }, [BigInt64Array?, Float32Array?]>()(
+    z.object({ indexId, params: searchParams.optional() }).strict(),
     ['f32'],
   ),
   // ---- records with ids (issue 16; server/record-methods.ts) ----

@@ -46,7 +46,16 @@ export interface IndexClientOptions extends ClientSecurityOptions {
    * touches the index (add, search, getState, status, syncTrain) finishes it. @default 120_000
    */
   closeTimeoutMs?: number;
+  /**
+   * Quantize once for a fan-out search (IVF with shared training): one server finds each
+   * query's probe lists and every shard searches them, instead of every shard repeating the
+   * coarse search. 'auto' does it where it pays (client/quantize-once.ts); 'always' and
+   * 'never' are for measuring. @default 'auto'
+   */
+  sharedQuantize?: SharedQuantize;
 }
+
+export type SharedQuantize = 'auto' | 'always' | 'never';
 
 export interface SearchOptions extends CallControl {
   /**

@@ -10,6 +10,7 @@ import { IndexState } from '../shard/state.js';
 import type { Filter } from '../filter/schema.js';
 import type { CallControl } from './call-control.js';
 import type { ReplyHits } from './merge.js';
+import type { BatchProbes } from './quantize-once.js';
 import type { Revocations } from './revocations.js';
 import type { ConnKind, ShardOperation } from '../shard-operation.js';
 
@@ -23,6 +24,8 @@ export interface SearchRequest {
   /** Only records this declarative filter admits (checked by the caller). */
   filter?: Filter;
   control?: CallControl;
+  /** The batch's probe lists, computed once (quantize-once.ts): each shard uses them if its quantizer matches. */
+  probes?: BatchProbes | null;
   /** Called before the "no searchable vectors" error when some shard is still untrained. */
   onUntrained?: () => void;
 }
@@ -53,11 +56,20 @@ export async function fanOutSearch(servers: readonly ShardOperation[], revocatio
 }
 
 async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
-  const { indexId, queries, k, returnEmbeddings, allowPartial, params, filter, control = {} } = req;
+  const { indexId, queries, k, returnEmbeddings, allowPartial, params, filter, probes, control = {} } = req;
+  const args = {
+    indexId,
+    k,
+    returnEmbeddings,
+    ...(params ? { params } : {}),
+    ...(filter ? { filter } : {}),
+    ...(probes ? { probes: { fingerprint: probes.fingerprint, nprobe: probes.nprobe } } : {}),
+  };
+  const attachments = probes ? [queries, probes.assign, probes.coarse] : [queries];
   const settled = await Promise.allSettled(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call('query', 'search', { indexId, k, returnEmbeddings, ...(params ? { params } : {}), ...(filter ? { filter } : {}) }, [queries], control);
+      return s.call('query', 'search', args, attachments, control);
     }),
   );
   const missing: Array<{ server: string; error: string }> = [];

@@ -38,6 +38,7 @@ import { AddSlots } from './add-slots.js';
 import { callControl, untilAborted, type CallControl } from './call-control.js';
 import { Connections } from './connections.js';
 import { fanOutSearch, readEverywhere } from './fan-out.js';
+import { SharedQuantizer } from './quantize-once.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
 import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
@@ -67,6 +68,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
   private readonly training: TrainingTrigger;
+  private readonly quantizer: SharedQuantizer;
 
   private constructor(conns: Connections, opts: IndexClientOptions) {
     super();
@@ -82,6 +84,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
+    this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {
       trainTimeoutMs: opts.trainTimeoutMs ?? 3_600_000,
       reconnectIntervalMs,
@@ -451,6 +454,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
 
   /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
   private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, returnEmbeddings: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>, filter?: Filter) {
+    // Filtered searches probe on each shard (the filter may widen nprobe there).
+    const probes = returnEmbeddings || filter ? null : await this.quantizer.probes(indexId, queries, meta.dim, params, control);
     const replies = await fanOutSearch(this.servers, this.revocations, {
       indexId,
       queries,
@@ -459,6 +464,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       allowPartial,
       ...(params ? { params } : {}),
       ...(filter ? { filter } : {}),
+      probes,
       control,
       onUntrained: () => {
         const known = this.indexes.get(indexId);
