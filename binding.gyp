@@ -28,7 +28,8 @@
         "native/native_index.cc",
         "native/fp16.cc",
         "native/crc32c.cc",
-        "native/buffers.cc"
+        "native/buffers.cc",
+        "native/vectors.cc"
       ],
       # The FAISS headers first, so a cached or user build is not shadowed by /usr/include/faiss.
       "include_dirs": ["<(faiss_include)"],

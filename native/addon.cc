@@ -1,5 +1,6 @@
-// Module entry: exports NativeIndex, fp16 conversion and thread control.
+// Module entry: exports NativeIndex, fp16 conversion, vector checks and thread control.
 #include <faiss/Index.h>
+#include <faiss/utils/distances.h>
 #include <faiss/utils/utils.h>
 #include <omp.h>
 
@@ -31,6 +32,20 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setBlasBlockSizes(queryBs, databaseBs): the blocks FAISS's BLAS distance path (k-means,
+// IVF assignment, batched Flat search) computes at a time; 0 keeps a value. Returns the
+// values now in force as [queryBs, databaseBs].
+Napi::Value SetBlasBlockSizes(const Napi::CallbackInfo& info) {
+  int64_t q = ArgInt(info, 0, "queryBs");
+  int64_t d = ArgInt(info, 1, "databaseBs");
+  if (q > 0) faiss::distance_compute_blas_query_bs = static_cast<int>(q);
+  if (d > 0) faiss::distance_compute_blas_database_bs = static_cast<int>(d);
+  auto out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Napi::Number::New(info.Env(), faiss::distance_compute_blas_query_bs));
+  out.Set(1u, Napi::Number::New(info.Env(), faiss::distance_compute_blas_database_bs));
+  return out;
+}
+
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   int n = g_num_threads.load();
   return Napi::Number::New(info.Env(), n > 0 ? n : omp_get_max_threads());
@@ -41,8 +56,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFp16(env, exports);
   InitCrc32c(env, exports);
   InitBuffers(env, exports);
+  InitVectors(env, exports);
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
+  exports.Set("setBlasBlockSizes", Napi::Function::New<SetBlasBlockSizes>(env, "setBlasBlockSizes"));
   exports.Set("faissVersion", Napi::String::New(env, std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." + std::to_string(FAISS_VERSION_PATCH)));
   // The level binding.gyp built for (what dfaiss_cpu checked), and what FAISS's own code
   // was compiled with ("OPTIMIZE AVX2 " or "OPTIMIZE GENERIC "): the two must agree.

@@ -107,5 +107,6 @@ Napi::Object InitNativeIndex(Napi::Env env, Napi::Object exports);
 Napi::Object InitFp16(Napi::Env env, Napi::Object exports);
 Napi::Object InitCrc32c(Napi::Env env, Napi::Object exports);
 void InitBuffers(Napi::Env env, Napi::Object exports);
+void InitVectors(Napi::Env env, Napi::Object exports);
 
 }  // namespace dfaiss

@@ -50,18 +50,23 @@ export function deriveChecked(m: Float32Array, dim: number, from: readonly Float
   return m;
 }
 
+/** Index of the first NaN or +-Infinity in `x`, -1 when every value is finite. */
+export type FiniteScan = (x: Float32Array) => number;
+
 /**
  * Normalises vectors to a row-major Float32Array, without copying when it already is one,
  * and checks them once: a matrix toMatrix already checked for this dim is returned as it is.
+ * `scan` finds non-finite values (the native binding passes its SIMD one; the client, which
+ * loads no native code, the JS loop).
  */
-export function toMatrix(x: VectorsInput, dim: number, field: string): { data: CheckedMatrix; n: number } {
+export function toMatrix(x: VectorsInput, dim: number, field: string, scan: FiniteScan = firstNonFinite): { data: CheckedMatrix; n: number } {
   if (isChecked(x, dim)) return { data: x, n: x.length / dim };
   if (x instanceof Float32Array) {
     if (x.length === 0) throw new ValidationError(field, 'at least one vector', 'an empty array');
     if (x.length % dim !== 0) {
       throw new ValidationError(field, `a Float32Array whose length is a multiple of dim=${dim}`, `length ${x.length}`);
     }
-    checkFinite(x, dim, field);
+    checkFinite(x, dim, field, scan);
     checkedDims.set(x, dim);
     return { data: x as CheckedMatrix, n: x.length / dim };
   }
@@ -77,20 +82,25 @@ export function toMatrix(x: VectorsInput, dim: number, field: string): { data: C
     }
     for (let j = 0; j < dim; j++) data[i * dim + j] = row[j] as number;
   }
-  checkFinite(data, dim, field);
+  checkFinite(data, dim, field, scan);
   checkedDims.set(data, dim);
   return { data: data as CheckedMatrix, n: x.length };
 }
 
-function checkFinite(data: Float32Array, dim: number, field: string): void {
+/** Throws a ValidationError naming the first NaN or +-Infinity as field[row][column]. */
+function checkFinite(data: Float32Array, dim: number, field: string, scan: FiniteScan): void {
+  const i = scan(data);
+  if (i < 0) return;
+  throw new ValidationError(`${field}[${Math.floor(i / dim)}][${i % dim}]`, 'a finite number (no NaN or Infinity)', data[i]);
+}
+
+function firstNonFinite(data: Float32Array): number {
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
     // v - v is NaN for NaN and +-Infinity, 0 otherwise: one comparison per value.
-    if (v - v !== 0) {
-      const row = Math.floor(i / dim);
-      throw new ValidationError(`${field}[${row}][${i % dim}]`, 'a finite number (no NaN or Infinity)', v);
-    }
+    if (v - v !== 0) return i;
   }
+  return -1;
 }
 
 export function toIds(ids: IdsInput, field: string): BigInt64Array {

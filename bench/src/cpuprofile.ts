@@ -3,12 +3,13 @@
  * self and inclusive time per function, optionally within a time window.
  *
  *   node bench/dist/cpuprofile.js FILE... [--from S] [--to S] [--top N] [--by function|file]
- *                                 [--marks bench/results/X.json --phase synthetic/flat/ingest]
+ *                                 [--marks bench/results/X.json --phase synthetic/flat/ingest] [--window US0,US1]
  *
  * --from/--to are seconds since each profile started. --marks/--phase cut every profile to one
  * phase of a bench run (ingest, batch1, batch10, batch100 of the dfaiss side), using the
  * CLOCK_MONOTONIC marks the bench records (V8 profiles use the same clock). Several files
- * are summed (e.g. the 4 servers).
+ * are summed (e.g. the 4 servers). --window cuts to CLOCK_MONOTONIC µs bounds given directly (e.g. the
+ * marksUs of a run of `--original`).
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -97,6 +98,7 @@ function main(argv: string[]): void {
   let by: 'function' | 'file' = 'function';
   let marks: string | undefined;
   let phase: string | undefined;
+  let window: [number, number] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--from') fromS = Number(argv[++i]);
@@ -105,9 +107,10 @@ function main(argv: string[]): void {
     else if (a === '--by') by = argv[++i] as 'function' | 'file';
     else if (a === '--marks') marks = argv[++i];
     else if (a === '--phase') phase = argv[++i];
+    else if (a === '--window') window = argv[++i]!.split(',').map(Number) as [number, number];
     else files.push(a);
   }
-  let absUs: [number, number] | undefined;
+  let absUs: [number, number] | undefined = window;
   if (marks && phase) {
     const [dataset, kind, name] = phase.split('/');
     const rec = JSON.parse(readFileSync(marks, 'utf8')) as { cases: Array<{ dataset: string; kind: string; dfaiss?: { marksUs: Record<string, [number, number]> } }> };

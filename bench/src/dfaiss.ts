@@ -15,6 +15,7 @@ import {
   K,
   SERVERS,
   batchRows,
+  clientSearcher,
   measureSearch,
   numBatches,
   type Dataset,
@@ -194,15 +195,7 @@ export async function runDfaiss(ds: Dataset, kind: IndexKind, counts: SearchCoun
       const status = await client.status();
       const m = await measureSearch(
         ds,
-        {
-          search: (q) => client.search(id, q, K),
-          ids: (raw, nq) => {
-            const meta = (raw as { metadata: unknown[][] }).metadata;
-            const out = new Int32Array(nq * K).fill(-1);
-            for (let q = 0; q < nq; q++) meta[q]!.forEach((v, r) => (out[q * K + r] = v as number));
-            return out;
-          },
-        },
+        clientSearcher((q) => client.search(id, q, K)),
         counts,
       );
 

@@ -41,7 +41,7 @@ import { runDfaiss } from './dfaiss.js';
 import { runLimits } from './limit.js';
 import { checkTargets, markdown, type CaseResult, type RunRecord } from './report.js';
 import { buildsMarkdown, defaultVariant, genericVariant, runBuildComparison, type Variant } from './builds.js';
-import { nowMs, sleep } from './stats.js';
+import { flagValue, nowMs, sleep } from './stats.js';
 import {
   FULL_COUNTS,
   FULL_SIZES,
@@ -107,11 +107,7 @@ function parseArgs(argv: string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+    const next = (): string => flagValue(argv, i++);
     if (a === '--quick') o.quick = true;
     else if (a === '--name') o.name = next();
     else if (a === '--datasets') o.datasets = next().split(',') as DatasetName[];
@@ -240,6 +236,12 @@ async function runBuilds(opts: Options): Promise<void> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv.includes('--original')) {
+    // Issue 14's like-for-like scenario: the original's own workload (see original.ts).
+    const { runOriginalBench } = await import('./original.js');
+    await runOriginalBench(argv.filter((a) => a !== '--original'));
+    return;
+  }
   if (argv.includes('--records')) {
     // Issue 16's scenario: add / upsert / delete throughput, compaction cost (see records.ts).
     const { runRecordsBench } = await import('./records.js');

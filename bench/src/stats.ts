@@ -49,3 +49,10 @@ export function fmt(v: number | null | undefined, digits = 3): string {
   if (a === 0) return '0';
   return v.toPrecision(digits);
 }
+
+/** The value after the flag at argv[i]; throws naming the flag when there is none. */
+export function flagValue(argv: readonly string[], i: number): string {
+  const v = argv[i + 1];
+  if (v === undefined) throw new Error(`${argv[i]} needs a value`);
+  return v;
+}

@@ -103,6 +103,19 @@ export interface Searcher {
   ids(raw: unknown, nq: number): Int32Array;
 }
 
+/** A dfaiss side: `search` asks the cluster; each hit's metadata is its global row number (a number or its decimal string). */
+export function clientSearcher(search: (queries: Float32Array) => Promise<unknown>): Searcher {
+  return {
+    search,
+    ids: (raw, nq) => {
+      const meta = (raw as { metadata: unknown[][] }).metadata;
+      const out = new Int32Array(nq * K).fill(-1);
+      for (let q = 0; q < nq; q++) meta[q]!.forEach((v, r) => (out[q * K + r] = Number(v)));
+      return out;
+    },
+  };
+}
+
 export interface SearchCounts {
   /** Untimed single-query searches before measuring (plus one batch-100 search per 60). */
   warmup: number;
@@ -130,8 +143,14 @@ export interface SearchMeasurements {
   marksUs: Record<string, [number, number]>;
 }
 
+export interface MeasureHooks {
+  /** Called at the start and end of each timed phase (batch1, batch10, batch100), e.g. to read CPU counters. */
+  onPhase?: (phase: 'batch1' | 'batch10' | 'batch100', edge: 'start' | 'end') => void;
+}
+
 /** Runs the shared search workload: warmup, batch 1, batch 10, batch 100 (with recall ids). */
-export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCounts): Promise<SearchMeasurements> {
+export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCounts, hooks: MeasureHooks = {}): Promise<SearchMeasurements> {
+  const phase = hooks.onPhase ?? (() => {});
   const { dim, nq, queries } = ds;
   const row = (i: number): Float32Array => queries.subarray((i % nq) * dim, ((i % nq) + 1) * dim);
   const slice = (size: number, r: number): Float32Array => {
@@ -148,6 +167,7 @@ export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCoun
   for (let r = 0; r < Math.ceil(counts.warmup / 60); r++) await s.search(slice(100, r));
 
   const marksUs: Record<string, [number, number]> = {};
+  phase('batch1', 'start');
   let m0 = monoUs();
   const lat: number[] = [];
   for (let i = 0; i < counts.single; i++) {
@@ -157,6 +177,7 @@ export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCoun
     lat.push(nowMs() - t0);
   }
   marksUs.batch1 = [m0, monoUs()];
+  phase('batch1', 'end');
 
   const batched = async (size: number, reps: number, keep?: (r: number, raw: unknown) => void) => {
     let total = 0;
@@ -170,9 +191,12 @@ export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCoun
     return { reps, qps: (reps * size) / (total / 1000), meanMs: total / reps };
   };
 
+  phase('batch10', 'start');
   m0 = monoUs();
   const batch10 = await batched(10, counts.reps10);
   marksUs.batch10 = [m0, monoUs()];
+  phase('batch10', 'end');
+  phase('batch100', 'start');
   m0 = monoUs();
   const ids = new Int32Array(nq * K).fill(-1);
   const passes = nq / 100;
@@ -180,6 +204,7 @@ export async function measureSearch(ds: Dataset, s: Searcher, counts: SearchCoun
     if (r < passes) ids.set(s.ids(raw, 100), r * 100 * K);
   });
   marksUs.batch100 = [m0, monoUs()];
+  phase('batch100', 'end');
   return { batch1: latencyStats(lat), batch10, batch100, ids, marksUs };
 }
 

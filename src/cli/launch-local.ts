@@ -19,6 +19,7 @@ interface LaunchLocalOpts extends SecurityCliOptions {
   host: string;
   loadIndex: boolean;
   threadsPerServer?: number;
+  maxBufferedMb?: number;
   ranksPerProcess: number;
   restartOnCrash: boolean;
   maxRestarts: number;
@@ -64,6 +65,7 @@ Examples:
     .option('--load-index', 'servers load their saved indexes before serving', false)
     .option('--threads-per-server <n>', 'FAISS threads per server (default: max(1, floor(cores / servers)))', intArg('--threads-per-server', 1, 1024))
     .option('--ranks-per-process <k>', 'servers per Node process: each `dfaiss server --ranks-per-process k` serves k ranks, each on its own port (a crash or restart takes all k)', intArg('--ranks-per-process', 1, 4096), 1)
+    .option('--max-buffered-mb <n>', "each server's --max-buffered-mb: MiB of vectors a shard may hold outside FAISS (0 = no bound)", intArg('--max-buffered-mb', 0, 1_048_576))
     .option('--restart-on-crash', 'restart a server that exits on its own (with --load-index)', false)
     .option('--max-restarts <n>', 'restarts allowed per server per minute before giving up on it', intArg('--max-restarts', 0, 1000), 5)
     .option('--stop-timeout <sec>', 'seconds a server gets to save and exit after SIGTERM before SIGKILL', intArg('--stop-timeout', 1, 86_400), 60)
@@ -93,7 +95,7 @@ Examples:
           restartDelayMs: opts.restartDelay,
           startTimeoutMs: opts.startTimeout * 1000,
           stopTimeoutMs: opts.stopTimeout * 1000,
-          serverArgs: securityArgs(opts),
+          serverArgs: [...securityArgs(opts), ...(opts.maxBufferedMb !== undefined ? ['--max-buffered-mb', String(opts.maxBufferedMb)] : [])],
           logger,
         });
       } catch (err) {

@@ -77,6 +77,8 @@ export interface RawBinding {
   };
   fp16ToFp32(src: Uint16Array, dst: Float32Array): void;
   crc32c(bytes: Uint8Array, crc?: number): number;
+  firstNonFinite(x: Float32Array): number;
+  setBlasBlockSizes(queryBs: number, databaseBs: number): [number, number];
   allocBuffer(bytes: number): ArrayBuffer;
   freeBuffer(buffer: ArrayBuffer): boolean;
   trimMemory(): Promise<void>;

@@ -13,9 +13,14 @@ import { createHash } from 'node:crypto';
 import { FaissError, GpuUnavailableError, ValidationError } from '../errors.js';
 import { METRIC_INNER_PRODUCT, METRIC_L2, native, type NativeSearchParams, type RawIndex } from './binding.js';
 import { RwLock } from './rwlock.js';
-import { MAX_K, checkK, toIds, toMatrix, type FaissMetric, type IdsInput, type VectorsInput } from '../vectors.js';
+import { MAX_K, checkK, toIds, toMatrix as toMatrixWith, type CheckedMatrix, type FaissMetric, type IdsInput, type VectorsInput } from '../vectors.js';
 
-export { MAX_K, toIds, toMatrix };
+export { MAX_K, toIds };
+
+/** vectors.ts's toMatrix with the native SIMD finiteness scan (~10x the JS loop). */
+export function toMatrix(x: VectorsInput, dim: number, field: string): { data: CheckedMatrix; n: number } {
+  return toMatrixWith(x, dim, field, native.firstNonFinite);
+}
 export type { FaissMetric, IdsInput, VectorsInput };
 
 

@@ -6,14 +6,16 @@
 import { readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
-import { UnknownIndexError, ValidationError } from '../errors.js';
+import { IndexStateError, UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../discovery/nfs-lock.js';
 import { faissBuild, releasableBuffers, setOmpNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
 import { checkBatch, type Shard, type ShardInfo } from '../shard/shard.js';
+import { IndexState } from '../shard/state.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { CheckedMatrix } from '../vectors.js';
@@ -69,6 +71,17 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    * indexes only, and whoever started them sets the process-wide count once. @default true
    */
   ownsProcess?: boolean;
+  /**
+   * Per index, bytes of vectors a shard may hold outside FAISS (buffered for a training, or
+   * waiting for their background add). An add that would go past it waits until the shard
+   * has room (training and adding free it), at most `bufferWaitMs`; then, or at once when
+   * nothing can free it (a per-shard training whose trainNum alone exceeds the bound), it
+   * fails with an IndexStateError naming the bound. A batch into an empty buffer is always
+   * taken. 0 = no bound. @default 0
+   */
+  maxBufferedBytes?: number;
+  /** How long an add waits for room under maxBufferedBytes (below the client's 120 s call deadline). @default 100000 */
+  bufferWaitMs?: number;
   /** Structured logger. @default silent */
   logger?: Logger;
   /** Passed to the RPC layer (frame limits, in-flight limits, hello timeout). */
@@ -92,6 +105,10 @@ export class IndexServer {
   private readonly ownsProcess: boolean;
   readonly trainThreads: number;
   private readonly dieAfterLoggedAdd: boolean;
+  private readonly maxBufferedBytes: number;
+  private readonly bufferWaitMs: number;
+  /** Per index: bytes of adds past the buffer check and not yet applied (so concurrent adds cannot all squeeze in). */
+  private readonly bufferReserved = new Map<string, number>();
   private address: { host: string; port: number } | null = null;
   /** Created on first use: prom-client is loaded only by a server that serves or is asked for metrics. */
   private metricsLoading: Promise<ServerMetrics> | undefined;
@@ -115,6 +132,8 @@ export class IndexServer {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
     }
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? 0;
+    this.bufferWaitMs = opts.bufferWaitMs ?? 100_000;
     this.rpc = new RpcServer({
       ...opts.rpc,
       pool: { ...releasableBuffers, ...opts.rpc?.pool },
@@ -287,6 +306,8 @@ export class IndexServer {
   async addBatch(indexId: string, vectors: CheckedMatrix, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions): Promise<number> {
     let handed = false;
     try {
+      // Outside the index lock: a drop or reload must not wait behind a full buffer.
+      const unreserve = await this.bufferRoom(indexId, vectors.byteLength);
       return await this.withShard(indexId, async (durable) => {
         // Checked again here: a reload may have changed the configuration since the request arrived.
         checkBatch(durable.cfg, vectors, offsets.length - 1);
@@ -297,9 +318,47 @@ export class IndexServer {
           process.kill(process.pid, 'SIGKILL');
         }
         return first;
-      });
+      }).finally(unreserve);
     } finally {
       if (!handed) opts.release?.();
+    }
+  }
+
+  /**
+   * Waits until the shard can buffer `bytes` more under maxBufferedBytes (see
+   * IndexServerOptions) and reserves them; returns the release of the reservation, called
+   * once the add is applied (its vectors then count in the shard's buffer) or failed.
+   */
+  private async bufferRoom(indexId: string, bytes: number): Promise<() => void> {
+    const limit = this.maxBufferedBytes;
+    if (limit <= 0) return () => {};
+    const since = Date.now();
+    for (let waited = 0; ; waited++) {
+      const { shard } = this.getDurable(indexId);
+      const reserved = this.bufferReserved.get(indexId) ?? 0;
+      const held = shard.bufferedBytes + reserved;
+      if (held === 0 || held + bytes <= limit) {
+        if (waited > 0) this.log.debug({ indexId, waitedMs: Date.now() - since }, 'add waited for buffer room');
+        this.bufferReserved.set(indexId, reserved + bytes);
+        let done = false;
+        return () => {
+          if (done) return;
+          done = true;
+          const left = (this.bufferReserved.get(indexId) ?? bytes) - bytes;
+          if (left > 0) this.bufferReserved.set(indexId, left);
+          else this.bufferReserved.delete(indexId);
+        };
+      }
+      const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+      const what = `index '${indexId}' on server ${this.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
+      const { trainNum, dim } = shard.cfg;
+      if (!shard.sharedTraining && shard.state === IndexState.NOT_TRAINED && trainNum * dim * 4 > limit) {
+        throw new IndexStateError(`${what}: its training starts at trainNum ${trainNum} vectors (${mib(trainNum * dim * 4)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
+      }
+      if (Date.now() - since >= this.bufferWaitMs) {
+        throw new IndexStateError(`${what}, and no training or add freed room for ${Math.round(this.bufferWaitMs / 1000)} s: train the index (syncTrain) or raise --max-buffered-mb, then resend the batch (it was not stored)`);
+      }
+      await sleep(20);
     }
   }
 

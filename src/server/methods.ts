@@ -155,7 +155,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
     getState: implement('getState', ({ indexId }) => ({ result: server.getShard(indexId).state })),
 
     /** ntotal of one index; 0 for an index this server does not have (as the original). */
-    getNtotal: implement('getNtotal', ({ indexId }) => ({ result: server.findShard(indexId)?.info.ntotal ?? 0 })),
+    getNtotal: implement('getNtotal', ({ indexId }) => ({ result: server.findShard(indexId)?.ntotal ?? 0 })),
 
     getInfo: implement('getInfo', ({ indexId }) => {
         const durable = server.getDurable(indexId);
@@ -250,7 +250,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
         const held = durable.heldCount;
         const filtered = 'filtered' in r ? { filtered: (r as FilteredSearchResult).filtered } : {};
         return {
-          result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.info.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}), ...filtered, ...(r.preassigned ? { preassigned: true } : {}) },
+          result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}), ...filtered, ...(r.preassigned ? { preassigned: true } : {}) },
           attachments,
         };
       }),

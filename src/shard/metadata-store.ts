@@ -37,17 +37,25 @@ export class InMemoryMetadataStore implements MetadataStore {
     const n = offsets.length - 1;
     const first = this.count;
     this.reserve(this.count + n);
-    for (let i = 0; i < n; i++) {
+    // Runs of entries that fit the current arena are copied with one set(): a view and a
+    // copy per entry cost ~0.2 µs each and left a typed array per vector for the GC.
+    let i = 0;
+    while (i < n) {
       const a = offsets[i]!;
-      const len = offsets[i + 1]! - a;
-      const arena = this.space(len);
+      const arena = this.space(offsets[i + 1]! - a);
+      const room = this.arenas[arena]!.byteLength - this.used;
+      let j = i + 1;
+      while (j < n && offsets[j + 1]! - a <= room) j++;
       const start = this.used;
-      this.arenas[arena]!.set(blob.subarray(a, a + len), start);
-      this.used += len;
-      this.arenaOf[this.count] = arena;
-      this.startOf[this.count] = start;
-      this.lengthOf[this.count] = len;
-      this.count++;
+      this.arenas[arena]!.set(blob.subarray(a, offsets[j]!), start);
+      for (let k = i; k < j; k++) {
+        this.arenaOf[this.count] = arena;
+        this.startOf[this.count] = start + offsets[k]! - a;
+        this.lengthOf[this.count] = offsets[k + 1]! - offsets[k]!;
+        this.count++;
+      }
+      this.used = start + offsets[j]! - a;
+      i = j;
     }
     return first;
   }

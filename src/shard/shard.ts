@@ -192,6 +192,17 @@ export class Shard {
     return true;
   }
 
+  /** Bytes of float32 vectors held outside FAISS (buffered for training, or not yet added). */
+  get bufferedBytes(): number {
+    return this.pending.count * this.cfg.dim * 4;
+  }
+
+  /** info.ntotal without building the rest of info (every search reply carries it). */
+  get ntotal(): number {
+    const indexed = this.index ? this.indexedUpTo : 0;
+    return indexed - this.tombs.below(indexed) - this.records.deadIndexed;
+  }
+
   get info(): ShardInfo {
     // From the JS bookkeeping, not FAISS's ntotal: that grows on a worker thread a moment
     // before the buffer bookkeeping catches up, and shrinks when dead vectors are compacted.
@@ -200,7 +211,7 @@ export class Shard {
     const r = this.records;
     return {
       state: this.stateValue,
-      ntotal: indexed - deadIndexed - r.deadIndexed,
+      ntotal: this.ntotal,
       buffered: Math.max(0, this.pending.count - (this.tombs.count - deadIndexed) - (r.deadTotal - r.deadIndexed)),
       total: this.metadata.size - this.tombs.count - r.deadTotal - r.replacing,
       tombstoned: this.tombs.count,

@@ -118,17 +118,35 @@ export class WriteAheadLog {
     this.rotateRequested = true;
   }
 
-  /** Deletes segments whose records all have seq <= uptoSeq (never the one being written). */
+  /**
+   * Deletes segments whose records all have seq <= uptoSeq. A segment's records end where
+   * the next one starts; the newest one's end at the newest sequence handed out, so it goes
+   * too when nothing was logged after uptoSeq and no write is under way (the next append
+   * opens a new segment). Before, the segment a snapshot had just covered stayed on disk
+   * until some later write rotated it away: after a bulk load, the whole load.
+   */
   async trim(uptoSeq: number): Promise<number> {
     const segs = await listSegments(this.dir);
     let removed = 0;
-    for (let i = 0; i + 1 < segs.length; i++) {
-      const nextStart = segs[i + 1]!.start;
-      if (nextStart - 1 <= uptoSeq && segs[i]!.start !== this.segmentStart) {
-        await rm(join(this.dir, segs[i]!.name), { force: true });
-        removed++;
+    for (let i = 0; i < segs.length; i++) {
+      const seg = segs[i]!;
+      const next = segs[i + 1];
+      if (next) {
+        if (next.start - 1 > uptoSeq || seg.start === this.segmentStart) continue;
+      } else {
+        // Decided synchronously: an append starting later sees fh === null and opens a new file.
+        if (this.lastSeq > uptoSeq || this.writing || this.queue.length > 0) continue;
+        if (seg.start === this.segmentStart && this.fh) {
+          const fh = this.fh;
+          this.fh = null;
+          this.segmentStart = -1;
+          await fh.close();
+        }
       }
+      await rm(join(this.dir, seg.name), { force: true });
+      removed++;
     }
+    if (removed > 0) await syncDir(this.dir);
     return removed;
   }
 

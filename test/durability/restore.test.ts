@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeSync, closeSync, readFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeSync, closeSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultIndexCfg } from '../../src/config/index.js';
@@ -81,6 +81,9 @@ test('shared training: trained.bin brings the installed state back when no snaps
     const dir = join(tmp(), 'shard');
     const s = await DurableShard.create(dir, sharedCfg);
     for (let b = 0; b < 3; b++) await addBatch(s, b);
+    // The log as a crash right after the install would leave it: the snapshot that follows
+    // the install covers the log, which is then trimmed away.
+    cpSync(join(dir, 'wal'), `${dir}.wal-at-install`, { recursive: true });
     assert.equal(await s.installTrained(trained), true);
     assert.equal(await s.installTrained(trained), false, 'a repeated install is a no-op');
     await s.shard.idle();
@@ -89,6 +92,8 @@ test('shared training: trained.bin brings the installed state back when no snaps
     await s.close();
     // As if the process died before any snapshot held the trained index: WAL + trained.bin only.
     for (const n of readdirSync(dir)) if (n.startsWith('snapshot-')) rmSync(join(dir, n), { recursive: true });
+    rmSync(join(dir, 'wal'), { recursive: true });
+    cpSync(`${dir}.wal-at-install`, join(dir, 'wal'), { recursive: true });
     if (damaged) {
       const fd = openSync(join(dir, 'trained.bin'), 'r+');
       writeSync(fd, Buffer.from([0xff]), 0, 1, 100);
@@ -365,3 +370,32 @@ function toHalf(v: number): number {
   const m = Math.round((v / 2 ** e - 1) * 1024);
   return ((e + 15) << 10) | m;
 }
+
+test('WAL segments a snapshot covers are deleted, the segment being written included; restore and later adds still work', async () => {
+  const dir = join(tmp(), 'shard');
+  const flat = defaultIndexCfg({ indexBuilderType: 'flat', dim, metric: 'l2' });
+  const walBytes = (): number => readdirSync(join(dir, 'wal')).reduce((a, f) => a + statSync(join(dir, 'wal', f)).size, 0);
+  const s = await DurableShard.create(dir, flat);
+  for (let b = 0; b < 4; b++) await addBatch(s, b);
+  assert.ok(walBytes() > 4 * 100 * dim * 4, 'the adds are in the log');
+  await s.snapshot(); // the only snapshot: it covers the whole log, the open segment too
+  assert.deepEqual(readdirSync(join(dir, 'wal')), [], 'no segment left behind');
+  for (let b = 4; b < 6; b++) await addBatch(s, b); // a new segment
+  await s.snapshot(); // two snapshots: the log is kept back to the older one (a damaged newest falls back to it)
+  assert.equal(readdirSync(join(dir, 'wal')).length, 1, 'the segment after the older snapshot stays');
+  await s.snapshot(); // the older snapshot now covers that segment too
+  assert.deepEqual(readdirSync(join(dir, 'wal')), []);
+  await addBatch(s, 6); // only in the log
+  assert.equal(readdirSync(join(dir, 'wal')).length, 1);
+  // a crash: the log is abandoned, not closed
+  const { shard: r, report } = await DurableShard.open(dir, null);
+  assert.equal(report.walRecords, 1);
+  assert.deepEqual(report.skipped, []);
+  assert.deepEqual([...batchesIn(r).entries()].sort((a, b) => a[0] - b[0]), Array.from({ length: 7 }, (_, b) => [b, 100]));
+  await addBatch(r, 7);
+  await r.close();
+  const { shard: again } = await DurableShard.open(dir, null);
+  await again.shard.idle();
+  assert.equal(again.shard.info.ntotal, 800);
+  await again.close();
+});

@@ -198,6 +198,24 @@ test('concurrent searches overlap with exclusive adds without corrupting the ind
   assert.equal(r.labels[0], 19999n);
 });
 
+test('the native finiteness scan finds the first NaN or Infinity at any position (SIMD blocks and tail)', async () => {
+  const dim = 7;
+  const n = 37; // 259 values: 8 SIMD blocks of 32 and a tail of 3
+  const index = FaissIndex.fromFactory(dim, 'Flat', 'l2');
+  const ok = Float32Array.from({ length: n * dim }, (_, i) => (i % 5 === 0 ? 3.4e38 : i % 5 === 1 ? -1e-45 : i % 5 === 2 ? -0 : i));
+  await index.add(ok); // the largest finite float, denormals and -0 are finite
+  for (const at of [0, 31, 32, 33, 100, 255, 256, 258]) {
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const x = ok.slice();
+      x[at] = bad;
+      if (at < 258) x[258] = NaN; // a later one must not be reported instead
+      const field = `x[${Math.floor(at / dim)}][${at % dim}]`;
+      await assert.rejects(index.add(x), (e: unknown) => e instanceof ValidationError && e.message.includes(`invalid ${field}: expected a finite number`), `${bad} at ${at}`);
+    }
+  }
+  assert.equal(index.ntotal, n);
+});
+
 test('bad inputs get ValidationError naming the field', async () => {
   const index = FaissIndex.fromFactory(4, 'Flat', 'l2');
   await index.add([[1, 2, 3, 4]]);

@@ -1,0 +1,82 @@
+// Issue 14, item 4: vectors waiting for training are bounded in memory. Two real servers
+// with --max-buffered-mb 1 take 5 MiB of vectors while a shared training runs: adds past
+// the bound wait for room, no shard ever holds more than the bound outside FAISS, and
+// nothing is lost. A per-shard training whose trainNum alone exceeds the bound is refused
+// at once with a message naming the flag.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { IndexClient, IndexState, IndexStateError } from '../../src/index.js';
+import { SyntheticDataset } from '../../src/datasets/synthetic.js';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+
+const dim = 32;
+const BOUND = 2 ** 20; // --max-buffered-mb 1
+const data = new SyntheticDataset({ dim, seed: 1414 });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let cluster: TestCluster;
+let client: IndexClient;
+
+before(async () => {
+  cluster = await startCluster(2, { serverArgs: ['--max-buffered-mb', '1'] });
+  client = await IndexClient.connect(cluster.discovery);
+});
+
+after(async () => {
+  await client?.close();
+  await cluster?.stop();
+});
+
+describe('buffered vectors are bounded (--max-buffered-mb)', () => {
+  it('more vectors than the bound while a shared training runs: each shard stays within it, nothing lost, trained and searchable', async () => {
+    const rows = 1000;
+    const batches = 40; // 40,000 x 32 floats = 5 MiB, 2.5 MiB per server
+    // Training starts once the cluster buffers 16,000: 8,000 per shard (1,024,000 B), just under the bound.
+    await client.createIndex('bounded', { indexBuilderType: 'ivf_simple', dim, centroids: 256, nprobe: 16, trainNum: 16_000, metric: 'l2' });
+    const base = data.base(rows * batches);
+    let maxHeld = 0;
+    let done = false;
+    const watch = (async () => {
+      while (!done) {
+        for (const s of await client.status()) {
+          const info = (s.indexes as Record<string, { buffered: number }>).bounded;
+          if (info) maxHeld = Math.max(maxHeld, info.buffered * dim * 4);
+        }
+        await sleep(2);
+      }
+    })();
+    await Promise.all(
+      Array.from({ length: batches }, (_, b) =>
+        client.addIndexData('bounded', base.subarray(b * rows * dim, (b + 1) * rows * dim), Array.from({ length: rows }, (_, i) => [b * rows + i])),
+      ),
+    );
+    while ((await client.getState('bounded')) !== IndexState.TRAINED || (await client.getNtotal('bounded')) < rows * batches) await sleep(20);
+    done = true;
+    await watch;
+    assert.ok(maxHeld <= BOUND, `a shard held ${maxHeld} B outside FAISS, the bound is ${BOUND}`);
+    assert.ok(maxHeld >= 8000 * dim * 4, `the bound was reached (${maxHeld} B held at most)`);
+    assert.equal(await client.getNtotal('bounded'), rows * batches);
+    const ids = await client.getIds('bounded');
+    assert.equal(ids.size, rows * batches, 'every row stored once');
+    const q = base.subarray(12_345 * dim, 12_346 * dim);
+    const r = await client.search('bounded', q, 1);
+    assert.deepEqual(r.metadata[0], [[12_345]], 'a stored vector finds itself');
+  });
+
+  it('a per-shard training that cannot start under the bound: the add is refused at once, naming the flag', async () => {
+    // 20,000 x 32 floats = 2.5 MiB must be buffered before this shard trains: more than 1 MiB.
+    await client.createIndex('too-big', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 20_000, trainMode: 'per-shard', metric: 'l2' });
+    const rows = 2000;
+    let refused: unknown = null;
+    const t0 = Date.now();
+    for (let b = 0; b < 20 && !refused; b++) {
+      await client.addIndexData('too-big', data.base(rows, b * rows), null).catch((err: unknown) => (refused = err));
+    }
+    assert.ok(refused instanceof IndexStateError, `refused with ${String(refused)}`);
+    assert.match((refused as Error).message, /--max-buffered-mb/);
+    assert.match((refused as Error).message, /trainNum 20000/);
+    assert.ok(Date.now() - t0 < 30_000, 'refused without waiting out the buffer wait');
+    const held = (await client.status()).map((s) => (s.indexes as Record<string, { buffered: number }>)['too-big']!.buffered * dim * 4);
+    for (const h of held) assert.ok(h <= BOUND, `${h} B held`);
+  });
+});
