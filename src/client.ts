@@ -4,7 +4,7 @@
  * where no FAISS or C++ toolchain exists. `dfaiss` (the main entry) re-exports all of it.
  */
 export { MAX_K } from './vectors.js';
-export type { IdsInput, Metric, VectorsInput } from './vectors.js';
+export type { FaissMetric, IdsInput, Metric, VectorsInput } from './vectors.js';
 export {
   DURABILITY_MODES,
   INDEX_BUILDER_TYPES,
@@ -15,8 +15,11 @@ export {
   loadIndexCfgFile,
   parseIndexCfg,
 } from './config/index-cfg.js';
-export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, TrainMode } from './config/index-cfg.js';
+export type { Durability, IndexBuilderType, IndexCfg, TrainMode } from './config/index-cfg.js';
 export { IndexClient } from './client/index-client.js';
+export { IndexHandle } from './client/index-handle.js';
+export { RemoteShard } from './client/server-conn.js';
+export type { ShardOperation, ConnKind, Reply } from './shard-operation.js';
 export type {
   AddOptions,
   CallControl,

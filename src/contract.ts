@@ -32,7 +32,7 @@ export const MAX_PAGE = 65536;
 export interface ShardInfoReply {
   state: IndexState;
   dim: number;
-  metric: Metric | 'cosine';
+  metric: Metric;
   /** Searchable vectors (tombstoned ones excluded). */
   ntotal: number;
   /** Vectors waiting for training or indexing. */
@@ -73,7 +73,7 @@ export interface StatusReply {
 export interface SearchReply {
   n: number;
   k: number;
-  metric: Metric | 'cosine';
+  metric: Metric;
   ntotal: number;
   state?: IndexState;
   /** Revocations this shard holds for other servers. */
@@ -173,14 +173,14 @@ export const CONTRACT = {
       .strict()
       .refine((a) => (a.ids === undefined) !== (a.filter === undefined), { message: 'either ids or a filter (exactly one of the two)', path: ['ids'] }),
   ),
-  /** out: metadata blob + offsets (u8) of the found ids, in order; their vectors (f32) with withVectors. */
+  /** out: metadata blob + offsets (u8) of the found ids, in order; their vectors (f32) with returnEmbeddings. */
   getRecords: method<{ ids: Array<RecordId | null>; unknown: RecordId[] }, [Uint8Array, Uint8Array, Float32Array?]>()(
-    z.object({ indexId, ids: recordIds, withVectors: z.boolean().optional() }).strict(),
+    z.object({ indexId, ids: recordIds, returnEmbeddings: z.boolean().optional() }).strict(),
   ),
   /** One page of live records in internal-id order from `after`; `next` resumes (null: exhausted). out as getRecords. */
   iterateRecords: method<{ ids: Array<RecordId | null>; ats: number[]; next: number | null }, [Uint8Array, Uint8Array, Float32Array?]>()(
     z
-      .object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), withVectors: z.boolean().optional(), filter: filterSchema.optional() })
+      .object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), returnEmbeddings: z.boolean().optional(), filter: filterSchema.optional() })
       .strict(),
   ),
   /** in: queries (f32). out: lims (i64, n+1), distances (f32), labels (i64), metadata blob + offsets (u8), record ids blob + offsets (u8). */

@@ -5,7 +5,7 @@
  */
 export * from './client.js';
 
-export { FaissIndex, faissBuild, faissVersion, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, setNumThreads } from './native/index.js';
+export { FaissIndex, faissBuild, faissVersion, fp16ToFp32, fp16ToFp32Async, getOmpNumThreads, gpuAvailable, setOmpNumThreads } from './native/index.js';
 export type { FaissBuildInfo, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState } from './native/index.js';
 
 export { resolveIndexSpec, createFaissIndex } from './config/index.js';
@@ -14,6 +14,7 @@ export type { IndexSpec } from './config/index.js';
 export type { ServerSecurityOptions } from './server/security-options.js';
 export type { TlsServerOptions } from './protocol/tls.js';
 export { IndexServer } from './server/index-server.js';
+export { LocalShard } from './server/local-shard.js';
 export type { IndexServerOptions, IndexServerStartOptions } from './server/index-server.js';
 export { LocalCluster } from './launch/local.js';
 export type { LocalClusterOptions, LocalServerInfo, ServerExitEvent, ServerStatus } from './launch/local.js';

@@ -5,8 +5,15 @@
  */
 import { ValidationError } from './errors.js';
 
-/** 'dot' = inner product (larger is better), 'l2' = squared Euclidean distance (smaller is better). */
-export type Metric = 'dot' | 'l2';
+/**
+ * An index's metric (IndexCfg.metric): 'dot' = inner product (larger is better), 'l2' =
+ * squared Euclidean distance (smaller is better), 'cosine' = cosine similarity (larger is
+ * better; served as 'dot' over unit vectors).
+ */
+export type Metric = 'dot' | 'l2' | 'cosine';
+
+/** The metrics a FAISS index itself computes ('cosine' runs as one of these). */
+export type FaissMetric = 'dot' | 'l2';
 
 /** Row-major Float32Array of n*dim values, or one array of numbers per vector. */
 export type VectorsInput = Float32Array | ReadonlyArray<ArrayLike<number>>;
@@ -103,4 +110,21 @@ export function checkK(k: number): void {
   if (!Number.isSafeInteger(k) || k <= 0 || k > MAX_K) {
     throw new ValidationError('k', `an integer between 1 and ${MAX_K}`, k);
   }
+}
+
+/**
+ * float16 (IEEE 754 half, as Uint16Array) to float32, in plain TypeScript: for code that must
+ * not load the FAISS addon (the client side, the CLI's operating commands). Servers use the
+ * native conversion.
+ */
+export function halfToFloat32(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i]!;
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    out[i] = exp === 0 ? sign * 2 ** -14 * (frac / 1024) : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * 2 ** (exp - 15) * (1 + frac / 1024);
+  }
+  return out;
 }

@@ -29,7 +29,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { METRIC_L2, native } from '../../src/native/binding.js';
 import { FaissIndex } from '../../src/native/faiss-index.js';
-import { faissVersion, setNumThreads } from '../../src/native/index.js';
+import { faissVersion, setOmpNumThreads } from '../../src/native/index.js';
 import { prng as mulberry32 } from '../../src/datasets/synthetic.js';
 
 const D = 128;
@@ -189,7 +189,7 @@ async function runBinding(base: Float32Array, queries: Float32Array, threads: nu
 
   const results: ThreadResult[] = [];
   for (const t of threads) {
-    setNumThreads(t);
+    setOmpNumThreads(t);
     const b1 = latency(await singleQueries(index, single, K, 20));
     for (let w = 0; w < 2; w++) await index.search(batchQueries(w), K);
     const first = await index.search(batchQueries(0), K);
@@ -211,7 +211,7 @@ async function runBinding(base: Float32Array, queries: Float32Array, threads: nu
 
   // Fixed-overhead probes, one thread: FaissIndex.search, the raw native search
   // (no validation, allocation, RwLock or promise wrapping), a no-op PromiseWorker.
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const tinyBase = base.subarray(0, TINY * D);
   const small = FaissIndex.fromFactory(D, 'Flat', 'l2');
   await small.add(tinyBase);
@@ -240,7 +240,7 @@ async function runBinding(base: Float32Array, queries: Float32Array, threads: nu
     if (i >= 0) noopUs.push(t1 - t0);
   }
 
-  setNumThreads(0);
+  setOmpNumThreads(0);
   return {
     side: 'binding',
     faiss: faissVersion,

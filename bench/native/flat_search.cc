@@ -7,7 +7,7 @@
 // plus a fixed-overhead probe: single-query k=1 searches on a tiny index (first
 // `tiny` base vectors), one thread. Prints one JSON object on stdout.
 //
-// Threads are set the way the binding's setNumThreads does it: omp_set_num_threads
+// Threads are set the way the binding's setOmpNumThreads does it: omp_set_num_threads
 // and openblas_set_num_threads (FAISS calls sgemm for batches of 20+ queries).
 //
 // Build (flat-search.ts does this into a temp dir):

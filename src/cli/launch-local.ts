@@ -146,7 +146,7 @@ Examples:
         process.exit(1);
       }
       emit('ready', {
-        discovery: cluster.discoveryPath,
+        discovery: cluster.discoveryConfig,
         saveDir: cluster.saveDir,
         threadsPerServer: cluster.threadsPerServer,
         launcherPid: process.pid,

@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { IndexClient } from '../client/index-client.js';
 import type { IndexCfg } from '../config/index.js';
-import { loadIndexCfgFile } from '../config/index.js';
+import { loadIndexCfgFile } from '../config/index-cfg.js';
 import { LoadError, loadVectors, type LoadResult } from '../loader/load.js';
 import { createProgressReporter, formatDuration, formatRate } from '../loader/progress.js';
 import { VectorFile } from '../loader/vector-file.js';
@@ -18,7 +18,7 @@ import { readIdFile } from './records.js';
 import { ValidationError } from '../errors.js';
 
 interface LoadCliOpts extends ClientSecurityCliOptions {
-  discover: string;
+  discoveryConfig: string;
   mmap: string;
   mmapSize?: number;
   dimension?: number;
@@ -41,21 +41,26 @@ interface LoadCliOpts extends ClientSecurityCliOptions {
   idsFrom?: string;
 }
 
+
+/** The loader's options (loadVectors, VectorFile.open) as this command's flags. */
+const LOAD_FLAGS = { batchSize: '--bs', start: '--start', limit: '--limit', cfg: '--cfg', loadIndex: '--load-index', append: '--append' } as const;
+const FILE_FLAGS = { dim: '--dimension', rows: '--mmap-size', fp16: '--dstore-fp16' } as const;
+
 export function registerLoadCommand(program: Command): void {
   const cmd = program
     .command('load')
     .description('bulk-load a vector file (raw float32/float16, .npy, .fvecs, .bvecs) into a running cluster; metadata = row number')
     .addHelpText('after', `
 Examples:
-  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
-  dfaiss load --discover /tmp/discovery.txt --mmap keys.mmap --dstore-fp16 --dimension 768 \\
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap keys.mmap --dstore-fp16 --dimension 768 \\
       --cfg idx_cfg.json --index-id keys --bs 5000
-  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs \\
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs \\
       --start 200000 --append      # resume an interrupted load
 
 idx_cfg.json (the original's snake_case keys; unknown keys are an error):
   {"index_builder_type": "ivf_simple", "dim": 768, "centroids": 1024, "train_num": 100000, "metric": "dot", "nprobe": 16}`)
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--mmap <file>', 'vector file: .npy, .fvecs, .bvecs by extension, anything else raw row-major float32 (float16 with --dstore-fp16)')
     .option('--mmap-size <rows>', 'rows in the file (raw files: default file size / row size; others: at most the rows they hold)', intArg('--mmap-size', 0))
     .option('--dimension <d>', 'vector dimension (required for raw files without --cfg; checked against the file otherwise)', intArg('--dimension', 1, 65536))
@@ -92,13 +97,13 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
         if (opts.rowIds && opts.idsFrom) throw new ValidationError('--row-ids / --ids-from', 'at most one of them', undefined);
         const idList = opts.idsFrom ? await readIdFile(opts.idsFrom) : null;
         const dimFrom = opts.dimension !== undefined ? '--dimension' : cfg ? `"dim": ${cfg.dim} in ${opts.cfg}` : undefined;
-        const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, ...(dimFrom ? { dimFrom } : {}), rows: opts.mmapSize, fp16: opts.dstoreFp16 });
+        const file = await VectorFile.open(opts.mmap, { dim: opts.dimension ?? cfg?.dim, ...(dimFrom ? { dimFrom } : {}), rows: opts.mmapSize, fp16: opts.dstoreFp16, names: FILE_FLAGS });
         if (idList && idList.length < Math.min(file.rows, opts.limit === undefined ? file.rows : opts.start + opts.limit)) {
           await file.close();
           throw new ValidationError('--ids-from', `one id per row to load (${file.rows} rows)`, `${idList.length} ids in ${opts.idsFrom}`);
         }
         const security = clientSecurity(opts);
-        const servers = await waitForDiscovery(opts.discover, { command: 'load', timeoutMs: opts.discoveryTimeout * 1000, timeoutFlag: '--discovery-timeout <sec>' }).catch(async (err: Error) => {
+        const servers = await waitForDiscovery(opts.discoveryConfig, { command: 'load', timeoutMs: opts.discoveryTimeout * 1000, timeoutFlag: '--discovery-timeout <sec>' }).catch(async (err: Error) => {
           await file.close();
           throw err;
         });
@@ -135,7 +140,7 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
         try {
           result = await loadVectors({
             client,
-            connectSlow: (callTimeoutMs) => IndexClient.connect(opts.discover, { ...security, callTimeoutMs, discoveryTimeoutMs: 60_000, clientName: 'dfaiss-load' }),
+            connectSlow: (callTimeoutMs) => IndexClient.connect(opts.discoveryConfig, { ...security, callTimeoutMs, discoveryTimeoutMs: 60_000, clientName: 'dfaiss-load' }),
             file,
             indexId: opts.indexId,
             cfg,
@@ -151,6 +156,8 @@ idx_cfg.json (the original's snake_case keys; unknown keys are an error):
             ...(opts.rowIds ? { idsForRows: (start: number, count: number) => Array.from({ length: count }, (_, i) => start + i) } : {}),
             ...(idList ? { idsForRows: (start: number, count: number) => idList.slice(start, start + count) } : {}),
             onProgress: (p) => progress.update(p),
+            // The loader names its options; a user of this command knows them as flags.
+            names: { ...LOAD_FLAGS, drop: `'dfaiss drop --index-id ${opts.indexId} --yes'` },
           });
         } catch (err) {
           progress.stop();

@@ -40,9 +40,9 @@ export async function buildProgram(serverOnly = false): Promise<Command> {
     .addHelpText('after', `
 Examples:
   dfaiss launch local --num-servers 4 --save-dir ./data --discovery-config /tmp/discovery.txt --metrics-port 9100 &
-  dfaiss load --discover /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
-  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 3 -k 5
-  dfaiss dashboard --discover /tmp/discovery.txt --port 8080
+  dfaiss load --discovery-config /tmp/discovery.txt --mmap vectors.npy --cfg idx_cfg.json --index-id docs
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 3 -k 5
+  dfaiss dashboard --discovery-config /tmp/discovery.txt --port 8080
 Run 'dfaiss <command> --help' for a command's options and examples.`);
 
   registerServerCommand(program);
@@ -54,7 +54,7 @@ Run 'dfaiss <command> --help' for a command's options and examples.`);
     .action(
       run('info', async () => {
         const native = await import('../native/index.js');
-        console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissBuild, ompThreads: native.getNumThreads() }, null, 2));
+        console.log(JSON.stringify({ dfaiss: pkg.version, faiss: native.faissBuild, ompThreads: native.getOmpNumThreads() }, null, 2));
       }),
     );
 
@@ -67,4 +67,18 @@ Run 'dfaiss <command> --help' for a command's options and examples.`);
   return program;
 }
 
-await (await buildProgram(subcommand(process.argv.slice(2)) === 'server')).parseAsync(process.argv);
+/** Flags known by another name too: the original's load_data.py called the discovery file --discover. */
+const FLAG_ALIASES: Record<string, string> = { '--discover': '--discovery-config' };
+
+/** argv with aliased flags (`--discover f`, `--discover=f`) under their one name. */
+function canonicalArgs(argv: readonly string[]): string[] {
+  return argv.map((a) => {
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    const to = FLAG_ALIASES[flag];
+    return to ? to + (eq > 0 ? a.slice(eq) : '') : a;
+  });
+}
+
+const argv = canonicalArgs(process.argv);
+await (await buildProgram(subcommand(argv.slice(2)) === 'server')).parseAsync(argv);

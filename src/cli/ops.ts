@@ -11,7 +11,7 @@ import { RpcClient } from '../protocol/rpc-client.js';
 import { prng } from '../util/random.js';
 import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';
-import { fp16ToFp32 } from '../native/index.js';
+import { halfToFloat32 } from '../vectors.js';
 import { filterArg, intArg } from './args.js';
 import type { Filter } from '../filter/schema.js';
 import { waitForDiscovery } from './wait-discovery.js';
@@ -45,18 +45,18 @@ export interface ServerStatusRow {
  * whose status() would also finish a shared training it thinks is due from one shard's view.
  */
 export async function clusterStatus(
-  discoveryPath: string,
+  discoveryConfig: string,
   timeoutMs: number,
   security: Pick<IndexClientOptions, 'secret' | 'tls'> = {},
 ): Promise<{ expected: number; servers: ServerStatusRow[] }> {
   let text: string;
   try {
-    text = await readFile(discoveryPath, 'utf8');
+    text = await readFile(discoveryConfig, 'utf8');
   } catch (err) {
-    throw new DfaissError(`cannot read discovery file ${discoveryPath}: ${(err as Error).message}`);
+    throw new DfaissError(`cannot read discovery file ${discoveryConfig}: ${(err as Error).message}`);
   }
-  const { expected, servers } = parseDiscovery(text, discoveryPath);
-  if (expected < 0) throw new DfaissError(`discovery file ${discoveryPath} is empty: its first line must be the number of servers, then one "host,port" line per server`);
+  const { expected, servers } = parseDiscovery(text, discoveryConfig);
+  if (expected < 0) throw new DfaissError(`discovery file ${discoveryConfig} is empty: its first line must be the number of servers, then one "host,port" line per server`);
   const rows = await Promise.all(
     servers.map(async (address): Promise<ServerStatusRow> => {
       let client: RpcClient | null = null;
@@ -79,16 +79,16 @@ function clientOpts(o: { wait: number; timeout: number } & ClientSecurityCliOpti
   return { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, connectTimeoutMs: Math.min(o.timeout, 30) * 1000, callTimeoutMs: o.timeout * 1000, clientName: name, log: (m) => process.stderr.write(`dfaiss ${name.replace(/^dfaiss-/, '')}: ${m}\n`) };
 }
 
-/** Connects to the cluster of `--discover`, runs `fn`, and closes the client whatever happens. */
+/** Connects to the cluster of `--discovery-config`, runs `fn`, and closes the client whatever happens. */
 async function withCluster(
-  o: { discover: string; wait: number; timeout: number } & ClientSecurityCliOptions,
+  o: { discoveryConfig: string; wait: number; timeout: number } & ClientSecurityCliOptions,
   name: string,
   fn: (client: IndexClient) => Promise<void>,
   /** Connect to these servers only (already waited for). */
   only?: ServerAddress[],
 ): Promise<void> {
   // Waits here, saying what for; the client then reads the complete file at once.
-  const listed = only ?? (await waitForDiscovery(o.discover, { command: name.replace(/^dfaiss-/, ''), timeoutMs: o.wait * 1000, timeoutFlag: '--wait <sec>' }));
+  const listed = only ?? (await waitForDiscovery(o.discoveryConfig, { command: name.replace(/^dfaiss-/, ''), timeoutMs: o.wait * 1000, timeoutFlag: '--wait <sec>' }));
   const client = await IndexClient.connectTo(listed, clientOpts(o, name));
   try {
     await fn(client);
@@ -115,15 +115,15 @@ export function registerOpsCommands(program: Command): void {
     .command('status')
     .addHelpText('after', `
 Examples:
-  dfaiss status --discover /tmp/discovery.txt
-  dfaiss status --discover /tmp/discovery.txt --json | jq '.servers[] | {rank, up}'`)
+  dfaiss status --discovery-config /tmp/discovery.txt
+  dfaiss status --discovery-config /tmp/discovery.txt --json | jq '.servers[] | {rank, up}'`)
     .description('per server: rank, address, up/down, memory, and each index\'s state, ntotal and buffered vectors (exit code 2 when a server is down)')
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .option('--timeout <sec>', 'deadline per server', secondsArg('--timeout', 0.1), 3)
     .option('--json', 'print JSON', false)
     .action(
-      run('status', async (o: { discover: string; timeout: number; json: boolean } & ClientSecurityCliOptions) => {
-        const { expected, servers } = await clusterStatus(o.discover, o.timeout * 1000, clientSecurity(o));
+      run('status', async (o: { discoveryConfig: string; timeout: number; json: boolean } & ClientSecurityCliOptions) => {
+        const { expected, servers } = await clusterStatus(o.discoveryConfig, o.timeout * 1000, clientSecurity(o));
         const missing = Math.max(0, expected - servers.length);
         const down = servers.filter((s) => !s.up).length;
         if (o.json) {
@@ -146,7 +146,7 @@ Examples:
           const summary = [`${servers.length - down}/${expected} servers up`];
           if (down - refused) summary.push(`${down - refused} down`);
           if (refused) summary.push(`${refused} refused this client (check --secret-file / --tls-ca)`);
-          if (missing) summary.push(`${missing} not listed in ${o.discover} yet`);
+          if (missing) summary.push(`${missing} not listed in ${o.discoveryConfig} yet`);
           for (const [id, n] of [...totals].sort()) summary.push(`${id}: ntotal ${n}`);
           process.stdout.write(`${summary.join('; ')}\n`);
           for (const s of servers) if (!s.up) process.stdout.write(`${s.address.host}:${s.address.port} ${s.refused ? 'refused us' : 'is down'}: ${s.error}\n`);
@@ -159,13 +159,13 @@ Examples:
     .command('search')
     .addHelpText('after', `
 Examples:
-  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 3 -k 5
-  dfaiss search --discover /tmp/discovery.txt --index-id docs --queries q.npy --nq 10 --json
-  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 1 --allow-partial   # some servers down
-  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 2 --filter '{"lang": "en", "year": {"$gte": 2020}}'
-  dfaiss search --discover /tmp/discovery.txt --index-id docs --random 2 --filter @filter.json   # docs/filters.md`)
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 3 -k 5
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --queries q.npy --nq 10 --json
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 1 --allow-partial   # some servers down
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 2 --filter '{"lang": "en", "year": {"$gte": 2020}}'
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 2 --filter @filter.json   # docs/filters.md`)
     .description('search an index with queries from a vector file or random vectors; prints a table or JSON')
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--index-id <id>', 'index to search', indexIdArg)
     .option('--queries <file>', 'query vectors: .npy, .fvecs, .bvecs, or raw float32 (the index\'s dimension)')
     .option('--random <n>', 'n random queries (uniform in [0, 1), like the original load script\'s check)', intArg('--random', 1, 100_000))
@@ -178,7 +178,7 @@ Examples:
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 0.1), 60)
     .action(
-      run('search', async (o: { discover: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; filter?: Filter; allowPartial: boolean; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
+      run('search', async (o: { discoveryConfig: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; filter?: Filter; allowPartial: boolean; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if ((o.queries === undefined) === (o.random === undefined)) throw new ValidationError('--queries / --random', 'exactly one of them', undefined);
         // With --allow-partial, servers already down are left out of the client (connecting
         // to every server would fail) and reported as missing with the ones the search loses.
@@ -186,11 +186,11 @@ Examples:
         let only: ServerAddress[] | undefined;
         let partialDim: number | undefined;
         if (o.allowPartial) {
-          await waitForDiscovery(o.discover, { command: 'search', timeoutMs: o.wait * 1000, timeoutFlag: '--wait <sec>' });
-          const { servers } = await clusterStatus(o.discover, Math.min(o.timeout, 5) * 1000, clientSecurity(o));
+          await waitForDiscovery(o.discoveryConfig, { command: 'search', timeoutMs: o.wait * 1000, timeoutFlag: '--wait <sec>' });
+          const { servers } = await clusterStatus(o.discoveryConfig, Math.min(o.timeout, 5) * 1000, clientSecurity(o));
           for (const s of servers) if (!s.up) down.push({ server: `${s.address.host}:${s.address.port}`, error: s.error ?? 'down' });
           only = servers.filter((s) => s.up).map((s) => s.address);
-          if (only.length === 0) throw new DfaissError(`no server of ${o.discover} is up: ${down.map((d) => `${d.server}: ${d.error}`).join('; ')}`);
+          if (only.length === 0) throw new DfaissError(`no server of ${o.discoveryConfig} is up: ${down.map((d) => `${d.server}: ${d.error}`).join('; ')}`);
           partialDim = servers.map((s) => s.indexes?.[o.indexId]?.dim).find((d) => d !== undefined);
           if (partialDim === undefined) throw new DfaissError(`unknown index '${o.indexId}': no reachable server has it (see 'dfaiss status')`);
         }
@@ -203,7 +203,7 @@ Examples:
               const n = Math.min(file.rows, o.nq ?? file.rows);
               if (n === 0) throw new DfaissError(`${o.queries} holds no vectors`);
               const raw = await file.read(0, n, file.allocate(n));
-              queries = raw instanceof Uint16Array ? fp16ToFp32(raw) : raw;
+              queries = raw instanceof Uint16Array ? halfToFloat32(raw) : raw;
             } finally {
               await file.close();
             }
@@ -235,14 +235,14 @@ Examples:
     .command('save')
     .addHelpText('after', `
 Example:
-  dfaiss save --discover /tmp/discovery.txt --index-id docs`)
+  dfaiss save --discovery-config /tmp/discovery.txt --index-id docs`)
     .description('save an index on every server (each writes its shard under its storage folder)')
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--index-id <id>', 'index to save', indexIdArg)
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'how long the save may take', secondsArg('--timeout', 1), 3600)
     .action(
-      run('save', async (o: { discover: string; indexId: string; wait: number; timeout: number } & ClientSecurityCliOptions) => {
+      run('save', async (o: { discoveryConfig: string; indexId: string; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         await withCluster(o, 'dfaiss-save', async (client) => {
           const t0 = performance.now();
           await client.saveIndex(o.indexId);
@@ -256,15 +256,15 @@ Example:
     .command('drop')
     .addHelpText('after', `
 Example:
-  dfaiss drop --discover /tmp/discovery.txt --index-id docs --yes`)
+  dfaiss drop --discovery-config /tmp/discovery.txt --index-id docs --yes`)
     .description('drop an index: removes it from memory and deletes its saved files on every server')
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--index-id <id>', 'index to drop', indexIdArg)
     .option('--yes', 'really delete it (required)', false)
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 1), 600)
     .action(
-      run('drop', async (o: { discover: string; indexId: string; yes: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
+      run('drop', async (o: { discoveryConfig: string; indexId: string; yes: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if (!o.yes) throw new ValidationError('--yes', `to be given: dropping '${o.indexId}' deletes it from memory and disk on every server`, undefined);
         await withCluster(o, 'dfaiss-drop', async (client) => {
           await client.dropIndex(o.indexId);

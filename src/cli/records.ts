@@ -33,7 +33,7 @@ export async function readIdFile(path: string, strings = false): Promise<RecordI
 }
 
 interface RecordCliOpts extends ClientSecurityCliOptions {
-  discover: string;
+  discoveryConfig: string;
   indexId: string;
   ids?: string;
   idsFrom?: string;
@@ -52,7 +52,7 @@ async function idsOf(o: RecordCliOpts): Promise<RecordId[]> {
 
 function common(cmd: Command, what: string): Command {
   cmd
-    .requiredOption('--discover <file>', 'discovery file of the cluster')
+    .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--index-id <id>', `index to ${what}`, indexIdArg)
     .option('--ids <list>', 'comma-separated record ids')
     .option('--ids-from <file>', 'record ids, one per line')
@@ -64,7 +64,7 @@ function common(cmd: Command, what: string): Command {
 }
 
 async function withClient(o: RecordCliOpts, name: string, fn: (c: IndexClient) => Promise<void>): Promise<void> {
-  const client = await IndexClient.connect(o.discover, { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, callTimeoutMs: o.timeout * 1000, clientName: name });
+  const client = await IndexClient.connect(o.discoveryConfig, { ...clientSecurity(o), discoveryTimeoutMs: o.wait * 1000, callTimeoutMs: o.timeout * 1000, clientName: name });
   try {
     await fn(client);
   } finally {
@@ -83,18 +83,18 @@ export function registerRecordCommands(program: Command): void {
       });
     }),
   );
-  common(program.command('get').description('print records by id: metadata (and vectors with --vectors); unknown ids are listed'), 'read').option('--vectors', 'also print the stored vectors', false).action(
-    run('get', async (o: RecordCliOpts & { vectors: boolean }) => {
+  common(program.command('get').description('print records by id: metadata (and vectors with --embeddings); unknown ids are listed'), 'read').option('--embeddings', 'also print the stored vectors', false).action(
+    run('get', async (o: RecordCliOpts & { embeddings: boolean }) => {
       const ids = await idsOf(o);
       await withClient(o, 'dfaiss-get', async (client) => {
-        const r = await client.get(o.indexId, ids, { withVectors: o.vectors });
-        const records = r.records.map((x) => ({ id: x.id, metadata: x.metadata, ...(x.vector ? { vector: [...x.vector] } : {}) }));
+        const r = await client.get(o.indexId, ids, { returnEmbeddings: o.embeddings });
+        const records = r.records.map((x) => ({ id: x.id, metadata: x.metadata, ...(x.embedding ? { embedding: [...x.embedding] } : {}) }));
         if (o.json) {
           process.stdout.write(`${JSON.stringify({ indexId: o.indexId, records, unknown: r.unknown })}\n`);
           return;
         }
-        const rows = records.map((x) => [JSON.stringify(x.id), JSON.stringify(x.metadata) ?? 'null', ...(o.vectors ? [JSON.stringify(x.vector!.map((v) => Number(v.toPrecision(6))))] : [])]);
-        process.stdout.write(`${table(['ID', 'METADATA', ...(o.vectors ? ['VECTOR'] : [])], rows)}\n`);
+        const rows = records.map((x) => [JSON.stringify(x.id), JSON.stringify(x.metadata) ?? 'null', ...(o.embeddings ? [JSON.stringify(x.embedding!.map((v) => Number(v.toPrecision(6))))] : [])]);
+        process.stdout.write(`${table(['ID', 'METADATA', ...(o.embeddings ? ['EMBEDDING'] : [])], rows)}\n`);
         if (r.unknown.length > 0) process.stdout.write(`unknown: ${r.unknown.map((x) => JSON.stringify(x)).join(', ')}\n`);
       });
     }),

@@ -6,7 +6,7 @@
  */
 import { Option, type Command } from 'commander';
 import { ValidationError } from '../errors.js';
-import { setNumThreads } from '../native/index.js';
+import { setOmpNumThreads } from '../native/index.js';
 import { IndexServer } from '../server/index-server.js';
 import { createLogger, exitAfterFlush } from '../util/logger.js';
 import { intArg, intListArg } from './args.js';
@@ -60,7 +60,7 @@ Examples:
       }
       const portOf = (i: number): number => (opts.port.length === k ? opts.port[i]! : opts.port[0] ? opts.port[0] + i : 0);
       // Ranks sharing the process share OpenMP's default and OpenBLAS's pool: set them once.
-      if (k > 1) setNumThreads(opts.threads);
+      if (k > 1) setOmpNumThreads(opts.threads);
       const servers = Array.from(
         { length: k },
         (_, i) =>

@@ -69,11 +69,12 @@ export interface SearchOptions extends CallControl {
   allowPartial?: boolean;
 }
 
-export interface SearchResults {
+/** M: the metadata type (see IndexClient.index<M>); null for vectors added without metadata. */
+export interface SearchResults<M = unknown> {
   /** Per query, the scores of its hits, best first (inner product for 'dot', squared L2 for 'l2'). */
   scores: number[][];
   /** Per query, the metadata of its hits (null for vectors added without metadata). */
-  metadata: unknown[][];
+  metadata: M[][];
   /** Per query, each hit's record id (indexes whose records have ids). */
   ids?: Array<Array<RecordId | null>>;
   /** Per query, each hit's vector, with returnEmbeddings. */
@@ -84,11 +85,11 @@ export interface SearchResults {
   matches?: number;
 }
 
-export type SearchFilter =
+export type SearchFilter<M = unknown> =
   /** The original's form: drop hits whose metadata[filterPos] equals filterValue. */
   | { filterPos: number; filterValue: unknown }
   /** Keep only hits whose metadata passes the predicate. */
-  | { where: (metadata: unknown) => boolean };
+  | { where: (metadata: M) => boolean };
 
 export interface AddOptions extends CallControl {
   /** Training triggered by this batch runs in the background (true) or before the call returns. @default true */
@@ -101,16 +102,16 @@ export interface AddOptions extends CallControl {
   ids?: readonly RecordId[];
 }
 
-export interface GetOptions {
+export interface GetOptions extends CallControl {
   /** Also return each record's stored vector. @default false */
-  withVectors?: boolean;
+  returnEmbeddings?: boolean;
 }
 
-export interface IterateOptions {
+export interface IterateOptions extends CallControl {
   /** Records per page (1..65536). @default 1000 */
   batchSize?: number;
   /** Also return each record's stored vector. @default true */
-  withVectors?: boolean;
+  returnEmbeddings?: boolean;
   /** Resume after the page that returned this cursor. */
   cursor?: IterateCursor | null;
   /** Only the records this declarative filter admits (docs/filters.md). */

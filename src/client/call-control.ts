@@ -12,6 +12,26 @@ export interface CallControl {
   signal?: AbortSignal;
 }
 
+/** Resolves or rejects as `p` does, or rejects with the signal's reason once it is aborted (`p` goes on unwatched). */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
 /** The per-call options to pass on (a signal already aborted fails the call at once). */
 export function callControl(opts: CallControl): CallControl {
   if (opts.timeoutMs !== undefined && (!Number.isSafeInteger(opts.timeoutMs) || opts.timeoutMs < 0)) {

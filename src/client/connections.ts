@@ -6,13 +6,15 @@ import { ConnectionError, ValidationError } from '../errors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import type { ServerAddress } from '../discovery/discovery-file.js';
 import type { ArgsOf, MethodName, ResultOf, ShardInfoReply } from '../contract.js';
-import { ServerConn, type ConnKind } from './server-conn.js';
+import { ServerConn } from './server-conn.js';
+import type { ConnKind, ShardOperation } from '../shard-operation.js';
+import type { CallControl } from './call-control.js';
 import { shardInfos } from './training.js';
 
 export class Connections {
   private closed = false;
 
-  constructor(readonly servers: readonly ServerConn[]) {}
+  constructor(readonly servers: readonly ShardOperation[]) {}
 
   /** Opens every server's link; when one fails, closes the others and throws its error. */
   static async open(addresses: readonly ServerAddress[], rpcOpts: RpcClientOptions, reconnectIntervalMs: number): Promise<Connections> {
@@ -39,18 +41,18 @@ export class Connections {
   }
 
   /** The same call on every server; fails when any fails. */
-  async all<M extends MethodName>(conn: ConnKind, method: M, args: ArgsOf<M>, opts: { timeoutMs?: number } = {}): Promise<Array<ResultOf<M>>> {
+  async all<M extends MethodName>(conn: ConnKind, method: M, args: ArgsOf<M>, opts: CallControl = {}): Promise<Array<ResultOf<M>>> {
     this.checkOpen();
     const results = await Promise.all(this.servers.map((s) => s.call<M>(conn, method, args, [], opts)));
     return results.map((r) => r.result);
   }
 
   /** The first live server's answer (for facts every server knows, like an index's dim). */
-  async firstAnswer<M extends MethodName>(method: M, args: ArgsOf<M>): Promise<ResultOf<M>> {
+  async firstAnswer<M extends MethodName>(method: M, args: ArgsOf<M>, control: CallControl = {}): Promise<ResultOf<M>> {
     let last: unknown;
     for (const s of this.servers) {
       try {
-        return (await s.call<M>('query', method, args)).result;
+        return (await s.call<M>('query', method, args, [], control)).result;
       } catch (err) {
         if (!(err instanceof ConnectionError)) throw err;
         last = err;
@@ -60,9 +62,9 @@ export class Connections {
   }
 
   /** Every server's info for the index; null for servers that are down. */
-  async infos(indexId: string): Promise<Array<ShardInfoReply | null>> {
+  async infos(indexId: string, control: CallControl = {}): Promise<Array<ShardInfoReply | null>> {
     this.checkOpen();
-    return shardInfos(this.servers, indexId);
+    return shardInfos(this.servers, indexId, control);
   }
 
   /** Marks the client closed: later calls fail at once. */

@@ -11,13 +11,13 @@ import type { Filter } from '../filter/schema.js';
 import type { CallControl } from './call-control.js';
 import type { ReplyHits } from './merge.js';
 import type { Revocations } from './revocations.js';
-import type { ConnKind, ServerConn } from './server-conn.js';
+import type { ConnKind, ShardOperation } from '../shard-operation.js';
 
 export interface SearchRequest {
   indexId: string;
   queries: Float32Array;
   k: number;
-  withVectors: boolean;
+  returnEmbeddings: boolean;
   allowPartial: boolean;
   params?: Record<string, number>;
   /** Only records this declarative filter admits (checked by the caller). */
@@ -46,18 +46,18 @@ export interface FanOutResult {
  * Revocations) may mean another shard's hits count a moved batch twice: they are fetched
  * and delivered, and the search runs once more.
  */
-export async function fanOutSearch(servers: readonly ServerConn[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
+export async function fanOutSearch(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
   const first = await fanOutSearchOnce(servers, revocations, req);
   if (!(await revocations.learnHeld(req.indexId, first.held))) return first;
   return fanOutSearchOnce(servers, revocations, req);
 }
 
-async function fanOutSearchOnce(servers: readonly ServerConn[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
-  const { indexId, queries, k, withVectors, allowPartial, params, filter, control = {} } = req;
+async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
+  const { indexId, queries, k, returnEmbeddings, allowPartial, params, filter, control = {} } = req;
   const settled = await Promise.allSettled(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call('query', 'search', { indexId, k, returnEmbeddings: withVectors, ...(params ? { params } : {}), ...(filter ? { filter } : {}) }, [queries], control);
+      return s.call('query', 'search', { indexId, k, returnEmbeddings: returnEmbeddings, ...(params ? { params } : {}), ...(filter ? { filter } : {}) }, [queries], control);
     }),
   );
   const missing: Array<{ server: string; error: string }> = [];
@@ -81,7 +81,7 @@ async function fanOutSearchOnce(servers: readonly ServerConn[], revocations: Rev
     if (r.result.ntotal > 0) trained = true;
     const att = r.attachments;
     const [distances, labels, blob, offBytes] = att;
-    const vectors = withVectors ? (att[4] as Float32Array) : undefined;
+    const vectors = returnEmbeddings ? (att[4] as Float32Array) : undefined;
     // Records with ids: each hit's id comes packed like metadata in the last two attachments.
     const ids = r.result.ids ? { blob: att[att.length - 2] as Uint8Array, offsets: offsetsView(att[att.length - 1] as Uint8Array) } : undefined;
     return { distances, labels, k, blob, offsets: offsetsView(offBytes), vectors, metric: r.result.metric, ids };
@@ -95,20 +95,22 @@ async function fanOutSearchOnce(servers: readonly ServerConn[], revocations: Rev
 
 /** A read of every server's copy of an index's data (getNtotal, getIds): pending revocations go first. */
 export async function readEverywhere<M extends 'getNtotal' | 'getIds'>(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   revocations: Revocations,
   conn: ConnKind,
   method: M,
   indexId: string,
+  control: CallControl = {},
 ): Promise<Array<ResultOf<M>>> {
   // Revocations some shard holds that this client does not know go first (see fanOutSearch).
   // A server that does not answer, or lacks the index, holds none that matter here.
-  const infos = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId })));
+  const infos = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId }, [], control)));
+  control.signal?.throwIfAborted();
   await revocations.learnHeld(indexId, infos.map((r) => (r.status === 'fulfilled' ? (r.value.result.heldRevocations ?? 0) : 0)));
   const results = await Promise.all(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call<M>(conn, method, { indexId } as ArgsOf<M>); // both take { indexId }
+      return s.call<M>(conn, method, { indexId } as ArgsOf<M>, [], control); // both take { indexId }
     }),
   );
   return results.map((r) => r.result);

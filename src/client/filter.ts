@@ -39,14 +39,14 @@ export async function searchFiltered(
   n: number,
   k: number,
   keep: (m: unknown) => boolean,
-  opts: { withVectors: boolean; allowPartial: boolean },
+  opts: { returnEmbeddings: boolean; allowPartial: boolean },
   fetch: (fetchK: number) => Promise<FetchedRound>,
 ): Promise<SearchResults> {
-  const { withVectors } = opts;
+  const { returnEmbeddings } = opts;
   let fetchK = Math.min(MAX_K, k * 3);
   for (;;) {
     const { merged, ntotal, missing } = await fetch(fetchK);
-    const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}), ...(merged.ids ? { ids: [] } : {}) };
+    const out: SearchResults = { scores: [], metadata: [], ...(returnEmbeddings ? { embeddings: [] } : {}), ...(merged.ids ? { ids: [] } : {}) };
     let short = false;
     for (let q = 0; q < n; q++) {
       const scores: number[] = [];
@@ -59,7 +59,7 @@ export async function searchFiltered(
         scores.push(merged.scores[q]![i]!);
         metas.push(row[i]);
         if (merged.ids) ids.push(merged.ids[q]![i]!);
-        if (withVectors) embs.push(merged.embeddings![q]![i]!);
+        if (returnEmbeddings) embs.push(merged.embeddings![q]![i]!);
       }
       out.ids?.push(ids);
       // Too few survivors, and the shards may hold more beyond fetchK: fetch deeper.

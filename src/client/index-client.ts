@@ -8,7 +8,7 @@
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
 import { checkCallSearchParams, checkSearchParameter } from '../config/search-params.js';
 import { EventEmitter } from 'node:events';
-import { ConnectionError, IndexStateError, ServerUnavailableError, ValidationError } from '../errors.js';
+import { ConnectionError, ServerUnavailableError, ValidationError } from '../errors.js';
 import { checkK, toMatrix, type VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
@@ -18,7 +18,7 @@ import { mergeReplies } from './merge.js';
 import { checkFilter, type Filter } from '../filter/schema.js';
 import * as rec from './records.js';
 import type { DeleteResult, GetResult, IteratePage, RangeSearchResults, RecordId } from './records.js';
-import type { ServerConn } from './server-conn.js';
+import type { ShardOperation } from '../shard-operation.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
 import { clusterState } from './training.js';
 import type { ArgsOf, ShardInfoReply, StatusReply } from '../contract.js';
@@ -35,13 +35,14 @@ import type {
   SearchResults,
 } from './api.js';
 import { AddSlots } from './add-slots.js';
-import { callControl } from './call-control.js';
+import { callControl, untilAborted, type CallControl } from './call-control.js';
 import { Connections } from './connections.js';
 import { fanOutSearch, readEverywhere } from './fan-out.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
 import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
 import { TrainingTrigger } from './training-trigger.js';
+import { IndexHandle } from './index-handle.js';
 
 export type {
   AddOptions,
@@ -61,7 +62,7 @@ const CLOSE_FLUSH_MS = 5000;
 
 export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly conns: Connections;
-  private readonly servers: readonly ServerConn[];
+  private readonly servers: readonly ShardOperation[];
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
@@ -89,8 +90,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
-  static async connect(discoveryPath: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
-    const addresses = await readDiscovery(discoveryPath, { timeoutMs: opts.discoveryTimeoutMs, log: opts.log, logIntervalMs: opts.discoveryLogIntervalMs });
+  static async connect(discoveryConfig: string, opts: IndexClientOptions = {}): Promise<IndexClient> {
+    const addresses = await readDiscovery(discoveryConfig, { timeoutMs: opts.discoveryTimeoutMs, log: opts.log, logIntervalMs: opts.discoveryLogIntervalMs });
     return IndexClient.connectTo(addresses, opts);
   }
 
@@ -103,6 +104,24 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       ...rpcClientSecurityOptions(opts),
     };
     return new IndexClient(await Connections.open(addresses, rpcOpts, opts.reconnectIntervalMs ?? 1000), opts);
+  }
+
+  /**
+   * A client over shards given as they are (see ShardOperation): RemoteShards it did not
+   * connect itself, or LocalShards (a server's shards in this process, as tests use them).
+   * close() closes them.
+   */
+  static withShards(shards: readonly ShardOperation[], opts: IndexClientOptions = {}): IndexClient {
+    if (shards.length === 0) throw new ValidationError('shards', 'at least one shard');
+    return new IndexClient(new Connections(shards), opts);
+  }
+
+  /**
+   * A handle on one index whose calls carry `M`, the metadata type, e.g.
+   * `client.index<{ title: string }>('docs').search(q, 10)` gives typed `metadata`.
+   */
+  index<M = unknown>(indexId: string): IndexHandle<M> {
+    return new IndexHandle<M>(this, indexId);
   }
 
   /** Number of servers. */
@@ -122,9 +141,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   /** Creates the index on every server (a no-op where it exists with the same cfg). */
-  async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}): Promise<void> {
+  async createIndex(indexId: string, cfg: Partial<IndexCfg> | IndexCfg = {}, opts: CallControl = {}): Promise<void> {
     const full = defaultIndexCfg(cfg);
-    const created = await this.conns.all('bulk', 'createIndex', { indexId, cfg: { ...full } });
+    const created = await this.conns.all('bulk', 'createIndex', { indexId, cfg: { ...full } }, callControl(opts));
     this.indexes.set(indexId, newMeta(this.servers.length, full.dim, full.metric, created[0]!.sharedTraining, full.trainNum, full));
   }
 
@@ -141,17 +160,17 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * an item, stores none (the original's None).
    */
   async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[] | null, opts: AddOptions = {}): Promise<void> {
-    if (opts.ids !== undefined) return this.putRecords(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true);
-    const meta = await this.indexMeta(indexId);
-    await checkIdMode(this.conns, indexId, meta, false);
+    const control = callControl(opts);
+    if (opts.ids !== undefined) return this.putRecords(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true, control);
+    const meta = await this.indexMeta(indexId, control);
+    await checkIdMode(this.conns, indexId, meta, false, control);
     const { data, n } = batchMatrix(vectors, meta.dim);
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
-    const control = callControl(opts);
     const placed = await this.slots.with(() => placeBatch(this.servers, this.revocations, { indexId, meta, n, trainAsync, attachments }, control), control.signal);
     const training = this.training.afterAdd(indexId, meta, placed.server, placed.reply);
-    if (training && !trainAsync) await training;
+    if (training && !trainAsync) await untilAborted(training, control.signal);
   }
 
   /**
@@ -160,33 +179,35 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * this resolves, reads (search, get, iterate) see only the new versions. If the client
    * dies midway, every record is the old or the new version, never both, never neither.
    */
-  async upsert(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[]): Promise<void> {
-    await this.putRecords(indexId, ids, vectors, metadata, true, true);
+  async upsert(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[], opts: CallControl = {}): Promise<void> {
+    await this.putRecords(indexId, ids, vectors, metadata, true, true, callControl(opts));
   }
 
   /**
    * Deletes records by id on every server, or every record a declarative filter admits
    * ({ filter }, docs/filters.md); durable when it resolves. Unknown ids are reported.
    */
-  async delete(indexId: string, selector: DeleteSelector): Promise<DeleteResult> {
+  async delete(indexId: string, selector: DeleteSelector, opts: CallControl = {}): Promise<DeleteResult> {
+    const control = callControl(opts);
     if (!Array.isArray(selector)) {
       if (selector && typeof selector === 'object' && 'filter' in selector) {
         const filter = checkFilter(selector.filter);
-        await this.indexMeta(indexId);
-        return rec.deleteByFilter(this.recordCall(indexId), this.servers.length, indexId, filter);
+        await this.indexMeta(indexId, control);
+        return rec.deleteByFilter(this.recordCall(indexId, control), this.servers.length, indexId, filter);
       }
       throw new ValidationError('ids', 'an array of record ids', selector);
     }
     const ids = rec.checkIdList(selector);
-    await this.indexMeta(indexId);
-    return rec.deleteEverywhere(this.recordCall(indexId), this.servers.length, indexId, ids);
+    await this.indexMeta(indexId, control);
+    return rec.deleteEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, ids);
   }
 
   /** Records by id, from whichever server holds them; ids nobody holds are listed in `unknown`. */
   async get(indexId: string, ids: readonly RecordId[], opts: GetOptions = {}): Promise<GetResult> {
+    const control = callControl(opts);
     const list = rec.checkIdList(ids);
-    const meta = await this.indexMeta(indexId);
-    return rec.getEverywhere(this.recordCall(indexId), this.servers.length, indexId, list, opts.withVectors ?? false, meta.dim);
+    const meta = await this.indexMeta(indexId, control);
+    return rec.getEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, list, opts.returnEmbeddings ?? false, meta.dim);
   }
 
   /**
@@ -195,6 +216,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * seen if they land after the cursor). Deleted and replaced records are skipped.
    */
   async *iterate(indexId: string, opts: IterateOptions = {}): AsyncGenerator<IteratePage> {
+    const control = callControl(opts);
     const batchSize = opts.batchSize ?? 1000;
     if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 65536) throw new ValidationError('batchSize', 'an integer from 1 to 65536', batchSize);
     const c = opts.cursor;
@@ -202,8 +224,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       throw new ValidationError('cursor', 'a cursor returned by iterate ({ server, after })', c);
     }
     const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
-    const meta = await this.indexMeta(indexId);
-    yield* rec.iterateEverywhere(this.recordCall(indexId), this.servers.length, indexId, { batchSize, withVectors: opts.withVectors ?? true, cursor: c ?? null, dim: meta.dim, filter });
+    const meta = await this.indexMeta(indexId, control);
+    yield* rec.iterateEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, { batchSize, returnEmbeddings: opts.returnEmbeddings ?? true, cursor: c ?? null, dim: meta.dim, filter });
   }
 
   /**
@@ -212,22 +234,23 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * product / cosine similarity above it for 'dot' / 'cosine'. Index types without range
    * search (HNSW, PQ) fail with a FaissError saying so.
    */
-  async rangeSearch(indexId: string, queries: VectorsInput, radius: number): Promise<RangeSearchResults> {
-    const meta = await this.indexMeta(indexId);
+  async rangeSearch(indexId: string, queries: VectorsInput, radius: number, opts: CallControl = {}): Promise<RangeSearchResults> {
+    const control = callControl(opts);
+    const meta = await this.indexMeta(indexId, control);
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     if (typeof radius !== 'number' || !Number.isFinite(radius)) throw new ValidationError('radius', 'a finite number', radius);
     const replies = await Promise.all(
       this.servers.map(async (s, i) => {
-        await this.revocations.readyToRead(i, indexId);
-        return s.call('query', 'rangeSearch', { indexId, radius }, [data]);
+        await untilAborted(this.revocations.readyToRead(i, indexId), control.signal);
+        return s.call('query', 'rangeSearch', { indexId, radius }, [data], control);
       }),
     );
     return rec.mergeRange(replies, n, replies[0]?.result.metric ?? meta.metric);
   }
 
   /** Removes deleted vectors from FAISS on every server now (it also happens in the background); returns how many. */
-  async compact(indexId: string): Promise<number> {
-    const r = await this.conns.all('bulk', 'compact', { indexId });
+  async compact(indexId: string, opts: CallControl = {}): Promise<number> {
+    const r = await this.conns.all('bulk', 'compact', { indexId }, callControl(opts));
     return r.reduce((a, b) => a + b.removed, 0);
   }
 
@@ -235,8 +258,10 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * Trains now on the buffered data and resolves when every shard is trained: once on a
    * sample drawn across shards with trainMode 'shared', else each shard on its own buffer.
    */
-  async syncTrain(indexId: string): Promise<void> {
-    await this.training.syncTrain(indexId, await this.indexMeta(indexId));
+  async syncTrain(indexId: string, opts: CallControl = {}): Promise<void> {
+    const control = callControl(opts);
+    const meta = await this.indexMeta(indexId, control);
+    await untilAborted(this.training.syncTrain(indexId, meta, control), control.signal);
   }
 
   /**
@@ -248,20 +273,21 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   /** Starts training and returns at once; poll getState() for TRAINED. */
-  async asyncTrain(indexId: string): Promise<void> {
-    const meta = await this.indexMeta(indexId);
+  async asyncTrain(indexId: string, opts: CallControl = {}): Promise<void> {
+    const control = callControl(opts);
+    const meta = await this.indexMeta(indexId, control);
     if (meta.sharedTraining) this.training.sharedTrain(indexId, meta).catch(() => {}); // shows as NOT_TRAINED; train again
-    else await this.conns.all('bulk', 'asyncTrain', { indexId });
+    else await this.conns.all('bulk', 'asyncTrain', { indexId }, control);
   }
 
   /** Adds every server's buffered vectors to its (trained) index. */
-  async addBufferToIndex(indexId: string): Promise<void> {
-    await this.conns.all('bulk', 'addBufferToIndex', { indexId });
+  async addBufferToIndex(indexId: string, opts: CallControl = {}): Promise<void> {
+    await this.conns.all('bulk', 'addBufferToIndex', { indexId }, callControl(opts));
   }
 
   /** Cluster state with the original's aggregation rules. */
-  async getState(indexId: string): Promise<IndexState> {
-    const infos = await this.conns.infos(indexId);
+  async getState(indexId: string, opts: CallControl = {}): Promise<IndexState> {
+    const infos = await this.conns.infos(indexId, callControl(opts));
     const down = infos.flatMap((info, i) => (info ? [] : [this.servers[i]!.name]));
     if (down.length > 0) throw new ServerUnavailableError(down.join(', '), `cannot tell the state of '${indexId}': ${down.join(', ')} did not answer`);
     const live = infos as ShardInfoReply[];
@@ -272,32 +298,35 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   /** Searchable vectors across all servers; 0 for an unknown index. */
-  async getNtotal(indexId: string): Promise<number> {
+  async getNtotal(indexId: string, opts: CallControl = {}): Promise<number> {
+    const control = callControl(opts);
     this.conns.checkOpen();
-    const counts = await readEverywhere(this.servers, this.revocations, 'query', 'getNtotal', indexId);
+    const counts = await readEverywhere(this.servers, this.revocations, 'query', 'getNtotal', indexId, control);
     return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Distinct metadata[customMetaIdIdx] values across all servers. */
-  async getIds(indexId: string): Promise<Set<unknown>> {
+  async getIds(indexId: string, opts: CallControl = {}): Promise<Set<unknown>> {
+    const control = callControl(opts);
     this.conns.checkOpen();
-    const lists = await readEverywhere(this.servers, this.revocations, 'bulk', 'getIds', indexId);
+    const lists = await readEverywhere(this.servers, this.revocations, 'bulk', 'getIds', indexId, control);
     return new Set(lists.flat());
   }
 
   /** Each server's IVF centroids (nlist x dim, row-major). */
-  async getCentroids(indexId: string): Promise<Array<{ nlist: number; dim: number; data: Float32Array }>> {
+  async getCentroids(indexId: string, opts: CallControl = {}): Promise<Array<{ nlist: number; dim: number; data: Float32Array }>> {
+    const control = callControl(opts);
     return Promise.all(
       this.servers.map(async (s) => {
-        const r = await s.call('query', 'getCentroids', { indexId });
+        const r = await s.call('query', 'getCentroids', { indexId }, [], control);
         return { ...r.result, data: r.attachments[0].slice() };
       }),
     );
   }
 
   /** Sets nprobe (efSearch for hnswsq) on every server: an integer from 1 to the index's list count. */
-  async setNprobe(indexId: string, nprobe: number): Promise<void> {
-    await this.setSearchParameter(indexId, 'nprobe', nprobe);
+  async setNprobe(indexId: string, nprobe: number, opts: CallControl = {}): Promise<void> {
+    await this.setSearchParameter(indexId, 'nprobe', nprobe, opts);
   }
 
   /**
@@ -307,19 +336,21 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * Anything else, or a value out of range, is a ValidationError here and on the servers;
    * the index keeps its previous value and stays searchable.
    */
-  async setSearchParameter(indexId: string, name: string, value: number): Promise<void> {
-    const meta = await this.indexMeta(indexId);
+  async setSearchParameter(indexId: string, name: string, value: number, opts: CallControl = {}): Promise<void> {
+    const control = callControl(opts);
+    const meta = await this.indexMeta(indexId, control);
     if (meta.type) checkSearchParameter(meta.type, name, value);
-    await this.conns.all('query', 'setSearchParameter', { indexId, name, value });
+    await this.conns.all('query', 'setSearchParameter', { indexId, name, value }, control);
   }
 
   /** OpenMP threads per server for FAISS calls. */
-  async setOmpNumThreads(threads: number): Promise<void> {
-    await this.conns.all('query', 'setOmpNumThreads', { threads });
+  async setOmpNumThreads(threads: number, opts: CallControl = {}): Promise<void> {
+    await this.conns.all('query', 'setOmpNumThreads', { threads }, callControl(opts));
   }
 
-  async saveIndex(indexId: string): Promise<void> {
-    await this.conns.all('bulk', 'saveIndex', { indexId });
+  /** Writes a snapshot of the index on every server. */
+  async saveIndex(indexId: string, opts: CallControl = {}): Promise<void> {
+    await this.conns.all('bulk', 'saveIndex', { indexId }, callControl(opts));
   }
 
   /**
@@ -328,24 +359,25 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * (forceReload, the default) or, with forceReload false, kept unless a cfg different from
    * its own is given; a given cfg overrides the stored cfg.json and is saved as it.
    */
-  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = true): Promise<void> {
+  async loadIndex(indexId: string, cfg?: Partial<IndexCfg> | null, forceReload = true, opts: CallControl = {}): Promise<void> {
     const full = cfg ? defaultIndexCfg(cfg) : null;
-    await this.conns.all('bulk', 'loadIndex', { indexId, cfg: full && { ...full }, forceReload });
+    await this.conns.all('bulk', 'loadIndex', { indexId, cfg: full && { ...full }, forceReload }, callControl(opts));
     this.indexes.delete(indexId);
   }
 
   /** Drops the index from memory and deletes its storage folder on every server. */
-  async dropIndex(indexId: string): Promise<void> {
-    await this.conns.all('bulk', 'dropIndex', { indexId });
+  async dropIndex(indexId: string, opts: CallControl = {}): Promise<void> {
+    await this.conns.all('bulk', 'dropIndex', { indexId }, callControl(opts));
     this.indexes.delete(indexId);
     // The data is gone on every server: nothing left to revoke.
     this.revocations.forget(indexId);
   }
 
   /** Per-server status: indexes, states, counts, memory. */
-  async status(): Promise<Array<{ address: ServerAddress } & StatusReply>> {
+  async status(opts: CallControl = {}): Promise<Array<{ address: ServerAddress } & StatusReply>> {
+    const control = callControl(opts);
     const all = await Promise.all(
-      this.servers.map(async (s) => ({ address: s.address, ...((await s.call('query', 'status', {})).result) })),
+      this.servers.map(async (s) => ({ address: s.address, ...((await s.call('query', 'status', {}, [], control)).result) })),
     );
     // Finish any shared training left unfinished, as every touch of an index does.
     const perIndex = all.map((s) => s.indexes);
@@ -362,15 +394,16 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * top-k; the client merges them with a heap using the index's own metric.
    */
   async search(indexId: string, queries: VectorsInput, k: number, opts: SearchOptions = {}): Promise<SearchResults> {
-    const meta = await this.indexMeta(indexId);
+    const control = callControl(opts);
+    const meta = await this.indexMeta(indexId, control);
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const params = this.callParams(meta, opts.params);
-    const withVectors = opts.returnEmbeddings ?? false;
+    const returnEmbeddings = opts.returnEmbeddings ?? false;
     // A declarative filter runs on the servers (shard/filtered-search.ts): only admitted records are searched.
     const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
-    const replies = await this.fanOut(indexId, meta, data, k, withVectors, opts.allowPartial ?? false, params, callControl(opts), filter);
-    const out = mergeReplies(replies.shards, n, k, meta, withVectors);
+    const replies = await this.fanOut(indexId, meta, data, k, returnEmbeddings, opts.allowPartial ?? false, params, control, filter);
+    const out = mergeReplies(replies.shards, n, k, meta, returnEmbeddings);
     if (opts.allowPartial) out.missing = replies.missing;
     if (filter) out.matches = replies.matches;
     return out;
@@ -382,16 +415,17 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * searches again with a larger k until it has enough or the index is exhausted.
    */
   async searchWithFilter(indexId: string, queries: VectorsInput, k: number, filter: SearchFilter, opts: SearchOptions = {}): Promise<SearchResults> {
-    const meta = await this.indexMeta(indexId);
+    const control = callControl(opts);
+    const meta = await this.indexMeta(indexId, control);
     const { data, n } = toMatrix(queries, meta.dim, 'queries');
     checkK(k);
     const keep = filterPredicate(filter);
     const params = this.callParams(meta, opts.params);
-    const withVectors = opts.returnEmbeddings ?? false;
+    const returnEmbeddings = opts.returnEmbeddings ?? false;
     const allowPartial = opts.allowPartial ?? false;
-    return searchFiltered(n, k, keep, { withVectors, allowPartial }, async (fetchK) => {
-      const replies = await this.fanOut(indexId, meta, data, fetchK, withVectors, allowPartial, params, callControl(opts));
-      return { merged: mergeReplies(replies.shards, n, fetchK, meta, withVectors), ntotal: replies.ntotal, missing: replies.missing };
+    return searchFiltered(n, k, keep, { returnEmbeddings, allowPartial }, async (fetchK) => {
+      const replies = await this.fanOut(indexId, meta, data, fetchK, returnEmbeddings, allowPartial, params, control);
+      return { merged: mergeReplies(replies.shards, n, fetchK, meta, returnEmbeddings), ntotal: replies.ntotal, missing: replies.missing };
     });
   }
 
@@ -416,12 +450,12 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   // ---- internals ----
 
   /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
-  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, withVectors: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>, filter?: Filter) {
+  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, returnEmbeddings: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>, filter?: Filter) {
     const replies = await fanOutSearch(this.servers, this.revocations, {
       indexId,
       queries,
       k,
-      withVectors,
+      returnEmbeddings,
       allowPartial,
       ...(params ? { params } : {}),
       ...(filter ? { filter } : {}),
@@ -435,24 +469,28 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     return replies;
   }
 
-  private recordCall(indexId: string) {
+  private recordCall(indexId: string, control: CallControl) {
     return async <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(i: number, method: M, args: ArgsOf<M>) => {
       this.conns.checkOpen();
-      await this.revocations.readyToRead(i, indexId);
-      return this.servers[i]!.call<M>(method === 'deleteRecords' ? 'bulk' : 'query', method, args);
+      await untilAborted(this.revocations.readyToRead(i, indexId), control.signal);
+      return this.servers[i]!.call<M>(method === 'deleteRecords' ? 'bulk' : 'query', method, args, [], control);
     };
   }
 
   /** Stores records with ids: each on its home server, in parallel; upsert replaces older versions. */
-  private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | null | undefined, upsert: boolean, trainAsync: boolean): Promise<void> {
-    const meta = await this.indexMeta(indexId);
+  private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | null | undefined, upsert: boolean, trainAsync: boolean, control: CallControl): Promise<void> {
+    const meta = await this.indexMeta(indexId, control);
     const { data, n } = batchMatrix(vectors, meta.dim);
     const list = rec.checkBatchIds(ids, n);
-    await checkIdMode(this.conns, indexId, meta, true);
-    const trainings = await placeRecords(this.servers, this.slots, { indexId, dim: meta.dim, data, n, ids: list, metadata, upsert, trainAsync }, (i, reply) =>
-      this.training.afterAdd(indexId, meta, i, reply),
+    await checkIdMode(this.conns, indexId, meta, true, control);
+    const trainings = await placeRecords(
+      this.servers,
+      this.slots,
+      { indexId, dim: meta.dim, data, n, ids: list, metadata, upsert, trainAsync },
+      (i, reply) => this.training.afterAdd(indexId, meta, i, reply),
+      control,
     );
-    if (!trainAsync) await Promise.all(trainings.map((t) => t ?? Promise.resolve()));
+    if (!trainAsync) await untilAborted(Promise.all(trainings.map((t) => t ?? Promise.resolve())), control.signal);
   }
 
   /** Per-call search parameters, checked for the index type before anything is sent (the servers check again). */
@@ -464,15 +502,15 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   /** Dimension and metric of an index: known from createIndex, else asked from a server. */
-  private async indexMeta(indexId: string): Promise<IndexMeta> {
+  private async indexMeta(indexId: string, control: CallControl = {}): Promise<IndexMeta> {
     this.conns.checkOpen();
     const known = this.indexes.get(indexId);
     if (known) return known;
     // First touch of this index by this client: every shard's info, so a shared training
     // another client left unfinished is finished here.
-    const infos = await this.conns.infos(indexId);
+    const infos = await this.conns.infos(indexId, control);
     const first = infos.find((i): i is ShardInfoReply => i !== null);
-    if (!first) throw await this.conns.firstAnswer('getInfo', { indexId }).then(() => new ConnectionError(`no server answered about index '${indexId}'`), (err: unknown) => err); // all down: fails naming them
+    if (!first) throw await this.conns.firstAnswer('getInfo', { indexId }, control).then(() => new ConnectionError(`no server answered about index '${indexId}'`), (err: unknown) => err); // all down: fails naming them
     const meta = this.knownMeta(indexId, first);
     infos.forEach((info, i) => {
       if (info) meta.buffered[i] = info.buffered;

@@ -1,11 +1,11 @@
 /** What the client knows of each index: shape, placement cursor, shared-training bookkeeping. */
 import type { IndexTypeCfg } from '../config/search-params.js';
 import type { ShardInfoReply } from '../contract.js';
-import type { Metric as IndexMetric } from './merge.js';
+import type { Metric } from '../vectors.js';
 
 export interface IndexMeta {
   dim: number;
-  metric: IndexMetric;
+  metric: Metric;
   /** The index stores records with ids (true), vectors without (false), or this client does not know yet (null). */
   withIds?: boolean | null;
   /** Next server for round-robin placement. */
@@ -24,7 +24,7 @@ export interface IndexMeta {
 }
 
 /** A fresh meta; placement starts at a random server. */
-export function newMeta(servers: number, dim: number, metric: IndexMetric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
+export function newMeta(servers: number, dim: number, metric: Metric, sharedTraining: boolean, trainNum: number, type: IndexTypeCfg | null): IndexMeta {
   return {
     dim,
     metric,

@@ -4,13 +4,11 @@
  * order in O(k log S). Ties break by server order, then position: the same inputs give
  * the same result every time.
  */
-import type { Metric as FaissMetric } from '../vectors.js';
+import type { Metric } from '../vectors.js';
 import { metadataReader } from '../protocol/metadata.js';
 import type { SearchResults } from './api.js';
 import type { RecordId } from './records.js';
 
-/** The index's metric: 'cosine' scores sort like inner products (larger is better). */
-export type Metric = FaissMetric | 'cosine';
 
 export interface ShardHits {
   /** n*k scores, row-major. */
@@ -121,9 +119,9 @@ export function mergeQueryInto(shards: readonly ShardHits[], q: number, k: numbe
 }
 
 /** The global top-k of each of n queries from every server's reply, with metadata (and ids, vectors) decoded. */
-export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number, index: { dim: number; metric: Metric }, withVectors: boolean): SearchResults {
+export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number, index: { dim: number; metric: Metric }, returnEmbeddings: boolean): SearchResults {
   const metric = shards[0]?.metric ?? index.metric;
-  const out: SearchResults = { scores: [], metadata: [], ...(withVectors ? { embeddings: [] } : {}) };
+  const out: SearchResults = { scores: [], metadata: [], ...(returnEmbeddings ? { embeddings: [] } : {}) };
   const readers = shards.map((s) => metadataReader(s.blob, s.offsets));
   const idReaders = shards.some((s) => s.ids) ? shards.map((s) => (s.ids ? metadataReader(s.ids.blob, s.ids.offsets, 'ids') : () => null)) : null;
   if (idReaders) out.ids = [];
@@ -141,7 +139,7 @@ export function mergeReplies(shards: readonly ReplyHits[], n: number, k: number,
     out.scores.push(scores);
     out.metadata.push(metas);
     if (ids) out.ids!.push(ids);
-    if (withVectors) {
+    if (returnEmbeddings) {
       const embs = new Array<Float32Array>(count);
       for (let i = 0; i < count; i++) embs[i] = shards[hits.shard[i]!]!.vectors!.slice(hits.slot[i]! * index.dim, (hits.slot[i]! + 1) * index.dim);
       out.embeddings!.push(embs);

@@ -13,7 +13,7 @@ import type { IndexMeta } from './index-meta.js';
 import * as rec from './records.js';
 import type { RecordId } from './records.js';
 import type { Revocations } from './revocations.js';
-import type { ServerConn } from './server-conn.js';
+import type { ShardOperation } from '../shard-operation.js';
 import type { AddReply } from './training-trigger.js';
 
 /** A batch as a row-major matrix: float32 (validated, no copy when it is one) or float16 as it is. */
@@ -31,9 +31,9 @@ export function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): {
  * server failed.
  */
 export async function placeBatch(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   revocations: Revocations,
-  batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ServerConn['call']>[3] },
+  batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ShardOperation['call']>[3] },
   control: CallControl = {},
 ): Promise<{ server: number; reply: AddReply }> {
   const { indexId, meta, n, trainAsync, attachments } = batch;
@@ -90,17 +90,18 @@ export async function placeBatch(
  * (the slot is free before).
  */
 export async function placeRecords(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   slots: AddSlots,
   batch: { indexId: string; dim: number; data: Float32Array | Uint16Array; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean; trainAsync: boolean },
   stored: (server: number, reply: AddReply) => Promise<void> | null,
+  control: CallControl = {},
 ): Promise<Array<void | null>> {
   const { indexId, trainAsync } = batch;
   return rec.sendByHome(
     {
       servers,
       send: async (i, args, attachments) => {
-        const reply = await slots.with(async () => (await servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments)).result);
+        const reply = await slots.with(async () => (await servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments, control)).result, control.signal);
         return stored(i, reply);
       },
     },
@@ -109,9 +110,9 @@ export async function placeRecords(
 }
 
 /** Refuses a batch whose kind (with or without ids) differs from what the index holds. */
-export async function checkIdMode(conns: Connections, indexId: string, meta: IndexMeta, withIds: boolean): Promise<void> {
+export async function checkIdMode(conns: Connections, indexId: string, meta: IndexMeta, withIds: boolean, control: CallControl = {}): Promise<void> {
   if (meta.withIds == null) {
-    const infos = await conns.infos(indexId);
+    const infos = await conns.infos(indexId, control);
     const kinds = new Set(infos.flatMap((i) => (i && typeof i.withIds === 'boolean' ? [i.withIds] : [])));
     if (kinds.size === 1) meta.withIds = [...kinds][0]!;
   }

@@ -15,8 +15,8 @@ import type { Attachment } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
 import type { Filter } from '../filter/schema.js';
-import type { Metric } from './merge.js';
-import type { Reply, ServerConn } from './server-conn.js';
+import type { Metric } from '../vectors.js';
+import type { Reply, ShardOperation } from '../shard-operation.js';
 
 export type { RecordId } from '../shard/records.js';
 export { fnv1a32, homeOf } from '../shard/records.js';
@@ -25,16 +25,16 @@ export { fnv1a32, homeOf } from '../shard/records.js';
 const IDS_PER_CALL = 65536;
 
 /** One stored record, as get() and iterate() return it. */
-export interface StoredRecord {
+export interface StoredRecord<M = unknown> {
   id: RecordId | null;
-  metadata: unknown;
-  /** With withVectors: the stored vector (normalised for 'cosine'; approximate for lossy index types). */
-  vector?: Float32Array;
+  metadata: M;
+  /** With returnEmbeddings: the stored vector (normalised for 'cosine'; approximate for lossy index types). */
+  embedding?: Float32Array;
 }
 
-export interface GetResult {
+export interface GetResult<M = unknown> {
   /** The records found, in the order asked (each id once). */
-  records: StoredRecord[];
+  records: Array<StoredRecord<M>>;
   /** Ids no server holds (reported, not an error). */
   unknown: RecordId[];
 }
@@ -54,21 +54,21 @@ export interface IterateCursor {
   after: number;
 }
 
-export interface IteratePage {
-  records: StoredRecord[];
+export interface IteratePage<M = unknown> {
+  records: Array<StoredRecord<M>>;
   /** Pass it back to resume after this page; null after the last page. */
   cursor: IterateCursor | null;
 }
 
-export interface RangeSearchResults {
+export interface RangeSearchResults<M = unknown> {
   /** Per query, every hit within the radius, best first. */
   scores: number[][];
-  metadata: unknown[][];
+  metadata: M[][];
   ids: Array<Array<RecordId | null>>;
 }
 
 /** Splits a batch by home server: for each server position, the row numbers that go there. */
-export function splitByHome(ids: readonly RecordId[], servers: readonly ServerConn[]): Map<number, number[]> {
+export function splitByHome(ids: readonly RecordId[], servers: readonly ShardOperation[]): Map<number, number[]> {
   const byRank = rankPositions(servers);
   const out = new Map<number, number[]>();
   ids.forEach((id, row) => {
@@ -81,7 +81,7 @@ export function splitByHome(ids: readonly RecordId[], servers: readonly ServerCo
 }
 
 /** Server position of each rank (servers report their rank; the list order otherwise). */
-function rankPositions(servers: readonly ServerConn[]): number[] {
+function rankPositions(servers: readonly ShardOperation[]): number[] {
   const pos = servers.map((_, i) => i);
   const ranks = servers.map((s) => s.rank);
   if (ranks.every((r) => r !== undefined && r >= 0 && r < servers.length) && new Set(ranks).size === servers.length) {
@@ -113,7 +113,7 @@ type Call = <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(server
 
 /** How sendByHome reaches a server: `send` stores one part there (addIndexData) and returns what the caller tracks (e.g. a training). */
 export interface HomeSender<T> {
-  servers: readonly ServerConn[];
+  servers: readonly ShardOperation[];
   send: (server: number, args: { n: number; ids: RecordId[]; servers: number; upsert?: true }, attachments: Attachment[]) => Promise<T>;
 }
 
@@ -183,27 +183,27 @@ export async function deleteByFilter(call: Call, servers: number, indexId: strin
 }
 
 /** Records by id from every server, in the order asked. */
-export async function getEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[], withVectors: boolean, dim: number): Promise<GetResult> {
+export async function getEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[], returnEmbeddings: boolean, dim: number): Promise<GetResult> {
   const found = new Map<RecordId, StoredRecord>();
   const unique = [...new Set(ids)];
   // With vectors, a reply carries at most 32 MiB of them (the frame limit is far above).
-  const perCall = withVectors ? Math.max(1, Math.min(IDS_PER_CALL, Math.floor((1 << 23) / dim))) : IDS_PER_CALL;
+  const perCall = returnEmbeddings ? Math.max(1, Math.min(IDS_PER_CALL, Math.floor((1 << 23) / dim))) : IDS_PER_CALL;
   for (let off = 0; off < unique.length; off += perCall) {
     const chunk = unique.slice(off, off + perCall);
-    const replies = await Promise.all(Array.from({ length: servers }, (_, i) => call(i, 'getRecords', { indexId, ids: chunk, withVectors })));
-    for (const r of replies) for (const rec of decodeRecords(r, withVectors, dim)) if (!found.has(rec.id!)) found.set(rec.id!, rec);
+    const replies = await Promise.all(Array.from({ length: servers }, (_, i) => call(i, 'getRecords', { indexId, ids: chunk, returnEmbeddings })));
+    for (const r of replies) for (const rec of decodeRecords(r, returnEmbeddings, dim)) if (!found.has(rec.id!)) found.set(rec.id!, rec);
   }
   return { records: unique.filter((id) => found.has(id)).map((id) => found.get(id)!), unknown: unique.filter((id) => !found.has(id)) };
 }
 
 /** getRecords / iterateRecords reply -> records. */
-export function decodeRecords(r: Reply<'getRecords'> | Reply<'iterateRecords'>, withVectors: boolean, dim: number): StoredRecord[] {
+export function decodeRecords(r: Reply<'getRecords'> | Reply<'iterateRecords'>, returnEmbeddings: boolean, dim: number): StoredRecord[] {
   const [blob, offBytes, vectors] = r.attachments;
   const read = metadataReader(blob, offsetsView(offBytes));
   return r.result.ids.map((id, i) => ({
     id,
     metadata: read(i),
-    ...(withVectors && vectors ? { vector: vectors.slice(i * dim, (i + 1) * dim) } : {}),
+    ...(returnEmbeddings && vectors ? { embedding: vectors.slice(i * dim, (i + 1) * dim) } : {}),
   }));
 }
 
@@ -233,12 +233,12 @@ export async function* iterateEverywhere(
   call: Call,
   servers: number,
   indexId: string,
-  opts: { batchSize: number; withVectors: boolean; cursor: IterateCursor | null; dim: number; filter?: Filter },
+  opts: { batchSize: number; returnEmbeddings: boolean; cursor: IterateCursor | null; dim: number; filter?: Filter },
 ): AsyncGenerator<IteratePage> {
   let { server, after } = opts.cursor ?? { server: 0, after: 0 };
   while (server < servers) {
-    const r = await call(server, 'iterateRecords', { indexId, after, limit: opts.batchSize, withVectors: opts.withVectors, ...(opts.filter ? { filter: opts.filter } : {}) });
-    const records = decodeRecords(r, opts.withVectors, opts.dim);
+    const r = await call(server, 'iterateRecords', { indexId, after, limit: opts.batchSize, returnEmbeddings: opts.returnEmbeddings, ...(opts.filter ? { filter: opts.filter } : {}) });
+    const records = decodeRecords(r, opts.returnEmbeddings, opts.dim);
     if (r.result.next === null) {
       server++;
       after = 0;

@@ -12,7 +12,7 @@
  * answer could count the batch twice).
  */
 import { ServerUnavailableError } from '../errors.js';
-import type { ServerConn } from './server-conn.js';
+import type { ShardOperation } from '../shard-operation.js';
 
 /** A batch moved away from `server` after it failed while holding it, not yet revoked there. */
 export interface PendingRevocation {
@@ -41,7 +41,7 @@ export class Revocations {
   private closed = false;
 
   constructor(
-    private readonly servers: readonly ServerConn[],
+    private readonly servers: readonly ShardOperation[],
     private readonly retryMs: number,
   ) {
     this.pending = servers.map(() => []);

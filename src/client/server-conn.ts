@@ -5,18 +5,15 @@
  * most once per reconnect interval, so a dead server costs no time-outs.
  */
 import { ConnectionError, ServerUnavailableError } from '../errors.js';
-import { RpcClient, type Attachment, type CallOptions, type CallResult, type RpcClientOptions } from '../protocol/index.js';
-import type { ArgsOf, AttachmentsOutOf, MethodName, ResultOf } from '../contract.js';
+import { RpcClient, type Attachment, type CallOptions, type RpcClientOptions } from '../protocol/index.js';
+import type { ArgsOf, MethodName, ResultOf } from '../contract.js';
 import type { ServerAddress } from '../discovery/discovery-file.js';
+import type { ConnKind, Reply, ShardOperation } from '../shard-operation.js';
 
-/** A reply as the contract declares it. */
-export interface Reply<M extends MethodName> extends Omit<CallResult<ResultOf<M>>, 'attachments'> {
-  attachments: AttachmentsOutOf<M>;
-}
+export type { ConnKind, Reply } from '../shard-operation.js';
 
-export type ConnKind = 'bulk' | 'query';
-
-export class ServerConn {
+/** The RemoteShard: a server's shards, reached over its two connections. */
+export class ServerConn implements ShardOperation {
   readonly address: ServerAddress;
   /** "host:port", used in every error about this server. */
   readonly name: string;
@@ -115,3 +112,6 @@ async function connectPair(address: ServerAddress, opts: RpcClientOptions): Prom
   await Promise.allSettled(settled.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
   throw (settled.find((s) => s.status === 'rejected') as PromiseRejectedResult).reason;
 }
+
+/** A server's shards over the wire (the name the shard interface gives ServerConn). */
+export { ServerConn as RemoteShard };

@@ -8,6 +8,7 @@ import { IndexStateError } from '../errors.js';
 import type { ShardInfoReply } from '../contract.js';
 import type { IndexState } from '../shard/state.js';
 import type { Connections } from './connections.js';
+import type { CallControl } from './call-control.js';
 import type { IndexMeta } from './index-meta.js';
 import { runSharedTraining, trainingDue } from './training.js';
 
@@ -50,14 +51,14 @@ export class TrainingTrigger {
    * Trains now on the buffered data and resolves when every shard is trained: once on a
    * sample drawn across shards with trainMode 'shared', else each shard on its own buffer.
    */
-  async syncTrain(indexId: string, meta: IndexMeta): Promise<void> {
+  async syncTrain(indexId: string, meta: IndexMeta, control: CallControl = {}): Promise<void> {
     if (meta.sharedTraining) {
       await this.sharedTrain(indexId, meta);
       return;
     }
     // Per shard: a shard holding no vectors has nothing to train (it trains once data reaches
     // it); only a cluster without any vector is an error.
-    const done = await this.conns.all('bulk', 'syncTrain', { indexId }, { timeoutMs: this.opts.trainTimeoutMs });
+    const done = await this.conns.all('bulk', 'syncTrain', { indexId }, { timeoutMs: control.timeoutMs ?? this.opts.trainTimeoutMs, ...(control.signal ? { signal: control.signal } : {}) });
     if (!done.some((d) => d.trained)) throw new IndexStateError(`index '${indexId}' has no vectors to train on: add data before training`);
   }
 

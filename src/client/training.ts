@@ -14,7 +14,8 @@ import { randomUUID } from 'node:crypto';
 import { ConnectionError, IndexStateError, ServerUnavailableError } from '../errors.js';
 import type { ArgsOf, ShardInfoReply } from '../contract.js';
 import type { IndexState } from '../shard/state.js';
-import type { ServerConn } from './server-conn.js';
+import type { ShardOperation } from '../shard-operation.js';
+import type { CallControl } from './call-control.js';
 
 
 const isTrained = (s: IndexState): boolean => s === 'TRAINED' || s === 'ADD';
@@ -45,11 +46,11 @@ export function clusterState(infos: readonly ShardInfoReply[], aggregate: (s: In
 }
 
 /** Every server's info for the index; null for servers that did not answer (down). Other errors are thrown. */
-export async function shardInfos(servers: readonly ServerConn[], indexId: string): Promise<Array<ShardInfoReply | null>> {
-  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId })));
+export async function shardInfos(servers: readonly ShardOperation[], indexId: string, control: CallControl = {}): Promise<Array<ShardInfoReply | null>> {
+  const settled = await Promise.allSettled(servers.map((s) => s.call('query', 'getInfo', { indexId }, [], control)));
   return settled.map((r) => {
     if (r.status === 'fulfilled') return r.value.result;
-    if (r.reason instanceof ConnectionError) return null;
+    if (r.reason instanceof ConnectionError && !control.signal?.aborted) return null;
     throw r.reason;
   });
 }
@@ -61,7 +62,7 @@ export async function shardInfos(servers: readonly ServerConn[], indexId: string
  * joined, not repeated), else the lowest-ranked live shard: clients that race pick the
  * same server, which runs a single training for all of them.
  */
-export async function runSharedTraining(servers: readonly ServerConn[], indexId: string, dim: number, timeoutMs: number): Promise<void> {
+export async function runSharedTraining(servers: readonly ShardOperation[], indexId: string, dim: number, timeoutMs: number): Promise<void> {
   // Servers that are down are left out: they get the trained index when they are back.
   const infos = await shardInfos(servers, indexId);
   const down = infos.flatMap((info, i) => (info ? [] : [servers[i]!.name]));
@@ -100,7 +101,7 @@ const SAMPLE_CHUNK_BYTES = 32 << 20;
  * Returns trainShared's arguments for that sample.
  */
 async function stageSample(
-  servers: readonly ServerConn[],
+  servers: readonly ShardOperation[],
   indexId: string,
   dim: number,
   infos: ReadonlyArray<ShardInfoReply | null>,

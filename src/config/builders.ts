@@ -4,13 +4,14 @@
  * configs can be checked on a client before any server sees them.
  */
 import { GpuUnavailableError, ValidationError } from '../errors.js';
-import { cfgExtra, INDEX_BUILDER_TYPES, type IndexCfg, type IndexMetric } from './index-cfg.js';
+import type { Metric } from '../vectors.js';
+import { cfgExtra, INDEX_BUILDER_TYPES, type IndexCfg } from './index-cfg.js';
 
 export interface IndexSpec {
   /** FAISS index_factory description, e.g. "IVF1024,Flat". */
   factory: string;
   /** Metric to create the index with (hnswsq forces 'l2'). */
-  metric: IndexMetric;
+  metric: Metric;
   /** Set in order through FAISS's ParameterSpace once the index exists. */
   params: Array<[name: string, value: number]>;
   /** IVF list count used (given or inferred), or null when the index has no IVF layer we know of. */

@@ -12,13 +12,12 @@ import { DfaissError, ValidationError } from '../errors.js';
 export const INDEX_BUILDER_TYPES = ['flat', 'ivf_simple', 'knnlm', 'hnswsq', 'ivfsq', 'ivf_gpu'] as const;
 export type IndexBuilderType = (typeof INDEX_BUILDER_TYPES)[number];
 
-/** 'dot' = inner product (larger is better), 'l2' = squared Euclidean distance (smaller is better). */
 /**
- * 'dot' and 'l2' as FAISS has them (Metric); 'cosine' (issue 16): vectors and queries are
+ * 'dot' and 'l2' as FAISS has them (FaissMetric); 'cosine' (issue 16): vectors and queries are
  * L2-normalised on the server and searched by inner product, scores are cosine similarities.
  */
-export const INDEX_METRICS = ['dot', 'l2', 'cosine'] as const;
-export type IndexMetric = (typeof INDEX_METRICS)[number];
+export const INDEX_METRICS = ['dot', 'l2', 'cosine'] as const satisfies readonly Metric[];
+
 
 export const DURABILITY_MODES = ['fsync', 'os', 'none'] as const;
 export type Durability = (typeof DURABILITY_MODES)[number];
@@ -65,7 +64,7 @@ export interface IndexCfg {
    * Similarity: 'dot' (inner product) or 'l2'.
    * @default 'dot'
    */
-  metric: IndexMetric;
+  metric: Metric;
   /**
    * IVF lists probed per query; for HNSW it is the search breadth efSearch.
    * @default 1

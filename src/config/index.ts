@@ -12,7 +12,7 @@ export {
   parseIndexCfg,
   TRAIN_MODES,
 } from './index-cfg.js';
-export type { Durability, IndexBuilderType, IndexCfg, IndexMetric, KnownExtraKey, TrainMode } from './index-cfg.js';
+export type { Durability, IndexBuilderType, IndexCfg, KnownExtraKey, TrainMode } from './index-cfg.js';
 export { inferNumCentroids, resolveCentroids, resolveIndexSpec } from './builders.js';
 export type { IndexSpec, ResolveOptions } from './builders.js';
 export { checkCallSearchParams, checkSearchParameter, configuredNlist, MAX_EF, MAX_K_FACTOR, MAX_NPROBE_UNKNOWN_NLIST, searchParameterRules } from './search-params.js';

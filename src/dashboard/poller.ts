@@ -100,10 +100,10 @@ export class ClusterPoller {
   private closed = false;
 
   constructor(
-    readonly discoveryPath: string,
+    readonly discoveryConfig: string,
     private readonly opts: { intervalMs: number; timeoutMs: number; client: Pick<IndexClientOptions, 'secret' | 'tls'> },
   ) {
-    this.latest = { discovery: discoveryPath, expected: -1, time: new Date().toISOString(), servers: [], indexes: [] };
+    this.latest = { discovery: discoveryConfig, expected: -1, time: new Date().toISOString(), servers: [], indexes: [] };
   }
 
   get view(): ClusterView {
@@ -142,9 +142,9 @@ export class ClusterPoller {
     let addresses: ServerAddress[] = [];
     let discoveryError: string | undefined;
     try {
-      ({ expected, servers: addresses } = parseDiscovery(await readFile(this.discoveryPath, 'utf8'), this.discoveryPath));
+      ({ expected, servers: addresses } = parseDiscovery(await readFile(this.discoveryConfig, 'utf8'), this.discoveryConfig));
     } catch (err) {
-      discoveryError = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${this.discoveryPath} does not exist (yet)` : (err as Error).message;
+      discoveryError = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${this.discoveryConfig} does not exist (yet)` : (err as Error).message;
     }
     // Servers no longer listed (moved to another port) are forgotten.
     const listed = new Set(addresses.map(key));
@@ -157,7 +157,7 @@ export class ClusterPoller {
     const now = performance.now();
     const servers = await Promise.all(addresses.map((a) => this.pollServer(a, now)));
     this.latest = {
-      discovery: this.discoveryPath,
+      discovery: this.discoveryConfig,
       expected,
       ...(discoveryError ? { discoveryError } : {}),
       time: new Date().toISOString(),

@@ -15,7 +15,7 @@ import { DASHBOARD_HTML } from './page.js';
 import { ClusterPoller } from './poller.js';
 
 export interface DashboardOptions {
-  discoveryPath: string;
+  discoveryConfig: string;
   /** @default 1000 */
   intervalMs?: number;
   /** Deadline per status call and per search. @default 3000 / 30 000 */
@@ -41,7 +41,7 @@ export class Dashboard {
   private host = '127.0.0.1';
 
   constructor(private readonly opts: DashboardOptions) {
-    this.poller = new ClusterPoller(opts.discoveryPath, { intervalMs: opts.intervalMs ?? 1000, timeoutMs: opts.statusTimeoutMs ?? 3000, client: opts.client ?? {} });
+    this.poller = new ClusterPoller(opts.discoveryConfig, { intervalMs: opts.intervalMs ?? 1000, timeoutMs: opts.statusTimeoutMs ?? 3000, client: opts.client ?? {} });
     this.http = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => sendJson(res, 500, { error: err.message }));
     });

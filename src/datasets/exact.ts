@@ -2,7 +2,7 @@
  * Exact k-NN by brute force in TypeScript, and recall@k. Used to check FAISS results and
  * to measure recall in the demo and benchmark; deliberately independent of FAISS.
  */
-import type { Metric } from '../vectors.js';
+import type { FaissMetric } from '../vectors.js';
 
 /** Brute-force top-k: ids (-1 padded) and scores, row-major n*k. Ties go to the lower id. */
 export function exactSearch(
@@ -10,7 +10,7 @@ export function exactSearch(
   queries: Float32Array,
   dim: number,
   k: number,
-  metric: Metric,
+  metric: FaissMetric,
 ): { labels: BigInt64Array; distances: Float32Array } {
   const nb = base.length / dim;
   const nq = queries.length / dim;

@@ -14,6 +14,10 @@
  *   up to stopTimeoutMs, then SIGKILL whatever is left.
  * - ranksPerProcess K: a child serves ranks i*K..i*K+K-1 (`--ranks-per-process`); its ranks
  *   share its pid, exit and restart (on their own ports again).
+ * - killServer / restartServer: one server stopped by signal, and started again on the same
+ *   storage (with extra arguments), for tests and operators; the discovery file follows it.
+ *
+ * The one launcher of local servers: `dfaiss launch local`, the benchmark and the tests use it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -79,6 +83,8 @@ export interface LocalClusterOptions {
   logger?: Logger;
   /** Path of the `dfaiss` CLI script (dist/cli/main.js). @default found next to this module */
   cliPath?: string;
+  /** Extra node flags for every server, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
+  nodeArgs?: string[];
 }
 
 export type ServerStatus = 'starting' | 'up' | 'restarting' | 'down' | 'stopped';
@@ -147,7 +153,7 @@ export function defaultThreadsPerServer(numServers: number): number {
 export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   readonly numServers: number;
   readonly saveDir: string;
-  readonly discoveryPath: string;
+  readonly discoveryConfig: string;
   readonly threadsPerServer: number;
   readonly ranksPerProcess: number;
   private readonly opts: LocalClusterOptions;
@@ -195,7 +201,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     this.opts = opts;
     this.numServers = numServers;
     this.saveDir = resolve(opts.saveDir);
-    this.discoveryPath = resolve(opts.discoveryConfig);
+    this.discoveryConfig = resolve(opts.discoveryConfig);
     this.host = opts.host ?? '127.0.0.1';
     this.threadsPerServer = opts.threadsPerServer ?? defaultThreadsPerServer(numServers);
     this.ranksPerProcess = opts.ranksPerProcess ?? 1;
@@ -206,6 +212,48 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   /** A snapshot of every server: rank, address, pid, status, restarts. */
   get servers(): LocalServerInfo[] {
     return this.slots.map((s) => ({ ...s.info }));
+  }
+
+  /** The running process of server `rank` (null when it has none). */
+  process(rank: number): ChildProcess | null {
+    return this.slots[rank]?.proc ?? null;
+  }
+
+  /**
+   * Sends `signal` to server `rank` and resolves once it has exited. Its exit is reported
+   * (the 'exit' event) and, with restartOnCrash, it is restarted as after a crash.
+   */
+  async killServer(rank: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const slot = this.slot(rank);
+    const proc = slot.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill(signal);
+    await slot.exited;
+  }
+
+  /**
+   * Starts server `rank` again on the same storage (after killServer, or a crash without
+   * restartOnCrash) with `args` added to its command line (e.g. ['--load-index'], or
+   * ['--port', p] to keep its port) and `env` to its environment. Resolves once it listens;
+   * the discovery file is rewritten when its port changed.
+   */
+  async restartServer(rank: number, opts: { args?: string[]; env?: Record<string, string> } = {}): Promise<LocalServerInfo> {
+    if (this.phase !== 'running') throw new DfaissError(`the cluster is ${this.phase}: restartServer works on a running cluster`);
+    const slot = this.slot(rank);
+    if (slot.proc && slot.proc.exitCode === null && slot.proc.signalCode === null) throw new DfaissError(`server ${rank} is still running (killServer first)`);
+    if (slot.restartTimer) clearTimeout(slot.restartTimer);
+    slot.restartTimer = null;
+    slot.info.restarts++;
+    const group = this.groupOf(slot); // its process's other ranks come back with it
+    for (const s of group) s.info.restarts += s === slot ? 0 : 1;
+    await this.spawnServer(group, group.map(() => 0), { first: false, loadIndex: false, args: opts.args ?? [], env: opts.env ?? {} });
+    return { ...slot.info };
+  }
+
+  private slot(rank: number): Slot {
+    const slot = this.slots[rank];
+    if (!slot) throw new ValidationError('rank', `a server rank from 0 to ${this.numServers - 1}`, rank);
+    return slot;
   }
 
   /** The last log lines of a server (serverLogs: 'capture' only). */
@@ -221,8 +269,8 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     if (this.phase !== 'new') throw new DfaissError('this LocalCluster was already started; create a new one');
     this.phase = 'starting';
     await mkdir(this.saveDir, { recursive: true });
-    await mkdir(dirname(this.discoveryPath), { recursive: true });
-    await writeFile(this.discoveryPath, `${this.numServers}\n`);
+    await mkdir(dirname(this.discoveryConfig), { recursive: true });
+    await writeFile(this.discoveryConfig, `${this.numServers}\n`);
     for (let rank = 0; rank < this.numServers; rank++) {
       this.slots.push({
         info: { rank, host: this.host, port: 0, pid: 0, status: 'starting', restarts: 0 },
@@ -235,7 +283,7 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       });
     }
     this.log.info(
-      { numServers: this.numServers, saveDir: this.saveDir, discovery: this.discoveryPath, threadsPerServer: this.threadsPerServer, basePort: this.opts.basePort ?? null },
+      { numServers: this.numServers, saveDir: this.saveDir, discovery: this.discoveryConfig, threadsPerServer: this.threadsPerServer, basePort: this.opts.basePort ?? null },
       'starting local cluster',
     );
     const started = await Promise.allSettled(this.groups().map((group) => this.spawnServer(group, group.map((slot) => this.fixedPort(slot.info.rank)), { first: true })));
@@ -245,10 +293,10 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       throw failed.reason;
     }
     // Every server has appended its line by now (it writes before it reports listening).
-    const { servers } = parseDiscovery(await readFile(this.discoveryPath, 'utf8'), this.discoveryPath);
+    const { servers } = parseDiscovery(await readFile(this.discoveryConfig, 'utf8'), this.discoveryConfig);
     if (servers.length < this.numServers) {
       await this.stop();
-      throw new DfaissError(`${this.discoveryPath} lists ${servers.length} of ${this.numServers} servers after all started: is another launcher writing to it?`);
+      throw new DfaissError(`${this.discoveryConfig} lists ${servers.length} of ${this.numServers} servers after all started: is another launcher writing to it?`);
     }
     if (this.phase === 'starting') this.phase = 'running';
     this.log.info({ servers: this.servers.map(({ rank, host, port, pid }) => ({ rank, host, port, pid })) }, 'local cluster ready');
@@ -324,13 +372,18 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     return this.opts.basePort === undefined ? 0 : this.opts.basePort + rank;
   }
 
-  /** Starts one server process for the ranks of `group` and resolves once all of them listen. */
-  private spawnServer(group: Slot[], ports: number[], { first }: { first: boolean }): Promise<void> {
+  /**
+   * Starts one server process for the ranks of `group` and resolves once all of them listen.
+   * A restart loads what the servers saved unless told otherwise; `args` and `env` come last
+   * (later flags win).
+   */
+  private spawnServer(group: Slot[], ports: number[], spawnOpts: { first: boolean; loadIndex?: boolean; args?: string[]; env?: Record<string, string> }): Promise<void> {
+    const { first } = spawnOpts;
     const lead = group[0]!;
     const { rank } = lead.info;
     const label = group.length === 1 ? `server ${rank}` : `servers ${rank}-${rank + group.length - 1}`;
     const multi = this.ranksPerProcess === 1 ? [] : ['--ranks-per-process', String(group.length)];
-    const args = [this.cli, 'server', '--rank', String(rank), ...multi, '--port', ports.join(','), '--host', this.host, '--save-dir', this.saveDir];
+    const args = [...(this.opts.nodeArgs ?? []), this.cli, 'server', '--rank', String(rank), ...multi, '--port', ports.join(','), '--host', this.host, '--save-dir', this.saveDir];
     args.push('--threads', String(this.threadsPerServer), '--stop-on-stdin-close');
     if (this.opts.metricsPort !== undefined) {
       // A restart keeps the metrics ports it had, so Prometheus's targets stay valid.
@@ -339,15 +392,16 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
       if (metricsPorts.some((p, i) => p !== 0 && p !== metricsPorts[0]! + i)) this.log.warn({ rank, metricsPorts }, 'metrics ports are not consecutive: they follow the first');
     }
     // A restart loads what the crashed server saved; first starts load only when asked.
-    if (!first || this.opts.loadIndex) args.push('--load-index');
-    if (first) args.push('--discovery-config', this.discoveryPath);
-    args.push(...(this.opts.serverArgs ?? []));
+    if (spawnOpts.loadIndex ?? (!first || this.opts.loadIndex)) args.push('--load-index');
+    if (first) args.push('--discovery-config', this.discoveryConfig);
+    args.push(...(this.opts.serverArgs ?? []), ...(spawnOpts.args ?? []));
     const capture = this.opts.serverLogs === 'capture';
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       ...serverEnv(this.threadsPerServer),
       ...(this.opts.serverLogLevel ? { DFAISS_LOG_LEVEL: this.opts.serverLogLevel } : {}),
       ...this.opts.env,
+      ...spawnOpts.env,
     };
     const proc = spawn(process.execPath, [...serverNodeArgs(), ...args], {
       stdio: ['pipe', 'pipe', capture ? 'pipe' : 'inherit'],
@@ -483,10 +537,10 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   /** Rewrites the discovery file from the known addresses (atomic: temp file + rename). */
   private async rewriteDiscovery(): Promise<void> {
     const lines = this.slots.map((s) => `${s.info.host},${s.info.port}`);
-    const tmp = `${this.discoveryPath}.tmp-${process.pid}`;
+    const tmp = `${this.discoveryConfig}.tmp-${process.pid}`;
     await writeFile(tmp, `${this.numServers}\n${lines.join('\n')}\n`);
-    await rename(tmp, this.discoveryPath);
-    this.log.info({ discovery: this.discoveryPath }, 'discovery file rewritten (a server moved to another port)');
+    await rename(tmp, this.discoveryConfig);
+    this.log.info({ discovery: this.discoveryConfig }, 'discovery file rewritten (a server moved to another port)');
   }
 
   private tailHint(slot: Slot): string {

@@ -5,7 +5,7 @@
  *   less private memory with it (src/bench/server-memory.ts). DFAISS_SERVER_NODE_ARGS
  *   replaces them ('' for none).
  * - OPENBLAS_NUM_THREADS: OpenBLAS starts a pool of (cores - 1) threads when the addon loads,
- *   before any setNumThreads; sized to the server's FAISS threads instead (unless set).
+ *   before any setOmpNumThreads; sized to the server's FAISS threads instead (unless set).
  */
 export function serverNodeArgs(env: NodeJS.ProcessEnv = process.env): string[] {
   const v = env.DFAISS_SERVER_NODE_ARGS;

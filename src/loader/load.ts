@@ -23,6 +23,9 @@ export interface LoadProgress {
   phase: 'adding' | 'training' | 'saving';
 }
 
+/** The options errors and hints name. */
+export type LoadOptionName = 'batchSize' | 'start' | 'limit' | 'cfg' | 'loadIndex' | 'append' | 'drop';
+
 export interface LoadOptions {
   /** Connected client used for the adds. */
   client: IndexClient;
@@ -64,6 +67,11 @@ export interface LoadOptions {
    */
   idsForRows?: (start: number, count: number) => Array<string | number>;
   onProgress?: (p: LoadProgress) => void;
+  /**
+   * What the caller calls these options, for its errors and hints (the CLI: its flags, and
+   * `drop` how to drop the index). @default the option names, and dropIndex
+   */
+  names?: Partial<Record<LoadOptionName, string>>;
 }
 
 export interface LoadResult {
@@ -114,13 +122,14 @@ interface Pending {
 export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   const { client, file, indexId } = opts;
   const t0 = performance.now();
+  const n = (option: LoadOptionName): string => opts.names?.[option] ?? (option === 'drop' ? `dropIndex('${indexId}')` : option);
   const batchSize = opts.batchSize ?? 1000;
   const start = opts.start ?? 0;
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new ValidationError('--bs', 'a positive number of rows per batch', batchSize);
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new ValidationError(n('batchSize'), 'a positive number of rows per batch', batchSize);
   if (!Number.isSafeInteger(start) || start < 0 || start > file.rows) {
-    throw new ValidationError('--start', `a row from 0 to ${file.rows} (the rows of ${file.path})`, start);
+    throw new ValidationError(n('start'), `a row from 0 to ${file.rows} (the rows of ${file.path})`, start);
   }
-  if (opts.limit !== undefined && (!Number.isSafeInteger(opts.limit) || opts.limit < 0)) throw new ValidationError('--limit', 'a non-negative number of rows', opts.limit);
+  if (opts.limit !== undefined && (!Number.isSafeInteger(opts.limit) || opts.limit < 0)) throw new ValidationError(n('limit'), 'a non-negative number of rows', opts.limit);
   const end = opts.limit === undefined ? file.rows : Math.min(file.rows, start + opts.limit);
   const total = end - start;
   // A load smaller than servers x batch size still reaches every server (a shard that got
@@ -130,12 +139,12 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   const trainTimeoutMs = opts.trainTimeoutMs ?? 86_400_000;
 
   if (opts.cfg && opts.cfg.dim !== file.dim) {
-    throw new ValidationError('--cfg dim', `${file.dim}, the dimension of ${file.path}`, opts.cfg.dim);
+    throw new ValidationError(`${n('cfg')} dim`, `${file.dim}, the dimension of ${file.path}`, opts.cfg.dim);
   }
   // forceReload false: a resumed load keeps an index that is already in memory (a different cfg is still applied).
   if (opts.loadIndex) await client.loadIndex(indexId, opts.cfg, false);
   else if (opts.cfg) await client.createIndex(indexId, opts.cfg);
-  else throw new ValidationError('--cfg', 'an index config file to create the index with (or --load-index to use a saved one)', undefined);
+  else throw new ValidationError(n('cfg'), `an index config to create the index with (or ${n('loadIndex')} to use a saved one)`, undefined);
   // A loaded index's dimension comes from its saved cfg.
   const infos = (await client.status()).map((s) => (s.indexes as Record<string, { dim?: number; ntotal?: number; buffered?: number }> | undefined)?.[indexId]);
   const dim = infos.map((i) => i?.dim).find((d) => d !== undefined);
@@ -147,7 +156,7 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
   if (held > 0 && !opts.append && !opts.idsForRows) {
     throw new DfaissError(
       `index '${indexId}' already holds ${held} vectors: loading would store these rows next to them (twice if it is the same file). ` +
-        `Pass --append to add anyway (e.g. to resume with --start), or drop the index first ('dfaiss drop --index-id ${indexId} --yes')`,
+        `Pass ${n('append')} to add anyway (e.g. to resume with ${n('start')}), or drop the index first (${n('drop')})`,
     );
   }
 
@@ -210,7 +219,7 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
     const err = failure as Error;
     const beyond = pending.filter((p) => !p.error && p.start > resumeRow).reduce((a, p) => a + p.count, 0);
     const dup = beyond ? ` (${beyond} rows after it were stored too and would be added again)` : '';
-    throw new LoadError(`loading failed at row ${resumeRow}: ${err.message}; resume with --start ${resumeRow} --append${dup}`, resumeRow, { cause: err });
+    throw new LoadError(`loading failed at row ${resumeRow}: ${err.message}; resume with ${n('start')} ${resumeRow} ${n('append')}${dup}`, resumeRow, { cause: err });
   }
   progress('adding');
 
@@ -249,7 +258,7 @@ export async function loadVectors(opts: LoadOptions): Promise<LoadResult> {
       } catch (err) {
         const empty = (await client.status()).filter((s) => ((s.indexes as Record<string, { total?: number }> | undefined)?.[indexId]?.total ?? 0) === 0);
         const hint = empty.length
-          ? `; ${empty.length} server(s) received no vectors (${empty.map((s) => `${s.address.host}:${s.address.port}`).join(', ')}): load more rows or use a smaller --bs`
+          ? `; ${empty.length} server(s) received no vectors (${empty.map((s) => `${s.address.host}:${s.address.port}`).join(', ')}): load more rows or use a smaller ${n('batchSize')}`
           : '';
         throw new LoadError(`training index '${indexId}' failed: ${(err as Error).message}${hint}`, resumeRow, { cause: err });
       }

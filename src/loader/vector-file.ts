@@ -18,14 +18,21 @@ export interface VectorFileOptions {
   /** Vector dimension: required for raw files; for the others it must match the file. */
   dim?: number;
   /**
-   * Where `dim` came from, named in dimension errors. @default '--dimension' (the user
-   * may never have passed it: e.g. '"dim" in idx_cfg.json' or "the index 'docs' (dim 768)")
+   * Where `dim` came from, named in dimension errors. @default names.dim (the user may
+   * never have given it: e.g. '"dim" in idx_cfg.json' or "the index 'docs' (dim 768)")
    */
   dimFrom?: string;
   /** Rows in a raw file (the original's --mmap-size); for the others at most the file's rows. */
   rows?: number;
   /** Raw files hold float16 (the original's --dstore-fp16). */
   fp16?: boolean;
+  /** What the caller calls these options, for its errors (the CLI: its flags). @default the option names */
+  names?: Partial<Record<'dim' | 'rows' | 'fp16', string>>;
+}
+
+/** An option's name in errors: the caller's (names) or the option's own. */
+function nameOf(opts: VectorFileOptions, option: 'dim' | 'rows' | 'fp16'): string {
+  return opts.names?.[option] ?? option;
 }
 
 export interface VectorFileInfo {
@@ -77,10 +84,10 @@ export class VectorFile implements VectorFileInfo {
       throw new DfaissError(`cannot read vector file ${path}: ${(err as Error).message}`);
     }
     if (opts.dim !== undefined && (!Number.isSafeInteger(opts.dim) || opts.dim < 1 || opts.dim > 65536)) {
-      throw new ValidationError(opts.dimFrom ?? '--dimension', 'an integer from 1 to 65536', opts.dim);
+      throw new ValidationError(opts.dimFrom ?? nameOf(opts, 'dim'), 'an integer from 1 to 65536', opts.dim);
     }
     if (opts.rows !== undefined && (!Number.isSafeInteger(opts.rows) || opts.rows < 0)) {
-      throw new ValidationError('--mmap-size', 'a non-negative number of rows', opts.rows);
+      throw new ValidationError(nameOf(opts, 'rows'), 'a non-negative number of rows', opts.rows);
     }
     const fh = await open(path, 'r');
     try {
@@ -88,7 +95,7 @@ export class VectorFile implements VectorFileInfo {
       let rows = layout.rows;
       if (opts.rows !== undefined) {
         if (opts.rows > rows) {
-          throw new ValidationError('--mmap-size', `at most the ${rows} rows ${path} holds (${describeLayout(format, layout.dtype, layout.dim)})`, opts.rows);
+          throw new ValidationError(nameOf(opts, 'rows'), `at most the ${rows} rows ${path} holds (${describeLayout(format, layout.dtype, layout.dim)})`, opts.rows);
         }
         rows = opts.rows;
       }
@@ -182,7 +189,7 @@ function describeLayout(format: VectorFileFormat, dtype: VectorDtype, dim: numbe
 }
 
 async function readLayout(fh: FileHandle, path: string, format: VectorFileFormat, size: number, opts: VectorFileOptions): Promise<Layout> {
-  const dimFrom = opts.dimFrom ?? '--dimension';
+  const dimFrom = opts.dimFrom ?? nameOf(opts, 'dim');
   const checkDim = (dim: number, from: string): void => {
     if (opts.dim !== undefined && opts.dim !== dim) {
       throw new ValidationError(dimFrom, `${dim}, the dimension ${from} of ${path}`, opts.dim);
@@ -190,14 +197,14 @@ async function readLayout(fh: FileHandle, path: string, format: VectorFileFormat
   };
   switch (format) {
     case 'raw': {
-      if (opts.dim === undefined) throw new ValidationError('--dimension', `the vector dimension of the raw file ${path}`, undefined);
+      if (opts.dim === undefined) throw new ValidationError(nameOf(opts, 'dim'), `the vector dimension of the raw file ${path}`, undefined);
       const dtype: VectorDtype = opts.fp16 ? 'f16' : 'f32';
       const stride = opts.dim * BYTES[dtype];
       const rows = Math.floor(size / stride);
       if (opts.rows === undefined && size % stride !== 0) {
         throw new ValidationError(
           dimFrom,
-          `a dimension whose row size divides the file: ${path} has ${size} bytes, not a multiple of ${stride} (${opts.dim} x ${dtype === 'f16' ? 'float16' : 'float32'}); check ${dimFrom} and --dstore-fp16, or give --mmap-size`,
+          `a dimension whose row size divides the file: ${path} has ${size} bytes, not a multiple of ${stride} (${opts.dim} x ${dtype === 'f16' ? 'float16' : 'float32'}); check ${dimFrom} and ${nameOf(opts, 'fp16')}, or give ${nameOf(opts, 'rows')}`,
           opts.dim,
         );
       }
@@ -206,7 +213,7 @@ async function readLayout(fh: FileHandle, path: string, format: VectorFileFormat
     case 'npy': {
       const h = await readNpyHeader(fh, path, size);
       if (opts.fp16 && h.dtype !== 'f16') {
-        throw new ValidationError('--dstore-fp16', `not to be given for ${path}: its header says ${h.descr}`, true);
+        throw new ValidationError(nameOf(opts, 'fp16'), `not to be given for ${path}: its header says ${h.descr}`, true);
       }
       checkDim(h.dim, 'in the .npy header');
       const stride = h.dim * BYTES[h.dtype];
@@ -217,7 +224,7 @@ async function readLayout(fh: FileHandle, path: string, format: VectorFileFormat
     }
     case 'fvecs':
     case 'bvecs': {
-      if (opts.fp16) throw new ValidationError('--dstore-fp16', `not to be given for ${path} (${format} files hold ${format === 'fvecs' ? 'float32' : 'uint8'})`, true);
+      if (opts.fp16) throw new ValidationError(nameOf(opts, 'fp16'), `not to be given for ${path} (${format} files hold ${format === 'fvecs' ? 'float32' : 'uint8'})`, true);
       if (size < 4) throw new DfaissError(`${path}: empty ${format} file`);
       const head = new Uint8Array(4);
       await fh.read(head, 0, 4, 0);

@@ -12,10 +12,10 @@
 import { FaissError, GpuUnavailableError, ValidationError } from '../errors.js';
 import { METRIC_INNER_PRODUCT, METRIC_L2, native, type NativeSearchParams, type RawIndex } from './binding.js';
 import { RwLock } from './rwlock.js';
-import { MAX_K, checkK, toIds, toMatrix, type IdsInput, type Metric, type VectorsInput } from '../vectors.js';
+import { MAX_K, checkK, toIds, toMatrix, type FaissMetric, type IdsInput, type VectorsInput } from '../vectors.js';
 
 export { MAX_K, toIds, toMatrix };
-export type { IdsInput, Metric, VectorsInput };
+export type { FaissMetric, IdsInput, VectorsInput };
 
 
 /** [part name, float count] of an index's trained state, in order. */
@@ -65,7 +65,7 @@ const FLT_MAX = 3.4028234663852886e38;
 
 export class FaissIndex {
   readonly dim: number;
-  readonly metric: Metric;
+  readonly metric: FaissMetric;
   /** The index_factory description it was built from ('' when read from disk). */
   readonly description: string;
   private readonly raw: RawIndex;
@@ -83,7 +83,7 @@ export class FaissIndex {
    * Builds an index from a FAISS index_factory string, e.g. 'Flat', 'IVF1024,Flat',
    * 'IVF256,PQ16x8', 'HNSW32', 'PCA64,IVF256,SQ8'.
    */
-  static fromFactory(dim: number, description: string, metric: Metric = 'l2'): FaissIndex {
+  static fromFactory(dim: number, description: string, metric: FaissMetric = 'l2'): FaissIndex {
     if (!Number.isSafeInteger(dim) || dim <= 0) throw new ValidationError('dim', 'a positive integer', dim);
     if (typeof description !== 'string' || description.trim() === '') {
       throw new ValidationError('description', 'a non-empty FAISS index_factory string such as "Flat" or "IVF256,Flat"', description);
@@ -137,7 +137,7 @@ export class FaissIndex {
 
   /**
    * Trains the index (k-means for IVF, codebooks for PQ/SQ); a no-op for Flat.
-   * `threads` overrides the thread count (setNumThreads) for this training only.
+   * `threads` overrides the thread count (setOmpNumThreads) for this training only.
    */
   async train(x: VectorsInput, opts: { threads?: number } = {}): Promise<void> {
     const { data, n } = toMatrix(x, this.dim, 'x');
@@ -386,7 +386,7 @@ export class FaissIndex {
   }
 
   /**
-   * OpenMP threads for this index's later FAISS calls (0: the process-wide setNumThreads).
+   * OpenMP threads for this index's later FAISS calls (0: the process-wide setOmpNumThreads).
    * Lets several servers in one process (ranks of a multi-rank `dfaiss server`) each keep
    * their own thread count. A clone keeps it.
    */

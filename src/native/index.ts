@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { addonDir, native } from './binding.js';
 
 export { FaissIndex, MAX_K, normalizeL2, toIds, toMatrix } from './faiss-index.js';
-export type { IdsInput, Metric, RangeSearchResult, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState, VectorsInput } from './faiss-index.js';
+export type { FaissMetric, IdsInput, RangeSearchResult, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState, VectorsInput } from './faiss-index.js';
 
 /** True when the linked FAISS has GPU support (Debian's libfaiss-dev 1.7.3 has none). */
 export const gpuAvailable: boolean = native.gpuAvailable;
@@ -49,7 +49,7 @@ export const faissBuild: FaissBuildInfo = Object.freeze({
  * process. n <= 0 restores the default (one per core). With several servers on one
  * machine, use cores / servers: oversubscribed OpenMP threads made batched search 20x slower here.
  */
-export function setNumThreads(n: number): void {
+export function setOmpNumThreads(n: number): void {
   if (!Number.isSafeInteger(n)) throw new ValidationError('threads', 'an integer (0 or less = default)', n);
   native.setNumThreads(n);
 }
@@ -91,7 +91,7 @@ export function scheduleMemoryTrim(delayMs = 500): void {
 }
 
 /** OpenMP threads FAISS calls currently use. */
-export function getNumThreads(): number {
+export function getOmpNumThreads(): number {
   return native.getNumThreads();
 }
 

@@ -83,7 +83,6 @@ export class RpcClient {
   private readonly version: number;
   private readonly callTimeoutMs: number;
   private readonly maxInFlight: number;
-  private readonly maxFrameBytes: number;
   private readonly pending = new Map<number, PendingCall>();
   private readonly queue: PendingCall[] = [];
   private lastId = 0;
@@ -182,7 +181,6 @@ export class RpcClient {
     this.version = opts.protocolVersion ?? PROTOCOL_VERSION;
     this.callTimeoutMs = opts.callTimeoutMs ?? 120_000;
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 32);
-    this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.closedPromise = new Promise<void>((resolve) => {
       conn.onClose((reason) => {
         this.onClosed(reason);

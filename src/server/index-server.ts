@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
 import { UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../discovery/nfs-lock.js';
-import { faissBuild, releasableBuffers, setNumThreads } from '../native/index.js';
+import { faissBuild, releasableBuffers, setOmpNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
 import { checkBatch, type Shard, type ShardInfo } from '../shard/shard.js';
@@ -83,7 +83,7 @@ export interface IndexServerOptions extends ServerSecurityOptions {
 
 export class IndexServer {
   readonly rank: number;
-  readonly storageDir: string;
+  readonly saveDir: string;
   readonly log: Logger;
   private readonly shards = new Map<string, DurableShard>();
   private readonly rpc: RpcServer;
@@ -102,11 +102,11 @@ export class IndexServer {
   private notReady: string | null = 'starting';
   readonly counts: RequestCounts = { requests: 0, errors: 0, searches: 0, searchSeconds: 0 };
 
-  constructor(rank: number, storageDir: string, opts: IndexServerOptions = {}) {
+  constructor(rank: number, saveDir: string, opts: IndexServerOptions = {}) {
     if (!Number.isSafeInteger(rank) || rank < 0) throw new ValidationError('rank', 'a non-negative integer', rank);
-    if (typeof storageDir !== 'string' || storageDir === '') throw new ValidationError('storageDir', 'a folder path', storageDir);
+    if (typeof saveDir !== 'string' || saveDir === '') throw new ValidationError('saveDir', 'a folder path', saveDir);
     this.rank = rank;
-    this.storageDir = resolve(storageDir);
+    this.saveDir = resolve(saveDir);
     this.log = (opts.logger ?? silentLogger).child({ rank });
     this.threads = opts.threads ?? 1;
     this.ownsProcess = opts.ownsProcess ?? true;
@@ -130,7 +130,7 @@ export class IndexServer {
 
   /** Starts serving; resolves with the bound address. */
   async start(opts: IndexServerStartOptions = {}): Promise<{ host: string; port: number; metricsPort?: number }> {
-    this.setThreads(this.threads);
+    this.setOmpNumThreads(this.threads);
     const host = opts.host ?? '127.0.0.1';
     if (opts.metricsPort !== undefined) await this.startMetrics(opts.metricsHost ?? host, opts.metricsPort);
     if (opts.loadIndex) {
@@ -155,7 +155,7 @@ export class IndexServer {
       // Under a hard-link lock: servers on several machines may append to one file on NFS.
       await appendFileLocked(opts.discoveryConfig, `${host},${addr.port}\n`);
     }
-    this.log.info({ host: addr.host, port: addr.port, storageDir: this.storageDir, threads: this.threads, ...(this.metricsAddress ? { metricsPort: this.metricsAddress.port } : {}) }, 'index server listening');
+    this.log.info({ host: addr.host, port: addr.port, saveDir: this.saveDir, threads: this.threads, ...(this.metricsAddress ? { metricsPort: this.metricsAddress.port } : {}) }, 'index server listening');
     return this.metricsAddress ? { ...addr, metricsPort: this.metricsAddress.port } : addr;
   }
 
@@ -262,7 +262,7 @@ export class IndexServer {
   /** sharedTraining: whether clients train this index once for all shards (trainMode 'shared' on a type that needs training). */
   createIndex(indexId: string, cfg: IndexCfg): Promise<{ created: boolean; sharedTraining: boolean }> {
     checkIndexId(indexId);
-    const dir = shardDir(this.storageDir, cfg.indexStorageDir, indexId, this.rank);
+    const dir = shardDir(this.saveDir, cfg.indexStorageDir, indexId, this.rank);
     // Several clients may create the same index at once: one creates it, the others find it.
     return this.locks.exclusive(indexId, async () => {
       const existing = this.shards.get(indexId);
@@ -362,10 +362,10 @@ export class IndexServer {
     });
   }
 
-  setThreads(n: number): void {
+  setOmpNumThreads(n: number): void {
     if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new ValidationError('threads', 'an integer from 1 to 1024', n);
     this.threads = n;
-    if (this.ownsProcess) setNumThreads(n);
+    if (this.ownsProcess) setOmpNumThreads(n);
     for (const durable of this.shards.values()) durable.shard.setThreads(n);
   }
 
@@ -391,14 +391,14 @@ export class IndexServer {
   }
 
   private dirOf(indexId: string, cfg: IndexCfg | null): string {
-    return shardDir(this.storageDir, cfg?.indexStorageDir ?? null, indexId, this.rank);
+    return shardDir(this.saveDir, cfg?.indexStorageDir ?? null, indexId, this.rank);
   }
 
-  /** Loads {storageDir}/{folder name of indexId}/{rank} for every index folder present. */
+  /** Loads {saveDir}/{folder name of indexId}/{rank} for every index folder present. */
   private async loadAll(): Promise<void> {
     let names: string[];
     try {
-      names = await readdir(this.storageDir);
+      names = await readdir(this.saveDir);
     } catch {
       return;
     }
@@ -406,11 +406,11 @@ export class IndexServer {
       const id = indexIdOfFolder(name); // null: not an index folder (e.g. a stray file)
       if (id === null) continue;
       try {
-        if (!(await stat(join(this.storageDir, name))).isDirectory()) continue;
+        if (!(await stat(join(this.saveDir, name))).isDirectory()) continue;
       } catch {
         continue;
       }
-      if (await DurableShard.existsIn(join(this.storageDir, name, String(this.rank)))) {
+      if (await DurableShard.existsIn(join(this.saveDir, name, String(this.rank)))) {
         await this.loadIndex(id, null, true);
       }
     }

@@ -4,7 +4,7 @@
  * the attachments it expects. docs/protocol.md lists the same table for other languages.
  */
 import { checkCallSearchParams, parseIndexCfg } from '../config/index.js';
-import { type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
+import type { ShardInfoReply } from '../contract.js';
 import { ValidationError } from '../errors.js';
 import { faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
 import type { Attachment } from '../protocol/index.js';
@@ -189,7 +189,7 @@ export function buildMethods(server: IndexServer): ServerMethods {
       }),
 
     setOmpNumThreads: implement('setOmpNumThreads', ({ threads }) => {
-        server.setThreads(threads);
+        server.setOmpNumThreads(threads);
       }),
 
     saveIndex: implement('saveIndex', async ({ indexId }) => {

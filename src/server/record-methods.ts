@@ -41,12 +41,12 @@ export function buildRecordMethods(server: IndexServer) {
 
     /**
      * Records by id. result: { ids: found ids, unknown }. attachments out: metadata blob +
-     * offsets (u8) of the found ids, in order, and their vectors (f32) with withVectors.
+     * offsets (u8) of the found ids, in order, and their vectors (f32) with returnEmbeddings.
      */
-    getRecords: implement('getRecords', async ({ indexId, ids, withVectors }) => {
+    getRecords: implement('getRecords', async ({ indexId, ids, returnEmbeddings }) => {
         const shard = server.getShard(indexId);
         const { ats, unknown } = findRecords(shard, checkRecordIds(ids, 'ids', { unique: false }));
-        return recordsReply(shard, ats, withVectors ?? false, { unknown });
+        return recordsReply(shard, ats, returnEmbeddings ?? false, { unknown });
       }),
 
     /**
@@ -54,12 +54,12 @@ export function buildRecordMethods(server: IndexServer) {
      * result: { ids, ats (internal ids), next (cursor to resume from, null when exhausted) };
      * attachments as getRecords.
      */
-    iterateRecords: implement('iterateRecords', async ({ indexId, after, limit, withVectors, filter }) => {
+    iterateRecords: implement('iterateRecords', async ({ indexId, after, limit, returnEmbeddings, filter }) => {
         const shard = server.getShard(indexId);
         // With vectors a page carries at most 32 MiB of them (well under the frame limit); `next` goes on from there.
-        const pageSize = withVectors ? Math.max(1, Math.min(limit, Math.floor(VECTOR_VALUES_PER_REPLY / shard.cfg.dim))) : limit;
+        const pageSize = returnEmbeddings ? Math.max(1, Math.min(limit, Math.floor(VECTOR_VALUES_PER_REPLY / shard.cfg.dim))) : limit;
         const page = filter === undefined ? iteratePage(shard, after, pageSize) : await filteredIteratePage(shard, after, pageSize, parseFilter(filter));
-        return recordsReply(shard, page.ats, withVectors ?? false, { next: page.next, ats: page.ats });
+        return recordsReply(shard, page.ats, returnEmbeddings ?? false, { next: page.next, ats: page.ats });
       }),
 
     /**
@@ -97,8 +97,8 @@ export function buildRecordMethods(server: IndexServer) {
   };
 }
 
-async function recordsReply<E extends object>(shard: Shard, ats: number[], withVectors: boolean, extra: E) {
-  const { records, vectors } = await readRecords(shard, ats, withVectors);
+async function recordsReply<E extends object>(shard: Shard, ats: number[], returnEmbeddings: boolean, extra: E) {
+  const { records, vectors } = await readRecords(shard, ats, returnEmbeddings);
   let total = 0;
   const offsets = new Uint32Array(records.length + 1);
   records.forEach((r, i) => (offsets[i + 1] = total += r.metadata.byteLength));

@@ -12,12 +12,8 @@ export interface MetadataStore {
   append(blob: Uint8Array, offsets: Uint32Array): number;
   /** Packed bytes of entry `id` (a view: copy before keeping it past the next append). */
   get(id: number): Uint8Array;
-  /** Drops every entry from `size` on (e.g. to undo a failed batch). */
-  truncate(size: number): void;
   /** Releases memory. */
   clear(): void;
-  /** Approximate bytes held. */
-  readonly byteSize: number;
 }
 
 /** Arena size: large enough to make per-arena overhead negligible, small enough to grow in steps. */
@@ -35,10 +31,6 @@ export class InMemoryMetadataStore implements MetadataStore {
 
   get size(): number {
     return this.count;
-  }
-
-  get byteSize(): number {
-    return this.arenas.reduce((s, a) => s + a.byteLength, 0) + this.arenaOf.byteLength * 3;
   }
 
   append(blob: Uint8Array, offsets: Uint32Array): number {
@@ -64,18 +56,6 @@ export class InMemoryMetadataStore implements MetadataStore {
     if (!(id >= 0 && id < this.count)) throw new RangeError(`metadata id ${id} out of range 0..${this.count - 1}`);
     const start = this.startOf[id]!;
     return this.arenas[this.arenaOf[id]!]!.subarray(start, start + this.lengthOf[id]!);
-  }
-
-  truncate(size: number): void {
-    if (size >= this.count) return;
-    this.count = Math.max(0, size);
-    if (this.count === 0) {
-      this.clear();
-      return;
-    }
-    const last = this.arenaOf[this.count - 1]!;
-    this.arenas.length = last + 1;
-    this.used = this.startOf[this.count - 1]! + this.lengthOf[this.count - 1]!;
   }
 
   clear(): void {

@@ -1,9 +1,9 @@
-// Client API conventions (issue 18, item 5, in part): per-call { timeoutMs, signal } on search
-// and addIndexData (an aborted add frees its slot and leaves nothing behind), and
+// Client API conventions (issue 18, item 5): per-call { timeoutMs, signal } on every call (an
+// aborted add frees its slot and leaves nothing behind; calls to a stalled server stop waiting), and
 // serverDown / serverUp events when a server goes away and comes back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IndexClient, IndexState, ValidationError } from '../../src/index.js';
+import { IndexClient, IndexState, TimeoutError, ValidationError } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { startCluster } from '../helpers/cluster.js';
 
@@ -66,6 +66,48 @@ test('serverDown and serverUp: a killed server is reported once, and again when 
       await sleep(60);
     }
     assert.equal(events.filter((e) => e === `down ${name}`).length, 1, `one down event (${events})`);
+  } finally {
+    await client.close();
+    await cluster.stop();
+  }
+});
+
+test('every call takes { timeoutMs, signal }: calls to a stalled server stop waiting at their deadline or abort, and the client works once it resumes', { timeout: 60_000 }, async () => {
+  const cluster = await startCluster(2);
+  const client = await IndexClient.connect(cluster.discovery);
+  const flat = { indexBuilderType: 'flat' as const, dim, metric: 'l2' as const };
+  const pid = cluster.servers[1]!.proc.pid!;
+  try {
+    await client.createIndex('ctl', flat);
+    await client.addIndexData('ctl', data.base(100));
+    await client.createIndex('rec', flat);
+    await client.addIndexData('rec', data.base(4), undefined, { ids: [1, 2, 3, 4] });
+    process.kill(pid, 'SIGSTOP'); // the socket stays open; nothing answers
+    const within = async (what: string, p: Promise<unknown>, check: (e: unknown) => boolean): Promise<void> => {
+      const t0 = performance.now();
+      await assert.rejects(p, check, what);
+      assert.ok(performance.now() - t0 < 5000, `${what} stopped waiting in ${performance.now() - t0} ms`);
+    };
+    const timedOut = (e: unknown) => e instanceof TimeoutError;
+    await within('getNtotal', client.getNtotal('ctl', { timeoutMs: 300 }), timedOut);
+    await within('createIndex', client.createIndex('other', flat, { timeoutMs: 300 }), timedOut);
+    await within('get', client.get('rec', [1, 2], { timeoutMs: 300 }), timedOut);
+    await within('setOmpNumThreads', client.setOmpNumThreads(1, { timeoutMs: 300 }), timedOut);
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error('caller gave up')), 200);
+    await within('status', client.status({ signal: ac.signal }), (e) => e instanceof Error && e.message === 'caller gave up');
+    const gone = AbortSignal.abort(new Error('aborted before'));
+    await within('dropIndex', client.dropIndex('ctl', { signal: gone }), (e) => e instanceof Error && e.message === 'aborted before');
+    await within('iterate', (async () => {
+      for await (const page of client.iterate('rec', { timeoutMs: 300 })) void page;
+    })(), timedOut);
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  try {
+    // Nothing was left behind: the index is still there and every call works again.
+    assert.equal(await client.getNtotal('ctl', { timeoutMs: 10_000 }), 100);
+    assert.deepEqual((await client.get('rec', [1, 2, 3, 4])).unknown, []);
   } finally {
     await client.close();
     await cluster.stop();

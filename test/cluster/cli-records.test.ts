@@ -36,9 +36,9 @@ test('dfaiss load --row-ids, then get and delete by id (table and JSON); a resum
   const client = await IndexClient.connect(cluster.discovery);
   assert.equal(await client.getNtotal('rows'), rows);
   await client.close();
-  const get = await runCli(['get', '--discover', cluster.discovery, '--index-id', 'rows', '--ids', '3,42,777', '--vectors', '--json']);
+  const get = await runCli(['get', '--discover', cluster.discovery, '--index-id', 'rows', '--ids', '3,42,777', '--embeddings', '--json']);
   assert.equal(get.code, 0, get.stderr);
-  assert.deepEqual(JSON.parse(get.stdout), { indexId: 'rows', records: [{ id: 3, metadata: 3, vector: [3, 0, 0, 0] }, { id: 42, metadata: 42, vector: [42, 0, 0, 0] }], unknown: [777] });
+  assert.deepEqual(JSON.parse(get.stdout), { indexId: 'rows', records: [{ id: 3, metadata: 3, embedding: [3, 0, 0, 0] }, { id: 42, metadata: 42, embedding: [42, 0, 0, 0] }], unknown: [777] });
   const table = await runCli(['get', '--discover', cluster.discovery, '--index-id', 'rows', '--ids', '5']);
   assert.match(table.stdout, /^ID\s+METADATA\n-+\s+-+\n5\s+5$/m);
   const del = await runCli(['delete', '--discover', cluster.discovery, '--index-id', 'rows', '--ids', '3,4,777']);

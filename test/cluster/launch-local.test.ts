@@ -163,14 +163,14 @@ test('launch local: bad flags fail with a message naming the flag', async () => 
   assert.match(r.stderr, /--tls-key/);
 });
 
-test('LocalCluster (programmatic): start, servers, discoveryPath, stop', async () => {
+test('LocalCluster (programmatic): start, servers, discoveryConfig, stop', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dfaiss-launch-'));
   const cluster = new LocalCluster({ numServers: 2, saveDir: join(dir, 'data'), discoveryConfig: join(dir, 'd.txt'), threadsPerServer: 1, serverLogs: 'capture', serverLogLevel: 'warn' });
   try {
     const servers = await cluster.start();
     assert.deepEqual(servers.map((s) => [s.rank, s.status]), [[0, 'up'], [1, 'up']]);
-    assert.equal(cluster.discoveryPath, join(dir, 'd.txt'));
-    const client = await IndexClient.connect(cluster.discoveryPath, { discoveryTimeoutMs: 5000 });
+    assert.equal(cluster.discoveryConfig, join(dir, 'd.txt'));
+    const client = await IndexClient.connect(cluster.discoveryConfig, { discoveryTimeoutMs: 5000 });
     assert.equal((await client.status()).length, 2);
     await client.close();
     const pids = servers.map((s) => s.pid);
@@ -227,7 +227,7 @@ test('LocalCluster with ranksPerProcess: 4 ranks in 2 processes, each rank on it
     assert.equal(servers[2]!.pid, servers[3]!.pid);
     assert.notEqual(servers[0]!.pid, servers[2]!.pid);
     assert.equal(new Set(servers.map((s) => s.port)).size, 4);
-    const client = await IndexClient.connect(cluster.discoveryPath);
+    const client = await IndexClient.connect(cluster.discoveryConfig);
     try {
       await client.createIndex('lc', { indexBuilderType: 'flat', dim: 4, metric: 'l2' });
       for (let i = 0; i < 8; i++) await client.addIndexData('lc', [[i, 0, 0, 0]], [i]);

@@ -21,7 +21,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'dfaiss-loader-'));
   cluster = new LocalCluster({ numServers: 2, saveDir: join(dir, 'data'), discoveryConfig: join(dir, 'discovery.txt'), threadsPerServer: 1, serverLogs: 'capture', serverLogLevel: 'warn' });
   await cluster.start();
-  client = await IndexClient.connect(cluster.discoveryPath, { discoveryTimeoutMs: 5000 });
+  client = await IndexClient.connect(cluster.discoveryConfig, { discoveryTimeoutMs: 5000 });
   writeFileSync(join(dir, 'flat.json'), JSON.stringify({ dim: String(DIM), index_builder_type: 'flat', metric: 'l2' }));
   // The original's style: numbers as strings, snake_case, extra keys.
   writeFileSync(join(dir, 'ivf.json'), JSON.stringify({ dim: String(DIM), index_builder_type: 'ivf_simple', centroids: '8', train_num: '400', metric: 'l2', nprobe: '8', code_size: 64 }));
@@ -45,7 +45,7 @@ function halfExact(n: number, seed: number): { f32: Float32Array; f16: Uint16Arr
 }
 
 async function load(args: string[]) {
-  const r = await runCli(['load', '--discover', cluster.discoveryPath, '--json', '--progress-interval', '0', ...args]);
+  const r = await runCli(['load', '--discover', cluster.discoveryConfig, '--json', '--progress-interval', '0', ...args]);
   assert.equal(r.code, 0, `dfaiss load ${args.join(' ')}\n${r.stderr}`);
   return { ...r, summary: JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown> };
 }
@@ -111,7 +111,7 @@ test('resume: --limit then --load-index --start adds every row exactly once; SIG
   assert.equal((await client.getIds('res')).size, 3000, 'no row twice');
 
   // Interrupted for real: SIGINT once the first progress line appears.
-  const args = [CLI, 'load', '--discover', cluster.discoveryPath, ...cfg, '--index-id', 'intr', '--bs', '10', '--json', '--progress-interval', '0', '--in-flight', '2'];
+  const args = [CLI, 'load', '--discover', cluster.discoveryConfig, ...cfg, '--index-id', 'intr', '--bs', '10', '--json', '--progress-interval', '0', '--in-flight', '2'];
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV });
   const done = collect(proc, 60_000, args);
   await new Promise<void>((resolve) => {
@@ -143,7 +143,7 @@ test('resume: --limit then --load-index --start adds every row exactly once; SIG
 
 test('bad input: errors name the flag', async () => {
   writeRaw(join(dir, 'odd.bin'), new Float32Array(100)); // 400 bytes
-  const run = (args: string[]) => runCli(['load', '--discover', cluster.discoveryPath, ...args]);
+  const run = (args: string[]) => runCli(['load', '--discover', cluster.discoveryConfig, ...args]);
   let r = await run(['--mmap', join(dir, 'odd.bin'), '--dimension', '7', '--cfg', join(dir, 'flat.json')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /--dimension 7 disagrees with "dim": 16/);

@@ -85,11 +85,11 @@ for (const type of ['flat', 'ivf_simple'] as const) {
     const moreIds = Array.from({ length: 300 }, (_, i) => `late-${i}`);
     await client.addIndexData(id, more, moreIds.map((x) => ({ x })), { ids: moreIds });
     await waitIndexed(client, id, N - victims.length + 300);
-    const got = await client.get(id, ['late-7', victims[0]!, 'doc-1'], { withVectors: true });
+    const got = await client.get(id, ['late-7', victims[0]!, 'doc-1'], { returnEmbeddings: true });
     assert.deepEqual(got.unknown, [victims[0]]);
     assert.deepEqual(got.records.map((r) => [r.id, r.metadata]), [['late-7', { x: 'late-7' }], ['doc-1', { x: 'doc-1' }]]);
-    assert.deepEqual([...got.records[0]!.vector!], [...more.subarray(7 * dim, 8 * dim)]);
-    assert.deepEqual([...got.records[1]!.vector!], [...base.subarray(1 * dim, 2 * dim)]);
+    assert.deepEqual([...got.records[0]!.embedding!], [...more.subarray(7 * dim, 8 * dim)]);
+    assert.deepEqual([...got.records[1]!.embedding!], [...base.subarray(1 * dim, 2 * dim)]);
     await client.dropIndex(id);
     await client.close();
   });
@@ -136,14 +136,14 @@ test('upsert: replaces in place, get/iterate see only the new version; never two
   // iterate: every record once, newest version, resumable from any cursor.
   const seen: unknown[] = [];
   let cursor = null;
-  for await (const page of client.iterate(id, { batchSize: 37, withVectors: false })) {
+  for await (const page of client.iterate(id, { batchSize: 37, returnEmbeddings: false })) {
     seen.push(...page.records.map((r) => r.id));
     cursor = page.cursor;
     if (seen.length >= 74) break;
   }
   for await (const page of client.iterate(id, { batchSize: 37, cursor })) {
     seen.push(...page.records.map((r) => r.id));
-    for (const r of page.records) assert.equal(r.vector?.length, dim);
+    for (const r of page.records) assert.equal(r.embedding?.length, dim);
   }
   assert.deepEqual([...seen].sort(), [...ids].sort());
   await client.dropIndex(id);

@@ -208,7 +208,7 @@ test('crash test with records: SIGKILL during upserts, deletes, snapshots and co
       }
       maybe.clear();
       const listed: number[] = [];
-      for await (const page of client.iterate('rec', { batchSize: 128, withVectors: false })) listed.push(...page.records.map((r) => r.id as number));
+      for await (const page of client.iterate('rec', { batchSize: 128, returnEmbeddings: false })) listed.push(...page.records.map((r) => r.id as number));
       assert.equal(new Set(listed).size, listed.length, `cycle ${cycle}: an id listed twice`);
       assert.equal(listed.length, [...state.values()].filter((s) => s >= 0).length);
       // Search agrees with the records: every live record found by its own vector, as itself, once.

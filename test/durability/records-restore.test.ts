@@ -60,7 +60,7 @@ for (const type of ['flat', 'ivf_simple'] as const) {
         assert.deepEqual(got.unknown, [5, 350], label);
         assert.deepEqual(got.records.map((x) => x.metadata), [{ i: 405, v: 2 }, { i: 1999 }], label);
         let listed = 0;
-        for await (const page of client.iterate(id, { batchSize: 500, withVectors: false })) listed += page.records.length;
+        for await (const page of client.iterate(id, { batchSize: 500, returnEmbeddings: false })) listed += page.records.length;
         assert.equal(listed, live.length, label);
       };
       await check('live');
@@ -146,7 +146,7 @@ test('a home server down: upsert stores the other parts, names the failed server
     const after = await client.get('home', ids);
     assert.deepEqual(after.records.map((r) => (r.metadata as { v: number }).v), new Array(40).fill(2));
     let listed = 0;
-    for await (const page of client.iterate('home', { withVectors: false })) listed += page.records.length;
+    for await (const page of client.iterate('home', { returnEmbeddings: false })) listed += page.records.length;
     assert.equal(listed, 40, 'every record once, on one server');
     await client.close();
   } finally {

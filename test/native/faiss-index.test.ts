@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FaissIndex, fp16ToFp32, fp16ToFp32Async, getNumThreads, gpuAvailable, releasableBuffers, setNumThreads } from '../../src/native/index.js';
+import { FaissIndex, fp16ToFp32, fp16ToFp32Async, getOmpNumThreads, gpuAvailable, releasableBuffers, setOmpNumThreads } from '../../src/native/index.js';
 import { FaissError, ValidationError } from '../../src/errors.js';
 import { SyntheticDataset, prng } from '../../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
@@ -248,10 +248,10 @@ test('fp16 -> fp32 conversion matches a reference for all 65536 bit patterns', a
 });
 
 test('thread count is set for FAISS worker threads', async () => {
-  setNumThreads(1);
-  assert.equal(getNumThreads(), 1);
-  setNumThreads(0);
-  assert.ok(getNumThreads() >= 1);
+  setOmpNumThreads(1);
+  assert.equal(getOmpNumThreads(), 1);
+  setOmpNumThreads(0);
+  assert.ok(getOmpNumThreads() >= 1);
 });
 
 test('recall on real data: Fashion-MNIST (784-d images)', async (t) => {
@@ -326,7 +326,7 @@ test('trained state: an index trained from another one\'s exported state searche
   const data = new SyntheticDataset({ dim, seed: 8 });
   const base = data.base(3000);
   const q = data.queries(20);
-  setNumThreads(1); // HNSW graph construction is only deterministic single-threaded
+  setOmpNumThreads(1); // HNSW graph construction is only deterministic single-threaded
   try {
     for (const f of ['IVF16,Flat', 'IVF16,SQfp16', 'IVF16,SQ8', 'IVF16,PQ4x4', 'IVF16,PQ4x4fs', 'HNSW8,SQ8', 'PCA8,IVF16,Flat', 'OPQ4,IVF16,PQ4x4', 'SQ4', 'PQ4x4']) {
       const a = FaissIndex.fromFactory(dim, f, 'l2');
@@ -344,7 +344,7 @@ test('trained state: an index trained from another one\'s exported state searche
       assert.deepEqual(rb.distances, ra.distances, f);
     }
   } finally {
-    setNumThreads(0);
+    setOmpNumThreads(0);
   }
   assert.equal(FaissIndex.fromFactory(dim, 'IVF16_HNSW8,Flat', 'l2').trainedLayout, null, 'an HNSW coarse quantizer trains per shard');
   const a = FaissIndex.fromFactory(dim, 'IVF16,PQ4x4', 'l2');

@@ -10,9 +10,9 @@ const INDEX = new URL('../../src/native/index.ts', import.meta.url).href;
 
 const script = `
 import { readFileSync } from 'node:fs';
-const { FaissIndex, setNumThreads } = await import(${JSON.stringify(INDEX)});
+const { FaissIndex, setOmpNumThreads } = await import(${JSON.stringify(INDEX)});
 const threads = () => Number(/Threads:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
-setNumThreads(1);
+setOmpNumThreads(1);
 const dim = 32, n = 20000;
 const x = Float32Array.from({ length: n * dim }, (_, i) => Math.sin(i));
 const q = x.subarray(0, 200 * dim);

@@ -70,11 +70,11 @@ test('bvecs and uint8 .npy are widened to float32; float16 stays float16', async
 
 test('bad files and flags give errors that say what is wrong', async () => {
   writeRaw(join(dir, 'odd.f32'), new Float32Array(11));
-  await assert.rejects(VectorFile.open(join(dir, 'odd.f32'), { dim: DIM }), /invalid --dimension: .*44 bytes, not a multiple of 20/);
-  await assert.rejects(VectorFile.open(join(dir, 'odd.f32')), /invalid --dimension: expected the vector dimension/);
-  await assert.rejects(VectorFile.open(join(dir, 'a.npy'), { dim: 4 }), /invalid --dimension: expected 5, the dimension in the .npy header/);
-  await assert.rejects(VectorFile.open(join(dir, 'a.npy'), { fp16: true }), /--dstore-fp16.*<f4/);
-  await assert.rejects(VectorFile.open(join(dir, 'a.fvecs'), { rows: 8 }), /invalid --mmap-size: expected at most the 7 rows/);
+  await assert.rejects(VectorFile.open(join(dir, 'odd.f32'), { dim: DIM }), /invalid dim: .*44 bytes, not a multiple of 20/);
+  await assert.rejects(VectorFile.open(join(dir, 'odd.f32')), /invalid dim: expected the vector dimension/);
+  await assert.rejects(VectorFile.open(join(dir, 'a.npy'), { dim: 4 }), /invalid dim: expected 5, the dimension in the .npy header/);
+  await assert.rejects(VectorFile.open(join(dir, 'a.npy'), { fp16: true }), /invalid fp16: .*<f4/);
+  await assert.rejects(VectorFile.open(join(dir, 'a.fvecs'), { rows: 8 }), /invalid rows: expected at most the 7 rows/);
   await assert.rejects(VectorFile.open(join(dir, 'missing.npy')), /cannot read vector file/);
   const fortran = `{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }`.padEnd(117) + '\n';
   writeFileSync(join(dir, 'f.npy'), Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, fortran.length, 0]), Buffer.from(fortran), Buffer.alloc(4)]));

@@ -1,16 +1,17 @@
 /**
- * Local `dfaiss server` processes for the benchmark: spawned from dist/cli/main.js on
- * loopback with ephemeral ports, one OpenMP thread each and OMP_WAIT_POLICY=PASSIVE,
- * stopped by PID. Peak memory comes from /proc/<pid>/status (VmHWM) just before stopping.
+ * Local `dfaiss server` processes for the benchmark, through the product's launcher
+ * (LocalCluster): loopback, ephemeral ports, one OpenMP thread each and
+ * OMP_WAIT_POLICY=PASSIVE, stopped by PID. Peak memory comes from /proc/<pid>/status
+ * (VmHWM) just before stopping.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitForListening } from '../launch/listening.js';
 import { fileURLToPath } from 'node:url';
+import { LocalCluster } from '../../dist/launch/local.js';
 
-export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
 export interface BenchServer {
   rank: number;
@@ -131,33 +132,31 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
   installExitHook();
   const dir = mkdtempSync(join(tmpdir(), 'dfaiss-bench-'));
   liveDirs.add(dir);
-  const saveDir = join(dir, 'data');
   const discovery = join(dir, 'discovery.txt');
-  writeFileSync(discovery, `${n}\n`);
-  const servers: BenchServer[] = [];
-
-  const start = async (rank: number): Promise<BenchServer> => {
-    const args = [...(opts.nodeArgs ?? []), CLI, 'server', '--rank', String(rank), '--port', '0', '--save-dir', saveDir, '--threads', String(opts.threads ?? 1)];
-    const proc = spawn(process.execPath, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', DFAISS_LOG_LEVEL: opts.logLevel ?? process.env.DFAISS_LOG_LEVEL ?? 'warn', ...opts.env },
-    });
-    live.add(proc.pid!);
-    proc.once('exit', () => live.delete(proc.pid!));
-    proc.stderr!.on('data', (d: Buffer) => {
-      if (process.env.DFAISS_BENCH_VERBOSE) process.stderr.write(d);
-    });
-    const port = await waitForListening(proc, { label: `server ${rank}`, timeoutMs: 30_000 });
-    return { rank, port, pid: proc.pid!, proc };
-  };
-
+  const local = new LocalCluster({
+    numServers: n,
+    saveDir: join(dir, 'data'),
+    discoveryConfig: discovery,
+    threadsPerServer: opts.threads ?? 1,
+    nodeArgs: opts.nodeArgs ?? [],
+    serverLogs: process.env.DFAISS_BENCH_VERBOSE ? 'inherit' : 'capture',
+    serverLogLevel: opts.logLevel ?? process.env.DFAISS_LOG_LEVEL ?? 'warn',
+    env: { OMP_WAIT_POLICY: 'PASSIVE', ...opts.env },
+    startTimeoutMs: 30_000,
+    cliPath: CLI,
+  });
   try {
-    servers.push(...(await Promise.all(Array.from({ length: n }, (_, r) => start(r)))));
+    await local.start();
   } catch (err) {
-    for (const pid of live) process.kill(pid, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
     throw err;
   }
-  writeFileSync(discovery, `${n}\n${servers.map((s) => `127.0.0.1,${s.port}`).join('\n')}\n`);
+  const servers: BenchServer[] = local.servers.map((s) => ({ rank: s.rank, port: s.port, pid: s.pid, proc: local.process(s.rank)! }));
+  for (const s of servers) {
+    live.add(s.pid);
+    s.proc.once('exit', () => live.delete(s.pid));
+  }
 
   // RssAnon has no kernel high-water mark: sample it (a /proc read per server every 100 ms).
   const peakAnon = servers.map(() => 0);
@@ -185,18 +184,9 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
     async stop({ graceful = false } = {}) {
       const mem = memory();
       stopSampling();
-      await Promise.all(
-        servers.map(async (s) => {
-          if (s.proc.exitCode !== null || s.proc.signalCode !== null) return;
-          const exited = new Promise((r) => s.proc.once('exit', r));
-          process.kill(s.pid, graceful ? 'SIGTERM' : 'SIGKILL');
-          const timer = setTimeout(() => {
-            if (s.proc.exitCode === null && s.proc.signalCode === null) process.kill(s.pid, 'SIGKILL');
-          }, 60_000);
-          await exited;
-          clearTimeout(timer);
-        }),
-      );
+      // Throw-away data: SIGKILL unless a graceful stop is wanted (SIGTERM, SIGKILL after 60 s).
+      if (!graceful) local.kill();
+      await local.stop();
       rmSync(dir, { recursive: true, force: true });
       liveDirs.delete(dir);
       return mem;

@@ -7,13 +7,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IndexClient } from '../client/index-client.js';
-import type { IndexCfg } from '../config/index.js';
-import { exactSearch } from '../datasets/exact.js';
-import { FASHION_MNIST_CLASSES, fashionMnistAvailable, loadFashionMnist, loadFashionMnistLabels } from '../datasets/fashion-mnist.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
-import { LocalCluster } from '../launch/local.js';
-import { IndexState } from '../shard/state.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import type { IndexCfg } from '../../dist/config/index.js';
+import { exactSearch } from '../../dist/datasets/exact.js';
+import { FASHION_MNIST_CLASSES, fashionMnistAvailable, loadFashionMnist, loadFashionMnistLabels } from '../../dist/datasets/fashion-mnist.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
+import { LocalCluster } from '../../dist/launch/local.js';
+import { IndexState } from '../../dist/shard/state.js';
 
 const NUM_SERVERS = 4;
 const K = 10;
@@ -119,11 +119,11 @@ async function main(): Promise<void> {
   const servers = await cluster.start();
   console.log(
     `cluster: ${NUM_SERVERS} dfaiss server processes up in ${secs(t0).toFixed(2)} s (pids ${servers.map((s) => s.pid).join(', ')}), ` +
-      `${cluster.threadsPerServer} FAISS thread(s) each, discovery file ${cluster.discoveryPath}`,
+      `${cluster.threadsPerServer} FAISS thread(s) each, discovery file ${cluster.discoveryConfig}`,
   );
   let client: IndexClient | null = null;
   try {
-    client = await IndexClient.connect(cluster.discoveryPath, { discoveryTimeoutMs: 10_000, clientName: 'dfaiss-demo' });
+    client = await IndexClient.connect(cluster.discoveryConfig, { discoveryTimeoutMs: 10_000, clientName: 'dfaiss-demo' });
 
     // ---- flat: exact search across the shards ----
     const flatCfg: Partial<IndexCfg> = { indexBuilderType: 'flat', dim, metric: 'l2' };

@@ -14,9 +14,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { recallAtK } from '../datasets/exact.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
-import { FaissIndex, faissBuild, setNumThreads, type FaissBuildInfo } from '../native/index.js';
+import { recallAtK } from '../../dist/datasets/exact.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
+import { FaissIndex, faissBuild, setOmpNumThreads, type FaissBuildInfo } from '../../dist/native/index.js';
 import { fmt, nowMs } from './stats.js';
 import type { WorkerCase, WorkerJob, WorkerReport } from './builds-worker.js';
 import { SYNTHETIC_SEED } from './workload.js';
@@ -124,7 +124,7 @@ export function defaultVariant(): Variant {
 function runWorker(variant: Variant, job: WorkerJob, jobFile: string): Promise<WorkerReport> {
   writeFileSync(jobFile, JSON.stringify(job));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO, 'dist', 'bench', 'builds-worker.js'), jobFile], {
+    const child = spawn(process.execPath, [join(REPO, 'bench', 'dist', 'builds-worker.js'), jobFile], {
       env: { ...process.env, DFAISS_NATIVE_DIR: variant.dir, OMP_WAIT_POLICY: 'PASSIVE', OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -154,7 +154,7 @@ export async function runBuildComparison(o: BuildsOptions): Promise<BuildsRecord
   try {
     const queriesFile = join(dir, 'queries.f32');
     writeFileSync(queriesFile, queries);
-    setNumThreads(2);
+    setOmpNumThreads(2);
     const exact = FaissIndex.fromFactory(dim, 'Flat', 'l2');
     await exact.add(base);
     const truth = (await exact.search(queries, K)).labels;

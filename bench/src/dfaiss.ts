@@ -5,8 +5,8 @@
  * Ingest is timed from the first addIndexData until every shard is TRAINED and the summed
  * ntotal equals n. All batches are issued at once; IndexClient bounds the adds in flight.
  */
-import { IndexClient } from '../client/index-client.js';
-import type { IndexCfg } from '../config/index.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import type { IndexCfg } from '../../dist/config/index.js';
 import { startCluster, type ProcMemory } from './cluster.js';
 import { monoUs, nowMs, sleep } from './stats.js';
 import {

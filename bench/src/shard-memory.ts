@@ -4,23 +4,23 @@
  * then prints private memory (RssAnon) and V8's ArrayBuffer total before and after a full
  * GC. Needs --expose-gc:
  *
- *   node --expose-gc dist/bench/shard-memory.js flat|ivf
- *   MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=1048576 node --expose-gc dist/bench/shard-memory.js ivf
+ *   node --expose-gc bench/dist/shard-memory.js flat|ivf
+ *   MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=1048576 node --expose-gc bench/dist/shard-memory.js ivf
  *
  * This process also holds the 61 MiB source data (the first line shows the baseline).
  */
 process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 const { readFileSync } = await import('node:fs');
-const { Shard } = await import('../shard/shard.js');
-const { defaultIndexCfg } = await import('../config/index.js');
-const { SyntheticDataset } = await import('../datasets/synthetic.js');
-const { encodeMetadata } = await import('../protocol/metadata.js');
-const { setNumThreads } = await import('../native/index.js');
+const { Shard } = await import('../../dist/shard/shard.js');
+const { defaultIndexCfg } = await import('../../dist/config/index.js');
+const { SyntheticDataset } = await import('../../dist/datasets/synthetic.js');
+const { encodeMetadata } = await import('../../dist/protocol/metadata.js');
+const { setOmpNumThreads } = await import('../../dist/native/index.js');
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with node --expose-gc');
 const kind = process.argv[2] === 'ivf' ? 'ivf' : 'flat';
-setNumThreads(1);
+setOmpNumThreads(1);
 
 const anonMiB = (): number => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
 const report = (label: string): void => {

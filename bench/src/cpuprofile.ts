@@ -2,7 +2,7 @@
  * Summarises V8 .cpuprofile files (from `node --cpu-prof`, or `npm run bench -- --server-prof DIR`):
  * self and inclusive time per function, optionally within a time window.
  *
- *   node dist/bench/cpuprofile.js FILE... [--from S] [--to S] [--top N] [--by function|file]
+ *   node bench/dist/cpuprofile.js FILE... [--from S] [--to S] [--top N] [--by function|file]
  *                                 [--marks bench/results/X.json --phase synthetic/flat/ingest]
  *
  * --from/--to are seconds since each profile started. --marks/--phase cut every profile to one

@@ -14,8 +14,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IndexClient } from '../client/index-client.js';
-import { waitForListeningEvents } from '../launch/listening.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import { waitForListeningEvents } from '../../dist/launch/listening.js';
 
 interface ProcMemory {
   rss: number;
@@ -38,7 +38,7 @@ const arg = (name: string, dflt: string): string => {
 };
 const ranks = Number(arg('--ranks', '32'));
 const perProcessList = arg('--per-process', '1,8,16,32').split(',').map(Number);
-const cli = arg('--cli', new URL('../cli/main.js', import.meta.url).pathname);
+const cli = arg('--cli', new URL('../../dist/cli/main.js', import.meta.url).pathname);
 const nodeFlags = process.argv.filter((a) => a.startsWith('--node-flag=')).map((a) => a.slice('--node-flag='.length));
 
 const rows: Array<Record<string, number | string>> = [];

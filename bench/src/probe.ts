@@ -1,7 +1,7 @@
 /**
  * Probes that split the benchmark's gaps into their parts (bench/results/ANALYSIS.md):
  *
- *   node dist/bench/probe.js [overhead] [search-parts] [ingest-parts] [ingest-modes] [ivf-trainnum] [topology] [blas] [train] [memory] [--out FILE]
+ *   node bench/dist/probe.js [overhead] [search-parts] [ingest-parts] [ingest-modes] [ivf-trainnum] [topology] [blas] [train] [memory] [--out FILE]
  *
  * - overhead:     fixed cost of one call: in-process search vs. trivial RPC and search on a
  *                 tiny index through 1, 2 and 4 servers (p50/p99 over 2000 calls).
@@ -23,13 +23,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
-import type { IndexCfg } from '../config/index.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
-import { FaissIndex, setNumThreads, toMatrix } from '../native/index.js';
-import { encodeMetadata, validateMetadata } from '../protocol/metadata.js';
-import { InMemoryMetadataStore } from '../shard/metadata-store.js';
-import { WriteAheadLog, type Durability } from '../shard/wal.js';
+import { IndexClient, type IndexClientOptions } from '../../dist/client/index-client.js';
+import type { IndexCfg } from '../../dist/config/index.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
+import { FaissIndex, setOmpNumThreads, toMatrix } from '../../dist/native/index.js';
+import { encodeMetadata, validateMetadata } from '../../dist/protocol/metadata.js';
+import { InMemoryMetadataStore } from '../../dist/shard/metadata-store.js';
+import { WriteAheadLog, type Durability } from '../../dist/shard/wal.js';
 import { procMemory, startCluster } from './cluster.js';
 import { fmt, latencyStats, nowMs, sleep, type LatencyStats } from './stats.js';
 
@@ -84,7 +84,7 @@ async function overhead(): Promise<Record<string, LatencyStats>> {
   const data = new SyntheticDataset({ dim: DIM, seed: 7 });
   const q = data.queries(1);
   const out: Record<string, LatencyStats> = {};
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const local = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
   await local.add(data.base(1000));
   out['in-process FaissIndex.search, Flat 1000, k=10'] = await lat(2000, () => local.search(q, 10));
@@ -147,7 +147,7 @@ async function ingestParts(): Promise<Record<string, number>> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const flat = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
   out['FAISS Flat add (worker thread, wall)'] = await time(() => flat.add(vectors));
   return out;
@@ -189,10 +189,10 @@ async function ingestModes(): Promise<Record<string, number>> {
  * in-process, in µs: what the client does once, what each server does.
  */
 async function searchParts(): Promise<Record<string, number>> {
-  const { buildMethods } = await import('../server/methods.js');
-  const { encodeFrame, decodeFrame } = await import('../protocol/frame.js');
-  const { concatBytes, decodeMetadataItem, encodeMetadata: enc } = await import('../protocol/metadata.js');
-  const { mergeQuery } = await import('../client/merge.js');
+  const { buildMethods } = await import('../../dist/server/methods.js');
+  const { encodeFrame, decodeFrame } = await import('../../dist/protocol/frame.js');
+  const { concatBytes, decodeMetadataItem, encodeMetadata: enc } = await import('../../dist/protocol/metadata.js');
+  const { mergeQuery } = await import('../../dist/client/merge.js');
   const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
   const out: Record<string, number> = {};
   const reps = 5000;
@@ -228,7 +228,7 @@ async function searchParts(): Promise<Record<string, number>> {
   }));
   out['client: mergeQuery, 4 shards x 10'] = await us(() => mergeQuery(shards, 0, 10, 'l2'));
   out['client: decode 10 metadata items'] = await us(() => items.map((b) => decodeMetadataItem(b)));
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const ivf = FaissIndex.fromFactory(DIM, 'IVF1024,Flat', 'l2');
   const share = data.base(125_000);
   await ivf.train(share);
@@ -313,7 +313,7 @@ async function blas(): Promise<Record<string, number>> {
   const n = 500_000;
   const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
   const out: Record<string, number> = {};
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const shard = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
   await shard.add(data.base(n / 4));
   const queries = data.queries(100);
@@ -331,7 +331,7 @@ async function blas(): Promise<Record<string, number>> {
 async function train(): Promise<Record<string, number>> {
   const data = new SyntheticDataset({ dim: DIM, seed: 1234 });
   const out: Record<string, number> = {};
-  setNumThreads(2);
+  setOmpNumThreads(2);
   for (const rows of [125_000, 64_000, 40_000]) {
     const x = data.base(rows);
     const ix = FaissIndex.fromFactory(DIM, 'IVF1024,Flat', 'l2');
@@ -340,12 +340,12 @@ async function train(): Promise<Record<string, number>> {
     out[`IVF1024 train on ${rows} rows, 1 k-means, 2 threads (s)`] = (nowMs() - t0) / 1000;
     log(`train ${rows}: ${out[`IVF1024 train on ${rows} rows, 1 k-means, 2 threads (s)`]!.toFixed(2)} s`);
   }
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const shares = Array.from({ length: 4 }, (_, s) => data.base(125_000, s * 125_000));
   const t0 = nowMs();
   await Promise.all(shares.map((x) => FaissIndex.fromFactory(DIM, 'IVF1024,Flat', 'l2').train(x)));
   out['IVF1024 train on 125000 rows x 4 shards concurrently, 1 thread each (s)'] = (nowMs() - t0) / 1000;
-  setNumThreads(2);
+  setOmpNumThreads(2);
   return out;
 }
 

@@ -22,11 +22,11 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
-import { IndexClient } from '../client/index-client.js';
-import { exactSearch } from '../datasets/exact.js';
-import { SyntheticDataset, prng } from '../datasets/synthetic.js';
-import { Bits, type Filter } from '../filter/index.js';
-import { FaissIndex, setNumThreads } from '../native/index.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import { exactSearch } from '../../dist/datasets/exact.js';
+import { SyntheticDataset, prng } from '../../dist/datasets/synthetic.js';
+import { Bits, type Filter } from '../../dist/filter/index.js';
+import { FaissIndex, setOmpNumThreads } from '../../dist/native/index.js';
 import { startCluster } from './cluster.js';
 import { nowMs } from './stats.js';
 
@@ -192,7 +192,7 @@ function markdown(cells: FilterCell[], n: number, load0: number, load1: number):
 
 /** searchSubset vs searchSelected (at the width the shard would start with) per match count. */
 async function measureCrossover(): Promise<string> {
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const dim = 16;
   const n = 100_000;
   const data = new SyntheticDataset({ dim, seed: 3 }).base(n);

@@ -2,8 +2,8 @@
  * The benchmark's data sets and the search workload shared by every side (dfaiss and the
  * in-process limits), so each side runs exactly the same queries in the same order.
  */
-import { fashionMnistAvailable, loadFashionMnist } from '../datasets/fashion-mnist.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
+import { fashionMnistAvailable, loadFashionMnist } from '../../dist/datasets/fashion-mnist.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
 import { latencyStats, monoUs, nowMs, type LatencyStats } from './stats.js';
 
 export const K = 10;

@@ -21,9 +21,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IndexClient } from '../client/index-client.js';
-import { SyntheticDataset } from '../datasets/synthetic.js';
-import { FaissIndex, setNumThreads } from '../native/index.js';
+import { IndexClient } from '../../dist/client/index-client.js';
+import { SyntheticDataset } from '../../dist/datasets/synthetic.js';
+import { FaissIndex, setOmpNumThreads } from '../../dist/native/index.js';
 import { startCluster, type BenchCluster } from './cluster.js';
 import { nowMs, sleep } from './stats.js';
 
@@ -159,7 +159,7 @@ async function runCase(kind: Kind, n: number, log: (m: string) => void): Promise
     const final = await shardStatus(client, id);
     log(`${kind}: ${deleted} deletes: ${(deleted / deleteS).toFixed(0)} rec/s; FAISS holds ${final.reduce((a, s) => a + s.faissNtotal, 0)} vectors (${survivors.length} survivors) after ${untilCompactedS.toFixed(1)} s`);
     // Search vs an exact reference over the survivors.
-    setNumThreads(2);
+    setOmpNumThreads(2);
     const ref = FaissIndex.fromFactory(DIM, 'Flat', 'l2');
     const rows = new Float32Array(survivors.length * DIM);
     survivors.forEach((r, j) => rows.set(base.subarray(r * DIM, (r + 1) * DIM), j * DIM));

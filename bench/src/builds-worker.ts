@@ -3,10 +3,10 @@
  * DFAISS_NATIVE_DIR (its own process, so two FAISS builds never share one), reads the
  * index files the parent wrote and times searches on 1 FAISS thread.
  *
- *   node dist/bench/builds-worker.js <job.json>     (prints one JSON line: WorkerReport)
+ *   node bench/dist/builds-worker.js <job.json>     (prints one JSON line: WorkerReport)
  */
 import { readFileSync } from 'node:fs';
-import { FaissIndex, faissBuild, setNumThreads, type FaissBuildInfo } from '../native/index.js';
+import { FaissIndex, faissBuild, setOmpNumThreads, type FaissBuildInfo } from '../../dist/native/index.js';
 import { nowMs } from './stats.js';
 
 export interface WorkerCase {
@@ -91,7 +91,7 @@ async function main(jobFile: string): Promise<void> {
   const job = JSON.parse(readFileSync(jobFile, 'utf8')) as WorkerJob;
   const bytes = readFileSync(job.queriesFile);
   const queries = new Float32Array(bytes.buffer, bytes.byteOffset, job.nq * job.dim);
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const cases: WorkerCaseReport[] = [];
   for (const c of job.cases) cases.push(await runCase(job, queries, c));
   const report: WorkerReport = { faiss: faissBuild, cases };

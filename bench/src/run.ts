@@ -34,8 +34,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FaissIndex, faissBuild, setNumThreads } from '../native/index.js';
-import { recallAtK } from '../datasets/exact.js';
+import { FaissIndex, faissBuild, setOmpNumThreads } from '../../dist/native/index.js';
+import { recallAtK } from '../../dist/datasets/exact.js';
 import { machineBusySeconds } from './cluster.js';
 import { runDfaiss } from './dfaiss.js';
 import { runLimits } from './limit.js';
@@ -176,7 +176,7 @@ async function waitQuiet(maxSeconds: number, threshold: number): Promise<{ waite
 
 /** Exact top-K of every query: a Flat index over the whole base, 2 threads. */
 async function exactIds(ds: Dataset): Promise<Int32Array> {
-  setNumThreads(2);
+  setOmpNumThreads(2);
   const flat = FaissIndex.fromFactory(ds.dim, 'Flat', 'l2');
   await flat.add(ds.base);
   const r = await flat.search(ds.queries, K);

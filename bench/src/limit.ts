@@ -5,14 +5,14 @@
  * - "1 index": one FaissIndex, 2 OpenMP/BLAS threads (both cores).
  * - "2 shards": two FaissIndexes with 1 thread each; adds and searches are issued to both
  *   at once, so they run concurrently on two libuv worker threads, and the two top-k lists
- *   are merged (in the timing). setNumThreads is process-wide, so this is "threads 1, two
+ *   are merged (in the timing). setOmpNumThreads is process-wide, so this is "threads 1, two
  *   calls at once". This is the real floor for a 2-core machine.
  *
  * IVF: the quantizer is trained once, on trainPerShard rows sampled from the whole data
  * (2 threads), and cloned (empty) into the 2 shards; ingest = train + add for both limits.
  */
-import { FaissIndex, setNumThreads, type SearchResult } from '../native/index.js';
-import { prng } from '../datasets/synthetic.js';
+import { FaissIndex, setOmpNumThreads, type SearchResult } from '../../dist/native/index.js';
+import { prng } from '../../dist/datasets/synthetic.js';
 import { nowMs } from './stats.js';
 import { IVF_FACTORY, IVF_NPROBE, K, batchRows, measureSearch, numBatches, type Dataset, type IndexKind, type SearchCounts, type SearchMeasurements } from './workload.js';
 
@@ -72,7 +72,7 @@ export async function runLimits(ds: Dataset, kind: IndexKind, counts: SearchCoun
   const factory = kind === 'flat' ? 'Flat' : IVF_FACTORY;
 
   // Training (IVF only): once, 2 threads, then cloned empty into the shards.
-  setNumThreads(2);
+  setOmpNumThreads(2);
   let trainSeconds = 0;
   let trainRows = 0;
   const one = FaissIndex.fromFactory(ds.dim, factory, 'l2');
@@ -110,7 +110,7 @@ export async function runLimits(ds: Dataset, kind: IndexKind, counts: SearchCoun
   const r1 = result('limit-1', '1 index x 2 threads', add1, m1);
 
   // ---- 2 shards, 1 thread each, calls issued concurrently
-  setNumThreads(1);
+  setOmpNumThreads(1);
   const maps = [new Int32Array(ds.n / 2), new Int32Array(ds.n / 2)];
   const fill = [0, 0];
   for (let b = 0; b < nb; b++) {
@@ -139,6 +139,6 @@ export async function runLimits(ds: Dataset, kind: IndexKind, counts: SearchCoun
     counts,
   );
   const r2 = result('limit-2', '2 shards x 1 thread, concurrent', add2, m2);
-  setNumThreads(2);
+  setOmpNumThreads(2);
   return [r1, r2];
 }
