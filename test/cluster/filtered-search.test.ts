@@ -168,7 +168,7 @@ test('filter validation: the client and the server name the path inside the filt
 });
 
 test('dfaiss search --filter: JSON on the command line; a bad filter names the flag and the path', { timeout: 60_000 }, async () => {
-  const ok = await runCli(['search', '--discover', cluster.discovery, '--index-id', 'fs-flat', '--random', '2', '-k', '5', '--json', '--filter', '{"b": 4321, "nested.odd": true}']);
+  const ok = await runCli(['search', '--discovery-config', cluster.discovery, '--index-id', 'fs-flat', '--random', '2', '-k', '5', '--json', '--filter', '{"b": 4321, "nested.odd": true}']);
   assert.equal(ok.code, 0, ok.stderr);
   const out = JSON.parse(ok.stdout) as { matches: number; results: Array<{ hits: Array<{ id: number; metadata: { b: number } }> }> };
   assert.equal(out.matches, 12);
@@ -176,10 +176,10 @@ test('dfaiss search --filter: JSON on the command line; a bad filter names the f
     assert.equal(r.hits.length, 5);
     for (const h of r.hits) assert.equal(h.metadata.b, 4321);
   }
-  const bad = await runCli(['search', '--discover', cluster.discovery, '--index-id', 'fs-flat', '--random', '1', '--filter', '{"year": {"$gt": [2000]}}']);
+  const bad = await runCli(['search', '--discovery-config', cluster.discovery, '--index-id', 'fs-flat', '--random', '1', '--filter', '{"year": {"$gt": [2000]}}']);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /--filter\.year\.\$gt.*finite number or a string/);
-  const notJson = await runCli(['search', '--discover', cluster.discovery, '--index-id', 'fs-flat', '--random', '1', '--filter', "{lang: 'en'}"]);
+  const notJson = await runCli(['search', '--discovery-config', cluster.discovery, '--index-id', 'fs-flat', '--random', '1', '--filter', "{lang: 'en'}"]);
   assert.notEqual(notJson.code, 0);
   assert.match(notJson.stderr, /--filter expects a JSON filter/);
 });
