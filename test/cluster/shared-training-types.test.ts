@@ -72,10 +72,13 @@ for (const [name, , cfg, params] of SHARED_TRAINING_TYPES) {
       // Issue 15's bound, one-sided: shared training may be better (it fits PQ/OPQ on three
       // times the data). Measured in-process on 8 data sets (bench/study-shared-recall.ts,
       // 9k and 30k vectors, 1000 queries; README, Design): SQ8, HNSW-SQ8 and PCA differ by at
-      // most 0.002; fast scan and OPQ are shared >= per-shard - 0.001; knnlm's gap is the
-      // noise of one PQ training, sd ~0.01 around 0 (-0.016 to +0.020), so on a data set the
-      // bound can fail for it by chance; on this one (seed 15) it was -0.003.
-      assert.ok(shared >= perShard - 0.01, `shared training's recall ${shared} is within 0.01 of per-shard ${perShard} (or better)`);
+      // most 0.002; fast scan and OPQ are shared >= per-shard - 0.001. knnlm's gap is the
+      // noise of one PQ training, sd ~0.01 around 0 (-0.016 to +0.020), and here the shared
+      // side moves from run to run too (likely because its sample's order follows the random
+      // placement start: 0.653 and 0.664 in two runs, per-shard 0.657 both): it cannot meet 0.01
+      // reliably, so it gets 0.02, the others 0.01.
+      const bound = name.startsWith('knnlm') ? 0.02 : 0.01;
+      assert.ok(shared >= perShard - bound, `shared training's recall ${shared} is within ${bound} of per-shard ${perShard} (or better)`);
       assert.ok(shared > 0.3, `recall ${shared} is meaningful`);
       // Every shard holds the same trained state: a vector that is its own query comes back first from any shard.
       const own = await client.search(`${id}-s`, base.subarray(0, 30 * dim), 1);
