@@ -12,14 +12,17 @@
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
+#include <faiss/impl/IDSelector.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/utils/Heap.h>
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
@@ -97,6 +100,9 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::Search>("search"),
             InstanceMethod<&NativeIndex::SearchSync>("searchSync"),
             InstanceMethod<&NativeIndex::SearchAndReconstruct>("searchAndReconstruct"),
+            InstanceMethod<&NativeIndex::SelectorKindJs>("selectorKind"),
+            InstanceMethod<&NativeIndex::SearchSelected>("searchSelected"),
+            InstanceMethod<&NativeIndex::SearchSubset>("searchSubset"),
             InstanceMethod<&NativeIndex::Reconstruct>("reconstruct"),
             InstanceMethod<&NativeIndex::RemoveIds>("removeIds"),
             InstanceMethod<&NativeIndex::SetParameter>("setParameter"),
@@ -107,6 +113,9 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
             InstanceMethod<&NativeIndex::InstallTrainedState>("installTrainedState"),
             InstanceMethod<&NativeIndex::IsIvf>("isIvf"),
             InstanceMethod<&NativeIndex::Assign>("assign"),
+            InstanceMethod<&NativeIndex::Preassignable>("preassignable"),
+            InstanceMethod<&NativeIndex::Quantize>("quantize"),
+            InstanceMethod<&NativeIndex::SearchPreassigned>("searchPreassigned"),
             InstanceMethod<&NativeIndex::ReserveLists>("reserveLists"),
             InstanceMethod<&NativeIndex::AddPreassigned>("addPreassigned"),
             InstanceMethod<&NativeIndex::Reset>("reset"),
@@ -305,6 +314,22 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     Napi::TypedArrayOf<int64_t> labels;
   };
 
+  // The raw pointers a search job captures, and the arrays it keeps alive until it ends.
+  struct SearchPtrs {
+    const float* x;
+    float* dist;
+    idx_t* labels;
+    idx_t n, k;
+  };
+
+  static SearchPtrs Ptrs(SearchArgs& a) { return {a.x.Data(), a.dist.Data(), a.labels.Data(), a.n, a.k}; }
+
+  static void KeepSearchArgs(PromiseWorker* w, const SearchArgs& a) {
+    w->Keep(a.x);
+    w->Keep(a.dist);
+    w->Keep(a.labels);
+  }
+
   static SearchArgs ParseSearchArgs(const Napi::CallbackInfo& info) {
     return {ArgArray<float>(info, 0, napi_float32_array, "x"), ArgInt(info, 1, "n"), ArgInt(info, 2, "k"),
             ArgArray<float>(info, 3, napi_float32_array, "distances"),
@@ -336,11 +361,20 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return p;
   }
 
-  // FAISS 1.7.3's fast-scan IVF (and IDMap wrappers) refuse SearchParameters: for those, a
-  // per-call nprobe is set on the index for the one search, under the exclusive lock (so no
-  // other search sees it), and restored after.
+  // The HNSW index of `idx` (directly or under a PreTransform), or null.
+  static faiss::IndexHNSW* HnswOf(faiss::Index* idx) {
+    if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(idx)) idx = pt->index;
+    return dynamic_cast<faiss::IndexHNSW*>(idx);
+  }
+
+  // FAISS 1.7.3's fast-scan IVF (and IDMap wrappers) refuse SearchParameters, and its HNSW
+  // accepts SearchParametersHNSW but searches with the index's own efSearch (measured: recall
+  // did not move from efSearch 16 to 4096). For those, a per-call nprobe / efSearch is set on
+  // the index for the one search, under the exclusive lock (so no other search sees it), and
+  // restored after.
   static bool TakesParams(faiss::Index* idx) {
     if (dynamic_cast<faiss::IndexIDMap*>(idx)) return false;
+    if (HnswOf(idx)) return false;
     faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
     return !(ivf && dynamic_cast<faiss::IndexIVFFastScan*>(ivf));
   }
@@ -351,6 +385,19 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
 
   template <typename Fn>
   static void WithOverride(faiss::Index* idx, const CallParams& p, Fn search) {
+    if (faiss::IndexHNSW* hnsw = HnswOf(idx)) {
+      if (p.nprobe >= 0 || p.maxCodes >= 0) throw std::runtime_error("this index type takes no such search parameters");
+      int ef = hnsw->hnsw.efSearch;
+      if (p.efSearch >= 0) hnsw->hnsw.efSearch = static_cast<int>(p.efSearch);
+      try {
+        search();
+      } catch (...) {
+        hnsw->hnsw.efSearch = ef;
+        throw;
+      }
+      hnsw->hnsw.efSearch = ef;
+      return;
+    }
     faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
     if (!ivf || p.efSearch >= 0) throw std::runtime_error("this index type takes no such search parameters");
     size_t nprobe = ivf->nprobe, maxCodes = ivf->max_codes;
@@ -459,6 +506,133 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     w->Keep(a.labels);
     w->Keep(recons);
     return w->Start();
+  }
+
+  // ---- filtered search (issue 17) ----
+
+  // How FAISS 1.7.3 honours SearchParameters::sel on this index: "flat" (every vector
+  // scanned), "ivf" (the probed lists; not fast scan, which refuses parameters), "hnsw" (the
+  // graph walk), at the top level (IDMap and PreTransform do not pass parameters on); ""
+  // for other types, which are searched by searchSubset.
+  static const char* SelectorKind(faiss::Index* idx) {
+    if (dynamic_cast<faiss::IndexFlat*>(idx)) return "flat";
+    if (dynamic_cast<faiss::IndexHNSW*>(idx)) return "hnsw";
+    auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+    return ivf && !dynamic_cast<faiss::IndexIVFFastScan*>(ivf) ? "ivf" : "";
+  }
+
+  static bool SelectorWorks(faiss::Index* idx) { return SelectorKind(idx)[0] != '\0'; }
+
+  Napi::Value SelectorKindJs(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), SelectorKind(holder_->index.get()));
+  }
+
+  // searchSelected(x, n, k, distances, labels, params, bitmap: Uint8Array): search() where only
+  // labels whose bit is set in `bitmap` (IDSelectorBitmap layout) are scored.
+  Napi::Value SearchSelected(const Napi::CallbackInfo& info) {
+    SearchArgs a = ParseSearchArgs(info);
+    CallParams cp = ParseCallParams(info, 5);
+    auto bitmap = ArgArray<uint8_t>(info, 6, napi_uint8_array, "bitmap");
+    SearchPtrs p = Ptrs(a);
+    const uint8_t* pb = bitmap.Data();
+    size_t nb = bitmap.ByteLength();
+    bool override = cp.any() && !TakesParams(holder_->index.get());
+    auto* w = Job(info.Env(), override, [p, cp, pb, nb, override](faiss::Index* idx) {
+      if (!SelectorWorks(idx)) throw std::runtime_error("this index type cannot search with an id selector; use searchSubset");
+      faiss::IDSelectorBitmap sel(nb, pb);
+      auto run = [&](const CallParams& use) {
+        std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
+        faiss::SearchParameters* sp = SelectorParams(idx, use, hold);
+        sp->sel = &sel;
+        idx->search(p.n, p.x, p.k, p.dist, p.labels, sp);
+      };
+      if (override) return WithOverride(idx, cp, [&] { run(CallParams{}); });
+      run(cp);
+    });
+    KeepSearchArgs(w, a);
+    w->Keep(bitmap);
+    return w->Start();
+  }
+
+  // The per-call parameters as the SearchParameters subclass the index casts to (its own
+  // settings where the call sets none), for the selector to be attached to.
+  static faiss::SearchParameters* SelectorParams(faiss::Index* idx, const CallParams& cp, std::vector<std::unique_ptr<faiss::SearchParameters>>& hold) {
+    if (const faiss::SearchParameters* built = BuildParams(idx, cp, hold)) return const_cast<faiss::SearchParameters*>(built);
+    if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx)) {
+      auto p = std::make_unique<faiss::SearchParametersIVF>();
+      p->nprobe = ivf->nprobe;
+      p->max_codes = ivf->max_codes;
+      hold.push_back(std::move(p));
+    } else if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(idx)) {
+      auto p = std::make_unique<faiss::SearchParametersHNSW>();
+      p->efSearch = hnsw->hnsw.efSearch;
+      hold.push_back(std::move(p));
+    } else {
+      hold.push_back(std::make_unique<faiss::SearchParameters>());
+    }
+    return hold.back().get();
+  }
+
+  // searchSubset(x, n, k, distances, labels, subset: BigInt64Array): exact k nearest among the
+  // given labels only, by their stored (reconstructed) vectors: for a filter that admits few
+  // records this beats any index walk. Distances are the index's own (squared L2 or inner
+  // product of the stored codes), so they merge with searches of other shards.
+  Napi::Value SearchSubset(const Napi::CallbackInfo& info) {
+    SearchArgs a = ParseSearchArgs(info);
+    auto subset = ArgArray<int64_t>(info, 5, napi_bigint64_array, "subset");
+    SearchPtrs p = Ptrs(a);
+    const idx_t* ps = subset.Data();
+    size_t m = subset.ElementLength();
+    std::shared_ptr<Holder> h = holder_;
+    auto* w = new PromiseWorker(info.Env(), [h, p, ps, m]() {
+      {
+        // IVF looks vectors up by label through a direct map, built once (exclusive).
+        std::shared_lock<std::shared_mutex> lock(h->mu);
+        faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(h->index.get());
+        if (!ivf || !ivf->direct_map.no()) return SubsetKnn(h->index.get(), p, ps, m);
+      }
+      std::unique_lock<std::shared_mutex> lock(h->mu);
+      faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(h->index.get());
+      if (ivf->direct_map.no()) ivf->set_direct_map_type(faiss::DirectMap::Hashtable);
+      SubsetKnn(h->index.get(), p, ps, m);
+    });
+    KeepSearchArgs(w, a);
+    w->Keep(subset);
+    return w->Start();
+  }
+
+  template <class C>
+  static void SubsetKnnWith(faiss::Index* idx, idx_t n, idx_t k, const float* x, float* D, idx_t* I, const idx_t* subset, size_t m) {
+    const size_t d = idx->d;
+    const bool ip = idx->metric_type == faiss::METRIC_INNER_PRODUCT;
+    for (idx_t q = 0; q < n; q++) faiss::heap_heapify<C>(k, D + q * k, I + q * k);
+    // Vectors are reconstructed a block at a time (bounded memory for any subset size).
+    const size_t block = 4096;
+    std::vector<float> y(std::min(block, std::max<size_t>(m, 1)) * d);
+    for (size_t b0 = 0; b0 < m; b0 += block) {
+      const size_t nb = std::min(block, m - b0);
+      for (size_t j = 0; j < nb; j++) idx->reconstruct(subset[b0 + j], y.data() + j * d);
+#pragma omp parallel for if (n > 1)
+      for (idx_t q = 0; q < n; q++) {
+        float* dq = D + q * k;
+        idx_t* iq = I + q * k;
+        const float* xq = x + q * d;
+        for (size_t j = 0; j < nb; j++) {
+          const float* yj = y.data() + j * d;
+          float dist = ip ? faiss::fvec_inner_product(xq, yj, d) : faiss::fvec_L2sqr(xq, yj, d);
+          if (C::cmp(dq[0], dist)) faiss::heap_replace_top<C>(k, dq, iq, dist, subset[b0 + j]);
+        }
+      }
+    }
+    for (idx_t q = 0; q < n; q++) faiss::heap_reorder<C>(k, D + q * k, I + q * k);
+  }
+
+  static void SubsetKnn(faiss::Index* idx, const SearchPtrs& p, const idx_t* subset, size_t m) {
+    if (idx->metric_type == faiss::METRIC_INNER_PRODUCT) {
+      SubsetKnnWith<faiss::CMin<float, idx_t>>(idx, p.n, p.k, p.x, p.dist, p.labels, subset, m);
+    } else {
+      SubsetKnnWith<faiss::CMax<float, idx_t>>(idx, p.n, p.k, p.x, p.dist, p.labels, subset, m);
+    }
   }
 
   // reconstruct(ids: BigInt64Array, out: Float32Array(ids.length*d))
@@ -649,6 +823,113 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     auto* w = Job(info.Env(), false, [n, px, po](faiss::Index* idx) { TopIvf(idx)->quantizer->assign(n, px, po); });
     w->Keep(x);
     w->Keep(out);
+    return w->Start();
+  }
+
+  // Quantize once for a fan-out search (issue 15): the coarse quantizer's search runs on one
+  // server, every shard with the same centroids scans its own lists with the result
+  // (IndexIVF::search_preassigned). Only a top-level IVF index with a flat quantizer: a
+  // pre-transform would need the transformed queries, an HNSW quantizer is approximate (its
+  // answer depends on efSearch), and 1.7.3's fast-scan IVF has no scanner for
+  // search_preassigned (it would throw inside an OpenMP region and end the process).
+  // Returns the reason it cannot, or "" when it can.
+  static std::string PreassignRefusal(const faiss::Index* idx) {
+    auto* ivf = dynamic_cast<const faiss::IndexIVF*>(idx);
+    if (!ivf) return "not a plain IVF index (no pre-transform or id map)";
+    if (dynamic_cast<const faiss::IndexIVFFastScan*>(ivf)) return "fast-scan IVF cannot search preassigned lists in FAISS 1.7.3";
+    if (!dynamic_cast<const faiss::IndexIVFFlat*>(ivf) && !dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(ivf) && !dynamic_cast<const faiss::IndexIVFPQ*>(ivf)) {
+      return "only IVF-Flat, IVF-SQ and IVF-PQ search preassigned lists";
+    }
+    if (!dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer)) return "the coarse quantizer is not flat";
+    if (!ivf->is_trained) return "index is not trained";
+    return "";
+  }
+
+  // preassignable() -> "" or why quantize/searchPreassigned do not apply to this index.
+  Napi::Value Preassignable(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), PreassignRefusal(holder_->index.get()));
+  }
+
+  static faiss::IndexIVF* PreassignIvf(faiss::Index* idx) {
+    std::string why = PreassignRefusal(idx);
+    if (!why.empty()) throw std::runtime_error(why);
+    return static_cast<faiss::IndexIVF*>(idx);
+  }
+
+  // quantize(x, n, nprobe, assign: BigInt64Array(n*nprobe), coarse: Float32Array(n*nprobe)):
+  // each query's nprobe nearest lists and their coarse distances, as IndexIVF::search finds them.
+  Napi::Value Quantize(const Napi::CallbackInfo& info) {
+    auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
+    idx_t n = ArgInt(info, 1, "n");
+    idx_t nprobe = ArgInt(info, 2, "nprobe");
+    auto assign = ArgArray<int64_t>(info, 3, napi_bigint64_array, "assign");
+    auto coarse = ArgArray<float>(info, 4, napi_float32_array, "coarse");
+    if (nprobe < 1 || assign.ElementLength() != static_cast<size_t>(n * nprobe) || coarse.ElementLength() != static_cast<size_t>(n * nprobe)) {
+      throw Napi::RangeError::New(info.Env(), "assign and coarse must hold n*nprobe values, nprobe >= 1");
+    }
+    const float* px = x.Data();
+    idx_t* pa = assign.Data();
+    float* pc = coarse.Data();
+    auto* w = Job(info.Env(), false, [n, nprobe, px, pa, pc](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = PreassignIvf(idx);
+      if (static_cast<size_t>(nprobe) > ivf->nlist) throw std::runtime_error("nprobe exceeds nlist");
+      ivf->quantizer->search(n, px, nprobe, pc, pa);
+    });
+    w->Keep(x);
+    w->Keep(assign);
+    w->Keep(coarse);
+    return w->Start();
+  }
+
+  // searchPreassigned(x, n, k, distances, labels, assign, coarse, nprobe, params, sync) -> Promise,
+  // or with sync a bool (false: a write holds the index, nothing searched) as searchSync.
+  // assign/coarse are n*nprobe from quantize() on an index with the same centroids; list
+  // ids are checked here (-1, an empty slot, is skipped by FAISS) since a bad one would
+  // read outside the lists.
+  Napi::Value SearchPreassigned(const Napi::CallbackInfo& info) {
+    SearchArgs a = ParseSearchArgs(info);
+    auto assign = ArgArray<int64_t>(info, 5, napi_bigint64_array, "assign");
+    auto coarse = ArgArray<float>(info, 6, napi_float32_array, "coarse");
+    idx_t nprobe = ArgInt(info, 7, "nprobe");
+    CallParams cp = ParseCallParams(info, 8);
+    bool sync = info.Length() > 9 && info[9].ToBoolean().Value();
+    if (nprobe < 1 || assign.ElementLength() != static_cast<size_t>(a.n * nprobe) || coarse.ElementLength() != static_cast<size_t>(a.n * nprobe)) {
+      throw Napi::RangeError::New(info.Env(), "assign and coarse must hold n*nprobe values, nprobe >= 1");
+    }
+    const float* px = a.x.Data();
+    float* pd = a.dist.Data();
+    idx_t* pl = a.labels.Data();
+    const idx_t* pa = assign.Data();
+    const float* pc = coarse.Data();
+    idx_t n = a.n, k = a.k;
+    auto run = [n, k, px, pd, pl, pa, pc, nprobe, cp](faiss::Index* idx) {
+      faiss::IndexIVF* ivf = PreassignIvf(idx);
+      const idx_t nlist = static_cast<idx_t>(ivf->nlist);
+      for (idx_t i = 0; i < n * nprobe; i++) {
+        if (pa[i] < -1 || pa[i] >= nlist) throw std::runtime_error("assign[" + std::to_string(i) + "] is not a list id in [0, " + std::to_string(nlist) + ")");
+      }
+      faiss::SearchParametersIVF sp;
+      sp.nprobe = static_cast<size_t>(nprobe);
+      sp.max_codes = cp.maxCodes >= 0 ? static_cast<size_t>(cp.maxCodes) : ivf->max_codes;
+      ivf->search_preassigned(n, px, k, pa, pc, pd, pl, false, &sp);
+    };
+    if (sync) {
+      std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
+      if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
+      ApplyThreadCount();
+      try {
+        run(holder_->index.get());
+      } catch (const std::exception& e) {
+        throw Napi::Error::New(info.Env(), e.what());
+      }
+      return Napi::Boolean::New(info.Env(), true);
+    }
+    auto* w = Job(info.Env(), false, run);
+    w->Keep(a.x);
+    w->Keep(a.dist);
+    w->Keep(a.labels);
+    w->Keep(assign);
+    w->Keep(coarse);
     return w->Start();
   }
 

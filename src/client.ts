@@ -34,6 +34,8 @@ export type {
 } from './client/index-client.js';
 export type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId, StoredRecord } from './client/records.js';
 export type { PendingRevocation } from './client/revocations.js';
+export { checkFilter, FILTER_LIMITS } from './filter/schema.js';
+export type { Comparable, Condition, FieldOps, Filter, Scalar } from './filter/schema.js';
 export type { ClientSecurityOptions } from './client/security-options.js';
 export { readSecretFile } from './protocol/auth.js';
 export type { Secret } from './protocol/auth.js';

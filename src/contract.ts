@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import type { IndexTypeCfg } from './config/search-params.js';
+import { filterSchema } from './filter/schema.js';
 import { MAX_ID_LENGTH, type RecordId } from './shard/records.js';
 import type { IndexState } from './shard/state.js';
 import { MAX_K, type Metric } from './vectors.js';
@@ -21,6 +22,7 @@ const key = z.string().min(1).max(128);
 /** [rank, idempotency key] of batch attempts on servers that failed while holding them. */
 const rankKeyPairs = z.array(z.tuple([z.number().int().min(0).max(1_000_000), key])).max(1024);
 const recordId = z.union([z.string().min(1).max(MAX_ID_LENGTH), z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)]);
+const searchParams = z.record(z.string().max(64), z.number());
 /** At most this many ids per delete/get call (the client splits larger lists). */
 export const MAX_IDS_PER_CALL = 1 << 20;
 export const recordIds = z.array(recordId).max(MAX_IDS_PER_CALL);
@@ -79,6 +81,10 @@ export interface SearchReply {
   held?: number;
   /** Records with ids: each hit's id travels packed like metadata as the last two attachments. */
   ids?: boolean;
+  /** With a filter: the records it admitted on this shard, and how the shard searched them. */
+  filtered?: { matches: number; strategy: 'exact' | 'selector'; widenings: number; exactFallback: number };
+  /** The request's probe lists were used (its quantizer fingerprint is this shard's). */
+  preassigned?: boolean;
 }
 
 interface MethodContract<A extends z.ZodType, R, Out extends readonly unknown[]> {
@@ -154,19 +160,48 @@ export const CONTRACT = {
    * with returnEmbeddings), record ids blob + offsets (u8, with `ids` in the result).
    */
   search: method<SearchReply, [Float32Array, BigInt64Array, Uint8Array, Uint8Array, ...Array<Float32Array | Uint8Array>]>()(
-    z.object({ indexId, k: z.number().int().min(1).max(MAX_K), returnEmbeddings: z.boolean().optional(), params: z.record(z.string().max(64), z.number()).optional() }).strict(),
+    z
+      .object({
+        indexId,
+        k: z.number().int().min(1).max(MAX_K),
+        returnEmbeddings: z.boolean().optional(),
+        params: searchParams.optional(),
+        filter: filterSchema.optional(),
+        // With probe lists from quantize (attachments 2 and 3): used when this shard's quantizer has that fingerprint.
+        probes: z.object({ fingerprint: z.string().min(1).max(64), nprobe: z.number().int().min(1).max(1 << 24) }).strict().optional(),
+      })
+      .strict(),
+    ['f32', 'i64?', 'f32?'],
+  ),
+  /**
+   * in: queries (f32). out: each query's nprobe nearest IVF lists (i64, n x nprobe) and their
+   * coarse distances (f32), for a search on every shard whose quantizer has `fingerprint`
+   * (null, without attachments: this shard cannot, for `reason`).
+   */
+  quantize: method<{ fingerprint: string | null; nprobe: number; reason?: string }, [BigInt64Array?, Float32Array?]>()(
+    z.object({ indexId, params: searchParams.optional() }).strict(),
     ['f32'],
   ),
   // ---- records with ids (issue 16; server/record-methods.ts) ----
-  /** Deletes records by id (durable before the reply); `unknown`: ids this server does not hold. */
-  deleteRecords: method<{ deleted: number; unknown: RecordId[] }>()(z.object({ indexId, ids: recordIds }).strict()),
+  /**
+   * Deletes records by id, or those a filter admits (exactly one of the two; durable before
+   * the reply); `unknown`: ids this server does not hold.
+   */
+  deleteRecords: method<{ deleted: number; unknown: RecordId[] }>()(
+    z
+      .object({ indexId, ids: recordIds.optional(), filter: filterSchema.optional() })
+      .strict()
+      .refine((a) => (a.ids === undefined) !== (a.filter === undefined), { message: 'either ids or a filter (exactly one of the two)', path: ['ids'] }),
+  ),
   /** out: metadata blob + offsets (u8) of the found ids, in order; their vectors (f32) with returnEmbeddings. */
   getRecords: method<{ ids: Array<RecordId | null>; unknown: RecordId[] }, [Uint8Array, Uint8Array, Float32Array?]>()(
     z.object({ indexId, ids: recordIds, returnEmbeddings: z.boolean().optional() }).strict(),
   ),
   /** One page of live records in internal-id order from `after`; `next` resumes (null: exhausted). out as getRecords. */
   iterateRecords: method<{ ids: Array<RecordId | null>; ats: number[]; next: number | null }, [Uint8Array, Uint8Array, Float32Array?]>()(
-    z.object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), returnEmbeddings: z.boolean().optional() }).strict(),
+    z
+      .object({ indexId, after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), limit: z.number().int().min(1).max(MAX_PAGE), returnEmbeddings: z.boolean().optional(), filter: filterSchema.optional() })
+      .strict(),
   ),
   /** in: queries (f32). out: lims (i64, n+1), distances (f32), labels (i64), metadata blob + offsets (u8), record ids blob + offsets (u8). */
   rangeSearch: method<{ n: number; metric: Metric | 'cosine'; held: number }, [BigInt64Array, Float32Array, BigInt64Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array]>()(

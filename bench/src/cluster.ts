@@ -142,7 +142,7 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
     serverLogs: process.env.DFAISS_BENCH_VERBOSE ? 'inherit' : 'capture',
     serverLogLevel: opts.logLevel ?? process.env.DFAISS_LOG_LEVEL ?? 'warn',
     env: { OMP_WAIT_POLICY: 'PASSIVE', ...opts.env },
-    startTimeoutMs: 30_000,
+    startTimeoutMs: 180_000, // 64 servers starting at once on 2 busy cores
     cliPath: CLI,
   });
   try {

@@ -14,6 +14,7 @@
  *   npm run bench [-- --quick] [--name N] [--datasets synthetic,fashion-mnist] [--kinds flat,ivf]
  *                 [--no-limit] [--no-dfaiss] [--no-settle] [--wait-quiet [seconds]] [--retry-noisy [n]]
  *                 [--server-prof DIR] [--out DIR]
+ *   npm run bench -- --filters [--quick] [--kinds flat,ivf,hnswsq]   (filtered search, see filters.ts)
  *
  * --retry-noisy n: a case during which other processes used more than 1% of the machine's
  * CPU (measured from /proc/stat minus our own processes) is run again, up to n more times
@@ -245,6 +246,12 @@ export async function main(argv: string[]): Promise<void> {
     // Issue 16's scenario: add / upsert / delete throughput, compaction cost (see records.ts).
     const { runRecordsBench } = await import('./records.js');
     await runRecordsBench(argv.filter((a) => a !== '--records'));
+    return;
+  }
+  if (argv.includes('--filters')) {
+    // Issue 17: server-side filter vs client-side searchWithFilter, payload index, crossover (see filters.ts).
+    const { runFiltersBench } = await import('./filters.js');
+    await runFiltersBench(argv.filter((a) => a !== '--filters'));
     return;
   }
   const withRecords = !argv.includes('--no-records');

@@ -12,7 +12,8 @@ import { prng } from '../util/random.js';
 import { AuthError, DfaissError, ValidationError } from '../errors.js';
 import { VectorFile } from '../loader/vector-file.js';
 import { halfToFloat32 } from '../vectors.js';
-import { intArg } from './args.js';
+import { filterArg, intArg } from './args.js';
+import type { Filter } from '../filter/schema.js';
 import { waitForDiscovery } from './wait-discovery.js';
 import { addClientSecurityOptions, clientSecurity, formatBytes, indexIdArg, run, secondsArg, table, type ClientSecurityCliOptions } from './common.js';
 
@@ -160,7 +161,9 @@ Examples:
 Examples:
   dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 3 -k 5
   dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --queries q.npy --nq 10 --json
-  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 1 --allow-partial   # some servers down`)
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 1 --allow-partial   # some servers down
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 2 --filter '{"lang": "en", "year": {"$gte": 2020}}'
+  dfaiss search --discovery-config /tmp/discovery.txt --index-id docs --random 2 --filter @filter.json   # docs/filters.md`)
     .description('search an index with queries from a vector file or random vectors; prints a table or JSON')
     .requiredOption('--discovery-config <file>', 'discovery file of the cluster (alias: --discover)')
     .requiredOption('--index-id <id>', 'index to search', indexIdArg)
@@ -169,12 +172,13 @@ Examples:
     .option('--nq <n>', 'use at most the first n queries of --queries', intArg('--nq', 1))
     .option('--seed <n>', 'seed of --random', intArg('--seed', 0), 1)
     .option('-k, --k <k>', 'hits per query', intArg('-k', 1, 4096), 10)
+    .option('--filter <json>', 'search only the records this filter admits: JSON or @file (docs/filters.md)', filterArg('--filter'))
     .option('--allow-partial', 'answer from the servers that are up when some are down (lists the missing ones) instead of failing', false)
     .option('--json', 'print JSON', false)
     .option('--wait <sec>', 'how long to wait for the discovery file to list every server', secondsArg('--wait'), 10)
     .option('--timeout <sec>', 'deadline per call', secondsArg('--timeout', 0.1), 60)
     .action(
-      run('search', async (o: { discoveryConfig: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; allowPartial: boolean; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
+      run('search', async (o: { discoveryConfig: string; indexId: string; queries?: string; random?: number; nq?: number; seed: number; k: number; filter?: Filter; allowPartial: boolean; json: boolean; wait: number; timeout: number } & ClientSecurityCliOptions) => {
         if ((o.queries === undefined) === (o.random === undefined)) throw new ValidationError('--queries / --random', 'exactly one of them', undefined);
         // With --allow-partial, servers already down are left out of the client (connecting
         // to every server would fail) and reported as missing with the ones the search loses.
@@ -209,17 +213,17 @@ Examples:
           }
           const nq = queries.length / dim;
           const t0 = performance.now();
-          const r = await client.search(o.indexId, queries, o.k, { allowPartial: o.allowPartial });
+          const r = await client.search(o.indexId, queries, o.k, { allowPartial: o.allowPartial, ...(o.filter ? { filter: o.filter } : {}) });
           const ms = performance.now() - t0;
           const missing = [...down, ...(r.missing ?? [])];
           if (o.json) {
             const results = r.scores.map((scores, q) => ({ query: q, hits: scores.map((score, i) => ({ score, ...(r.ids ? { id: r.ids[q]![i] } : {}), metadata: r.metadata[q]![i] })) }));
-            process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), ...(o.allowPartial ? { missing } : {}), results }, jsonReplacer)}\n`);
+            process.stdout.write(`${JSON.stringify({ indexId: o.indexId, k: o.k, nq, ms: Number(ms.toFixed(3)), ...(o.allowPartial ? { missing } : {}), ...(r.matches !== undefined ? { matches: r.matches } : {}), results }, jsonReplacer)}\n`);
           } else {
             const rows: string[][] = [];
             r.scores.forEach((scores, q) => scores.forEach((score, i) => rows.push([String(q), String(i + 1), String(Number(score.toPrecision(6))), JSON.stringify(r.metadata[q]![i], jsonReplacer) ?? 'null'])));
             process.stdout.write(`${table(['QUERY', 'RANK', 'SCORE', 'METADATA'], rows)}\n`);
-            process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers + down.length - missing.length} servers\n`);
+            process.stdout.write(`${nq} queries, top-${o.k}, ${ms.toFixed(1)} ms across ${client.numServers + down.length - missing.length} servers${r.matches !== undefined ? `; the filter admits ${r.matches} searchable records` : ''}\n`);
             if (missing.length > 0) process.stdout.write(`PARTIAL: no answer from ${missing.map((m) => m.server).join(', ')}: their hits are missing (exit code 2)\n`);
           }
           if (missing.length > 0) process.exitCode = 2;

@@ -2,6 +2,7 @@
  * The client's public option and result types (re-exported by index-client.ts and the
  * client entry).
  */
+import type { Filter } from '../filter/schema.js';
 import type { CallControl } from './call-control.js';
 import type { ClientSecurityOptions } from './security-options.js';
 import type { IterateCursor, RecordId } from './records.js';
@@ -45,7 +46,16 @@ export interface IndexClientOptions extends ClientSecurityOptions {
    * touches the index (add, search, getState, status, syncTrain) finishes it. @default 120_000
    */
   closeTimeoutMs?: number;
+  /**
+   * Quantize once for a fan-out search (IVF with shared training): one server finds each
+   * query's probe lists and every shard searches them, instead of every shard repeating the
+   * coarse search. 'auto' does it where it pays (client/quantize-once.ts); 'always' and
+   * 'never' are for measuring. @default 'auto'
+   */
+  sharedQuantize?: SharedQuantize;
 }
+
+export type SharedQuantize = 'auto' | 'always' | 'never';
 
 export interface SearchOptions extends CallControl {
   /**
@@ -56,6 +66,11 @@ export interface SearchOptions extends CallControl {
   params?: Record<string, number>;
   /** Also return each hit's stored vector. @default false */
   returnEmbeddings?: boolean;
+  /**
+   * Only records this declarative filter admits are searched (docs/filters.md), on the
+   * servers, inside FAISS: k hits come back whenever k matching records exist.
+   */
+  filter?: Filter;
   /**
    * When some servers are down or fail, return the merged hits of the others and list the
    * missing ones in `missing`, instead of failing. @default false
@@ -75,6 +90,8 @@ export interface SearchResults<M = unknown> {
   embeddings?: Float32Array[][];
   /** With allowPartial: the servers whose shards are missing from these results, and why. */
   missing?: Array<{ server: string; error: string }>;
+  /** With a filter: how many searchable records it admitted, over the servers that answered. */
+  matches?: number;
 }
 
 export type SearchFilter<M = unknown> =
@@ -106,13 +123,12 @@ export interface IterateOptions extends CallControl {
   returnEmbeddings?: boolean;
   /** Resume after the page that returned this cursor. */
   cursor?: IterateCursor | null;
+  /** Only the records this declarative filter admits (docs/filters.md). */
+  filter?: Filter;
 }
 
-/**
- * What delete() removes: records by id. A declarative metadata filter ({ filter }) is
- * planned (docs/protocol.md, "delete by filter"); until it exists it is refused clearly.
- */
-export type DeleteSelector = readonly RecordId[] | { filter: unknown };
+/** What delete() removes: records by id, or every record a declarative filter admits ({ filter }, docs/filters.md). */
+export type DeleteSelector = readonly RecordId[] | { filter: Filter };
 
 /** What IndexClient emits (ioredis-style connection events). */
 export interface IndexClientEvents {

@@ -28,10 +28,6 @@ export class Connections {
     return new Connections(settled.map((s) => (s as PromiseFulfilledResult<ServerConn>).value));
   }
 
-  get size(): number {
-    return this.servers.length;
-  }
-
   get isClosed(): boolean {
     return this.closed;
   }

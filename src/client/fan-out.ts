@@ -7,8 +7,10 @@ import { ConnectionError, IndexStateError, ServerUnavailableError } from '../err
 import type { ArgsOf, ResultOf } from '../contract.js';
 import { offsetsView } from '../protocol/metadata.js';
 import { IndexState } from '../shard/state.js';
+import type { Filter } from '../filter/schema.js';
 import type { CallControl } from './call-control.js';
 import type { ReplyHits } from './merge.js';
+import type { BatchProbes } from './quantize-once.js';
 import type { Revocations } from './revocations.js';
 import type { ConnKind, ShardOperation } from '../shard-operation.js';
 
@@ -19,7 +21,11 @@ export interface SearchRequest {
   returnEmbeddings: boolean;
   allowPartial: boolean;
   params?: Record<string, number>;
+  /** Only records this declarative filter admits (checked by the caller). */
+  filter?: Filter;
   control?: CallControl;
+  /** The batch's probe lists, computed once (quantize-once.ts): each shard uses them if its quantizer matches. */
+  probes?: BatchProbes | null;
   /** Called before the "no searchable vectors" error when some shard is still untrained. */
   onUntrained?: () => void;
 }
@@ -34,6 +40,8 @@ export interface FanOutResult {
   untrained: boolean;
   /** Per server, the revocations it holds for other servers. */
   held: number[];
+  /** With a filter: the searchable records it admitted on the shards that answered. */
+  matches: number;
 }
 
 /**
@@ -48,11 +56,20 @@ export async function fanOutSearch(servers: readonly ShardOperation[], revocatio
 }
 
 async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations: Revocations, req: SearchRequest): Promise<FanOutResult> {
-  const { indexId, queries, k, returnEmbeddings, allowPartial, params, control = {} } = req;
+  const { indexId, queries, k, returnEmbeddings, allowPartial, params, filter, probes, control = {} } = req;
+  const args = {
+    indexId,
+    k,
+    returnEmbeddings,
+    ...(params ? { params } : {}),
+    ...(filter ? { filter } : {}),
+    ...(probes ? { probes: { fingerprint: probes.fingerprint, nprobe: probes.nprobe } } : {}),
+  };
+  const attachments = probes ? [queries, probes.assign, probes.coarse] : [queries];
   const settled = await Promise.allSettled(
     servers.map(async (s, i) => {
       await revocations.readyToRead(i, indexId);
-      return s.call('query', 'search', { indexId, k, returnEmbeddings: returnEmbeddings, ...(params ? { params } : {}) }, [queries], control);
+      return s.call('query', 'search', args, attachments, control);
     }),
   );
   const missing: Array<{ server: string; error: string }> = [];
@@ -66,10 +83,12 @@ async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations:
   }
   if (replies.length === 0) throw new ServerUnavailableError(missing.map((m) => m.server).join(', '), `no server answered: ${missing.map((m) => `${m.server}: ${m.error}`).join('; ')}`);
   let ntotal = 0;
+  let matches = 0;
   let trained = false;
   let untrained = false;
   const shards = replies.map((r): ReplyHits => {
     ntotal += r.result.ntotal;
+    matches += r.result.filtered?.matches ?? 0;
     if (r.result.state === IndexState.NOT_TRAINED) untrained = true;
     if (r.result.ntotal > 0) trained = true;
     const att = r.attachments;
@@ -83,7 +102,7 @@ async function fanOutSearchOnce(servers: readonly ShardOperation[], revocations:
     if (untrained) req.onUntrained?.();
     throw new IndexStateError(`index '${indexId}' has no searchable vectors yet: add data and wait until getState() is TRAINED`);
   }
-  return { shards, ntotal, missing, untrained, held };
+  return { shards, ntotal, missing, untrained, held, matches };
 }
 
 /** A read of every server's copy of an index's data (getNtotal, getIds): pending revocations go first. */

@@ -15,6 +15,7 @@ import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
 import { mergeReplies } from './merge.js';
+import { checkFilter, type Filter } from '../filter/schema.js';
 import * as rec from './records.js';
 import type { DeleteResult, GetResult, IteratePage, RangeSearchResults, RecordId } from './records.js';
 import type { ShardOperation } from '../shard-operation.js';
@@ -37,6 +38,7 @@ import { AddSlots } from './add-slots.js';
 import { callControl, untilAborted, type CallControl } from './call-control.js';
 import { Connections } from './connections.js';
 import { fanOutSearch, readEverywhere } from './fan-out.js';
+import { SharedQuantizer } from './quantize-once.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
 import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
@@ -66,6 +68,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
   private readonly training: TrainingTrigger;
+  private readonly quantizer: SharedQuantizer;
 
   private constructor(conns: Connections, opts: IndexClientOptions) {
     super();
@@ -81,6 +84,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
+    this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {
       trainTimeoutMs: opts.trainTimeoutMs ?? 3_600_000,
       reconnectIntervalMs,
@@ -182,12 +186,17 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     await this.putRecords(indexId, ids, vectors, metadata, true, true, callControl(opts));
   }
 
-  /** Deletes records by id on every server (durable when it resolves); unknown ids are reported. */
+  /**
+   * Deletes records by id on every server, or every record a declarative filter admits
+   * ({ filter }, docs/filters.md); durable when it resolves. Unknown ids are reported.
+   */
   async delete(indexId: string, selector: DeleteSelector, opts: CallControl = {}): Promise<DeleteResult> {
     const control = callControl(opts);
     if (!Array.isArray(selector)) {
       if (selector && typeof selector === 'object' && 'filter' in selector) {
-        throw new ValidationError('filter', 'record ids: delete by a declarative metadata filter is not available yet (pass an array of ids)', (selector as { filter: unknown }).filter);
+        const filter = checkFilter(selector.filter);
+        await this.indexMeta(indexId, control);
+        return rec.deleteByFilter(this.recordCall(indexId, control), this.servers.length, indexId, filter);
       }
       throw new ValidationError('ids', 'an array of record ids', selector);
     }
@@ -217,8 +226,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     if (c != null && (!Number.isSafeInteger(c.server) || c.server < 0 || !Number.isSafeInteger(c.after) || c.after < 0)) {
       throw new ValidationError('cursor', 'a cursor returned by iterate ({ server, after })', c);
     }
+    const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
     const meta = await this.indexMeta(indexId, control);
-    yield* rec.iterateEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, { batchSize, returnEmbeddings: opts.returnEmbeddings ?? true, cursor: c ?? null, dim: meta.dim });
+    yield* rec.iterateEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, { batchSize, returnEmbeddings: opts.returnEmbeddings ?? true, cursor: c ?? null, dim: meta.dim, filter });
   }
 
   /**
@@ -393,9 +403,12 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     checkK(k);
     const params = this.callParams(meta, opts.params);
     const returnEmbeddings = opts.returnEmbeddings ?? false;
-    const replies = await this.fanOut(indexId, meta, data, k, returnEmbeddings, opts.allowPartial ?? false, params, control);
+    // A declarative filter runs on the servers (shard/filtered-search.ts): only admitted records are searched.
+    const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
+    const replies = await this.fanOut(indexId, meta, data, k, returnEmbeddings, opts.allowPartial ?? false, params, control, filter);
     const out = mergeReplies(replies.shards, n, k, meta, returnEmbeddings);
     if (opts.allowPartial) out.missing = replies.missing;
+    if (filter) out.matches = replies.matches;
     return out;
   }
 
@@ -440,7 +453,9 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   // ---- internals ----
 
   /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
-  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, returnEmbeddings: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>) {
+  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, returnEmbeddings: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>, filter?: Filter) {
+    // Filtered searches probe on each shard (the filter may widen nprobe there).
+    const probes = returnEmbeddings || filter ? null : await this.quantizer.probes(indexId, queries, meta.dim, params, control);
     const replies = await fanOutSearch(this.servers, this.revocations, {
       indexId,
       queries,
@@ -448,6 +463,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       returnEmbeddings,
       allowPartial,
       ...(params ? { params } : {}),
+      ...(filter ? { filter } : {}),
+      probes,
       control,
       onUntrained: () => {
         const known = this.indexes.get(indexId);

@@ -14,6 +14,7 @@ import type { ArgsOf } from '../contract.js';
 import type { Attachment } from '../protocol/index.js';
 import { encodeMetadata, metadataReader, offsetsBytes, offsetsView } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
+import type { Filter } from '../filter/schema.js';
 import type { Metric } from '../vectors.js';
 import type { Reply, ShardOperation } from '../shard-operation.js';
 
@@ -175,6 +176,12 @@ export async function deleteEverywhere(call: Call, servers: number, indexId: str
   return { deleted, unknown: unique.filter((id) => unknownCount.get(id) === servers) };
 }
 
+/** Deletes, on every server, the records a filter admits there (all must answer); returns how many. */
+export async function deleteByFilter(call: Call, servers: number, indexId: string, filter: Filter): Promise<DeleteResult> {
+  const replies = await Promise.all(Array.from({ length: servers }, (_, i) => call(i, 'deleteRecords', { indexId, filter })));
+  return { deleted: replies.reduce((s, r) => s + r.result.deleted, 0), unknown: [] };
+}
+
 /** Records by id from every server, in the order asked. */
 export async function getEverywhere(call: Call, servers: number, indexId: string, ids: RecordId[], returnEmbeddings: boolean, dim: number): Promise<GetResult> {
   const found = new Map<RecordId, StoredRecord>();
@@ -226,11 +233,11 @@ export async function* iterateEverywhere(
   call: Call,
   servers: number,
   indexId: string,
-  opts: { batchSize: number; returnEmbeddings: boolean; cursor: IterateCursor | null; dim: number },
+  opts: { batchSize: number; returnEmbeddings: boolean; cursor: IterateCursor | null; dim: number; filter?: Filter },
 ): AsyncGenerator<IteratePage> {
   let { server, after } = opts.cursor ?? { server: 0, after: 0 };
   while (server < servers) {
-    const r = await call(server, 'iterateRecords', { indexId, after, limit: opts.batchSize, returnEmbeddings: opts.returnEmbeddings });
+    const r = await call(server, 'iterateRecords', { indexId, after, limit: opts.batchSize, returnEmbeddings: opts.returnEmbeddings, ...(opts.filter ? { filter: opts.filter } : {}) });
     const records = decodeRecords(r, opts.returnEmbeddings, opts.dim);
     if (r.result.next === null) {
       server++;

@@ -24,10 +24,6 @@ export class TrainingTrigger {
     private readonly opts: { trainTimeoutMs: number; reconnectIntervalMs: number; closeTimeoutMs: number },
   ) {}
 
-  get trainTimeoutMs(): number {
-    return this.opts.trainTimeoutMs;
-  }
-
   /**
    * Shared training starts once the cluster buffers trainNum vectors (the sum of the
    * servers' latest counts), or at once for a shard still untrained in a trained cluster

@@ -115,6 +115,15 @@ export interface IndexCfg {
    */
   trainMode: TrainMode;
   /**
+   * Metadata fields (dot paths, e.g. 'lang' or 'meta.year') with a payload index on every
+   * server, so filters on them (docs/filters.md) are answered from per-value lists instead
+   * of decoding each record's metadata per query. Kept in memory, rebuilt from the stored
+   * metadata after a restart. Pays for fields that filters test often, with few distinct
+   * values per field (categories, years); see the README's filter figures.
+   * @default []
+   */
+  indexedFields: string[];
+  /**
    * Any other keys, camelCase. Known ones: codeSize (64) and bitsPerVector (8) for
    * knnlm; storeN (128) and efConstruction (100) for hnswsq. Read with `cfgExtra`.
    * @default {}
@@ -142,6 +151,7 @@ const DEFAULTS: Readonly<Omit<IndexCfg, 'extra'>> = Object.freeze({
   customMetaIdIdx: 0,
   durability: 'fsync',
   trainMode: 'shared',
+  indexedFields: [],
 });
 
 type FieldName = Exclude<keyof IndexCfg, 'extra'>;
@@ -207,6 +217,11 @@ const FIELDS: { [K in FieldName]: { snake: string; schema: z.ZodType<IndexCfg[K]
   customMetaIdIdx: { snake: 'custom_meta_id_idx', schema: int().pipe(z.number().nonnegative()), expected: 'an integer >= 0' },
   durability: { snake: 'durability', schema: z.enum(DURABILITY_MODES), expected: "'fsync', 'os' or 'none'" },
   trainMode: { snake: 'train_mode', schema: z.enum(TRAIN_MODES), expected: "'per-shard' or 'shared'" },
+  indexedFields: {
+    snake: 'indexed_fields',
+    schema: z.array(z.string().regex(/^[^.$][^.]*(\.[^.$][^.]*)*$/).max(256)).max(64).refine((a) => new Set(a).size === a.length),
+    expected: 'an array of at most 64 distinct metadata field paths such as "lang" or "meta.year" (dot-separated names, none starting with $)',
+  },
 };
 
 const EXTRA_SCHEMAS: Record<KnownExtraKey, { schema: z.ZodType<number>; expected: string }> = {

@@ -37,6 +37,9 @@ export interface RawIndex {
   search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): Promise<void>;
   searchSync(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): boolean;
   takesSearchParams(): boolean;
+  selectorKind(): '' | 'flat' | 'ivf' | 'hnsw';
+  searchSelected(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params: NativeSearchParams | undefined, bitmap: Uint8Array): Promise<void>;
+  searchSubset(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, subset: BigInt64Array): Promise<void>;
   searchAndReconstruct(
     x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, recons: Float32Array, params?: NativeSearchParams,
   ): Promise<void>;
@@ -49,6 +52,12 @@ export interface RawIndex {
   installTrainedState(state: Float32Array): Promise<void>;
   isIvf(): boolean;
   assign(x: Float32Array, n: number, out: BigInt64Array): Promise<void>;
+  preassignable(): string;
+  quantize(x: Float32Array, n: number, nprobe: number, assign: BigInt64Array, coarse: Float32Array): Promise<void>;
+  searchPreassigned(
+    x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array,
+    assign: BigInt64Array, coarse: Float32Array, nprobe: number, params: NativeSearchParams | undefined, sync: boolean,
+  ): Promise<void> | boolean;
   reserveLists(counts: Uint32Array): Promise<void>;
   addPreassigned(x: Float32Array, n: number, assign: BigInt64Array): Promise<void>;
   reset(): Promise<void>;

@@ -9,6 +9,7 @@
  * - Inputs are validated here, before FAISS sees them; FAISS's own exceptions become
  *   FaissError with FAISS's message.
  */
+import { createHash } from 'node:crypto';
 import { FaissError, GpuUnavailableError, ValidationError } from '../errors.js';
 import { METRIC_INNER_PRODUCT, METRIC_L2, native, type NativeSearchParams, type RawIndex } from './binding.js';
 import { RwLock } from './rwlock.js';
@@ -59,6 +60,16 @@ export function normalizeL2(x: Float32Array, dim: number): void {
   native.NativeIndex.normalizeL2(x, x.length / dim, dim);
 }
 
+/**
+ * A batch's probe lists: for each of n queries its nprobe nearest IVF lists (-1: none) and
+ * their coarse distances, row-major n x nprobe, as quantize() finds them.
+ */
+export interface ProbeLists {
+  nprobe: number;
+  assign: BigInt64Array;
+  coarse: Float32Array;
+}
+
 export interface SearchWithVectorsResult extends SearchResult {
   /** n*k*dim reconstructed vectors of the hits (zeros... for -1 labels). */
   readonly vectors: Float32Array;
@@ -75,6 +86,8 @@ export class FaissIndex {
   readonly description: string;
   private readonly raw: RawIndex;
   private readonly lock = new RwLock();
+  /** quantizerFingerprint's value, once known (undefined: not computed since the last training). */
+  private fingerprint: string | null | undefined;
   private readonly params = new Map<string, number>();
 
   private constructor(raw: RawIndex, description: string) {
@@ -148,6 +161,7 @@ export class FaissIndex {
     const { data, n } = toMatrix(x, this.dim, 'x');
     const threads = opts.threads ?? 0;
     if (!Number.isSafeInteger(threads) || threads < 0 || threads > 1024) throw new ValidationError('threads', 'an integer from 1 to 1024', threads);
+    this.fingerprint = undefined;
     await this.lock.write(() => wrap(this.raw.train(data, n, threads)));
   }
 
@@ -181,6 +195,70 @@ export class FaissIndex {
     const labels = new BigInt64Array(n * k);
     await this.withParamsLock(params, () => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.search(data, n, k, distances, labels, params))));
     return { n, k, distances, labels };
+  }
+
+  /** '' when quantize and searchPreassigned apply to this index, else why not (see native PreassignRefusal). */
+  get preassignRefusal(): string {
+    return this.raw.preassignable();
+  }
+
+  /**
+   * A hash of what quantize() depends on (metric, nlist, dimension and the coarse
+   * centroids), or null when quantize does not apply. Two indexes with the same
+   * fingerprint find the same probe lists for the same queries. Computed once per training.
+   */
+  async quantizerFingerprint(): Promise<string | null> {
+    if (this.fingerprint !== undefined) return this.fingerprint;
+    if (this.preassignRefusal !== '') return null;
+    const { nlist, dim, data } = await this.centroids();
+    const hash = createHash('sha256').update(`${this.metric}:${nlist}:${dim}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.fingerprint = hash.digest('base64url').slice(0, 22);
+    return this.fingerprint;
+  }
+
+  /** Each query's `nprobe` nearest lists (nprobe capped at nlist) and coarse distances: the first half of an IVF search. */
+  async quantize(queries: VectorsInput, nprobe: number): Promise<ProbeLists> {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    if (!Number.isSafeInteger(nprobe) || nprobe < 1) throw new ValidationError('nprobe', 'a positive integer', nprobe);
+    const width = Math.min(nprobe, Math.max(1, this.nlist));
+    const assign = new BigInt64Array(n * width);
+    const coarse = new Float32Array(n * width);
+    await this.lock.read(() => wrap(this.raw.quantize(data, n, width, assign, coarse)));
+    return { nprobe: width, assign, coarse };
+  }
+
+  /**
+   * search() with the probe lists given (quantize() of an index with the same
+   * quantizerFingerprint): the same hits, without the coarse search. `params.maxCodes`
+   * applies; the probe count is the lists' width.
+   */
+  async searchPreassigned(queries: VectorsInput, k: number, probes: ProbeLists, params?: NativeSearchParams): Promise<SearchResult> {
+    const { data, n, distances, labels } = this.preassignedArgs(queries, k, probes);
+    await this.lock.read(() =>
+      this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchPreassigned(data, n, k, distances, labels, probes.assign, probes.coarse, probes.nprobe, params, false) as Promise<void>),
+    );
+    return { n, k, distances, labels };
+  }
+
+  /** searchPreassigned on the calling thread, as searchInline (null: a write holds the index). */
+  searchPreassignedInline(queries: VectorsInput, k: number, probes: ProbeLists, params?: NativeSearchParams): SearchResult | null {
+    const { data, n, distances, labels } = this.preassignedArgs(queries, k, probes);
+    if (!this.lock.readableNow) return null;
+    if (this.answeredEmpty(distances, labels)) return { n, k, distances, labels };
+    let done: boolean;
+    try {
+      done = this.raw.searchPreassigned(data, n, k, distances, labels, probes.assign, probes.coarse, probes.nprobe, params, true) as boolean;
+    } catch (err) {
+      throw new FaissError(cleanFaissMessage((err as Error).message), { cause: err });
+    }
+    return done ? { n, k, distances, labels } : null;
+  }
+
+  private preassignedArgs(queries: VectorsInput, k: number, probes: ProbeLists): { data: Float32Array; n: number; distances: Float32Array; labels: BigInt64Array } {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    checkK(k);
+    checkProbeLists(probes, n, this.nlist);
+    return { data, n, distances: new Float32Array(n * k), labels: new BigInt64Array(n * k) };
   }
 
   /** Read lock, or the write lock when per-call parameters must be set on the index itself. */
@@ -220,6 +298,44 @@ export class FaissIndex {
       throw new FaissError(cleanFaissMessage((err as Error).message), { cause: err });
     }
     return done ? { n, k, distances, labels } : null;
+  }
+
+  /**
+   * How searchSelected walks this index type: 'flat' (every vector), 'ivf' (the probed lists;
+   * not fast scan), 'hnsw' (the graph); null when it cannot (other types take searchSubset).
+   */
+  get selectorKind(): 'flat' | 'ivf' | 'hnsw' | null {
+    return this.raw.selectorKind() || null;
+  }
+
+  /**
+   * search() scoring only the labels whose bit is set in `bitmap` (FAISS IDSelectorBitmap:
+   * bit i%8 of byte i/8), passed as SearchParameters::sel with this call's `params`.
+   * Fewer than k hits come back when the walk (nprobe lists, efSearch) meets fewer matches.
+   */
+  async searchSelected(queries: VectorsInput, k: number, bitmap: Uint8Array, params?: NativeSearchParams): Promise<SearchResult> {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    checkK(k);
+    if (!(bitmap instanceof Uint8Array)) throw new ValidationError('bitmap', 'a Uint8Array', bitmap);
+    const distances = new Float32Array(n * k);
+    const labels = new BigInt64Array(n * k);
+    await this.withParamsLock(params, () => (this.answeredEmpty(distances, labels) ? Promise.resolve() : wrap(this.raw.searchSelected(data, n, k, distances, labels, params, bitmap))));
+    return { n, k, distances, labels };
+  }
+
+  /**
+   * Exact k nearest neighbours among the given labels only (their stored vectors,
+   * reconstructed: the index's own codes), any index type that can reconstruct. IVF builds
+   * its direct map on first use, as reconstruct() does.
+   */
+  async searchSubset(queries: VectorsInput, k: number, subset: BigInt64Array): Promise<SearchResult> {
+    const { data, n } = toMatrix(queries, this.dim, 'queries');
+    checkK(k);
+    if (!(subset instanceof BigInt64Array)) throw new ValidationError('subset', 'a BigInt64Array of labels', subset);
+    const distances = new Float32Array(n * k).fill(this.metric === 'l2' ? FLT_MAX : -FLT_MAX);
+    const labels = new BigInt64Array(n * k).fill(-1n);
+    if (subset.length > 0) await this.lock.read(() => wrap(this.raw.searchSubset(data, n, k, distances, labels, subset)));
+    return { n, k, distances, labels };
   }
 
   /** search() plus the stored (reconstructed) vector of every hit. */
@@ -315,6 +431,7 @@ export class FaissIndex {
       const v = state.data[i]!;
       if (v - v !== 0) throw new ValidationError(`state[${i}]`, 'a finite number', v);
     }
+    this.fingerprint = undefined;
     await this.lock.write(() => wrap(this.raw.installTrainedState(state.data)));
   }
 
@@ -415,6 +532,23 @@ async function wrap<T>(p: Promise<T>): Promise<T> {
 }
 
 /** FAISS messages look like "Error in void faiss::X(...) at /path/file.cpp:123: <message>"; keep the message. */
+/** Probe lists fit n queries of an index with `nlist` lists: shape n x nprobe, list ids in [0, nlist) (or -1, none). */
+export function checkProbeLists(p: ProbeLists, n: number, nlist: number): void {
+  if (!Number.isSafeInteger(p.nprobe) || p.nprobe < 1 || p.nprobe > Math.max(1, nlist)) throw new ValidationError('nprobe', `a probe count from 1 to nlist=${nlist}`, p.nprobe);
+  if (!(p.assign instanceof BigInt64Array) || p.assign.length !== n * p.nprobe) throw new ValidationError('assign', `a BigInt64Array of n x nprobe = ${n} x ${p.nprobe} list ids`, p.assign);
+  if (!(p.coarse instanceof Float32Array) || p.coarse.length !== n * p.nprobe) throw new ValidationError('coarse', `a Float32Array of n x nprobe = ${n} x ${p.nprobe} coarse distances`, p.coarse);
+  // As 32-bit halves (little-endian), which is ~10x faster than BigInt compares: every shard checks them.
+  const words = new Int32Array(p.assign.buffer, p.assign.byteOffset, p.assign.length * 2);
+  for (let i = 0; i < p.assign.length; i++) {
+    const lo = words[2 * i]!;
+    const hi = words[2 * i + 1]!;
+    if (!((hi === 0 && lo >= 0 && lo < nlist) || (hi === -1 && lo === -1))) throw new ValidationError(`assign[${i}]`, `a list id in [0, ${nlist}) or -1`, p.assign[i]);
+  }
+  for (let i = 0; i < p.coarse.length; i++) {
+    if (!Number.isFinite(p.coarse[i]!) && p.assign[i]! >= 0n) throw new ValidationError(`coarse[${i}]`, 'a finite coarse distance', p.coarse[i]);
+  }
+}
+
 function cleanFaissMessage(msg: string): string {
   const m = /^Error in .*? at \S+:\d+: (.*)$/s.exec(msg);
   return m ? `${m[1]!.trim()} (FAISS)` : msg;

@@ -282,6 +282,11 @@ export function metadataReader(blob: Uint8Array, offsets: Uint32Array, field = '
   };
 }
 
+/** Decodes one stored metadata item, checked when it was added (server-side filters read every record's: no checks again). */
+export function unpackStored(bytes: Uint8Array): unknown {
+  return unpackr.unpack(bytes);
+}
+
 /** Decodes one packed metadata value (exactly one msgpack value, plain data only). */
 export function decodeMetadataItem(bytes: Uint8Array, field = 'metadata'): unknown {
   let values: unknown[];

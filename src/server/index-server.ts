@@ -19,7 +19,7 @@ import { IndexState } from '../shard/state.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { CheckedMatrix } from '../vectors.js';
-import { buildMethods } from './methods.js';
+import { LocalShard } from './local-shard.js';
 import { listenError, MetricsHttpServer } from './metrics-http.js';
 import type { ServerMetrics } from './metrics.js';
 import { checkIndexId, indexIdOfFolder, shardDir } from './paths.js';
@@ -118,6 +118,15 @@ export class IndexServer {
   /** null once serving; else why not (for /readyz). */
   private notReady: string | null = 'starting';
   readonly counts: RequestCounts = { requests: 0, errors: 0, searches: 0, searchSeconds: 0 };
+  /** This server's shards behind the shard interface: the operations its RPC server serves. */
+  readonly local: LocalShard;
+
+  /** A server in this process that does not listen, reached through its LocalShard (close() stops it). */
+  static inProcess(rank: number, saveDir: string, opts: IndexServerOptions = {}): LocalShard {
+    const server = new IndexServer(rank, saveDir, opts);
+    server.setOmpNumThreads(server.threads);
+    return server.local;
+  }
 
   constructor(rank: number, saveDir: string, opts: IndexServerOptions = {}) {
     if (!Number.isSafeInteger(rank) || rank < 0) throw new ValidationError('rank', 'a non-negative integer', rank);
@@ -134,11 +143,12 @@ export class IndexServer {
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
     this.maxBufferedBytes = opts.maxBufferedBytes ?? 0;
     this.bufferWaitMs = opts.bufferWaitMs ?? 100_000;
+    this.local = new LocalShard(this);
     this.rpc = new RpcServer({
       ...opts.rpc,
       pool: { ...releasableBuffers, ...opts.rpc?.pool },
       ...rpcSecurityOptions(opts),
-      methods: buildMethods(this),
+      methods: this.local.operations,
       rank,
       capabilities: ['fp16', 'metadata-blob', 'search-embeddings'],
       faiss: { version: faissBuild.version, simd: faissBuild.simd, blas: faissBuild.blas },

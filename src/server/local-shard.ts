@@ -1,11 +1,12 @@
 /**
  * LocalShard: one server's shards in this process, behind the same shard interface as a
  * RemoteShard. Its operations are the contract's methods as the server implements them
- * (methods.ts); the RPC server serves exactly this table, so a call here runs the code a
- * remote call runs, minus the wire. What the wire would do is kept: arguments are checked
+ * (methods.ts); every IndexServer has one, and its RPC server serves exactly that table, so
+ * a call here runs the code a remote call runs, minus the wire. What the wire would do is kept: arguments are checked
  * against the contract's schemas, attachments are copied in and out (the caller's arrays
  * are never kept), and errors arrive as they would from a server (errors-wire.ts).
- * Used by tests that run IndexClient's logic without server processes.
+ * IndexServer.inProcess gives one without a listening server (tests that run IndexClient's
+ * logic without server processes).
  */
 import type { ArgsOf, MethodName } from '../contract.js';
 import type { ServerAddress } from '../discovery/discovery-file.js';
@@ -16,7 +17,7 @@ import { checkAttachments } from '../protocol/rpc-methods.js';
 import { parseWith } from '../protocol/validate.js';
 import type { ConnKind, Reply, ShardOperation } from '../shard-operation.js';
 import type { ServerMethods } from './implement.js';
-import { IndexServer, type IndexServerOptions } from './index-server.js';
+import type { IndexServer } from './index-server.js';
 import { buildMethods } from './methods.js';
 
 export class LocalShard implements ShardOperation {
@@ -34,13 +35,6 @@ export class LocalShard implements ShardOperation {
     this.operations = buildMethods(server);
     this.address = { host: 'in-process', port: server.rank };
     this.name = `in-process:${server.rank}`;
-  }
-
-  /** A server of rank `rank` over `saveDir`, in this process and not listening, behind a LocalShard. */
-  static open(rank: number, saveDir: string, opts: IndexServerOptions = {}): LocalShard {
-    const server = new IndexServer(rank, saveDir, opts);
-    server.setOmpNumThreads(opts.threads ?? 1);
-    return new LocalShard(server);
   }
 
   get rank(): number {

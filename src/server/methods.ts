@@ -3,15 +3,18 @@
  * schema for its arguments (validated before the handler runs) and, where tensors travel,
  * the attachments it expects. docs/protocol.md lists the same table for other languages.
  */
-import { checkCallSearchParams, parseIndexCfg } from '../config/index.js';
-import type { ShardInfoReply } from '../contract.js';
+import { checkCallSearchParams, parseIndexCfg, type CallSearchParams } from '../config/index.js';
+import { type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
 import { ValidationError } from '../errors.js';
-import { faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
+import { checkProbeLists, faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
 import type { Attachment } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
-import { checkBatch } from '../shard/shard.js';
+import type { SharedProbes } from '../shard/shard-search.js';
+import { checkBatch, type Shard } from '../shard/shard.js';
 import { implement, type ServerMethods } from './implement.js';
 import type { IndexServer } from './index-server.js';
+import { parseFilter } from '../filter/index.js';
+import { filteredSearch, type FilteredSearchResult } from '../shard/filtered-search.js';
 import { batchIds, buildRecordMethods, checkHome, cosineOverL2, hitIds, l2ToCosine, prepareQueries, prepareVectors } from './record-methods.js';
 
 export function buildMethods(server: IndexServer): ServerMethods {
@@ -218,15 +221,18 @@ export function buildMethods(server: IndexServer): ServerMethods {
      * shard's ids, -1 = none), metadata blob + offsets (u8, n*k entries, empty for -1), and
      * the hits' vectors (f32 n*k*dim) when returnEmbeddings.
      */
-    search: implement('search', async ({ indexId, k, returnEmbeddings, params }, ctx) => {
+    search: implement('search', async ({ indexId, k, returnEmbeddings, params, filter, probes }, ctx) => {
         const durable = server.getDurable(indexId);
         const { shard } = durable;
-        const queries = toMatrix(ctx.attachments[0] as Float32Array, shard.cfg.dim, 'queries').data;
-        // Per call (never changing the index other clients search), checked against the real nlist.
-        const nlist = shard.faissIndex?.nlist;
-        const callParams = params ? checkCallSearchParams(shard.cfg, params, nlist !== undefined && nlist > 0 ? { nlist } : {}) : undefined;
-        prepareQueries(shard, queries);
-        const r = await shard.search(queries, k, returnEmbeddings ?? false, callParams);
+        const { queries, callParams } = searchInput(shard, ctx.attachments[0] as Float32Array, params);
+        if (!probes && ctx.attachments.length > 1) throw new ValidationError('attachments', 'one attachment (the queries) without probes', ctx.attachments.length);
+        // A filter: only the records it admits are scored (shard/filtered-search.ts); that
+        // path probes for itself (it may widen nprobe), so shipped probe lists are not used.
+        const shared = probes && filter === undefined ? sharedProbes(shard, queries, probes, ctx.attachments) : undefined;
+        const r =
+          filter !== undefined
+            ? await filteredSearch(shard, queries, k, returnEmbeddings ?? false, parseFilter(filter), callParams)
+            : await shard.search(queries, k, returnEmbeddings ?? false, callParams, shared);
         if (cosineOverL2(shard)) l2ToCosine(r.distances);
         const { blob, offsets } = hitMetadata(shard.metadata, r.labels);
         const attachments: Attachment[] = [r.distances, r.labels, blob, offsetsBytes(offsets)];
@@ -242,9 +248,51 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // held: revocations this shard holds for other servers; a client that does not know
         // them all yet fetches them (heldRevocations) before trusting the other shards' hits.
         const held = durable.heldCount;
-        return { result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}) }, attachments };
+        const filtered = 'filtered' in r ? { filtered: (r as FilteredSearchResult).filtered } : {};
+        return {
+          result: { n: r.n, k, metric: shard.cfg.metric, ntotal: shard.ntotal, state: shard.state, held, ...(withIds ? { ids: true } : {}), ...filtered, ...(r.preassigned ? { preassigned: true } : {}) },
+          attachments,
+        };
+      }),
+
+    /**
+     * The coarse quantizer's half of an IVF search, done once for a fan-out search (issue 15):
+     * in: queries (f32). out: assign (i64, n x nprobe), coarse distances (f32, n x nprobe) and
+     * the quantizer fingerprint the other shards compare with their own.
+     */
+    quantize: implement('quantize', async ({ indexId, params }, ctx) => {
+        const shard = server.getShard(indexId);
+        const { queries, callParams } = searchInput(shard, ctx.attachments[0] as Float32Array, params);
+        const index = shard.faissIndex;
+        const reason = !index || !index.isTrained ? 'not trained' : index.preassignRefusal;
+        if (!index || reason !== '') return { result: { fingerprint: null, nprobe: 0, reason } };
+        const fingerprint = await index.quantizerFingerprint();
+        const lists = await index.quantize(queries, callParams?.nprobe ?? index.nprobe);
+        return { result: { fingerprint, nprobe: lists.nprobe }, attachments: [lists.assign, lists.coarse] };
       }),
   };
+}
+
+/**
+ * A search's queries (checked against the index, normalised for cosine) and its per-call
+ * parameters (never changing the index other clients search), checked against the real nlist.
+ */
+function searchInput(shard: Shard, raw: Float32Array, params: Record<string, number> | undefined): { queries: Float32Array; callParams: CallSearchParams | undefined } {
+  const queries = toMatrix(raw, shard.cfg.dim, 'queries').data;
+  const nlist = shard.faissIndex?.nlist;
+  const callParams = params ? checkCallSearchParams(shard.cfg, params, nlist !== undefined && nlist > 0 ? { nlist } : {}) : undefined;
+  prepareQueries(shard, queries);
+  return { queries, callParams };
+}
+
+/** A search's probe lists (attachments 1 and 2), checked against its queries and this shard's lists. */
+function sharedProbes(shard: Shard, queries: Float32Array, probes: { fingerprint: string; nprobe: number }, attachments: readonly Attachment[]): SharedProbes {
+  const [, assign, coarse] = attachments;
+  if (attachments.length !== 3) throw new ValidationError('attachments', 'three attachments with probes: queries (f32), assign (i64), coarse (f32)', attachments.length);
+  const lists = { nprobe: probes.nprobe, assign: assign as BigInt64Array, coarse: coarse as Float32Array };
+  const nlist = shard.faissIndex?.nlist ?? -1;
+  checkProbeLists(lists, queries.length / shard.cfg.dim, nlist > 0 ? nlist : 1 << 24);
+  return { fingerprint: probes.fingerprint, lists };
 }
 
 /** Packs the stored metadata of every hit (empty entries for -1) into blob + offsets. */

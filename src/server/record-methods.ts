@@ -8,6 +8,9 @@ import { normalizeL2, toMatrix } from '../native/index.js';
 import type { Attachment } from '../protocol/index.js';
 import { concatBytes, encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { checkRecordIds, homeOf, type RecordId } from '../shard/records.js';
+import { MAX_IDS_PER_CALL } from '../contract.js';
+import { parseFilter } from '../filter/index.js';
+import { filteredIteratePage, idsMatching } from '../shard/filtered-search.js';
 import { compact, findRecords, iteratePage, rangeSearch, readRecords } from '../shard/shard-records.js';
 import type { Shard } from '../shard/shard.js';
 import { implement } from './implement.js';
@@ -19,8 +22,20 @@ export const VECTOR_VALUES_PER_REPLY = 1 << 23;
 export function buildRecordMethods(server: IndexServer) {
   return {
     /** Deletes records by id (durable before the reply). result: { deleted: count, unknown: ids this server does not hold }. */
-    deleteRecords: implement('deleteRecords', async ({ indexId, ids }) => {
-        const r = await server.withShard(indexId, (d) => d.delete(checkRecordIds(ids, 'ids', { unique: false })));
+    deleteRecords: implement('deleteRecords', async ({ indexId, ids, filter }) => {
+        const r = await server.withShard(indexId, async (d) => {
+          if (filter === undefined) return d.delete(checkRecordIds(ids, 'ids', { unique: false }));
+          // By filter: the ids it admits now, deleted as one logged batch (no unknown ids).
+          const node = parseFilter(filter);
+          if (d.shard.records.mode === 'anon') {
+            throw new ValidationError('filter', 'an index whose records have ids (delete by filter removes records by id; this index stores vectors without ids)', filter);
+          }
+          // Logged in parts of at most MAX_IDS_PER_CALL ids, as a client splits a long id list.
+          const matching = await idsMatching(d.shard, node);
+          const deleted: RecordId[] = [];
+          for (let i = 0; i < matching.length; i += MAX_IDS_PER_CALL) deleted.push(...(await d.delete(matching.slice(i, i + MAX_IDS_PER_CALL))).deleted);
+          return { deleted, unknown: [] };
+        });
         return { result: { deleted: r.deleted.length, unknown: r.unknown } };
       }),
 
@@ -39,10 +54,11 @@ export function buildRecordMethods(server: IndexServer) {
      * result: { ids, ats (internal ids), next (cursor to resume from, null when exhausted) };
      * attachments as getRecords.
      */
-    iterateRecords: implement('iterateRecords', async ({ indexId, after, limit, returnEmbeddings }) => {
+    iterateRecords: implement('iterateRecords', async ({ indexId, after, limit, returnEmbeddings, filter }) => {
         const shard = server.getShard(indexId);
         // With vectors a page carries at most 32 MiB of them (well under the frame limit); `next` goes on from there.
-        const page = iteratePage(shard, after, returnEmbeddings ? Math.max(1, Math.min(limit, Math.floor(VECTOR_VALUES_PER_REPLY / shard.cfg.dim))) : limit);
+        const pageSize = returnEmbeddings ? Math.max(1, Math.min(limit, Math.floor(VECTOR_VALUES_PER_REPLY / shard.cfg.dim))) : limit;
+        const page = filter === undefined ? iteratePage(shard, after, pageSize) : await filteredIteratePage(shard, after, pageSize, parseFilter(filter));
         return recordsReply(shard, page.ats, returnEmbeddings ?? false, { next: page.next, ats: page.ats });
       }),
 

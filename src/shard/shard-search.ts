@@ -4,7 +4,7 @@
  * on the event loop, larger ones on a worker thread.
  */
 import type { CallSearchParams, IndexCfg } from '../config/index.js';
-import { MAX_K, type FaissIndex } from '../native/index.js';
+import { MAX_K, type FaissIndex, type ProbeLists } from '../native/index.js';
 
 /**
  * Searches estimated below this many multiply-adds (~0.3 ms) run on the event loop: the
@@ -20,6 +20,14 @@ export interface ShardSearchResult {
   distances: Float32Array;
   labels: BigInt64Array;
   vectors?: Float32Array;
+  /** The request's probe lists were used (see SharedProbes). */
+  preassigned?: boolean;
+}
+
+/** Probe lists computed once for a fan-out search (quantize) by a shard whose quantizer has `fingerprint`. */
+export interface SharedProbes {
+  fingerprint: string;
+  lists: ProbeLists;
 }
 
 /** What the search needs to know of the shard's hidden vectors, judged when a search completes. */
@@ -39,19 +47,21 @@ export async function searchIndex(
   index: FaissIndex,
   cfg: IndexCfg,
   hidden: HiddenView,
-  req: { queries: Float32Array; k: number; withVectors: boolean; params?: CallSearchParams },
+  req: { queries: Float32Array; k: number; withVectors: boolean; params?: CallSearchParams; probes?: SharedProbes },
 ): Promise<ShardSearchResult> {
   const { queries, k, withVectors, params } = req;
   const n = queries.length / cfg.dim;
+  const pre = req.probes ? await usableProbes(index, req.probes, withVectors, params) : null;
+  const mark = <T extends object>(r: T): T & { preassigned?: boolean } => (pre ? { ...r, preassigned: true } : r);
   // Hidden vectors are judged when the search completes: an upsert's old version dies in
   // the tick its new one enters FAISS, which may fall between issuing a search and its
   // answer. So the fast path (nothing hidden) is only trusted when that is still true after.
   if (hidden.hiddenInFaiss() === 0 && !hidden.remapped) {
     let r: ShardSearchResult | null = null;
     if (withVectors) r = await index.searchAndReconstruct(queries, k, params);
-    else if (searchWork(index, n, params?.nprobe) <= INLINE_SEARCH_WORK) r = index.searchInline(queries, k, params);
-    r ??= await index.search(queries, k, params);
-    if (hidden.hiddenInFaiss() === 0 && !hidden.remapped) return r;
+    else if (searchWork(index, n, params?.nprobe, pre !== null) <= INLINE_SEARCH_WORK) r = pre ? index.searchPreassignedInline(queries, k, pre, params) : index.searchInline(queries, k, params);
+    r ??= pre ? await index.searchPreassigned(queries, k, pre, params) : await index.search(queries, k, params);
+    if (hidden.hiddenInFaiss() === 0 && !hidden.remapped) return mark(r);
   }
   // Over-fetch by the hidden count so k live hits survive the filter (capped at MAX_K:
   // beyond that a query may get fewer than k). More may die while a search runs: then
@@ -60,10 +70,24 @@ export async function searchIndex(
     const kk = Math.min(MAX_K, k + hidden.hiddenInFaiss());
     const r: { distances: Float32Array; labels: BigInt64Array; vectors?: Float32Array } = withVectors
       ? await index.searchAndReconstruct(queries, kk, params)
-      : await index.search(queries, kk, params);
+      : pre
+        ? await index.searchPreassigned(queries, kk, pre, params)
+        : await index.search(queries, kk, params);
     const { out, short } = filterHits(cfg, hidden, r, n, k, kk, withVectors);
-    if (!short || kk >= MAX_K || attempt >= 3) return out;
+    if (!short || kk >= MAX_K || attempt >= 3) return mark(out);
   }
+}
+
+/**
+ * The shared probe lists, when this index would have found the same ones itself: same
+ * quantizer (fingerprint: a shard that trained on its own has other centroids) and the
+ * probe count this call would use here. Not with vectors (search_and_reconstruct finds its
+ * own lists) nor with efSearch (it tunes a quantizer this path does not run).
+ */
+async function usableProbes(index: FaissIndex, probes: SharedProbes, withVectors: boolean, params?: CallSearchParams): Promise<ProbeLists | null> {
+  if (withVectors || params?.efSearch !== undefined) return null;
+  if (probes.lists.nprobe !== Math.min(params?.nprobe ?? index.nprobe, index.nlist)) return null;
+  return (await index.quantizerFingerprint()) === probes.fingerprint ? probes.lists : null;
 }
 
 /** A result with no hits (ids -1): what an untrained shard answers. */
@@ -107,10 +131,10 @@ function filterHits(
   return { out, short };
 }
 
-/** Multiply-adds of a search, roughly: IVF scans the quantizer and nprobe average lists; others scan everything. */
-function searchWork(index: FaissIndex, n: number, nprobe = index.nprobe): number {
+/** Multiply-adds of a search, roughly: IVF scans the quantizer (unless preassigned) and nprobe average lists; others scan everything. */
+function searchWork(index: FaissIndex, n: number, nprobe = index.nprobe, preassigned = false): number {
   const nlist = index.nlist;
   const ntotal = index.ntotal;
-  const perQuery = nlist > 0 ? nlist + Math.max(1, nprobe) * (ntotal / nlist) : ntotal;
+  const perQuery = nlist > 0 ? (preassigned ? 0 : nlist) + Math.max(1, nprobe) * (ntotal / nlist) : ntotal;
   return n * perQuery * index.dim;
 }

@@ -28,7 +28,7 @@ import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
 import { PendingBuffer } from './pending-buffer.js';
 import { Records, type RecordId } from './records.js';
 import * as recordOps from './shard-records.js';
-import { noHits, searchIndex, type HiddenView, type ShardSearchResult } from './shard-search.js';
+import { noHits, searchIndex, type HiddenView, type SharedProbes, type ShardSearchResult } from './shard-search.js';
 import {
   StagedSample,
   applyParams,
@@ -460,11 +460,11 @@ export class Shard {
   }
 
   /** Searches what is indexed so far; an untrained shard answers with no hits (ids -1). */
-  async search(queries: Float32Array, k: number, withVectors: boolean, params?: CallSearchParams): Promise<ShardSearchResult> {
+  async search(queries: Float32Array, k: number, withVectors: boolean, params?: CallSearchParams, probes?: SharedProbes): Promise<ShardSearchResult> {
     const index = this.index;
     // An empty index answers in the binding, under its lock: an add in flight is waited for.
     if (!index) return noHits(this.cfg, queries.length / this.cfg.dim, k, withVectors);
-    return searchIndex(index, this.cfg, this.hidden, { queries, k, withVectors, ...(params ? { params } : {}) });
+    return searchIndex(index, this.cfg, this.hidden, { queries, k, withVectors, ...(params ? { params } : {}), ...(probes ? { probes } : {}) });
   }
 
   /** Vectors in FAISS that searches must skip (revoked, deleted, replaced and not yet compacted). */

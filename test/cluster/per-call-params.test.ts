@@ -82,3 +82,30 @@ test('per-call parameters are validated in the client and the server: name and r
     await client.close();
   }
 });
+
+test('per-call efSearch on HNSW-SQ: two clients at once each get their own, the default stays (FAISS 1.7.3 ignores SearchParametersHNSW::efSearch; the binding sets it for the one search)', { timeout: 180_000 }, async () => {
+  const a = await IndexClient.connect(cluster.discovery);
+  const b = await IndexClient.connect(cluster.discovery);
+  const far = new SyntheticDataset({ dim, seed: 99 }).queries(50); // another data set's queries: a hard walk
+  try {
+    await a.createIndex('pc-hnsw', { dim, metric: 'l2', indexBuilderType: 'hnswsq', nprobe: 16, trainNum: 3000, extra: { storeN: 8 } });
+    for (let i = 0; i < N; i += 1000) await a.addIndexData('pc-hnsw', base.subarray(i * dim, (i + 1000) * dim), Array.from({ length: 1000 }, (_, j) => i + j));
+    await a.trainingSettled('pc-hnsw');
+    while ((await a.getState('pc-hnsw')) !== IndexState.TRAINED || (await a.getNtotal('pc-hnsw')) !== N) await new Promise((r) => setTimeout(r, 30));
+    const exact = exactSearch(base, far, dim, 10, 'l2');
+    const recall = (rows: unknown[][]) => rows.reduce<number>((s, row, q) => s + row.filter((m) => Array.from(exact.labels.subarray(q * 10, q * 10 + 10), Number).includes(m as number)).length, 0) / 500;
+    const narrow = await b.search('pc-hnsw', far, 10); // the default, efSearch 16
+    const wide = await a.search('pc-hnsw', far, 10, { params: { efSearch: 2048 } });
+    console.log(`HNSW-SQ recall@10: efSearch 16 (default) ${recall(narrow.metadata)}, 2048 per call ${recall(wide.metadata)}`);
+    assert.ok(recall(wide.metadata) > recall(narrow.metadata), 'a wider walk finds more true neighbours');
+    const runs = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? a.search('pc-hnsw', far, 10, { params: { efSearch: 2048 } }) : b.search('pc-hnsw', far, 10))),
+    );
+    runs.forEach((r, i) => assert.deepEqual(r.metadata, i % 2 === 0 ? wide.metadata : narrow.metadata, `run ${i} got its own efSearch`));
+    assert.deepEqual((await b.search('pc-hnsw', far, 10)).metadata, narrow.metadata, 'the index default is still efSearch 16');
+  } finally {
+    await a.dropIndex('pc-hnsw').catch(() => {});
+    await a.close();
+    await b.close();
+  }
+});

@@ -207,7 +207,9 @@ test('bad input: duplicate ids, mixing batches with and without ids, adds of sto
   await assert.rejects(client.addIndexData('bad', v, undefined, { ids: ['x', 'b', 'y'] }), /1 stored already: .*b/);
   await assert.rejects(client.addIndexData('bad', v, undefined, { ids: ['x', 1.5, 'y'] }), (e: unknown) => e instanceof ValidationError && /ids\[1\]/.test(e.message));
   await assert.rejects(client.addIndexData('bad', v, undefined, { ids: ['x', ''] as string[] }), ValidationError);
-  await assert.rejects(client.delete('bad', { filter: { tag: 1 } }), /not available yet/);
+  // Delete by filter (issue 17): a bad filter is a ValidationError naming its path; a good one deletes what it admits.
+  await assert.rejects(client.delete('bad', { filter: { tag: { $bogus: 1 } } as never }), (e: unknown) => e instanceof ValidationError && e.field === 'filter.tag.$bogus');
+  assert.deepEqual(await client.delete('bad', { filter: { tag: 1 } }), { deleted: 0, unknown: [] });
   await assert.rejects(client.get('bad', []), ValidationError);
   assert.deepEqual((await client.get('bad', ['zzz'])).unknown, ['zzz']);
   await client.createIndex('anon', { indexBuilderType: 'flat', dim, metric: 'l2' });

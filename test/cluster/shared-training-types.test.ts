@@ -9,13 +9,16 @@ import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { SHARED_TRAINING_TYPES } from '../helpers/trainable-types.js';
 
 const dim = 32;
 const N = 9_000;
 const K = 10;
 const data = new SyntheticDataset({ dim, seed: 15 });
 const base = data.base(N);
-const queries = data.queries(200);
+// 1000 queries (200 before): less of a recall difference is the luck of the query sample.
+const NQ = 1000;
+const queries = data.queries(NQ);
 const truth = exactSearch(base, queries, dim, K, 'l2').labels;
 
 let cluster: TestCluster;
@@ -26,17 +29,8 @@ after(async () => {
   await cluster.stop();
 });
 
-const TYPES: Array<[string, Partial<IndexCfg>, Record<string, number>]> = [
-  ['knnlm (IVF-PQ)', { indexBuilderType: 'knnlm', centroids: 32, extra: { codeSize: 8, bitsPerVector: 6 } }, { nprobe: 8 }],
-  ['IVF,PQ fast scan', { faissFactory: 'IVF{centroids},PQ16x4fs', centroids: 32 }, { nprobe: 8 }],
-  ['IVF,SQ8', { faissFactory: 'IVF{centroids},SQ8', centroids: 32 }, { nprobe: 8 }],
-  ['hnswsq (HNSW+SQ8)', { indexBuilderType: 'hnswsq', extra: { storeN: 16, efConstruction: 40 } }, { efSearch: 64 }],
-  ['OPQ + IVF-PQ', { faissFactory: 'OPQ8,IVF{centroids},PQ8x6', centroids: 32 }, { nprobe: 8 }],
-  ['PCA + IVF-Flat', { faissFactory: 'PCA24,IVF{centroids},Flat', centroids: 32 }, { nprobe: 8 }],
-];
-
 async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, params: Record<string, number>, trainMode: 'shared' | 'per-shard'): Promise<number> {
-  // Both train on every vector: per shard each server on its own 4000, shared one server on all 12000.
+  // Both train on every vector: per shard each server on its own 3000, shared one server on all 9000.
   await client.createIndex(id, { ...cfg, dim, metric: 'l2', trainNum: trainMode === 'shared' ? N : N / 3, trainMode });
   const jobs = [];
   for (let i = 0; i < N; i += 1000) jobs.push(client.addIndexData(id, base.subarray(i * dim, (i + 1000) * dim), Array.from({ length: 1000 }, (_, j) => i + j)));
@@ -50,7 +44,7 @@ async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, pa
   for (const [name, value] of Object.entries(params)) await client.setSearchParameter(id, name, value);
   const r = await client.search(id, queries, K);
   const found = new Int32Array(r.metadata.flatMap((row) => Array.from({ length: K }, (_, i) => (row[i] as number | undefined) ?? -1)));
-  return recallAtK(new Int32Array(Array.from(truth, Number)), found, 200, K);
+  return recallAtK(new Int32Array(Array.from(truth, Number)), found, NQ, K);
 }
 
 async function states(id: string): Promise<Array<{ sharedTraining: boolean; layout: unknown }>> {
@@ -66,7 +60,7 @@ async function states(id: string): Promise<Array<{ sharedTraining: boolean; layo
   );
 }
 
-for (const [name, cfg, params] of TYPES) {
+for (const [name, , cfg, params] of SHARED_TRAINING_TYPES) {
   test(`shared training: ${name} trains once, every shard installs it, recall as per-shard`, { timeout: 240_000 }, async (t) => {
     const client = await IndexClient.connect(cluster.discovery);
     const id = name.replace(/[^a-z]/gi, '').toLowerCase();
@@ -75,11 +69,16 @@ for (const [name, cfg, params] of TYPES) {
       assert.ok((await states(`${id}-s`)).every((s) => s.sharedTraining), 'the index trains once for the cluster');
       const perShard = await build(client, `${id}-p`, cfg, params, 'per-shard');
       t.diagnostic(`recall@10 shared ${shared.toFixed(3)} per-shard ${perShard.toFixed(3)}`);
-      // Per shard, each server fits its own model to a third of the data (three codebooks and
-      // partitions, merged): that alone moved recall by +-0.02-0.04 either way between index
-      // types here (knnlm 0.612 vs 0.649, fast scan 0.573 vs 0.552, OPQ 0.728 vs 0.704 on 12k
-      // vectors), so the bound is 0.05; the measured pairs are printed.
-      assert.ok(shared >= perShard - 0.05, `shared training's recall ${shared} is within 0.05 of per-shard ${perShard} (or better)`);
+      // Issue 15's bound, one-sided: shared training may be better (it fits PQ/OPQ on three
+      // times the data). Measured in-process on 8 data sets (bench/study-shared-recall.ts,
+      // 9k and 30k vectors, 1000 queries; README, Design): SQ8, HNSW-SQ8 and PCA differ by at
+      // most 0.002; fast scan and OPQ are shared >= per-shard - 0.001. knnlm's gap is the
+      // noise of one PQ training, sd ~0.01 around 0 (-0.016 to +0.020), and here the shared
+      // side moves from run to run too (likely because its sample's order follows the random
+      // placement start: 0.653 and 0.664 in two runs, per-shard 0.657 both): it cannot meet 0.01
+      // reliably, so it gets 0.02, the others 0.01.
+      const bound = name.startsWith('knnlm') ? 0.02 : 0.01;
+      assert.ok(shared >= perShard - bound, `shared training's recall ${shared} is within ${bound} of per-shard ${perShard} (or better)`);
       assert.ok(shared > 0.3, `recall ${shared} is meaningful`);
       // Every shard holds the same trained state: a vector that is its own query comes back first from any shard.
       const own = await client.search(`${id}-s`, base.subarray(0, 30 * dim), 1);

@@ -10,7 +10,7 @@ import { ConnectionError, ServerUnavailableError } from '../../src/errors.js';
 import type { ArgsOf, MethodName } from '../../src/contract.js';
 import type { Attachment, CallOptions } from '../../src/protocol/index.js';
 import type { ConnKind, Reply, ShardOperation } from '../../src/shard-operation.js';
-import { LocalShard } from '../../src/server/local-shard.js';
+import { IndexServer } from '../../src/server/index-server.js';
 
 export class FlakyShard implements ShardOperation {
   /** Down: every call fails at once, nothing reaches the shard. */
@@ -63,7 +63,7 @@ export interface LocalShards {
 /** `n` in-process servers (ranks 0..n-1) over one temp storage root, each behind a FlakyShard. */
 export function localShards(n: number): LocalShards {
   const dir = mkdtempSync(join(tmpdir(), 'dfaiss-local-'));
-  const shards = Array.from({ length: n }, (_, rank) => new FlakyShard(LocalShard.open(rank, join(dir, 'data'), { trainThreads: 1 })));
+  const shards = Array.from({ length: n }, (_, rank) => new FlakyShard(IndexServer.inProcess(rank, join(dir, 'data'), { trainThreads: 1 })));
   return {
     dir,
     shards,

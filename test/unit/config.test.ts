@@ -52,10 +52,18 @@ describe('IndexCfg defaults', () => {
       customMetaIdIdx: 0,
       durability: 'fsync',
       trainMode: 'shared', // dfaiss's own: the original trains per shard
+      indexedFields: [], // dfaiss's own (issue 17): payload indexes for filters
       extra: {},
     } satisfies IndexCfg);
     assert.deepEqual(parseIndexCfg({}), cfg);
     assert.deepEqual(parseIndexCfg(undefined), cfg);
+  });
+
+  test('indexed_fields: dot paths, round-tripped through cfg.json; bad paths and duplicates refused', () => {
+    const cfg = parseIndexCfg({ dim: 8, indexed_fields: ['lang', 'meta.year'] });
+    assert.deepEqual(cfg.indexedFields, ['lang', 'meta.year']);
+    assert.deepEqual(parseIndexCfg(JSON.parse(indexCfgToJSON(cfg))).indexedFields, ['lang', 'meta.year']);
+    for (const bad of [['$id'], ['a..b'], ['a', 'a'], 'lang', [1]]) assert.throws(() => parseIndexCfg({ dim: 8, indexedFields: bad }), /indexedFields/, JSON.stringify(bad));
   });
 
   test('known extras default like the original', () => {
