@@ -22,7 +22,6 @@ export { RemoteShard } from './client/server-conn.js';
 export type { ShardOperation, ConnKind, Reply } from './shard-operation.js';
 export type {
   AddOptions,
-  CallControl,
   DeleteSelector,
   GetOptions,
   IndexClientEvents,
@@ -31,7 +30,8 @@ export type {
   SearchFilter,
   SearchOptions,
   SearchResults,
-} from './client/index-client.js';
+} from './client/api.js';
+export type { CallControl } from './client/call-control.js';
 export type { DeleteResult, GetResult, IterateCursor, IteratePage, RangeSearchResults, RecordId, StoredRecord } from './client/records.js';
 export type { PendingRevocation } from './client/revocations.js';
 export { checkFilter, FILTER_LIMITS } from './filter/schema.js';

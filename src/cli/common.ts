@@ -1,6 +1,6 @@
 /** Helpers shared by the client-side commands (load, status, search, save, drop). */
 import { InvalidArgumentError, type Command } from 'commander';
-import type { IndexClientOptions } from '../client/index-client.js';
+import type { IndexClientOptions } from '../client/api.js';
 import { checkIndexId } from '../server/paths.js';
 import { SECRET_ENV, clientSecurityFromCli } from './security.js';
 

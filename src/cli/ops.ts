@@ -4,7 +4,8 @@
  */
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
+import type { IndexClientOptions } from '../client/api.js';
+import { IndexClient } from '../client/index-client.js';
 import { parseDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
 import { rpcClientSecurityOptions } from '../client/security-options.js';
 import { RpcClient } from '../protocol/rpc-client.js';

@@ -45,19 +45,6 @@ import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.
 import { TrainingTrigger } from './training-trigger.js';
 import { IndexHandle } from './index-handle.js';
 
-export type {
-  AddOptions,
-  DeleteSelector,
-  GetOptions,
-  IndexClientEvents,
-  IndexClientOptions,
-  IterateOptions,
-  SearchFilter,
-  SearchOptions,
-  SearchResults,
-} from './api.js';
-export type { CallControl } from './call-control.js';
-
 /** How long close() tries to deliver pending revocations. */
 const CLOSE_FLUSH_MS = 5000;
 

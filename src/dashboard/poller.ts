@@ -13,7 +13,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
-import type { IndexClientOptions } from '../client/index-client.js';
+import type { IndexClientOptions } from '../client/api.js';
 import { rpcClientSecurityOptions } from '../client/security-options.js';
 import { RpcClient } from '../protocol/rpc-client.js';
 import { aggregateStates, type IndexState } from '../shard/state.js';

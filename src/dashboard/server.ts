@@ -7,7 +7,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ServerAddress } from '../discovery/discovery-file.js';
-import { IndexClient, type IndexClientOptions } from '../client/index-client.js';
+import type { IndexClientOptions } from '../client/api.js';
+import { IndexClient } from '../client/index-client.js';
 import { prng } from '../datasets/synthetic.js';
 import { DfaissError } from '../errors.js';
 import { listenError } from '../server/metrics-http.js';
