@@ -90,6 +90,9 @@ function parse(argv: string[]): ScaleOptions {
   return o;
 }
 
+/** CPU seconds all of a cluster's servers used so far. */
+const serversCpuSeconds = (cluster: { servers: ReadonlyArray<{ pid: number }> }): number => cluster.servers.reduce((a, s) => a + procCpuSeconds(s.pid), 0);
+
 const cpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -151,7 +154,7 @@ async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, 
       await client.syncTrain(id);
       for (let i = 0; i < 6000 && (await client.getNtotal(id)) < n; i++) await new Promise((r) => setTimeout(r, 50));
       const ingestSeconds = (nowMs() - t0) / 1000;
-      const srvCpu = (): number => cluster.servers.reduce((a, x) => a + procCpuSeconds(x.pid), 0) * 1000;
+      const srvCpu = (): number => serversCpuSeconds(cluster) * 1000;
 
       let quantizedB1: FanoutRow['quantizeOnce']['b1'] | undefined;
       const nq = queries.length / FANOUT_DIM;
@@ -426,7 +429,7 @@ async function loadCase(type: string, servers: number, file: string, rows: numbe
     writeFileSync(cfgPath, JSON.stringify(cfgFor(type, trainNum)));
     const common = ['--discover', cluster.discovery, '--mmap', file, '--dstore-fp16', '--dimension', String(LOAD_DIM), '--index-id', type, '--bs', '5000', '--json', '--no-save'];
     cluster.startSampling();
-    const cpu0 = cluster.servers.reduce((a, s) => a + procCpuSeconds(s.pid), 0);
+    const cpu0 = serversCpuSeconds(cluster);
     log(`${type}: loading rows 0..${trainRows} (training on ${trainNum})`);
     const first = JSON.parse((await runCli(['load', ...common, '--cfg', cfgPath, '--limit', String(trainRows)])).out.trim().split('\n').pop()!);
     log(`${type}: trained after ${first.trainSeconds.toFixed(1)} s; loading rows ${trainRows}..${rows} into the trained index`);
@@ -441,7 +444,7 @@ async function loadCase(type: string, servers: number, file: string, rows: numbe
       await runCli(['load', ...common, '--cfg', cfgPath, '--start', String(trainRows), '--append']);
       for (let i = 0; i < 36_000 && (await client.getNtotal(type)) < rows; i++) await new Promise((r) => setTimeout(r, 50));
       secondSeconds = (nowMs() - t0) / 1000;
-      serverCpuSeconds = cluster.servers.reduce((a, s) => a + procCpuSeconds(s.pid), 0) - cpu0;
+      serverCpuSeconds = serversCpuSeconds(cluster) - cpu0;
       cluster.stopSampling();
       const param = type === 'hnswsq' ? 'efSearch' : 'nprobe';
       for (const value of type === 'hnswsq' ? [16, 64, 256] : [4, 16, 64]) {

@@ -243,9 +243,8 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     if (slot.proc && slot.proc.exitCode === null && slot.proc.signalCode === null) throw new DfaissError(`server ${rank} is still running (killServer first)`);
     if (slot.restartTimer) clearTimeout(slot.restartTimer);
     slot.restartTimer = null;
-    slot.info.restarts++;
     const group = this.groupOf(slot); // its process's other ranks come back with it
-    for (const s of group) s.info.restarts += s === slot ? 0 : 1;
+    for (const s of group) s.info.restarts++;
     await this.spawnServer(group, group.map(() => 0), { first: false, loadIndex: false, args: opts.args ?? [], env: opts.env ?? {} });
     return { ...slot.info };
   }
