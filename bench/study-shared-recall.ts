@@ -5,7 +5,7 @@
 import { parseIndexCfg, type IndexCfg } from '../src/config/index.js';
 import { SyntheticDataset } from '../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../src/datasets/exact.js';
-import { setNumThreads, type FaissIndex } from '../src/native/index.js';
+import { setOmpNumThreads, type FaissIndex } from '../src/native/index.js';
 import { buildFromTrained, trainOwnIndex, trainSharedIndex } from '../src/shard/shard-training.js';
 import { SHARED_TRAINING_TYPES } from '../test/helpers/trainable-types.js';
 
@@ -55,7 +55,7 @@ async function recall(indexes: FaissIndex[], queries: Float32Array, truth: BigIn
   return recallAtK(new Int32Array(Array.from(truth, Number)), found, NQ, K);
 }
 
-setNumThreads(2);
+setOmpNumThreads(2);
 console.log(`N ${N}, queries ${NQ}, seeds ${SEEDS.join(',')}`);
 for (const [name, partial, params] of TYPES) {
   if (ONLY && !ONLY.includes(name)) continue;
@@ -73,7 +73,7 @@ for (const [name, partial, params] of TYPES) {
     const { index: trainer, state } = await trainSharedIndex(cfgS, Float32Array.from(shards.flatMap((r) => Array.from(r))), new Map(), {});
     const shared = [trainer, ...(await Promise.all(shards.slice(1).map(() => buildFromTrained(cfgS, state, new Map()))))];
     for (let s = 0; s < SHARDS; s++) await shared[s]!.add(shards[s]!);
-    const per = await Promise.all(shards.map((rows) => trainOwnIndex(cfgP, rows, rows.length / dim, rows.length / dim, new Map())));
+    const per = await Promise.all(shards.map((rows) => trainOwnIndex(cfgP, rows.slice(), rows.length / dim, rows.length / dim, new Map())));
     for (let s = 0; s < SHARDS; s++) await per[s]!.add(shards[s]!);
     const rs = await recall(shared, queries, truth, params);
     const rp = await recall(per, queries, truth, params);

@@ -78,6 +78,43 @@ struct AddonData {
 
 }  // namespace
 
+// Sorts the n rows of x (d floats each) into lexicographic order, in place: a permutation
+// sorted by row contents (ties by position), then applied cycle by cycle through one spare
+// row, so a sample of GiBs needs no second copy.
+static void SortRowsInPlace(float* x, idx_t n, int d) {
+  std::vector<idx_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  const size_t dd = static_cast<size_t>(d);
+  std::sort(perm.begin(), perm.end(), [x, dd](idx_t a, idx_t b) {
+    const float* pa = x + static_cast<size_t>(a) * dd;
+    const float* pb = x + static_cast<size_t>(b) * dd;
+    for (size_t j = 0; j < dd; j++) {
+      if (pa[j] < pb[j]) return true;
+      if (pb[j] < pa[j]) return false;
+    }
+    return a < b;
+  });
+  std::vector<float> spare(dd);
+  std::vector<bool> placed(static_cast<size_t>(n), false);
+  const size_t bytes = dd * sizeof(float);
+  for (idx_t i = 0; i < n; i++) {
+    if (placed[i] || perm[i] == i) continue;
+    // Row i receives row perm[i], which receives row perm[perm[i]], ... until the cycle closes.
+    std::memcpy(spare.data(), x + static_cast<size_t>(i) * dd, bytes);
+    idx_t j = i;
+    for (;;) {
+      placed[j] = true;
+      idx_t k = perm[j];
+      if (k == i) {
+        std::memcpy(x + static_cast<size_t>(j) * dd, spare.data(), bytes);
+        break;
+      }
+      std::memcpy(x + static_cast<size_t>(j) * dd, x + static_cast<size_t>(k) * dd, bytes);
+      j = k;
+    }
+  }
+}
+
 class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -236,16 +273,21 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return Napi::Number::New(info.Env(), ivf ? static_cast<double>(ivf->quantizer->d) : -1.0);
   }
 
-  // train(x: Float32Array, n, threads = 0)
+  // train(x: Float32Array, n, threads = 0, sortRows = false)
   // threads > 0 overrides the process-wide count for this job only: shared training runs
   // one k-means while the other servers on the machine wait for its result, so it may use
   // every core. BLAS's pool is process-wide, hence restored afterwards.
+  // sortRows reorders x in place (lexicographically) first, on the worker thread: FAISS's
+  // k-means picks its initial centroids by position, so without it the trained state depends
+  // on the order shards and clients delivered the same rows.
   Napi::Value Train(const Napi::CallbackInfo& info) {
     auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
     idx_t n = ArgInt(info, 1, "n");
     int threads = info.Length() > 2 && !info[2].IsUndefined() ? static_cast<int>(ArgInt(info, 2, "threads")) : 0;
-    const float* px = x.Data();
-    auto* w = Job(info.Env(), true, [n, px, threads](faiss::Index* idx) {
+    bool sortRows = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+    float* px = x.Data();
+    auto* w = Job(info.Env(), true, [n, px, threads, sortRows](faiss::Index* idx) {
+      if (sortRows) SortRowsInPlace(px, n, idx->d);
       if (threads <= 0) {
         idx->train(n, px);
         return;

@@ -31,7 +31,7 @@ export interface RawIndex {
   nlist(): number;
   nprobe(): number;
   quantizerDim(): number;
-  train(x: Float32Array, n: number, threads?: number): Promise<void>;
+  train(x: Float32Array, n: number, threads?: number, sortRows?: boolean): Promise<void>;
   add(x: Float32Array, n: number): Promise<void>;
   addWithIds(x: Float32Array, n: number, ids: BigInt64Array): Promise<void>;
   search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): Promise<void>;

@@ -28,6 +28,18 @@ export type { FaissMetric, IdsInput, VectorsInput };
 export type TrainedLayout = Array<[string, number]>;
 
 /** An index's trained state as plain numbers (shared training ships this, never an index). */
+/** Options of FaissIndex.train. */
+export interface TrainOptions {
+  /** Thread count (setOmpNumThreads) for this training only. @default the process-wide count */
+  threads?: number;
+  /**
+   * Sort the rows lexicographically first, IN PLACE (x is reordered when it is a Float32Array):
+   * FAISS's k-means seeds its centroids by row position, so this makes the trained state depend
+   * only on the set of rows, not on their order. @default false
+   */
+  sortRows?: boolean;
+}
+
 export interface TrainedState {
   layout: TrainedLayout;
   data: Float32Array;
@@ -155,14 +167,14 @@ export class FaissIndex {
 
   /**
    * Trains the index (k-means for IVF, codebooks for PQ/SQ); a no-op for Flat.
-   * `threads` overrides the thread count (setOmpNumThreads) for this training only.
+   * See TrainOptions for `threads` and `sortRows`.
    */
-  async train(x: VectorsInput, opts: { threads?: number } = {}): Promise<void> {
+  async train(x: VectorsInput, opts: TrainOptions = {}): Promise<void> {
     const { data, n } = toMatrix(x, this.dim, 'x');
     const threads = opts.threads ?? 0;
     if (!Number.isSafeInteger(threads) || threads < 0 || threads > 1024) throw new ValidationError('threads', 'an integer from 1 to 1024', threads);
     this.fingerprint = undefined;
-    await this.lock.write(() => wrap(this.raw.train(data, n, threads)));
+    await this.lock.write(() => wrap(this.raw.train(data, n, threads, opts.sortRows === true)));
   }
 
   /** Appends vectors; their ids are ntotal, ntotal+1, ... */

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { addonDir, native } from './binding.js';
 
 export { FaissIndex, MAX_K, checkProbeLists, normalizeL2, toIds, toMatrix } from './faiss-index.js';
-export type { FaissMetric, IdsInput, ProbeLists, RangeSearchResult, SearchResult, SearchWithVectorsResult, TrainedLayout, TrainedState, VectorsInput } from './faiss-index.js';
+export type { FaissMetric, IdsInput, ProbeLists, RangeSearchResult, SearchResult, SearchWithVectorsResult, TrainOptions, TrainedLayout, TrainedState, VectorsInput } from './faiss-index.js';
 
 /** True when the linked FAISS has GPU support (Debian's libfaiss-dev 1.7.3 has none). */
 export const gpuAvailable: boolean = native.gpuAvailable;

@@ -34,22 +34,25 @@ export async function applyParams(index: FaissIndex, params: ReadonlyMap<string,
   for (const [name, value] of params) await index.setParameter(name, value);
 }
 
-/** Per-shard training: an index trained on `sample` (`wanted` rows of the first `total` buffered). */
+/** Per-shard training: an index trained on `sample` (`wanted` rows of the first `total` buffered; reordered in place). */
 export async function trainOwnIndex(cfg: IndexCfg, sample: Float32Array, wanted: number, total: number, params: ReadonlyMap<string, number>): Promise<FaissIndex> {
   const index = await createFaissIndex(cfg, wanted, { totalVectors: total });
   if (!index.isTrained) {
-    await index.train(sample);
+    // Sorted: the training depends on which rows the shard holds, not on their arrival order.
+    await index.train(sample, { sortRows: true });
     await trimMemory(); // as in trainSharedIndex
   }
   await applyParams(index, params);
   return index;
 }
 
-/** Shared training on the trainer: a new index trained on the cluster's sample, and its trained state for the others. */
+/** Shared training on the trainer: a new index trained on the cluster's sample (`rows`, reordered in place), and its trained state for the others. */
 export async function trainSharedIndex(cfg: IndexCfg, rows: Float32Array, params: ReadonlyMap<string, number>, opts: SharedTrainingOptions): Promise<{ index: FaissIndex; state: SharedTrained }> {
   const n = rows.length / cfg.dim;
   const index = await createFaissIndex(cfg, n, { totalVectors: n });
-  if (!index.isTrained) await index.train(rows, { threads: opts.threads });
+  // Sorted: the same rows train the same state whichever shard held which of them and in
+  // what order they were staged (placement starts at a random server).
+  if (!index.isTrained) await index.train(rows, { threads: opts.threads, sortRows: true });
   opts.sampleDone?.(); // the sample's memory can go before this shard's adds start
   // k-means freed its buffers in the arenas of the threads it ran on; the adds that come
   // next allocate elsewhere, so hand that memory back first (measured: ~30 MiB of peak).

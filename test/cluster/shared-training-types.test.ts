@@ -14,12 +14,22 @@ import { SHARED_TRAINING_TYPES } from '../helpers/trainable-types.js';
 const dim = 32;
 const N = 9_000;
 const K = 10;
-const data = new SyntheticDataset({ dim, seed: 15 });
-const base = data.base(N);
 // 1000 queries (200 before): less of a recall difference is the luck of the query sample.
 const NQ = 1000;
-const queries = data.queries(NQ);
-const truth = exactSearch(base, queries, dim, K, 'l2').labels;
+
+interface DataSet {
+  base: Float32Array;
+  queries: Float32Array;
+  truth: Int32Array;
+}
+function dataSet(seed: number): DataSet {
+  const data = new SyntheticDataset({ dim, seed });
+  const base = data.base(N);
+  const queries = data.queries(NQ);
+  return { base, queries, truth: new Int32Array(Array.from(exactSearch(base, queries, dim, K, 'l2').labels, Number)) };
+}
+const main = dataSet(15);
+const { base, queries } = main;
 
 let cluster: TestCluster;
 before(async () => {
@@ -29,7 +39,8 @@ after(async () => {
   await cluster.stop();
 });
 
-async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, params: Record<string, number>, trainMode: 'shared' | 'per-shard'): Promise<number> {
+async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, params: Record<string, number>, trainMode: 'shared' | 'per-shard', ds: DataSet = main): Promise<number> {
+  const { base, queries, truth } = ds;
   // Both train on every vector: per shard each server on its own 3000, shared one server on all 9000.
   await client.createIndex(id, { ...cfg, dim, metric: 'l2', trainNum: trainMode === 'shared' ? N : N / 3, trainMode });
   const jobs = [];
@@ -44,7 +55,7 @@ async function build(client: IndexClient, id: string, cfg: Partial<IndexCfg>, pa
   for (const [name, value] of Object.entries(params)) await client.setSearchParameter(id, name, value);
   const r = await client.search(id, queries, K);
   const found = new Int32Array(r.metadata.flatMap((row) => Array.from({ length: K }, (_, i) => (row[i] as number | undefined) ?? -1)));
-  return recallAtK(new Int32Array(Array.from(truth, Number)), found, NQ, K);
+  return recallAtK(truth, found, NQ, K);
 }
 
 async function states(id: string): Promise<Array<{ sharedTraining: boolean; layout: unknown }>> {
@@ -60,28 +71,40 @@ async function states(id: string): Promise<Array<{ sharedTraining: boolean; layo
   );
 }
 
+// knnlm's 8-byte PQ codes: one training's recall scatters by sd ~0.011 around the other
+// side's (bench/study-shared-recall.ts, 8 data sets of 9k: shared minus per-shard
+// -0.013..+0.020, mean +0.005), so one data set cannot resolve the issue's 0.01. Its bound
+// holds for the mean over four fixed data sets (sd of that mean ~0.006), each one also within
+// 0.03. Training sorts its rows, so every run of this test sees the same recalls.
+const KNNLM_SEEDS = [15, 1, 2, 3];
+
 for (const [name, , cfg, params] of SHARED_TRAINING_TYPES) {
-  test(`shared training: ${name} trains once, every shard installs it, recall as per-shard`, { timeout: 240_000 }, async (t) => {
+  test(`shared training: ${name} trains once, every shard installs it, recall as per-shard`, { timeout: 300_000 }, async (t) => {
     const client = await IndexClient.connect(cluster.discovery);
     const id = name.replace(/[^a-z]/gi, '').toLowerCase();
     try {
-      const shared = await build(client, `${id}-s`, cfg, params, 'shared');
-      assert.ok((await states(`${id}-s`)).every((s) => s.sharedTraining), 'the index trains once for the cluster');
-      const perShard = await build(client, `${id}-p`, cfg, params, 'per-shard');
-      t.diagnostic(`recall@10 shared ${shared.toFixed(3)} per-shard ${perShard.toFixed(3)}`);
+      const sets = name.startsWith('knnlm') ? KNNLM_SEEDS.map((seed) => (seed === 15 ? main : dataSet(seed))) : [main];
+      const pairs: Array<[number, number]> = [];
+      for (const [i, ds] of sets.entries()) {
+        const shared = await build(client, `${id}-s`, cfg, params, 'shared', ds);
+        assert.ok((await states(`${id}-s`)).every((s) => s.sharedTraining), 'the index trains once for the cluster');
+        const perShard = await build(client, `${id}-p`, cfg, params, 'per-shard', ds);
+        t.diagnostic(`data set ${i}: recall@10 shared ${shared.toFixed(3)} per-shard ${perShard.toFixed(3)}`);
+        pairs.push([shared, perShard]);
+        assert.ok(shared > 0.3, `recall ${shared} is meaningful`);
+        if (i < sets.length - 1) {
+          await client.dropIndex(`${id}-s`);
+          await client.dropIndex(`${id}-p`);
+        }
+      }
       // Issue 15's bound, one-sided: shared training may be better (it fits PQ/OPQ on three
-      // times the data). Measured in-process on 8 data sets (bench/study-shared-recall.ts,
-      // 9k and 30k vectors, 1000 queries; README, Design): SQ8, HNSW-SQ8 and PCA differ by at
-      // most 0.002; fast scan and OPQ are shared >= per-shard - 0.001. knnlm's gap is the
-      // noise of one PQ training, sd ~0.01 around 0 (-0.016 to +0.020), and here the shared
-      // side moves from run to run too (likely because its sample's order follows the random
-      // placement start: 0.653 and 0.664 in two runs, per-shard 0.657 both): it cannot meet 0.01
-      // reliably, so it gets 0.02, the others 0.01.
-      const bound = name.startsWith('knnlm') ? 0.02 : 0.01;
-      assert.ok(shared >= perShard - bound, `shared training's recall ${shared} is within ${bound} of per-shard ${perShard} (or better)`);
-      assert.ok(shared > 0.3, `recall ${shared} is meaningful`);
+      // times the data). In-process on 8 data sets: SQ8, HNSW-SQ8 and PCA differ by at most
+      // 0.002; fast scan and OPQ are shared >= per-shard - 0.001.
+      const mean = (i: 0 | 1): number => pairs.reduce((a, p) => a + p[i], 0) / pairs.length;
+      assert.ok(mean(0) >= mean(1) - 0.01, `shared training's recall ${mean(0)} is within 0.01 of per-shard ${mean(1)} (or better)`);
+      for (const [shared, perShard] of pairs) assert.ok(shared >= perShard - (pairs.length > 1 ? 0.03 : 0.01), `shared ${shared} vs per-shard ${perShard}`);
       // Every shard holds the same trained state: a vector that is its own query comes back first from any shard.
-      const own = await client.search(`${id}-s`, base.subarray(0, 30 * dim), 1);
+      const own = await client.search(`${id}-s`, sets[sets.length - 1]!.base.subarray(0, 30 * dim), 1);
       const firstHits = own.metadata.filter((m, i) => m[0] === i).length;
       assert.ok(firstHits >= 20, `${firstHits}/30 vectors find themselves`);
     } finally {

@@ -375,6 +375,40 @@ test('trained state: an index trained from another one\'s exported state searche
   await assert.rejects(fresh().installTrainedState({ layout: state.layout, data: Float32Array.from(state.data, (v, i) => (i === 7 ? NaN : v)) }), ValidationError);
 });
 
+test('train({ sortRows }): the same rows in any order train the same state; the rows are sorted in place', async () => {
+  const dim = 16;
+  const rows = new SyntheticDataset({ dim, seed: 9 }).base(2000);
+  // The same rows in another order: reversed in blocks of 100, as another placement would stage them.
+  const shuffled = new Float32Array(rows.length);
+  for (let b = 0; b < 20; b++) shuffled.set(rows.subarray(b * 100 * dim, (b + 1) * 100 * dim), (19 - b) * 100 * dim);
+  const unsortedInputs = [rows.slice(), shuffled.slice()];
+  setOmpNumThreads(1);
+  try {
+    const states = [];
+    for (const x of [rows.slice(), shuffled]) {
+      const ix = FaissIndex.fromFactory(dim, 'IVF16,PQ4x4', 'l2');
+      await ix.train(x, { sortRows: true });
+      for (let i = 1; i < 2000; i++) {
+        const a = x.subarray((i - 1) * dim, i * dim);
+        const b = x.subarray(i * dim, (i + 1) * dim);
+        const j = a.findIndex((v, k) => v !== b[k]);
+        assert.ok(j < 0 || a[j]! < b[j]!, `row ${i - 1} sorts before row ${i}`);
+      }
+      states.push((await ix.exportTrained()).data);
+    }
+    assert.deepEqual(states[1], states[0], 'the trained state depends only on the set of rows');
+    const unsorted = [];
+    for (const x of unsortedInputs) {
+      const ix = FaissIndex.fromFactory(dim, 'IVF16,PQ4x4', 'l2');
+      await ix.train(x);
+      unsorted.push((await ix.exportTrained()).data);
+    }
+    assert.notDeepEqual(unsorted[1], unsorted[0], 'without sortRows the order matters (k-means seeds by position)');
+  } finally {
+    setOmpNumThreads(0);
+  }
+});
+
 test('assign + reserveLists + addPreassigned: the same index as add(); bad list numbers refused; IVF only', async () => {
   const dim = 16;
   const data = new SyntheticDataset({ dim, seed: 12 });
