@@ -16,6 +16,11 @@
  *
  *   npm run bench -- --scale [--servers 1,2,4,8,16,32,64] [--fanout-n 400000] [--load-rows 2000000]
  *                   [--types knnlm,ivfsq,hnswsq] [--load-servers 8] [--no-fanout] [--no-load] [--name N]
+ *                   [--single-load shared,per-shard]
+ *
+ * --single-load: for each type, one `dfaiss load` of every row (no split at 200k), as issue 15
+ * measured it, in each train mode given ('per-shard' is how every shard trained its own PQ
+ * before shared training): seconds sending, until TRAINED, until every row is searchable.
  *
  * Results: bench/results/<name>.json and .md (name 'scale' unless --name).
  */
@@ -44,6 +49,8 @@ interface ScaleOptions {
   types: string[];
   fanout: boolean;
   load: boolean;
+  /** Also one `dfaiss load` of every row in each of these train modes (issue 15's procedure). */
+  singleLoad: Array<'shared' | 'per-shard'>;
   name: string;
   out: string;
 }
@@ -57,6 +64,7 @@ function parse(argv: string[]): ScaleOptions {
     types: ['knnlm', 'ivfsq', 'hnswsq'],
     fanout: true,
     load: true,
+    singleLoad: [],
     name: 'scale',
     out: join(REPO, 'bench', 'results'),
   };
@@ -79,10 +87,11 @@ function parse(argv: string[]): ScaleOptions {
     else if (a === '--types') o.types = next().split(',');
     else if (a === '--no-fanout') o.fanout = false;
     else if (a === '--no-load') o.load = false;
+    else if (a === '--single-load') o.singleLoad = next().split(',').map((m) => (m === 'per-shard' ? 'per-shard' : 'shared'));
     else if (a === '--name') o.name = next();
     else if (a === '--out') o.out = next();
     else if (a === '--help' || a === '-h') {
-      console.log('npm run bench -- --scale [--servers 1,2,4,8,16,32,64] [--fanout-n 400000] [--load-rows 2000000] [--types knnlm,ivfsq,hnswsq] [--load-servers 8] [--no-fanout] [--no-load] [--name N] [--out DIR]');
+      console.log('npm run bench -- --scale [--servers 1,2,4,8,16,32,64] [--fanout-n 400000] [--load-rows 2000000] [--types knnlm,ivfsq,hnswsq] [--load-servers 8] [--no-fanout] [--no-load] [--single-load shared,per-shard] [--name N] [--out DIR]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} for --scale (try --scale --help)`);
   }
@@ -484,9 +493,60 @@ async function loadCase(type: string, servers: number, file: string, rows: numbe
   }
 }
 
+interface SingleLoadRow {
+  type: string;
+  trainMode: 'shared' | 'per-shard';
+  servers: number;
+  rows: number;
+  sendSeconds: number;
+  /** From the load's start until the index was TRAINED (what issue 15 measured: 367 s). */
+  untilTrainedSeconds: number;
+  /** Until every row was in the servers' FAISS indexes. */
+  untilSearchableSeconds: number;
+  serverCpuSeconds: number;
+  peakRssMiBPerServer: number[];
+  load: number[];
+}
+
+/** One `dfaiss load` of all rows into a fresh cluster, as a user runs it. */
+async function singleLoad(type: string, trainMode: 'shared' | 'per-shard', servers: number, file: string, rows: number): Promise<SingleLoadRow> {
+  const cluster = await startCluster(servers, { threads: 1 });
+  try {
+    const cfgPath = join(cluster.dir, `${type}.json`);
+    writeFileSync(cfgPath, JSON.stringify({ ...cfgFor(type, 100_000), train_mode: trainMode }));
+    const cpu0 = serversCpuSeconds(cluster);
+    const t0 = nowMs();
+    log(`${type} (${trainMode}): one load of ${rows} rows`);
+    const r = JSON.parse((await runCli(['load', '--discover', cluster.discovery, '--mmap', file, '--dstore-fp16', '--dimension', String(LOAD_DIM), '--index-id', type, '--bs', '5000', '--json', '--no-save', '--cfg', cfgPath])).out.trim().split('\n').pop()!);
+    const untilTrainedSeconds = (nowMs() - t0) / 1000;
+    const client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000 });
+    try {
+      for (let i = 0; i < 72_000 && (await client.getNtotal(type)) < rows; i++) await new Promise((res) => setTimeout(res, 50));
+    } finally {
+      await client.close();
+    }
+    const row: SingleLoadRow = {
+      type,
+      trainMode,
+      servers,
+      rows,
+      sendSeconds: r.addSeconds,
+      untilTrainedSeconds,
+      untilSearchableSeconds: (nowMs() - t0) / 1000,
+      serverCpuSeconds: serversCpuSeconds(cluster) - cpu0,
+      peakRssMiBPerServer: cluster.memory().map((m) => m.peakRssBytes / MiB),
+      load: loadavg(),
+    };
+    log(`${type} (${trainMode}): sent after ${fmt(row.sendSeconds)} s, TRAINED after ${fmt(row.untilTrainedSeconds)} s, searchable after ${fmt(row.untilSearchableSeconds)} s, server CPU ${fmt(row.serverCpuSeconds)} s`);
+    return row;
+  } finally {
+    await cluster.stop();
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 
-function markdown(r: { fanout: FanoutRow[]; quantizer: QuantizerShare[]; loads: LoadRow[]; ddMBps: number | null; meta: Record<string, unknown> & { options: ScaleOptions } }): string {
+function markdown(r: { fanout: FanoutRow[]; quantizer: QuantizerShare[]; loads: LoadRow[]; singleLoads: SingleLoadRow[]; ddMBps: number | null; meta: Record<string, unknown> & { options: ScaleOptions } }): string {
   const n = r.meta.options.fanoutN;
   const L: string[] = [`# dfaiss scale benchmark (${r.meta.date})`, '', `commit ${r.meta.commit}, ${r.meta.cpus} cores, load average before ${r.meta.loadBefore}`, ''];
   if (r.fanout.length) {
@@ -534,6 +594,15 @@ function markdown(r: { fanout: FanoutRow[]; quantizer: QuantizerShare[]; loads: 
     }
     L.push('');
   }
+  if (r.singleLoads.length) {
+    L.push(`## One \`dfaiss load\` of every row (the issue's procedure), ${r.singleLoads[0]!.servers} servers x 1 thread, trainNum 100,000`, '');
+    L.push('| type | train mode | rows | sending s | until TRAINED s | until searchable s | server CPU s | peak RSS per server MiB (max) | load (1 min) at end |');
+    L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const l of r.singleLoads) {
+      L.push(`| ${l.type} | ${l.trainMode} | ${l.rows.toLocaleString('en-US')} | ${fmt(l.sendSeconds)} | ${fmt(l.untilTrainedSeconds)} | ${fmt(l.untilSearchableSeconds)} | ${fmt(l.serverCpuSeconds)} | ${fmt(Math.max(...l.peakRssMiBPerServer))} | ${l.load[0]!.toFixed(1)} |`);
+    }
+    L.push('');
+  }
   return `${L.join('\n')}\n`;
 }
 
@@ -555,6 +624,7 @@ export async function runScale(argv: string[]): Promise<void> {
   const fanout: FanoutRow[] = [];
   let quantizer: QuantizerShare[] = [];
   const loads: LoadRow[] = [];
+  const singleLoads: SingleLoadRow[] = [];
   let dd: number | null = null;
   if (o.fanout) {
     const ds = new SyntheticDataset({ dim: FANOUT_DIM, seed: 1234 });
@@ -575,6 +645,8 @@ export async function runScale(argv: string[]): Promise<void> {
     log(`dd from the page cache: ${fmt(dd)} MB/s; exact top-${K} of ${data.nq} queries`);
     const truth = await exactTruth(data.file, o.loadRows, data.queries, data.nq);
     for (const t of o.types) {
+      for (const mode of o.singleLoad) singleLoads.push(await singleLoad(t, mode, o.loadServers, data.file, o.loadRows));
+      if (o.singleLoad.length) continue;
       const row = await loadCase(t, o.loadServers, data.file, o.loadRows, data.queries, data.nq, truth);
       log(`${t}: trained add ${fmt(row.trainedAdd.vecPerSec)} vec/s (${fmt(row.trainedAdd.mbPerSec)} MB/s); recall ${row.recall.map((x) => x.recallAt10.toFixed(3)).join(' / ')}`);
       loads.push(row);
@@ -582,7 +654,7 @@ export async function runScale(argv: string[]): Promise<void> {
   }
   meta.loadAfter = loadavg().map((x) => x.toFixed(2)).join(' ');
   mkdirSync(o.out, { recursive: true });
-  const result = { meta, fanout, quantizer, loads, ddMBps: dd };
+  const result = { meta, fanout, quantizer, loads, singleLoads, ddMBps: dd };
   writeFileSync(join(o.out, `${o.name}.json`), `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(join(o.out, `${o.name}.md`), markdown(result));
   process.stdout.write(markdown(result));
