@@ -57,6 +57,8 @@ export interface ClusterOptions {
   nodeArgs?: string[];
   /** Server log level. @default 'warn' */
   logLevel?: string;
+  /** Ranks each server process serves (`--ranks-per-process`). @default 1 */
+  ranksPerProcess?: number;
   /** Extra environment for the servers (e.g. glibc MALLOC_* tunables). */
   env?: Record<string, string>;
 }
@@ -138,6 +140,7 @@ export async function startCluster(n: number, opts: ClusterOptions = {}): Promis
     saveDir: join(dir, 'data'),
     discoveryConfig: discovery,
     threadsPerServer: opts.threads ?? 1,
+    ...(opts.ranksPerProcess ? { ranksPerProcess: opts.ranksPerProcess } : {}),
     nodeArgs: opts.nodeArgs ?? [],
     serverLogs: process.env.DFAISS_BENCH_VERBOSE ? 'inherit' : 'capture',
     serverLogLevel: opts.logLevel ?? process.env.DFAISS_LOG_LEVEL ?? 'warn',

@@ -16,7 +16,7 @@
  *
  *   npm run bench -- --scale [--servers 1,2,4,8,16,32,64] [--fanout-n 400000] [--load-rows 2000000]
  *                   [--types knnlm,ivfsq,hnswsq] [--load-servers 8] [--no-fanout] [--no-load] [--name N]
- *                   [--single-load shared,per-shard]
+ *                   [--single-load shared,per-shard] [--ranks-per-process K]
  *
  * --single-load: for each type, one `dfaiss load` of every row (no split at 200k), as issue 15
  * measured it, in each train mode given ('per-shard' is how every shard trained its own PQ
@@ -51,6 +51,8 @@ interface ScaleOptions {
   load: boolean;
   /** Also one `dfaiss load` of every row in each of these train modes (issue 15's procedure). */
   singleLoad: Array<'shared' | 'per-shard'>;
+  /** Fan-out servers per process (S must be a multiple; smaller S run with S per process). */
+  ranksPerProcess: number;
   name: string;
   out: string;
 }
@@ -65,6 +67,7 @@ function parse(argv: string[]): ScaleOptions {
     fanout: true,
     load: true,
     singleLoad: [],
+    ranksPerProcess: 1,
     name: 'scale',
     out: join(REPO, 'bench', 'results'),
   };
@@ -87,11 +90,12 @@ function parse(argv: string[]): ScaleOptions {
     else if (a === '--types') o.types = next().split(',');
     else if (a === '--no-fanout') o.fanout = false;
     else if (a === '--no-load') o.load = false;
+    else if (a === '--ranks-per-process') o.ranksPerProcess = int(next());
     else if (a === '--single-load') o.singleLoad = next().split(',').map((m) => (m === 'per-shard' ? 'per-shard' : 'shared'));
     else if (a === '--name') o.name = next();
     else if (a === '--out') o.out = next();
     else if (a === '--help' || a === '-h') {
-      console.log('npm run bench -- --scale [--servers 1,2,4,8,16,32,64] [--fanout-n 400000] [--load-rows 2000000] [--types knnlm,ivfsq,hnswsq] [--load-servers 8] [--no-fanout] [--no-load] [--single-load shared,per-shard] [--name N] [--out DIR]');
+      console.log('npm run bench -- --scale [--servers 1,2,4,8,16,32,64] [--fanout-n 400000] [--load-rows 2000000] [--types knnlm,ivfsq,hnswsq] [--load-servers 8] [--no-fanout] [--no-load] [--single-load shared,per-shard] [--ranks-per-process K] [--name N] [--out DIR]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} for --scale (try --scale --help)`);
   }
@@ -100,7 +104,8 @@ function parse(argv: string[]): ScaleOptions {
 }
 
 /** CPU seconds all of a cluster's servers used so far. */
-const serversCpuSeconds = (cluster: { servers: ReadonlyArray<{ pid: number }> }): number => cluster.servers.reduce((a, s) => a + procCpuSeconds(s.pid), 0);
+// Once per process: with --ranks-per-process several ranks share one pid.
+const serversCpuSeconds = (cluster: { servers: ReadonlyArray<{ pid: number }> }): number => [...new Set(cluster.servers.map((s) => s.pid))].reduce((a, pid) => a + procCpuSeconds(pid), 0);
 
 const cpuMs = (): number => {
   const u = process.cpuUsage();
@@ -143,8 +148,8 @@ const FANOUT_DIM = 128;
 const NLIST = 1024;
 const NPROBE = 16;
 
-async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, n: number): Promise<FanoutRow> {
-  const cluster = await startCluster(s, { threads: 1 });
+async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, n: number, ranksPerProcess: number): Promise<FanoutRow> {
+  const cluster = await startCluster(s, { threads: 1, ranksPerProcess: Math.min(s, ranksPerProcess) });
   try {
     const idle = cluster.memory();
     const client = await IndexClient.connect(cluster.discovery, { callTimeoutMs: 600_000, sharedQuantize: 'never' });
@@ -231,7 +236,9 @@ async function fanoutCase(s: number, base: Float32Array, queries: Float32Array, 
         tiny.push(nowMs() - t);
       }
       const loaded = cluster.memory();
-      const avgMiB = (m: Array<{ rssBytes: number }>): number => m.reduce((a, x) => a + x.rssBytes, 0) / m.length / MiB;
+      // Per rank: a process serving K ranks appears K times in memory(), so its RSS is split K ways.
+      const perProcess = Math.min(s, ranksPerProcess);
+      const avgMiB = (m: Array<{ rssBytes: number }>): number => m.reduce((a, x) => a + x.rssBytes / perProcess, 0) / m.length / MiB;
       return {
         servers: s,
         ingestSeconds,
@@ -550,7 +557,7 @@ function markdown(r: { fanout: FanoutRow[]; quantizer: QuantizerShare[]; loads: 
   const n = r.meta.options.fanoutN;
   const L: string[] = [`# dfaiss scale benchmark (${r.meta.date})`, '', `commit ${r.meta.commit}, ${r.meta.cpus} cores, load average before ${r.meta.loadBefore}`, ''];
   if (r.fanout.length) {
-    L.push(`## Fan-out: ${n.toLocaleString('en-US')} x ${FANOUT_DIM} IVF${NLIST},Flat nprobe ${NPROBE}, spread over S servers (1 thread each)`, '');
+    L.push(`## Fan-out: ${n.toLocaleString('en-US')} x ${FANOUT_DIM} IVF${NLIST},Flat nprobe ${NPROBE}, spread over S servers (1 thread each, ${r.meta.options.ranksPerProcess} per process)`, '');
     L.push('| S | b1 p50 ms | b1 p99 ms | b100 QPS | client CPU ms / b1 | server CPU ms / b1 (all) | client CPU ms / b100 | server CPU ms / b100 (all) | tiny RPC to all p50 ms | RSS idle MiB | RSS loaded MiB |');
     L.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const f of r.fanout) {
@@ -633,7 +640,7 @@ export async function runScale(argv: string[]): Promise<void> {
     quantizer = await quantizerShares(base, queries, o.servers);
     for (const s of o.servers) {
       log(`fan-out: ${s} servers`);
-      const row = await fanoutCase(s, base, queries, o.fanoutN);
+      const row = await fanoutCase(s, base, queries, o.fanoutN, o.ranksPerProcess);
       log(`fan-out: ${s} servers: b1 p50 ${fmt(row.b1.p50)} ms, b100 ${fmt(row.b100Qps)} QPS, server CPU ${fmt(row.serverCpuMsB1)} ms per b1`);
       fanout.push(row);
     }
