@@ -421,8 +421,25 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     return !(ivf && dynamic_cast<faiss::IndexIVFFastScan*>(ivf));
   }
 
+  // The HNSW coarse quantizer of an IVF index, or null.
+  static faiss::IndexHNSW* HnswQuantizerOf(faiss::Index* idx) {
+    faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
+    return ivf ? dynamic_cast<faiss::IndexHNSW*>(ivf->quantizer) : nullptr;
+  }
+
+  // Whether the call's parameters must be set on the index itself, under the exclusive lock:
+  // indexes that ignore SearchParameters (TakesParams), and an HNSW coarse quantizer's
+  // efSearch, which 1.7.3's IndexHNSW ignores inside SearchParametersIVF::quantizer_params too.
+  static bool NeedsOverride(faiss::Index* idx, const CallParams& p) {
+    if (!p.any()) return false;
+    if (!TakesParams(idx)) return true;
+    return p.efSearch >= 0 && HnswQuantizerOf(idx) != nullptr;
+  }
+
+  // takesSearchParams(params?): whether these per-call parameters can travel as FAISS
+  // SearchParameters (a shared lock suffices), rather than be set on the index for the call.
   Napi::Value TakesSearchParams(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), TakesParams(holder_->index.get()));
+    return Napi::Boolean::New(info.Env(), !NeedsOverride(holder_->index.get(), ParseCallParams(info, 0)));
   }
 
   template <typename Fn>
@@ -441,19 +458,25 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
       return;
     }
     faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
-    if (!ivf || p.efSearch >= 0) throw std::runtime_error("this index type takes no such search parameters");
+    faiss::IndexHNSW* qh = HnswQuantizerOf(idx);
+    if (!ivf || (p.efSearch >= 0 && !qh)) throw std::runtime_error("this index type takes no such search parameters");
     size_t nprobe = ivf->nprobe, maxCodes = ivf->max_codes;
+    int qef = qh ? qh->hnsw.efSearch : 0;
+    auto restore = [&] {
+      ivf->nprobe = nprobe;
+      ivf->max_codes = maxCodes;
+      if (qh) qh->hnsw.efSearch = qef;
+    };
     if (p.nprobe > 0) ivf->nprobe = static_cast<size_t>(p.nprobe);
     if (p.maxCodes >= 0) ivf->max_codes = static_cast<size_t>(p.maxCodes);
+    if (p.efSearch >= 0) qh->hnsw.efSearch = static_cast<int>(p.efSearch);
     try {
       search();
     } catch (...) {
-      ivf->nprobe = nprobe;
-      ivf->max_codes = maxCodes;
+      restore();
       throw;
     }
-    ivf->nprobe = nprobe;
-    ivf->max_codes = maxCodes;
+    restore();
   }
 
   // The SearchParameters object for `p` on this index (null when none are set); `hold` owns
@@ -494,7 +517,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     idx_t* pl = a.labels.Data();
     idx_t n = a.n, k = a.k;
     CallParams cp = ParseCallParams(info, 5);
-    bool override = cp.any() && !TakesParams(holder_->index.get());
+    bool override = NeedsOverride(holder_->index.get(), cp);
     auto* w = Job(info.Env(), override, [n, k, px, pd, pl, cp, override](faiss::Index* idx) {
       if (override) return WithOverride(idx, cp, [&] { idx->search(n, px, k, pd, pl); });
       std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
@@ -513,7 +536,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   Napi::Value SearchSync(const Napi::CallbackInfo& info) {
     SearchArgs a = ParseSearchArgs(info);
     CallParams cp = ParseCallParams(info, 5);
-    if (cp.any() && !TakesParams(holder_->index.get())) return Napi::Boolean::New(info.Env(), false);  // needs the exclusive path
+    if (NeedsOverride(holder_->index.get(), cp)) return Napi::Boolean::New(info.Env(), false);  // needs the exclusive path
     std::shared_lock<std::shared_mutex> lock(holder_->mu, std::try_to_lock);
     if (!lock.owns_lock()) return Napi::Boolean::New(info.Env(), false);
     ApplyThreadCount();
@@ -537,7 +560,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     float* pr = recons.Data();
     idx_t n = a.n, k = a.k;
     CallParams cp = ParseCallParams(info, 6);
-    bool override = cp.any() && !TakesParams(holder_->index.get());
+    bool override = NeedsOverride(holder_->index.get(), cp);
     auto* w = Job(info.Env(), override, [n, k, px, pd, pl, pr, cp, override](faiss::Index* idx) {
       if (override) return WithOverride(idx, cp, [&] { idx->search_and_reconstruct(n, px, k, pd, pl, pr); });
       std::vector<std::unique_ptr<faiss::SearchParameters>> hold;
@@ -578,7 +601,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     SearchPtrs p = Ptrs(a);
     const uint8_t* pb = bitmap.Data();
     size_t nb = bitmap.ByteLength();
-    bool override = cp.any() && !TakesParams(holder_->index.get());
+    bool override = NeedsOverride(holder_->index.get(), cp);
     auto* w = Job(info.Env(), override, [p, cp, pb, nb, override](faiss::Index* idx) {
       if (!SelectorWorks(idx)) throw std::runtime_error("this index type cannot search with an id selector; use searchSubset");
       faiss::IDSelectorBitmap sel(nb, pb);

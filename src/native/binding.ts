@@ -36,7 +36,8 @@ export interface RawIndex {
   addWithIds(x: Float32Array, n: number, ids: BigInt64Array): Promise<void>;
   search(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): Promise<void>;
   searchSync(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params?: NativeSearchParams): boolean;
-  takesSearchParams(): boolean;
+  /** Whether these per-call parameters travel as FAISS SearchParameters (a shared lock), not set on the index for the call. */
+  takesSearchParams(params?: NativeSearchParams): boolean;
   selectorKind(): '' | 'flat' | 'ivf' | 'hnsw';
   searchSelected(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, params: NativeSearchParams | undefined, bitmap: Uint8Array): Promise<void>;
   searchSubset(x: Float32Array, n: number, k: number, distances: Float32Array, labels: BigInt64Array, subset: BigInt64Array): Promise<void>;

@@ -275,7 +275,7 @@ export class FaissIndex {
 
   /** Read lock, or the write lock when per-call parameters must be set on the index itself. */
   private withParamsLock<T>(params: NativeSearchParams | undefined, fn: () => Promise<T>): Promise<T> {
-    const override = params !== undefined && Object.keys(params).length > 0 && !this.raw.takesSearchParams();
+    const override = params !== undefined && Object.keys(params).length > 0 && !this.raw.takesSearchParams(params);
     return override ? this.lock.write(fn) : this.lock.read(fn);
   }
 

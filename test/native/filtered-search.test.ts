@@ -111,3 +111,20 @@ test('per-call efSearch reaches HNSW (FAISS 1.7.3 searches with the index\'s own
   const sel = await index.searchSelected(far, 10, Bits.full(n).bytes, { efSearch: 4096 });
   assert.equal(recall(sel.labels), 1);
 });
+
+test('per-call efSearch reaches an HNSW coarse quantizer (IVF..._HNSW: quantizer_efSearch) and leaves its default alone', async () => {
+  const index = FaissIndex.fromFactory(dim, 'IVF1024_HNSW4,Flat', 'l2');
+  await index.train(data);
+  await index.add(data);
+  await index.setParameter('nprobe', 4);
+  await index.setParameter('quantizer_efSearch', 4);
+  const far = syntheticClusters({ n: 200, dim, clusters: 32, seed: 4 }).data;
+  const want = exactSearch(data, far, dim, 10, 'l2');
+  const recall = (labels: BigInt64Array) => Array.from(labels).filter((l, i) => want.labels.subarray(Math.floor(i / 10) * 10, Math.floor(i / 10) * 10 + 10).includes(l)).length / labels.length;
+  const narrow = recall((await index.search(far, 10)).labels);
+  const wide = recall((await index.search(far, 10, { efSearch: 1024 })).labels);
+  const again = recall((await index.search(far, 10)).labels);
+  console.log(`IVF1024_HNSW4 nprobe 4 recall: quantizer efSearch 4 (default) ${narrow}, 1024 per call ${wide}, default again ${again}`);
+  assert.ok(wide > narrow, `quantizer efSearch 1024 (${wide}) must beat 4 (${narrow})`);
+  assert.equal(again, narrow, 'the default (4) is unchanged');
+});
