@@ -127,7 +127,8 @@ export async function sendByHome<T>(
   batch: { data: Float32Array | Uint16Array; dim: number; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean },
 ): Promise<T[]> {
   const { data, dim, n, ids, metadata } = batch;
-  if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
+  // null means no metadata, as in addIndexData without ids.
+  if (metadata !== undefined && metadata !== null && (!Array.isArray(metadata) || metadata.length !== n)) {
     throw new ValidationError('metadata', `an array with one entry per vector (${n})`, Array.isArray(metadata) ? `${metadata.length} entries` : metadata);
   }
   const results: T[] = [];

@@ -140,3 +140,15 @@ test('filter: searchWithFilter fetches deeper until k hits pass, in exact order,
     assert.deepEqual(rare.metadata.map((q) => q.map((m) => (m as [number, number])[0]).sort((a, b) => a - b)), [0, 1, 2].map(() => [0, 1, 2, 3, 4]));
   });
 });
+
+test('records: metadata null means none, with ids as without (hits carry null)', async () => {
+  await withShards(2, async (client) => {
+    await client.createIndex('nullmeta', flat);
+    await client.addIndexData('nullmeta', rows(0, 20), null, { ids: Array.from({ length: 20 }, (_, i) => `r${i}`) });
+    await client.addBufferToIndex('nullmeta');
+    const r = await client.search('nullmeta', rows(3, 4), 1);
+    assert.deepEqual(r.ids, [['r3']]);
+    assert.deepEqual(r.metadata, [[null]]);
+    await assert.rejects(client.addIndexData('nullmeta', rows(0, 2), [1], { ids: ['a', 'b'] }), ValidationError);
+  });
+});
