@@ -83,15 +83,16 @@ Examples:
       }
       const plus = (port: number | undefined, i: number): number | undefined => (port ? port + i : port);
       const started = await Promise.allSettled(
-        servers.map((server, i) =>
-          server.start({ port: portOf(i), host: opts.host, loadIndex: opts.loadIndex, discoveryConfig: opts.discoveryConfig, metricsPort: plus(opts.metricsPort, i), metricsHost }),
-        ),
+        servers.map((server, i) => server.start({ port: portOf(i), host: opts.host, loadIndex: opts.loadIndex, metricsPort: plus(opts.metricsPort, i), metricsHost })),
       );
       const failed = started.find((r) => r.status === 'rejected');
       if (failed) {
         await Promise.allSettled(servers.map((s) => s.stop()));
         exitWith(failed.reason as Error);
       }
+      // Published only once every rank listens, in rank order: a process that fails to start
+      // one rank leaves no line behind for the others (clients would wait on a dead address).
+      if (opts.discoveryConfig) for (const server of servers) await server.publish(opts.discoveryConfig);
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;

@@ -179,13 +179,21 @@ export class IndexServer {
     }
     this.address = addr;
     this.notReady = null;
-    if (opts.discoveryConfig) {
-      const host = addr.host === '0.0.0.0' || addr.host === '::' ? hostname() : addr.host;
-      // Under a hard-link lock: servers on several machines may append to one file on NFS.
-      await appendFileLocked(opts.discoveryConfig, `${host},${addr.port}\n`);
-    }
+    if (opts.discoveryConfig) await this.publish(opts.discoveryConfig);
     this.log.info({ host: addr.host, port: addr.port, saveDir: this.saveDir, threads: this.threads, ...(this.metricsAddress ? { metricsPort: this.metricsAddress.port } : {}) }, 'index server listening');
     return this.metricsAddress ? { ...addr, metricsPort: this.metricsAddress.port } : addr;
+  }
+
+  /**
+   * Appends this server's `host,port` line to a discovery file (start() does it when given
+   * discoveryConfig; a process serving several ranks does it once all of them listen).
+   */
+  async publish(discoveryConfig: string): Promise<void> {
+    if (!this.address) throw new IndexStateError('the server is not listening yet: start() it before publishing its address');
+    const { host: bound, port } = this.address;
+    const host = bound === '0.0.0.0' || bound === '::' ? hostname() : bound;
+    // Under a hard-link lock: servers on several machines may append to one file on NFS.
+    await appendFileLocked(discoveryConfig, `${host},${port}\n`);
   }
 
   get port(): number | undefined {

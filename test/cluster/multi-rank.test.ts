@@ -4,13 +4,17 @@
 // because that process died holding it is counted once (its revocation reaches the rank).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { IndexClient, IndexState } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { RpcClient } from '../../src/protocol/index.js';
 import { shardDir } from '../../src/server/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { runMovingClient } from '../helpers/mover.js';
+import { runCli } from '../helpers/cli.js';
 
 const dim = 8;
 const ROWS = 10;
@@ -76,5 +80,22 @@ test('4 ranks in 2 processes: own ports, folders and threads; kill -9 of a proce
     }
   } finally {
     await cluster.stop();
+  }
+});
+
+test('a process whose second rank cannot listen exits with one line and leaves no discovery line for its first rank', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-ranks-fail-'));
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  try {
+    const busy = (blocker.address() as { port: number }).port;
+    const discovery = join(dir, 'discovery.txt');
+    const r = await runCli(['server', '--rank', '0', '--ranks-per-process', '2', '--port', `0,${busy}`, '--save-dir', join(dir, 'data'), '--discovery-config', discovery], { timeoutMs: 20_000 });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`port ${busy} on 127.0.0.1 is already in use`));
+    assert.equal(existsSync(discovery) ? readFileSync(discovery, 'utf8') : '', '', 'no line for rank 0, which did listen for a moment');
+  } finally {
+    await new Promise((r) => blocker.close(r));
+    rmSync(dir, { recursive: true, force: true });
   }
 });
