@@ -227,8 +227,9 @@ export function buildMethods(server: IndexServer): ServerMethods {
         const { queries, callParams } = searchInput(shard, ctx.attachments[0] as Float32Array, params);
         if (!probes && ctx.attachments.length > 1) throw new ValidationError('attachments', 'one attachment (the queries) without probes', ctx.attachments.length);
         // A filter: only the records it admits are scored (shard/filtered-search.ts); that
-        // path probes for itself (it may widen nprobe), so shipped probe lists are not used.
-        const shared = probes && filter === undefined ? sharedProbes(shard, queries, probes, ctx.attachments) : undefined;
+        // path probes for itself (it may widen nprobe), so it takes no shipped probe lists.
+        if (probes && filter !== undefined) throw new ValidationError('probes', 'no probes with a filter (a filtered search chooses its own probe lists)', 'probes and a filter');
+        const shared = probes ? sharedProbes(shard, queries, probes, ctx.attachments) : undefined;
         const r =
           filter !== undefined
             ? await filteredSearch(shard, queries, k, returnEmbeddings ?? false, parseFilter(filter), callParams)

@@ -128,6 +128,7 @@ test('bad probe lists are refused naming the field, and the server keeps serving
     await refused({ probes: { ...probes, nprobe: 33 } }, [q, assign, coarse], /nprobe/);
     await refused({ probes: { fingerprint: '' , nprobe: 8 } }, [q, assign, coarse], /fingerprint/);
     await refused({}, [q, assign, coarse], /attachments/);
+    await refused({ probes, filter: { $id: { $exists: true } } }, [q, assign, coarse], /probes/);
     const ok = await c.call<{ preassigned?: boolean }>('search', { indexId: 'bad', k: 5, probes }, [q, assign, coarse]);
     assert.equal(ok.result.preassigned, true);
   });
