@@ -42,6 +42,8 @@ import { K, SERVERS, clientSearcher, measureSearch, type Dataset, type SearchCou
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MiB = 1024 * 1024;
+/** PRNG seeds of the base and query vectors (also written to --dump-data's header). */
+const SEEDS = { base: 14, queries: 1414 } as const;
 
 /** The original's figures on this workload (issue 14: measured side by side here by an earlier session, alternating runs). */
 export const ORIGINAL = {
@@ -298,8 +300,8 @@ export async function runOriginalBench(argv: string[]): Promise<void> {
   const reps = opts.reps || sizes.reps;
   const log = (msg: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
   const dim = 128;
-  const base = uniform(sizes.n, dim, 14);
-  const queries = uniform(sizes.nq, dim, 1414);
+  const base = uniform(sizes.n, dim, SEEDS.base);
+  const queries = uniform(sizes.nq, dim, SEEDS.queries);
   const ds: Dataset & { meta: string[] } = {
     name: 'synthetic', // the search workload only reads dim, nq and queries
     description: `uniform [0, 1), seed 14: ${sizes.n} x ${dim}, ${sizes.nq} queries (seed 1414)`,
@@ -370,7 +372,7 @@ function dumpData(dir: string, sizes: Sizes, dim: number, base: Float32Array, qu
     batch: sizes.batch,
     trainNum: sizes.trainNum,
     servers: SERVERS,
-    seeds: { base: 14, queries: 1414 },
+    seeds: SEEDS,
     counts: sizes.counts,
     metadata: 'String(row)',
     files: { base: 'base.f32', queries: 'queries.f32', truthFlat: 'truth-flat.i32', truthIvf: 'truth-ivf.i32' },
