@@ -16,7 +16,12 @@
  *   input byte after the ingest and after a saveIndex.
  *
  *   npm run bench -- --original [--quick] [--reps N] [--kinds flat,ivf] [--modes fsync,none]
- *                               [--server-prof DIR] [--out DIR] [--name N]
+ *                               [--server-prof DIR] [--out DIR] [--name N] [--dump-data DIR]
+ *
+ * `--dump-data DIR` writes the run's data (honouring --quick) and exits without a cluster, so an
+ * outside driver reads the very same vectors: base.f32, queries.f32 (row-major little-endian
+ * float32), truth-flat.i32 and truth-ivf.i32 (exact top-10 row ids by inner product / by L2,
+ * little-endian int32, nq x 10), and header.json (sizes, seeds, file names, search counts).
  *
  * The original cannot run here; its figures (issue 14, measured side by side on this machine
  * by an earlier session) are quoted as measured elsewhere.
@@ -37,6 +42,8 @@ import { K, SERVERS, clientSearcher, measureSearch, type Dataset, type SearchCou
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MiB = 1024 * 1024;
+/** PRNG seeds of the base and query vectors (also written to --dump-data's header). */
+const SEEDS = { base: 14, queries: 1414 } as const;
 
 /** The original's figures on this workload (issue 14: measured side by side here by an earlier session, alternating runs). */
 export const ORIGINAL = {
@@ -263,10 +270,11 @@ interface Opts {
   serverProf: string | null;
   out: string;
   name: string;
+  dumpData: string | null;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { quick: false, reps: 0, kinds: ['flat', 'ivf'], modes: ['fsync', 'none'], serverProf: null, out: join(REPO, 'bench', 'results'), name: '' };
+  const o: Opts = { quick: false, reps: 0, kinds: ['flat', 'ivf'], modes: ['fsync', 'none'], serverProf: null, out: join(REPO, 'bench', 'results'), name: '', dumpData: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => flagValue(argv, i++);
@@ -277,6 +285,7 @@ function parse(argv: string[]): Opts {
     else if (a === '--server-prof') o.serverProf = next();
     else if (a === '--out') o.out = next();
     else if (a === '--name') o.name = next();
+    else if (a === '--dump-data') o.dumpData = next();
     else throw new Error(`unknown argument ${a} for --original (see src/bench/original.ts)`);
   }
   for (const k of o.kinds) if (k !== 'flat' && k !== 'ivf') throw new Error(`--kinds: unknown index kind ${k}`);
@@ -291,8 +300,8 @@ export async function runOriginalBench(argv: string[]): Promise<void> {
   const reps = opts.reps || sizes.reps;
   const log = (msg: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
   const dim = 128;
-  const base = uniform(sizes.n, dim, 14);
-  const queries = uniform(sizes.nq, dim, 1414);
+  const base = uniform(sizes.n, dim, SEEDS.base);
+  const queries = uniform(sizes.nq, dim, SEEDS.queries);
   const ds: Dataset & { meta: string[] } = {
     name: 'synthetic', // the search workload only reads dim, nq and queries
     description: `uniform [0, 1), seed 14: ${sizes.n} x ${dim}, ${sizes.nq} queries (seed 1414)`,
@@ -313,6 +322,11 @@ export async function runOriginalBench(argv: string[]): Promise<void> {
     return Int32Array.from((await exact.search(queries, K)).labels, (v) => Number(v));
   };
   const truth = { flat: await truthFor('dot'), ivf: await truthFor('l2') };
+  if (opts.dumpData !== null) {
+    dumpData(opts.dumpData, sizes, dim, base, queries, truth);
+    log(`wrote ${sizes.n} x ${dim} base, ${sizes.nq} queries and exact top-${K} to ${opts.dumpData}`);
+    return;
+  }
   const nodeArgs = opts.serverProf ? ['--cpu-prof', '--cpu-prof-dir', opts.serverProf] : undefined;
   if (opts.serverProf) mkdirSync(opts.serverProf, { recursive: true });
 
@@ -339,6 +353,32 @@ export async function runOriginalBench(argv: string[]): Promise<void> {
   const md = originalMarkdown(rec, opts);
   writeFileSync(join(opts.out, `${opts.name}.md`), md);
   console.log(md);
+}
+
+/** Raw little-endian files (x86/ARM hosts are little-endian; checked) plus a JSON header describing them. */
+function dumpData(dir: string, sizes: Sizes, dim: number, base: Float32Array, queries: Float32Array, truth: { flat: Int32Array; ivf: Int32Array }): void {
+  if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('--dump-data: this host is not little-endian');
+  mkdirSync(dir, { recursive: true });
+  const bytes = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  writeFileSync(join(dir, 'base.f32'), bytes(base));
+  writeFileSync(join(dir, 'queries.f32'), bytes(queries));
+  writeFileSync(join(dir, 'truth-flat.i32'), bytes(truth.flat));
+  writeFileSync(join(dir, 'truth-ivf.i32'), bytes(truth.ivf));
+  const header = {
+    dim,
+    n: sizes.n,
+    nq: sizes.nq,
+    k: K,
+    batch: sizes.batch,
+    trainNum: sizes.trainNum,
+    servers: SERVERS,
+    seeds: SEEDS,
+    counts: sizes.counts,
+    metadata: 'String(row)',
+    files: { base: 'base.f32', queries: 'queries.f32', truthFlat: 'truth-flat.i32', truthIvf: 'truth-ivf.i32' },
+    truthMetric: { flat: 'dot', ivf: 'l2' },
+  };
+  writeFileSync(join(dir, 'header.json'), `${JSON.stringify(header, null, 2)}\n`);
 }
 
 type Floor = { seconds: number; cpuSeconds: number; vecPerSec: number };
