@@ -155,7 +155,8 @@ test('logs: JSON when piped (or --log-format json), readable lines with local IS
   assert.ok(pretty.every((l) => !l.startsWith('{')));
 
   // On a terminal (a pty from util-linux's `script`), auto is pretty, in colour.
-  const cmd = `timeout -s TERM 2 ${process.execPath} ${CLI} server --rank 0 --save-dir ${join(dir, 'logs')}`;
+  // 10 s: on 2 busy cores a server took more than 2 s to print its first line (seen at load 13).
+  const cmd = `timeout -s TERM 10 ${process.execPath} ${CLI} server --rank 0 --save-dir ${join(dir, 'logs')}`;
   const tty = await collect(spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...CHILD_ENV, DFAISS_LOG_LEVEL: 'info' } }), 20_000);
   // eslint-disable-next-line no-control-regex
   const plain = tty.stdout.replace(/\x1b\[[0-9;]*m/g, '').split(/\r?\n/);
