@@ -8,7 +8,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
-import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
+import { checkIndexCfgBuildable, createStandInIndex, type IndexCfg } from '../config/index.js';
 import { IndexStateError, UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../discovery/nfs-lock.js';
 import { faissBuild, releasableBuffers, setOmpNumThreads } from '../native/index.js';
@@ -77,7 +77,7 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    * has room (training and adding free it), at most `bufferWaitMs`; then, or at once when
    * nothing can free it (a per-shard training whose trainNum alone exceeds the bound), it
    * fails with an IndexStateError naming the bound. A batch into an empty buffer is always
-   * taken. 0 = no bound. @default 0
+   * taken. 0 = no bound. @default DEFAULT_MAX_BUFFERED_BYTES (512 MiB)
    */
   maxBufferedBytes?: number;
   /** How long an add waits for room under maxBufferedBytes (below the client's 120 s call deadline). @default 100000 */
@@ -93,6 +93,14 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    */
   testDieAfterLoggedAdd?: boolean;
 }
+
+/**
+ * Default per-index bound on vectors a shard holds outside FAISS (issue 14 item 4): without
+ * one, a 768-d load buffered every row as float32 until training (2M x 768 into 8 servers:
+ * 768 MB per server before FAISS, 0.75-1.2 GiB RSS). 512 MiB still fits a per-shard training
+ * on 100k x 768 (307 MB) or 1M x 128, and a shared training needs only trainNum/S per shard.
+ */
+export const DEFAULT_MAX_BUFFERED_BYTES = 512 * 2 ** 20;
 
 export class IndexServer {
   readonly rank: number;
@@ -141,7 +149,7 @@ export class IndexServer {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
     }
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
-    this.maxBufferedBytes = opts.maxBufferedBytes ?? 0;
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
     this.bufferWaitMs = opts.bufferWaitMs ?? 100_000;
     this.local = new LocalShard(this);
     this.rpc = new RpcServer({
@@ -309,6 +317,7 @@ export class IndexServer {
       }
       // A config that can never build or train is refused now, not as a background error later.
       await checkIndexCfgBuildable(cfg);
+      await this.checkTrainFitsBuffer(cfg);
       const shard = await DurableShard.create(dir, cfg, this.shardOptions(indexId));
       this.track(indexId, shard);
       this.log.info({ indexId }, 'index created');
@@ -340,6 +349,25 @@ export class IndexServer {
     } finally {
       if (!handed) opts.release?.();
     }
+  }
+
+  /**
+   * A per-shard training buffers trainNum vectors (as float32) before it can start: with a
+   * bound below that, the shard would fill up and wait for a training that never starts, so
+   * such an index is refused when it is created. Shared training needs only the shard's part
+   * of the sample, and types that need no training buffer nothing for it.
+   */
+  private async checkTrainFitsBuffer(cfg: IndexCfg): Promise<void> {
+    const limit = this.maxBufferedBytes;
+    if (limit <= 0 || cfg.trainNum * cfg.dim * 4 <= limit) return;
+    const standIn = await createStandInIndex(cfg);
+    if (standIn.isTrained || (cfg.trainMode === 'shared' && standIn.trainedLayout !== null)) return;
+    const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+    throw new ValidationError(
+      'trainNum',
+      `at most ${Math.floor(limit / (cfg.dim * 4))} for a per-shard training at dim ${cfg.dim}: trainNum ${cfg.trainNum} needs ${mib(cfg.trainNum * cfg.dim * 4)} MiB buffered per shard and server ${this.rank} may buffer ${mib(limit)} MiB per index (--max-buffered-mb); lower trainNum, use trainMode 'shared', or raise --max-buffered-mb`,
+      cfg.trainNum,
+    );
   }
 
   /**

@@ -2,10 +2,11 @@
 // with --max-buffered-mb 1 take 5 MiB of vectors while a shared training runs: adds past
 // the bound wait for room, no shard ever holds more than the bound outside FAISS, and
 // nothing is lost. A per-shard training whose trainNum alone exceeds the bound is refused
-// at once with a message naming the flag.
+// when the index is created, with a message naming the field and the flag; the default
+// bound (512 MiB) is in force without the flag.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { IndexClient, IndexState, IndexStateError } from '../../src/index.js';
+import { IndexClient, IndexState, ValidationError } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 
@@ -63,20 +64,42 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     assert.deepEqual(r.metadata[0], [[12_345]], 'a stored vector finds itself');
   });
 
-  it('a per-shard training that cannot start under the bound: the add is refused at once, naming the flag', async () => {
+  it('a per-shard training that cannot start under the bound: the index is refused when created, naming the field and the flag', async () => {
     // 20,000 x 32 floats = 2.5 MiB must be buffered before this shard trains: more than 1 MiB.
-    await client.createIndex('too-big', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 20_000, trainMode: 'per-shard', metric: 'l2' });
-    const rows = 2000;
-    let refused: unknown = null;
-    const t0 = Date.now();
-    for (let b = 0; b < 20 && !refused; b++) {
-      await client.addIndexData('too-big', data.base(rows, b * rows), null).catch((err: unknown) => (refused = err));
-    }
-    assert.ok(refused instanceof IndexStateError, `refused with ${String(refused)}`);
-    assert.match((refused as Error).message, /--max-buffered-mb/);
-    assert.match((refused as Error).message, /trainNum 20000/);
-    assert.ok(Date.now() - t0 < 30_000, 'refused without waiting out the buffer wait');
-    const held = (await client.status()).map((s) => (s.indexes as Record<string, { buffered: number }>)['too-big']!.buffered * dim * 4);
-    for (const h of held) assert.ok(h <= BOUND, `${h} B held`);
+    const err = await client
+      .createIndex('too-big', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 20_000, trainMode: 'per-shard', metric: 'l2' })
+      .then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof ValidationError, `refused with ${String(err)}`);
+    assert.match(err.message, /invalid trainNum/);
+    assert.match(err.message, /at most 8192/);
+    assert.match(err.message, /--max-buffered-mb/);
+    assert.match(err.message, /trainMode 'shared'/);
+    for (const s of await client.status()) assert.equal((s.indexes as Record<string, unknown>)['too-big'], undefined, 'nothing created');
+    // The same trainNum with shared training needs only the shard's part of the sample: taken.
+    await client.createIndex('shared-ok', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 20_000, trainMode: 'shared', metric: 'l2' });
+  });
+});
+
+describe('the default bound (no --max-buffered-mb)', () => {
+  let c2: TestCluster;
+  let cl2: IndexClient;
+  before(async () => {
+    c2 = await startCluster(1);
+    cl2 = await IndexClient.connect(c2.discovery);
+  });
+  after(async () => {
+    await cl2?.close();
+    await c2?.stop();
+  });
+
+  it('is 512 MiB per index: a per-shard training on 200k x 768 (586 MiB) is refused, 150k (439 MiB) is taken', async () => {
+    const err = await cl2
+      .createIndex('big-768', { indexBuilderType: 'ivf_simple', dim: 768, centroids: 16, trainNum: 200_000, trainMode: 'per-shard', metric: 'l2' })
+      .then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof ValidationError, `refused with ${String(err)}`);
+    assert.match(err.message, /invalid trainNum: expected at most 174762 .*may buffer 512\.0 MiB per index \(--max-buffered-mb\)/);
+    await cl2.createIndex('ok-768', { indexBuilderType: 'ivf_simple', dim: 768, centroids: 16, trainNum: 150_000, trainMode: 'per-shard', metric: 'l2' });
+    // Flat needs no training: its trainNum buffers nothing and is not checked.
+    await cl2.createIndex('flat-768', { indexBuilderType: 'flat', dim: 768, trainNum: 1_000_000, metric: 'l2' });
   });
 });
