@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { ValidationError } from '../errors.js';
 import { setOmpNumThreads } from '../native/index.js';
-import { DEFAULT_MAX_BUFFERED_BYTES, IndexServer } from '../server/index-server.js';
+import { IndexServer } from '../server/index-server.js';
 import { createLogger, exitAfterFlush } from '../util/logger.js';
 import { intArg, intListArg } from './args.js';
 import { addServerSecurityOptions, isLoopback, serverSecurityOrExit, type SecurityCliOptions } from './security.js';
@@ -34,7 +34,7 @@ Examples:
     .option('--metrics-host <addr>', 'interface of the metrics port (default: --host)')
     .option('--load-index', 'load every index saved for this rank before serving', false)
     .option('--threads <n>', 'OpenMP/BLAS threads for FAISS, per rank (cores / ranks per machine)', intArg('--threads', 1, 1024), 1)
-    .option('--max-buffered-mb <n>', 'per index, MiB of vectors a shard may hold outside FAISS (waiting for training or their add); adds past it wait, then fail with a message (0 = no bound)', intArg('--max-buffered-mb', 0, 1_048_576), DEFAULT_MAX_BUFFERED_BYTES / 2 ** 20)
+    .option('--max-buffered-mb <n>', 'per index, MiB of vectors a shard may hold outside FAISS (waiting for training or their add); adds past it wait, then fail with a message (0 = no bound)', intArg('--max-buffered-mb', 0, 1_048_576), 0)
     .option('--train-threads <n>', 'threads for a shared training this server runs for the cluster (default: the cores of this machine)', intArg('--train-threads', 1, 1024))
     // Used by `dfaiss launch local`: stop gracefully when the launcher's pipe closes (it died).
     .addOption(new Option('--stop-on-stdin-close', 'shut down when stdin reaches end of file').hideHelp())

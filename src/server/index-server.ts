@@ -77,7 +77,8 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    * has room (training and adding free it), at most `bufferWaitMs`; then, or at once when
    * nothing can free it (a per-shard training whose trainNum alone exceeds the bound), it
    * fails with an IndexStateError naming the bound. A batch into an empty buffer is always
-   * taken. 0 = no bound. @default DEFAULT_MAX_BUFFERED_BYTES (512 MiB)
+   * taken. 0 = no bound. @default 0 (off: an add held past the client's call deadline
+   * during a long shared training would fail, so a default bound needs a retryable reply first)
    */
   maxBufferedBytes?: number;
   /** How long an add waits for room under maxBufferedBytes (below the client's 120 s call deadline). @default 100000 */
@@ -93,14 +94,6 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    */
   testDieAfterLoggedAdd?: boolean;
 }
-
-/**
- * Default per-index bound on vectors a shard holds outside FAISS (issue 14 item 4): without
- * one, a 768-d load buffered every row as float32 until training (2M x 768 into 8 servers:
- * 768 MB per server before FAISS, 0.75-1.2 GiB RSS). 512 MiB still fits a per-shard training
- * on 100k x 768 (307 MB) or 1M x 128, and a shared training needs only trainNum/S per shard.
- */
-export const DEFAULT_MAX_BUFFERED_BYTES = 512 * 2 ** 20;
 
 export class IndexServer {
   readonly rank: number;
@@ -149,7 +142,7 @@ export class IndexServer {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
     }
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
-    this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? 0;
     this.bufferWaitMs = opts.bufferWaitMs ?? 100_000;
     this.local = new LocalShard(this);
     this.rpc = new RpcServer({
