@@ -23,8 +23,10 @@
  * float32), truth-flat.i32 and truth-ivf.i32 (exact top-10 row ids by inner product / by L2,
  * little-endian int32, nq x 10), and header.json (sizes, seeds, file names, search counts).
  *
- * The original cannot run here; its figures (issue 14, measured side by side on this machine
- * by an earlier session) are quoted as measured elsewhere.
+ * The original is not installed by this project (no PyPI or GitHub here, and none of its code
+ * may be committed): bench/results/original-side-by-side.md says how it was run beside this
+ * bench on the same --dump-data files. ORIGINAL below are issue 14's figures, from a faster
+ * machine, quoted as measured elsewhere.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -45,7 +47,7 @@ const MiB = 1024 * 1024;
 /** PRNG seeds of the base and query vectors (also written to --dump-data's header). */
 const SEEDS = { base: 14, queries: 1414 } as const;
 
-/** The original's figures on this workload (issue 14: measured side by side here by an earlier session, alternating runs). */
+/** The original's figures on this workload as issue 14 quotes them (another, ~3x faster machine). */
 export const ORIGINAL = {
   flat: { ingest: 446_000, p50: 20.4, p99: 50.0, qps100: 899, rssMiB: '270-280' },
   ivf: { ingest: 56_200, p50: 1.49, p99: 6.8, qps100: 2264, rssMiB: '270-280' },
@@ -393,7 +395,7 @@ function originalMarkdown(rec: { name: string; startedAt: string; argv: string[]
     `\`npm run bench -- --original ${rec.argv.join(' ')}\`, ${rec.startedAt}. ${s.n.toLocaleString('en-US')} x 128 uniform [0, 1), batches of ${s.batch.toLocaleString('en-US')}, ` +
       `metadata String(row), 4 servers x 1 thread, top-10; Flat by inner product, IVF = IVF1024,Flat by L2, nprobe 16, trained per server on its first ${s.trainNum.toLocaleString('en-US')} vectors. ` +
       `Medians of ${rec.runs.length / (opts.kinds.length * opts.modes.length)} round(s), durability modes alternating. Load average (1/5/15 min) at start ${L(rec.loadAtStart)}, at end ${L(rec.loadAtEnd)}. ` +
-      'The original\'s column is issue 14\'s (measured side by side on this machine by an earlier session, not in this run).',
+      'The original\'s column is issue 14\'s (measured on another, faster machine, not in this run; bench/results/original-side-by-side.md has it side by side).',
   );
   for (const kind of opts.kinds) {
     const o = ORIGINAL[kind];
