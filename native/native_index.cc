@@ -488,13 +488,9 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
       auto sp = std::make_unique<faiss::SearchParametersIVF>();
       sp->nprobe = p.nprobe > 0 ? static_cast<size_t>(p.nprobe) : ivf->nprobe;
       sp->max_codes = p.maxCodes >= 0 ? static_cast<size_t>(p.maxCodes) : ivf->max_codes;
-      if (p.efSearch >= 0) {
-        if (!dynamic_cast<faiss::IndexHNSW*>(ivf->quantizer)) throw std::runtime_error("efSearch applies to HNSW indexes (or an HNSW coarse quantizer)");
-        auto q = std::make_unique<faiss::SearchParametersHNSW>();
-        q->efSearch = static_cast<int>(p.efSearch);
-        sp->quantizer_params = q.get();
-        hold.push_back(std::move(q));
-      }
+      // An HNSW coarse quantizer's efSearch never gets here: 1.7.3 ignores quantizer_params,
+      // so NeedsOverride sends it through WithOverride. Any other IVF has no efSearch.
+      if (p.efSearch >= 0) throw std::runtime_error("efSearch applies to HNSW indexes (or an HNSW coarse quantizer)");
       hold.push_back(std::move(sp));
       return hold.back().get();
     }
