@@ -27,7 +27,6 @@ export type { FaissMetric, IdsInput, VectorsInput };
 /** [part name, float count] of an index's trained state, in order. */
 export type TrainedLayout = Array<[string, number]>;
 
-/** An index's trained state as plain numbers (shared training ships this, never an index). */
 /** Options of FaissIndex.train. */
 export interface TrainOptions {
   /** Thread count (setOmpNumThreads) for this training only. @default the process-wide count */
@@ -40,6 +39,7 @@ export interface TrainOptions {
   sortRows?: boolean;
 }
 
+/** An index's trained state as plain numbers (shared training ships this, never an index). */
 export interface TrainedState {
   layout: TrainedLayout;
   data: Float32Array;
