@@ -95,6 +95,9 @@ export interface IndexServerOptions extends ServerSecurityOptions {
   testDieAfterLoggedAdd?: boolean;
 }
 
+/** Bytes as MiB with one decimal, for the buffer-bound messages. */
+const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+
 export class IndexServer {
   readonly rank: number;
   readonly saveDir: string;
@@ -355,7 +358,6 @@ export class IndexServer {
     if (limit <= 0 || cfg.trainNum * cfg.dim * 4 <= limit) return;
     const standIn = await createStandInIndex(cfg);
     if (standIn.isTrained || (cfg.trainMode === 'shared' && standIn.trainedLayout !== null)) return;
-    const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
     throw new ValidationError(
       'trainNum',
       `at most ${Math.floor(limit / (cfg.dim * 4))} for a per-shard training at dim ${cfg.dim}: trainNum ${cfg.trainNum} needs ${mib(cfg.trainNum * cfg.dim * 4)} MiB buffered per shard and server ${this.rank} may buffer ${mib(limit)} MiB per index (--max-buffered-mb); lower trainNum, use trainMode 'shared', or raise --max-buffered-mb`,
@@ -388,8 +390,7 @@ export class IndexServer {
           else this.bufferReserved.delete(indexId);
         };
       }
-      const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
-      const what = `index '${indexId}' on server ${this.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
+        const what = `index '${indexId}' on server ${this.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
       const { trainNum, dim } = shard.cfg;
       if (!shard.sharedTraining && shard.state === IndexState.NOT_TRAINED && trainNum * dim * 4 > limit) {
         throw new IndexStateError(`${what}: its training starts at trainNum ${trainNum} vectors (${mib(trainNum * dim * 4)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
