@@ -16,6 +16,7 @@ import { IndexClient } from '../../dist/client/index-client.js';
 import type { Durability } from '../../dist/config/index.js';
 import { prng } from '../../dist/util/random.js';
 import { startCluster } from './cluster.js';
+import { threadCpuSeconds } from './proc.js';
 import { monoUs, nowMs } from './stats.js';
 
 const argv = process.argv.slice(2);
@@ -26,17 +27,6 @@ const nodeArgs = flag('--server-prof');
 const dim = 128;
 const batch = 10_000;
 
-/** [main thread, other threads] CPU seconds of `pid`. */
-function threadCpu(pid: number): [number, number] {
-  let main = 0;
-  let rest = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
-    if (Number(tid) === pid) main += ns;
-    else rest += ns;
-  }
-  return [main, rest];
-}
 /** Minor page faults (fresh memory touched) of `pid`'s [main thread, other threads] so far (stat field 10). */
 function minflt(pid: number): [number, number] {
   const out: [number, number] = [0, 0];
@@ -61,7 +51,7 @@ for (const durability of modes) {
   try {
     const client = await IndexClient.connect(cluster.discovery);
     await client.createIndex('acct', { indexBuilderType: 'flat', dim, metric: 'dot', durability });
-    const s0 = cluster.servers.map((s) => threadCpu(s.pid));
+    const s0 = cluster.servers.map((s) => threadCpuSeconds(s.pid));
     const f0 = cluster.servers.map((s) => minflt(s.pid));
     const c0 = own();
     const t0 = nowMs();
@@ -71,7 +61,7 @@ for (const durability of modes) {
     const us1 = monoUs();
     const client1 = own() - c0;
     const s1 = cluster.servers.map((s, i) => {
-      const [m, o] = threadCpu(s.pid);
+      const [m, o] = threadCpuSeconds(s.pid);
       return [m - s0[i]![0], o - s0[i]![1]] as const;
     });
     const faults: [number, number] = [0, 0];

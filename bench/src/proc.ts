@@ -9,17 +9,25 @@ import { procCpuSeconds } from './cluster.js';
  */
 export function schedCpuSeconds(pid: number): number {
   try {
-    // schedstat is per thread: sum the process's threads (FAISS, libuv workers, V8's GC;
-    // they live as long as the process, so none is missed).
-    let ns = 0;
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      const text = readFileText(`/proc/${pid}/task/${tid}/schedstat`);
-      if (text) ns += Number(text.split(' ')[0]);
-    }
-    return ns / 1e9;
+    const [main, others] = threadCpuSeconds(pid);
+    return main + others;
   } catch {
     return procCpuSeconds(pid);
   }
+}
+
+/**
+ * [main thread, all other threads] CPU seconds of a process from per-thread schedstat (ns):
+ * schedstat is per thread, so the threads are summed (FAISS, libuv workers, V8's GC; they
+ * live as long as the process, so none is missed). Throws when the process is gone.
+ */
+export function threadCpuSeconds(pid: number): [number, number] {
+  const out: [number, number] = [0, 0];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const text = readFileText(`/proc/${pid}/task/${tid}/schedstat`);
+    if (text) out[Number(tid) === pid ? 0 : 1] += Number(text.split(' ')[0]) / 1e9;
+  }
+  return out;
 }
 
 function readFileText(path: string): string | null {
