@@ -25,6 +25,8 @@
 #include <faiss/utils/Heap.h>
 #include <faiss/utils/distances.h>
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -54,6 +56,28 @@ struct Holder {
 void ApplyHolderThreads(const Holder& h) {
   int n = h.threads.load(std::memory_order_relaxed);
   if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+}
+
+// Returns the whole pages of [p, p + bytes) to the kernel; the range stays mapped.
+void ReleaseTail(uint8_t* p, size_t bytes) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  uintptr_t to = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+}
+
+// A flat index's codes live in one std::vector that libstdc++ grows by doubling: every
+// growth copies all codes into fresh pages, so a growing Flat shard first-touches about twice
+// its size (page faults were the largest cost of a Flat add, bench/results/ingest-profile.md).
+// Growing 4x at a time, at least 64 MiB, leaves a third as much to copy; the untouched
+// capacity is only address space (the kernel backs a page when it is first written).
+void ReserveFlatCodes(faiss::Index* idx, idx_t n) {
+  auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(idx);
+  if (!flat || n <= 0) return;
+  size_t need = static_cast<size_t>(flat->ntotal + n) * flat->code_size;
+  size_t cap = flat->codes.capacity();
+  if (need <= cap) return;
+  flat->codes.reserve(std::max({need, cap * 4, size_t{64} << 20}));
 }
 
 // Reads an index straight from caller memory (VectorIOReader would copy it first).
@@ -320,6 +344,7 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
         std::iota(ids.begin(), ids.end(), idx->ntotal);
         idmap->add_with_ids(n, px, ids.data());
       } else {
+        ReserveFlatCodes(idx, n);
         idx->add(n, px);
       }
     });
@@ -716,11 +741,13 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   }
 
   // remove_ids keeps the storage's capacity: after a mass delete a Flat index would hold
-  // its old size forever. Storage at most half used is reallocated to fit (one copy,
-  // amortised over the removals that halved it).
+  // its old size forever. A Flat index hands the whole pages past its last code back to the
+  // kernel (no copy; they read as zeros if growth touches them again: ReserveFlatCodes
+  // leaves capacity ahead on purpose). IVF lists at most half used are reallocated to fit
+  // (one copy, amortised over the removals that halved them).
   static void ShrinkAfterRemoval(faiss::Index* idx) {
     if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(idx)) {
-      if (flat->codes.size() < flat->codes.capacity() / 2) flat->codes.shrink_to_fit();
+      ReleaseTail(flat->codes.data() + flat->codes.size(), flat->codes.capacity() - flat->codes.size());
       return;
     }
     auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);

@@ -4,7 +4,12 @@
  * per durability mode. CPU time, so valid on a loaded machine (wall time is printed but is
  * not the figure to compare):
  *
- *   node bench/dist/ingest-account.js [--modes fsync,none] [--n 500000]
+ *   node bench/dist/ingest-account.js [--modes fsync,none] [--n 500000] [--kind flat|ivf]
+ *
+ * `--kind ivf` is the original's IVF scenario instead (IVF1024,Flat, L2, trainNum 100k
+ * per server, per-shard training): the figures then run until every vector is searchable,
+ * and each server's training start and end (seconds after the first add) are printed, to
+ * tell CPU spent from cores left idle.
  *
  * Prints the client's CPU (process.cpuUsage) and each server's CPU split into its main
  * thread and its other threads (libuv workers: FAISS add, WAL write + fdatasync; V8 GC
@@ -24,6 +29,8 @@ const flag = (name: string): string | undefined => (argv.includes(name) ? argv[a
 const modes = (flag('--modes') ?? 'fsync,none').split(',') as Durability[];
 const n = Number(flag('--n') ?? 500_000);
 const nodeArgs = flag('--server-prof');
+const kind = flag('--kind') ?? 'flat';
+if (kind !== 'flat' && kind !== 'ivf') throw new Error(`--kind: flat or ivf, not ${kind}`);
 const dim = 128;
 const batch = 10_000;
 
@@ -46,17 +53,44 @@ const base = Float32Array.from({ length: n * dim }, () => r());
 const meta = Array.from({ length: n }, (_, i) => String(i));
 const batches = Array.from({ length: n / batch }, (_, b) => ({ v: base.subarray(b * batch * dim, (b + 1) * batch * dim), m: meta.slice(b * batch, (b + 1) * batch) }));
 
+/** Polls every 50 ms until all rows are searchable; prints when each server started and ended training. */
+async function traceTraining(client: IndexClient, t0: number): Promise<void> {
+  const seen = new Map<number, { training?: number; trained?: number }>();
+  for (;;) {
+    const st = await client.status();
+    const now = (nowMs() - t0) / 1000;
+    let total = 0;
+    st.forEach((s, i) => {
+      const info = (s.indexes as Record<string, { state: string; ntotal: number }>)['acct']!;
+      const e = seen.get(i) ?? {};
+      if (info.state === 'TRAINING' && e.training === undefined) e.training = now;
+      if ((info.state === 'TRAINED' || info.state === 'ADD') && e.trained === undefined) e.trained = now;
+      seen.set(i, e);
+      total += info.state === 'TRAINED' ? info.ntotal : 0;
+    });
+    if (total === n) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  console.log(`  training per server (s after the first add): ${[...seen].map(([i, e]) => `${i}: ${e.training?.toFixed(1) ?? '?'}-${e.trained?.toFixed(1) ?? '?'}`).join(', ')}; searchable at ${((nowMs() - t0) / 1000).toFixed(1)}`);
+}
+
 for (const durability of modes) {
   const cluster = await startCluster(4, { threads: 1, ...(nodeArgs ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', nodeArgs] } : {}) });
   try {
     const client = await IndexClient.connect(cluster.discovery);
-    await client.createIndex('acct', { indexBuilderType: 'flat', dim, metric: 'dot', durability });
+    await client.createIndex(
+      'acct',
+      kind === 'flat'
+        ? { indexBuilderType: 'flat', dim, metric: 'dot', durability }
+        : { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 1024, nprobe: 16, trainNum: 100_000, trainMode: 'per-shard', durability },
+    );
     const s0 = cluster.servers.map((s) => threadCpuSeconds(s.pid));
     const f0 = cluster.servers.map((s) => minflt(s.pid));
     const c0 = own();
     const t0 = nowMs();
     const us0 = monoUs();
     await Promise.all(batches.map((b) => client.addIndexData('acct', b.v, b.m)));
+    if (kind === 'ivf') await traceTraining(client, t0);
     const wall = (nowMs() - t0) / 1000;
     const us1 = monoUs();
     const client1 = own() - c0;

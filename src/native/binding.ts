@@ -82,6 +82,7 @@ export interface RawBinding {
   allocBuffer(bytes: number): ArrayBuffer;
   freeBuffer(buffer: ArrayBuffer): boolean;
   trimMemory(): Promise<void>;
+  dropFileCache(fd: number, offset: number, length: number): boolean;
   fp16ToFp32Async(src: Uint16Array, dst: Float32Array): Promise<void>;
   setNumThreads(n: number): void;
   getNumThreads(): number;

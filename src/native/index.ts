@@ -71,6 +71,14 @@ export function trimMemory(): Promise<void> {
   return native.trimMemory();
 }
 
+/**
+ * Drops the clean page-cache pages of `fd`'s [offset, offset + length): see the write-ahead
+ * log, which calls it for records already made durable. Advisory: false when it failed.
+ */
+export function dropFileCache(fd: number, offset: number, length: number): boolean {
+  return native.dropFileCache(fd, offset, length);
+}
+
 let trimTimer: NodeJS.Timeout | null = null;
 
 /**

@@ -12,6 +12,7 @@
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StorageError } from '../errors.js';
+import { dropFileCache } from '../native/index.js';
 import type { Durability } from '../config/index-cfg.js';
 import type { RecordId } from './records.js';
 import { listSegments, segmentName, syncDir, writeAll } from './wal-files.js';
@@ -175,6 +176,9 @@ export class WriteAheadLog {
               const t0 = performance.now();
               await fh.datasync();
               fsyncSeconds = (performance.now() - t0) / 1000;
+              // Durable now, and read again only by a restart: hand the pages back so the
+              // next batch's write reuses warm memory instead of fresh page cache.
+              dropFileCache(fh.fd, this.size, bytes);
             }
           } catch (err) {
             // Cut the partial write off so the log ends with complete records again.

@@ -2,10 +2,10 @@
 // concurrency, the event loop, and input validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FaissIndex, fp16ToFp32, fp16ToFp32Async, getOmpNumThreads, gpuAvailable, releasableBuffers, setOmpNumThreads } from '../../src/native/index.js';
+import { FaissIndex, dropFileCache, fp16ToFp32, fp16ToFp32Async, getOmpNumThreads, gpuAvailable, releasableBuffers, setOmpNumThreads } from '../../src/native/index.js';
 import { FaissError, ValidationError } from '../../src/errors.js';
 import { SyntheticDataset, prng } from '../../src/datasets/synthetic.js';
 import { exactSearch, recallAtK } from '../../src/datasets/exact.js';
@@ -337,6 +337,52 @@ test('releasableBuffers: free returns the memory at once and empties every view'
   assert.equal(view.length, 0);
   releasableBuffers.free(bufs[0]!); // a second free is a no-op
   releasableBuffers.free(new Uint8Array(16)); // not ours: left alone
+});
+
+test('a Flat index grown by many adds stays exact, and a mass removal hands its freed pages back without a copy', async () => {
+  const rssAnonKiB = (): number => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+  const dim = 64;
+  const index = FaissIndex.fromFactory(dim, 'Flat', 'l2');
+  const batches = Array.from({ length: 40 }, (_, b) => uniform(8000, dim, 100 + b)); // 80 MiB of codes in 40 adds
+  for (const b of batches) await index.add(b);
+  const all = new Float32Array(batches.length * 8000 * dim);
+  batches.forEach((b, i) => all.set(b, i * b.length));
+  const queries = uniform(20, dim, 99);
+  assert.deepEqual((await index.search(queries, 5)).labels, exactSearch(all, queries, dim, 5, 'l2').labels);
+  const before = rssAnonKiB();
+  const drop = 240_000; // the first three quarters
+  assert.equal(await index.removeIds(BigInt64Array.from({ length: drop }, (_, i) => BigInt(i))), drop);
+  const after = rssAnonKiB();
+  assert.ok(before - after >= 50 * 1024, `removing 60 MiB of codes returns them: RssAnon ${before} -> ${after} KiB`);
+  const rest = all.subarray(drop * dim);
+  assert.deepEqual((await index.search(queries, 5)).labels, exactSearch(rest, queries, dim, 5, 'l2').labels);
+  // Growing again into the released pages: they read as zeros to FAISS, which overwrites them.
+  const more = uniform(100_000, dim, 7);
+  await index.add(more);
+  const both = new Float32Array(rest.length + more.length);
+  both.set(rest);
+  both.set(more, rest.length);
+  assert.deepEqual((await index.search(queries, 5)).labels, exactSearch(both, queries, dim, 5, 'l2').labels);
+});
+
+test('dropFileCache drops written pages of a file, which still reads back the same; a bad fd answers false', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dfaiss-fadvise-'));
+  try {
+    const path = join(dir, 'f');
+    const data = Buffer.from(uniform(1 << 16, 4, 3).buffer);
+    writeFileSync(path, data);
+    const fd = openSync(path, 'r+');
+    try {
+      fsyncSync(fd);
+      assert.equal(dropFileCache(fd, 0, data.length), true);
+    } finally {
+      closeSync(fd);
+    }
+    assert.ok(readFileSync(path).equals(data));
+    assert.equal(dropFileCache(1 << 20, 0, 4096), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('trained state: an index trained from another one\'s exported state searches identically, for every shareable type; other layouts refuse', async () => {
