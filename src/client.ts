@@ -53,6 +53,7 @@ export {
   NativeLoadError,
   ProtocolError,
   RemoteError,
+  ServerBusyError,
   ServerUnavailableError,
   StorageError,
   TimeoutError,

@@ -81,6 +81,15 @@ export class AuthError extends DfaissError {
   override readonly code: string = 'AUTH';
 }
 
+/**
+ * The server cannot take the request now and did not store it, but will soon: its buffer of
+ * vectors waiting for a training or their add is full (--max-buffered-mb). The client
+ * resends adds that get it (IndexClientOptions.busyRetryMs); it surfaces only past that.
+ */
+export class ServerBusyError extends DfaissError {
+  override readonly code: string = 'BUSY';
+}
+
 /** A server reported an error that has no more specific class here. */
 export class RemoteError extends DfaissError {
   override readonly code: string = 'REMOTE';

@@ -34,14 +34,18 @@ Examples:
     .option('--metrics-host <addr>', 'interface of the metrics port (default: --host)')
     .option('--load-index', 'load every index saved for this rank before serving', false)
     .option('--threads <n>', 'OpenMP/BLAS threads for FAISS, per rank (cores / ranks per machine)', intArg('--threads', 1, 1024), 1)
-    .option('--max-buffered-mb <n>', 'per index, MiB of vectors a shard may hold outside FAISS (waiting for training or their add); adds past it wait, then fail with a message (0 = no bound)', intArg('--max-buffered-mb', 0, 1_048_576), 0)
+    .option(
+      '--max-buffered-mb <n>',
+      'per index, MiB of vectors a shard may hold outside FAISS (waiting for training or their add); adds past it wait, clients resend them after a pause (0 = no bound; default 512, raised to what a per-shard training must gather)',
+      intArg('--max-buffered-mb', 0, 1_048_576),
+    )
     .option('--train-threads <n>', 'threads for a shared training this server runs for the cluster (default: the cores of this machine)', intArg('--train-threads', 1, 1024))
     // Used by `dfaiss launch local`: stop gracefully when the launcher's pipe closes (it died).
     .addOption(new Option('--stop-on-stdin-close', 'shut down when stdin reaches end of file').hideHelp())
     // Tests: how long a connection may take to complete hello (default 10 s).
     .addOption(new Option('--hello-timeout-ms <ms>', 'handshake deadline per connection').argParser(intArg('--hello-timeout-ms', 1, 600_000)).hideHelp());
   addServerSecurityOptions(cmd)
-    .action(async (opts: SecurityCliOptions & { rank: number; ranksPerProcess: number; port: number[]; host: string; saveDir: string; discoveryConfig?: string; metricsPort?: number; metricsHost?: string; loadIndex: boolean; threads: number; maxBufferedMb: number; trainThreads?: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
+    .action(async (opts: SecurityCliOptions & { rank: number; ranksPerProcess: number; port: number[]; host: string; saveDir: string; discoveryConfig?: string; metricsPort?: number; metricsHost?: string; loadIndex: boolean; threads: number; maxBufferedMb?: number; trainThreads?: number; stopOnStdinClose?: boolean; helloTimeoutMs?: number }) => {
       const logger = createLogger({ role: 'server' });
       const security = serverSecurityOrExit(cmd, opts, logger);
       logger.info({ auth: security.auth !== undefined, tls: security.tls !== undefined, clientCerts: security.tls?.ca !== undefined, maxFrameBytes: security.maxFrameBytes, maxConnections: security.maxConnections, frameTimeoutMs: security.frameTimeoutMs }, 'security settings');
@@ -67,7 +71,7 @@ Examples:
         (_, i) =>
           new IndexServer(opts.rank + i, opts.saveDir, {
             threads: opts.threads,
-            maxBufferedBytes: opts.maxBufferedMb * 2 ** 20,
+            ...(opts.maxBufferedMb !== undefined ? { maxBufferedBytes: opts.maxBufferedMb * 2 ** 20 } : {}),
             ownsProcess: k === 1,
             ...(opts.trainThreads ? { trainThreads: opts.trainThreads } : {}),
             logger,

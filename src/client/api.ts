@@ -37,6 +37,12 @@ export interface IndexClientOptions extends ClientSecurityOptions {
   connectTimeoutMs?: number;
   /** Batches being sent or stored at once across all servers; more addIndexData calls wait. @default 2 x servers */
   maxAddsInFlight?: number;
+  /**
+   * How long an add is resent to a server that answers ServerBusyError (its buffer of
+   * vectors waiting for a training is full: --max-buffered-mb), pausing 50 ms to 2 s between
+   * tries; past it the add fails with that error. 0 = fail at once. @default 3_600_000 (1 h)
+   */
+  busyRetryMs?: number;
   /** Name shown in server logs. */
   clientName?: string;
   /**

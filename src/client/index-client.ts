@@ -41,7 +41,7 @@ import { fanOutSearch, readEverywhere } from './fan-out.js';
 import { SharedQuantizer } from './quantize-once.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
-import { batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
+import { DEFAULT_BUSY_RETRY_MS, batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
 import { TrainingTrigger } from './training-trigger.js';
 import { IndexHandle } from './index-handle.js';
 
@@ -54,6 +54,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
+  private readonly busyRetryMs: number;
   private readonly training: TrainingTrigger;
   private readonly quantizer: SharedQuantizer;
 
@@ -70,6 +71,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     }
     const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
+    this.busyRetryMs = opts.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS;
+    if (!Number.isSafeInteger(this.busyRetryMs) || this.busyRetryMs < 0) throw new ValidationError('busyRetryMs', 'a non-negative integer of milliseconds', opts.busyRetryMs);
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
     this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {
@@ -158,7 +161,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
-    const placed = await this.slots.with(() => placeBatch(this.servers, this.revocations, { indexId, meta, n, trainAsync, attachments }, control), control.signal);
+    const placed = await this.slots.with(() => placeBatch(this.servers, this.revocations, { indexId, meta, n, trainAsync, attachments }, control, this.busyRetryMs), control.signal);
     const training = this.training.afterAdd(indexId, meta, placed.server, placed.reply);
     if (training && !trainAsync) await untilAborted(training, control.signal);
   }
@@ -482,6 +485,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       { indexId, dim: meta.dim, data, n, ids: list, metadata, upsert, trainAsync },
       (i, reply) => this.training.afterAdd(indexId, meta, i, reply),
       control,
+      this.busyRetryMs,
     );
     if (!trainAsync) await untilAborted(Promise.all(trainings.map((t) => t ?? Promise.resolve())), control.signal);
   }

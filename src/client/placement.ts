@@ -4,7 +4,7 @@
  * to revoke its copy). Records with ids: each on its home server (records.ts), never moved.
  */
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
+import { ConnectionError, ServerBusyError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { toMatrix, type VectorsInput } from '../vectors.js';
 import type { AddSlots } from './add-slots.js';
 import type { CallControl } from './call-control.js';
@@ -25,6 +25,48 @@ export function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): {
   return { data: vectors, n: vectors.length / dim };
 }
 
+/** How long adds are resent to a busy server (ServerBusyError) by default: 1 h, a research-scale shared training. */
+export const DEFAULT_BUSY_RETRY_MS = 3_600_000;
+
+/**
+ * One addIndexData request, resent while the server answers ServerBusyError (it stored
+ * nothing: its buffer of vectors waiting for training is full) after pauses growing from
+ * 50 ms to 2 s, for at most `busyRetryMs` (then the ServerBusyError is thrown); the abort
+ * signal ends the wait at once.
+ */
+export async function sendAdd(
+  server: ShardOperation,
+  args: Record<string, unknown>,
+  attachments: Parameters<ShardOperation['call']>[3],
+  control: CallControl,
+  busyRetryMs: number,
+): Promise<AddReply> {
+  const since = Date.now();
+  for (let pause = 50; ; pause = Math.min(2000, pause * 2)) {
+    try {
+      return (await server.call('bulk', 'addIndexData', args as never, attachments, control)).result as AddReply;
+    } catch (err) {
+      if (!(err instanceof ServerBusyError) || Date.now() - since + pause > busyRetryMs) throw err;
+    }
+    await sleepUnlessAborted(pause, control.signal);
+  }
+}
+
+function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /**
  * Stores one batch on one server, starting at the index's next server in round-robin order;
  * returns which server stored it and its reply. Fails with ServerUnavailableError when every
@@ -35,6 +77,7 @@ export async function placeBatch(
   revocations: Revocations,
   batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ShardOperation['call']>[3] },
   control: CallControl = {},
+  busyRetryMs = DEFAULT_BUSY_RETRY_MS,
 ): Promise<{ server: number; reply: AddReply }> {
   const { indexId, meta, n, trainAsync, attachments } = batch;
   const failures: string[] = [];
@@ -56,7 +99,7 @@ export async function placeBatch(
     let reply: AddReply;
     try {
       const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
-      reply = (await server.call('bulk', 'addIndexData', args, attachments, control)).result;
+      reply = await sendAdd(server, args, attachments, control, busyRetryMs);
       if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
     } catch (err) {
       if (control.signal?.aborted) {
@@ -95,13 +138,14 @@ export async function placeRecords(
   batch: { indexId: string; dim: number; data: Float32Array | Uint16Array; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean; trainAsync: boolean },
   stored: (server: number, reply: AddReply) => Promise<void> | null,
   control: CallControl = {},
+  busyRetryMs = DEFAULT_BUSY_RETRY_MS,
 ): Promise<Array<void | null>> {
   const { indexId, trainAsync } = batch;
   return rec.sendByHome(
     {
       servers,
       send: async (i, args, attachments) => {
-        const reply = await slots.with(async () => (await servers[i]!.call('bulk', 'addIndexData', { indexId, trainAsync, key: randomUUID(), ...args }, attachments, control)).result, control.signal);
+        const reply = await slots.with(() => sendAdd(servers[i]!, { indexId, trainAsync, key: randomUUID(), ...args }, attachments, control, busyRetryMs), control.signal);
         return stored(i, reply);
       },
     },

@@ -9,7 +9,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { checkIndexCfgBuildable, createStandInIndex, type IndexCfg } from '../config/index.js';
-import { IndexStateError, UnknownIndexError, ValidationError } from '../errors.js';
+import { IndexStateError, ServerBusyError, UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../discovery/nfs-lock.js';
 import { faissBuild, releasableBuffers, setOmpNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
@@ -74,14 +74,17 @@ export interface IndexServerOptions extends ServerSecurityOptions {
   /**
    * Per index, bytes of vectors a shard may hold outside FAISS (buffered for a training, or
    * waiting for their background add). An add that would go past it waits until the shard
-   * has room (training and adding free it), at most `bufferWaitMs`; then, or at once when
-   * nothing can free it (a per-shard training whose trainNum alone exceeds the bound), it
-   * fails with an IndexStateError naming the bound. A batch into an empty buffer is always
-   * taken. 0 = no bound. @default 0 (off: an add held past the client's call deadline
-   * during a long shared training would fail, so a default bound needs a retryable reply first)
+   * has room (training and adding free it), at most `bufferWaitMs`; then it is refused with
+   * ServerBusyError, which clients resend after a pause (so a training of any length only
+   * slows the load down), or at once with IndexStateError when nothing can free it (a
+   * per-shard training whose trainNum alone exceeds the bound). A batch into an empty buffer
+   * is always taken. 0 = no bound.
+   * @default DEFAULT_MAX_BUFFERED_BYTES (512 MiB), raised per index to what a per-shard
+   * training must buffer before it can start; a bound that is set is kept strictly (and an
+   * index whose per-shard training cannot fit it is refused when created).
    */
   maxBufferedBytes?: number;
-  /** How long an add waits for room under maxBufferedBytes (below the client's 120 s call deadline). @default 100000 */
+  /** How long an add waits for room under maxBufferedBytes before the server answers busy. @default 1000 */
   bufferWaitMs?: number;
   /** Structured logger. @default silent */
   logger?: Logger;
@@ -94,6 +97,13 @@ export interface IndexServerOptions extends ServerSecurityOptions {
    */
   testDieAfterLoggedAdd?: boolean;
 }
+
+/**
+ * The default bound on vectors outside FAISS, per index and server: a 768-d research load
+ * buffers ~730 MiB per server while its shared training runs (bench/results/server-memory-768.md),
+ * and this keeps such a server's RSS near half that without slowing the original's workload.
+ */
+export const DEFAULT_MAX_BUFFERED_BYTES = 512 * 2 ** 20;
 
 /** Bytes as MiB with one decimal, for the buffer-bound messages. */
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
@@ -110,6 +120,8 @@ export class IndexServer {
   readonly trainThreads: number;
   private readonly dieAfterLoggedAdd: boolean;
   private readonly maxBufferedBytes: number;
+  /** maxBufferedBytes was set (kept strictly) rather than defaulted (raised for per-shard trainings). */
+  private readonly boundSet: boolean;
   private readonly bufferWaitMs: number;
   /** Per index: bytes of adds past the buffer check and not yet applied (so concurrent adds cannot all squeeze in). */
   private readonly bufferReserved = new Map<string, number>();
@@ -145,8 +157,9 @@ export class IndexServer {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
     }
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
-    this.maxBufferedBytes = opts.maxBufferedBytes ?? 0;
-    this.bufferWaitMs = opts.bufferWaitMs ?? 100_000;
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.boundSet = opts.maxBufferedBytes !== undefined;
+    this.bufferWaitMs = opts.bufferWaitMs ?? 1000;
     this.local = new LocalShard(this);
     this.rpc = new RpcServer({
       ...opts.rpc,
@@ -355,7 +368,7 @@ export class IndexServer {
    */
   private async checkTrainFitsBuffer(cfg: IndexCfg): Promise<void> {
     const limit = this.maxBufferedBytes;
-    if (limit <= 0 || cfg.trainNum * cfg.dim * 4 <= limit) return;
+    if (!this.boundSet || limit <= 0 || cfg.trainNum * cfg.dim * 4 <= limit) return;
     const standIn = await createStandInIndex(cfg);
     if (standIn.isTrained || (cfg.trainMode === 'shared' && standIn.trainedLayout !== null)) return;
     throw new ValidationError(
@@ -376,6 +389,11 @@ export class IndexServer {
     const since = Date.now();
     for (let waited = 0; ; waited++) {
       const { shard } = this.getDurable(indexId);
+      const { trainNum, dim } = shard.cfg;
+      const trainBytes = trainNum * dim * 4;
+      const perShardTraining = !shard.sharedTraining && shard.state === IndexState.NOT_TRAINED;
+      // The default bound never stops a per-shard training from gathering its trainNum.
+      const limit = !this.boundSet && perShardTraining ? Math.max(this.maxBufferedBytes, trainBytes) : this.maxBufferedBytes;
       const reserved = this.bufferReserved.get(indexId) ?? 0;
       const held = shard.bufferedBytes + reserved;
       if (held === 0 || held + bytes <= limit) {
@@ -390,13 +408,13 @@ export class IndexServer {
           else this.bufferReserved.delete(indexId);
         };
       }
-        const what = `index '${indexId}' on server ${this.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
-      const { trainNum, dim } = shard.cfg;
-      if (!shard.sharedTraining && shard.state === IndexState.NOT_TRAINED && trainNum * dim * 4 > limit) {
-        throw new IndexStateError(`${what}: its training starts at trainNum ${trainNum} vectors (${mib(trainNum * dim * 4)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
+      const what = `index '${indexId}' on server ${this.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
+      if (perShardTraining && trainBytes > limit) {
+        throw new IndexStateError(`${what}: its training starts at trainNum ${trainNum} vectors (${mib(trainBytes)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
       }
       if (Date.now() - since >= this.bufferWaitMs) {
-        throw new IndexStateError(`${what}, and no training or add freed room for ${Math.round(this.bufferWaitMs / 1000)} s: train the index (syncTrain) or raise --max-buffered-mb, then resend the batch (it was not stored)`);
+        const until = shard.state === IndexState.NOT_TRAINED ? 'its training (syncTrain starts it)' : 'its background adds';
+        throw new ServerBusyError(`${what}: the batch was not stored; resend it once ${until} free room (clients do so by themselves), or raise --max-buffered-mb`);
       }
       await sleep(20);
     }

@@ -1,12 +1,12 @@
 // Issue 14, item 4: vectors waiting for training are bounded in memory. Two real servers
 // with --max-buffered-mb 1 take 5 MiB of vectors while a shared training runs: adds past
-// the bound wait for room, no shard ever holds more than the bound outside FAISS, and
-// nothing is lost. A per-shard training whose trainNum alone exceeds the bound is refused
+// the bound wait for room (the server answers busy after 1 s, the client resends), no shard
+// ever holds more than the bound outside FAISS, and nothing is lost. A per-shard training whose trainNum alone exceeds the bound is refused
 // when the index is created, with a message naming the field and the flag (at a 512 MiB
 // bound: the sizes a 768-d per-shard training reaches).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { IndexClient, IndexState, ValidationError } from '../../src/index.js';
+import { IndexClient, IndexState, ServerBusyError, ValidationError } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 
@@ -64,6 +64,42 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     assert.deepEqual(r.metadata[0], [[12_345]], 'a stored vector finds itself');
   });
 
+  it('a full buffer with no training in sight answers busy: a client that may not wait gets ServerBusyError (nothing stored), one that may is resent until another client trains', async () => {
+    // Shared training at a trainNum no load reaches: nothing trains until someone asks.
+    await client.createIndex('stalled', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 1_000_000, trainMode: 'shared', metric: 'l2' });
+    const rows = 8000; // 1,024,000 B: one batch fills a server's bound
+    const base = data.base(rows * 4);
+    const batch = (b: number): Float32Array => base.subarray(b * rows * dim, (b + 1) * rows * dim);
+    await client.addIndexData('stalled', batch(0));
+    await client.addIndexData('stalled', batch(1));
+    const impatient = await IndexClient.connect(cluster.discovery, { busyRetryMs: 0 });
+    try {
+      const t0 = Date.now();
+      const err = await impatient.addIndexData('stalled', batch(2)).then(() => null, (e: unknown) => e);
+      assert.ok(err instanceof ServerBusyError, `refused with ${String(err)}`);
+      assert.match(err.message, /holds 1\.0 MiB of vectors not yet in FAISS and may hold 1\.0 MiB \(--max-buffered-mb\): the batch was not stored/);
+      assert.match(err.message, /syncTrain/);
+      assert.ok(Date.now() - t0 >= 900, 'the server held the add for its wait first');
+    } finally {
+      await impatient.close();
+    }
+    let stored = false;
+    const patient = client.addIndexData('stalled', batch(3)).then(() => (stored = true));
+    await sleep(2500); // past the server's 1 s wait: busy replies, resent
+    assert.equal(stored, false, 'still waiting for room');
+    const trainer = await IndexClient.connect(cluster.discovery);
+    try {
+      await trainer.syncTrain('stalled');
+    } finally {
+      await trainer.close();
+    }
+    await patient;
+    while ((await client.getNtotal('stalled')) < 3 * rows) await sleep(20);
+    assert.equal(await client.getNtotal('stalled'), 3 * rows, 'the refused batch was not stored, the resent one once');
+    const q = batch(3).subarray(5 * dim, 6 * dim);
+    assert.equal((await client.search('stalled', q, 1)).scores[0]![0], 0, 'the resent batch is searchable');
+  });
+
   it('a per-shard training that cannot start under the bound: the index is refused when created, naming the field and the flag', async () => {
     // 20,000 x 32 floats = 2.5 MiB must be buffered before this shard trains: more than 1 MiB.
     const err = await client
@@ -101,5 +137,29 @@ describe('a 512 MiB bound (--max-buffered-mb 512)', () => {
     await cl2.createIndex('ok-768', { indexBuilderType: 'ivf_simple', dim: 768, centroids: 16, trainNum: 150_000, trainMode: 'per-shard', metric: 'l2' });
     // Flat needs no training: its trainNum buffers nothing and is not checked.
     await cl2.createIndex('flat-768', { indexBuilderType: 'flat', dim: 768, trainNum: 1_000_000, metric: 'l2' });
+  });
+});
+
+describe('the default bound (no --max-buffered-mb)', () => {
+  let c3: TestCluster;
+  let cl3: IndexClient;
+  before(async () => {
+    c3 = await startCluster(1);
+    cl3 = await IndexClient.connect(c3.discovery);
+  });
+  after(async () => {
+    await cl3?.close();
+    await c3?.stop();
+  });
+
+  it('is raised to what a per-shard training must gather: 200k x 768 (586 MiB), which a set 512 MiB bound refuses, is taken; a 768-d per-shard index trains and searches', async () => {
+    const d = 768;
+    await cl3.createIndex('big-768', { indexBuilderType: 'ivf_simple', dim: d, centroids: 16, trainNum: 200_000, trainMode: 'per-shard', metric: 'l2' });
+    // A smaller trainNum shows the same rule without 600 MB of test data: 4,000 rows train.
+    await cl3.createIndex('small-768', { indexBuilderType: 'ivf_simple', dim: d, centroids: 16, trainNum: 4000, trainMode: 'per-shard', metric: 'l2' });
+    const rows = new SyntheticDataset({ dim: d, seed: 7 }).base(5000);
+    await cl3.addIndexData('small-768', rows);
+    while ((await cl3.getState('small-768')) !== IndexState.TRAINED || (await cl3.getNtotal('small-768')) < 5000) await sleep(20);
+    assert.equal((await cl3.search('small-768', rows.subarray(0, d), 1)).scores[0]![0], 0);
   });
 });
