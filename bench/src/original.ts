@@ -17,6 +17,7 @@
  *
  *   npm run bench -- --original [--quick] [--reps N] [--kinds flat,ivf] [--modes fsync,none]
  *                               [--server-prof DIR] [--out DIR] [--name N] [--dump-data DIR]
+ *                               [--counts WARMUP,SINGLE,REPS10,REPS100]
  *
  * `--dump-data DIR` writes the run's data (honouring --quick) and exits without a cluster, so an
  * outside driver reads the very same vectors: base.f32, queries.f32 (row-major little-endian
@@ -273,10 +274,12 @@ interface Opts {
   out: string;
   name: string;
   dumpData: string | null;
+  /** Search counts instead of the scenario's (warm-up, batch-1 calls, batch-10 and batch-100 reps): `--counts 10000,3000,30,30` measures servers whose JIT has settled. */
+  counts: Omit<SearchCounts, 'ingestReps'> | null;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { quick: false, reps: 0, kinds: ['flat', 'ivf'], modes: ['fsync', 'none'], serverProf: null, out: join(REPO, 'bench', 'results'), name: '', dumpData: null };
+  const o: Opts = { quick: false, reps: 0, kinds: ['flat', 'ivf'], modes: ['fsync', 'none'], serverProf: null, out: join(REPO, 'bench', 'results'), name: '', dumpData: null, counts: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => flagValue(argv, i++);
@@ -288,6 +291,11 @@ function parse(argv: string[]): Opts {
     else if (a === '--out') o.out = next();
     else if (a === '--name') o.name = next();
     else if (a === '--dump-data') o.dumpData = next();
+    else if (a === '--counts') {
+      const c = next().split(',').map(Number);
+      if (c.length !== 4 || !c.every((x) => Number.isSafeInteger(x) && x >= 0)) throw new Error('--counts: WARMUP,SINGLE,REPS10,REPS100 (non-negative integers)');
+      o.counts = { warmup: c[0]!, single: c[1]!, reps10: c[2]!, reps100: c[3]! };
+    }
     else throw new Error(`unknown argument ${a} for --original (see src/bench/original.ts)`);
   }
   for (const k of o.kinds) if (k !== 'flat' && k !== 'ivf') throw new Error(`--kinds: unknown index kind ${k}`);
@@ -298,7 +306,8 @@ function parse(argv: string[]): Opts {
 
 export async function runOriginalBench(argv: string[]): Promise<void> {
   const opts = parse(argv);
-  const sizes = opts.quick ? QUICK : FULL;
+  const scenario = opts.quick ? QUICK : FULL;
+  const sizes: Sizes = opts.counts ? { ...scenario, counts: { ...scenario.counts, ...opts.counts } } : scenario;
   const reps = opts.reps || sizes.reps;
   const log = (msg: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
   const dim = 128;

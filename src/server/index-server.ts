@@ -6,16 +6,15 @@
 import { readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
-import { checkIndexCfgBuildable, createStandInIndex, type IndexCfg } from '../config/index.js';
-import { IndexStateError, ServerBusyError, UnknownIndexError, ValidationError } from '../errors.js';
+import { checkIndexCfgBuildable, type IndexCfg } from '../config/index.js';
+import { IndexStateError, UnknownIndexError, ValidationError } from '../errors.js';
 import { appendFileLocked } from '../discovery/nfs-lock.js';
 import { faissBuild, releasableBuffers, setOmpNumThreads } from '../native/index.js';
 import { RpcServer, type RpcServerOptions } from '../protocol/index.js';
 import { DurableShard, type AddBatchOptions } from '../shard/durable-shard.js';
 import { checkBatch, type Shard, type ShardInfo } from '../shard/shard.js';
-import { IndexState } from '../shard/state.js';
+import { BufferBound } from './buffer-bound.js';
 import { IndexLocks } from './index-locks.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import type { CheckedMatrix } from '../vectors.js';
@@ -98,16 +97,6 @@ export interface IndexServerOptions extends ServerSecurityOptions {
   testDieAfterLoggedAdd?: boolean;
 }
 
-/**
- * The default bound on vectors outside FAISS, per index and server: a 768-d research load
- * buffers ~730 MiB per server while its shared training runs (bench/results/server-memory-768.md),
- * and this keeps such a server's RSS near half that without slowing the original's workload.
- */
-export const DEFAULT_MAX_BUFFERED_BYTES = 512 * 2 ** 20;
-
-/** Bytes as MiB with one decimal, for the buffer-bound messages. */
-const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
-
 export class IndexServer {
   readonly rank: number;
   readonly saveDir: string;
@@ -119,12 +108,7 @@ export class IndexServer {
   private readonly ownsProcess: boolean;
   readonly trainThreads: number;
   private readonly dieAfterLoggedAdd: boolean;
-  private readonly maxBufferedBytes: number;
-  /** maxBufferedBytes was set (kept strictly) rather than defaulted (raised for per-shard trainings). */
-  private readonly boundSet: boolean;
-  private readonly bufferWaitMs: number;
-  /** Per index: bytes of adds past the buffer check and not yet applied (so concurrent adds cannot all squeeze in). */
-  private readonly bufferReserved = new Map<string, number>();
+  private readonly bufferBound: BufferBound;
   private address: { host: string; port: number } | null = null;
   /** Created on first use: prom-client is loaded only by a server that serves or is asked for metrics. */
   private metricsLoading: Promise<ServerMetrics> | undefined;
@@ -157,9 +141,7 @@ export class IndexServer {
       throw new ValidationError('trainThreads', 'an integer from 1 to 1024', this.trainThreads);
     }
     this.dieAfterLoggedAdd = opts.testDieAfterLoggedAdd ?? false;
-    this.maxBufferedBytes = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
-    this.boundSet = opts.maxBufferedBytes !== undefined;
-    this.bufferWaitMs = opts.bufferWaitMs ?? 1000;
+    this.bufferBound = new BufferBound({ maxBufferedBytes: opts.maxBufferedBytes, waitMs: opts.bufferWaitMs ?? 1000, rank, log: this.log });
     this.local = new LocalShard(this);
     this.rpc = new RpcServer({
       ...opts.rpc,
@@ -326,7 +308,7 @@ export class IndexServer {
       }
       // A config that can never build or train is refused now, not as a background error later.
       await checkIndexCfgBuildable(cfg);
-      await this.checkTrainFitsBuffer(cfg);
+      await this.bufferBound.checkCreate(cfg);
       const shard = await DurableShard.create(dir, cfg, this.shardOptions(indexId));
       this.track(indexId, shard);
       this.log.info({ indexId }, 'index created');
@@ -343,7 +325,7 @@ export class IndexServer {
     let handed = false;
     try {
       // Outside the index lock: a drop or reload must not wait behind a full buffer.
-      const unreserve = await this.bufferRoom(indexId, vectors.byteLength);
+      const unreserve = await this.bufferBound.room(indexId, () => this.getShard(indexId), vectors.byteLength);
       return await this.withShard(indexId, async (durable) => {
         // Checked again here: a reload may have changed the configuration since the request arrived.
         checkBatch(durable.cfg, vectors, offsets.length - 1);
@@ -357,66 +339,6 @@ export class IndexServer {
       }).finally(unreserve);
     } finally {
       if (!handed) opts.release?.();
-    }
-  }
-
-  /**
-   * A per-shard training buffers trainNum vectors (as float32) before it can start: with a
-   * bound below that, the shard would fill up and wait for a training that never starts, so
-   * such an index is refused when it is created. Shared training needs only the shard's part
-   * of the sample, and types that need no training buffer nothing for it.
-   */
-  private async checkTrainFitsBuffer(cfg: IndexCfg): Promise<void> {
-    const limit = this.maxBufferedBytes;
-    if (!this.boundSet || limit <= 0 || cfg.trainNum * cfg.dim * 4 <= limit) return;
-    const standIn = await createStandInIndex(cfg);
-    if (standIn.isTrained || (cfg.trainMode === 'shared' && standIn.trainedLayout !== null)) return;
-    throw new ValidationError(
-      'trainNum',
-      `at most ${Math.floor(limit / (cfg.dim * 4))} for a per-shard training at dim ${cfg.dim}: trainNum ${cfg.trainNum} needs ${mib(cfg.trainNum * cfg.dim * 4)} MiB buffered per shard and server ${this.rank} may buffer ${mib(limit)} MiB per index (--max-buffered-mb); lower trainNum, use trainMode 'shared', or raise --max-buffered-mb`,
-      cfg.trainNum,
-    );
-  }
-
-  /**
-   * Waits until the shard can buffer `bytes` more under maxBufferedBytes (see
-   * IndexServerOptions) and reserves them; returns the release of the reservation, called
-   * once the add is applied (its vectors then count in the shard's buffer) or failed.
-   */
-  private async bufferRoom(indexId: string, bytes: number): Promise<() => void> {
-    const limit = this.maxBufferedBytes;
-    if (limit <= 0) return () => {};
-    const since = Date.now();
-    for (let waited = 0; ; waited++) {
-      const { shard } = this.getDurable(indexId);
-      const { trainNum, dim } = shard.cfg;
-      const trainBytes = trainNum * dim * 4;
-      const perShardTraining = !shard.sharedTraining && shard.state === IndexState.NOT_TRAINED;
-      // The default bound never stops a per-shard training from gathering its trainNum.
-      const limit = !this.boundSet && perShardTraining ? Math.max(this.maxBufferedBytes, trainBytes) : this.maxBufferedBytes;
-      const reserved = this.bufferReserved.get(indexId) ?? 0;
-      const held = shard.bufferedBytes + reserved;
-      if (held === 0 || held + bytes <= limit) {
-        if (waited > 0) this.log.debug({ indexId, waitedMs: Date.now() - since }, 'add waited for buffer room');
-        this.bufferReserved.set(indexId, reserved + bytes);
-        let done = false;
-        return () => {
-          if (done) return;
-          done = true;
-          const left = (this.bufferReserved.get(indexId) ?? bytes) - bytes;
-          if (left > 0) this.bufferReserved.set(indexId, left);
-          else this.bufferReserved.delete(indexId);
-        };
-      }
-      const what = `index '${indexId}' on server ${this.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
-      if (perShardTraining && trainBytes > limit) {
-        throw new IndexStateError(`${what}: its training starts at trainNum ${trainNum} vectors (${mib(trainBytes)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
-      }
-      if (Date.now() - since >= this.bufferWaitMs) {
-        const until = shard.state === IndexState.NOT_TRAINED ? 'its training (syncTrain starts it)' : 'its background adds';
-        throw new ServerBusyError(`${what}: the batch was not stored; resend it once ${until} free room (clients do so by themselves), or raise --max-buffered-mb`);
-      }
-      await sleep(20);
     }
   }
 
