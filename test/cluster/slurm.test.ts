@@ -109,7 +109,7 @@ test('--dry-run prints the batch script: 64 servers, 32 per node -> 2 nodes, cpu
   assert.match(s, /srun \\\n {2}--cpus-per-task=2 \\\n/);
   assert.ok(s.includes(`--output=${join(dir, 'logs')}/%j_%t.out`));
   assert.ok(s.includes('--rank "$SLURM_PROCID" --port "$((12033 + SLURM_LOCALID))"'));
-  assert.ok(s.includes(`${process.execPath} --max-semi-space-size=2 ${CLI} server`), 'the launchers\' Node flags');
+  assert.ok(s.includes(`${process.execPath} --max-semi-space-size=2 --interrupt-budget=16896 --minimum-invocations-after-ic-update=50 ${CLI} server`), 'the launchers\' Node flags');
   assert.ok(s.includes('OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}'), 'OpenBLAS\'s pool sized to the threads');
   assert.match(s, /--host 0\.0\.0\.0 \\\n/);
   assert.match(s, /--threads 2 \\\n/); // default: cpus per task
