@@ -69,15 +69,16 @@ void ReleaseTail(uint8_t* p, size_t bytes) {
 // A flat index's codes live in one std::vector that libstdc++ grows by doubling: every
 // growth copies all codes into fresh pages, so a growing Flat shard first-touches about twice
 // its size (page faults were the largest cost of a Flat add, bench/results/ingest-profile.md).
-// Growing 4x at a time, at least 64 MiB, leaves a third as much to copy; the untouched
-// capacity is only address space (the kernel backs a page when it is first written).
+// Growing 4x at a time leaves a third as much to copy; the untouched capacity is only
+// address space (the kernel backs a page when it is first written). No floor: under strict
+// overcommit reserved capacity counts against the commit limit, and small indexes are many.
 void ReserveFlatCodes(faiss::Index* idx, idx_t n) {
   auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(idx);
   if (!flat || n <= 0) return;
   size_t need = static_cast<size_t>(flat->ntotal + n) * flat->code_size;
   size_t cap = flat->codes.capacity();
   if (need <= cap) return;
-  flat->codes.reserve(std::max({need, cap * 4, size_t{64} << 20}));
+  flat->codes.reserve(std::max(need, cap * 4));
 }
 
 // Reads an index straight from caller memory (VectorIOReader would copy it first).

@@ -100,6 +100,31 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     assert.equal((await client.search('stalled', q, 1)).scores[0]![0], 0, 'the resent batch is searchable');
   });
 
+  it('records with ids are resent on busy too: an upsert into a full buffer waits for room, then lands', async () => {
+    await client.createIndex('stalled-ids', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 1_000_000, trainMode: 'shared', metric: 'l2' });
+    const rows = 8000;
+    const base = data.base(rows * 3);
+    // Ids spread over both servers (each id has a home server): 16,000 ids fill both bounds.
+    const ids = Array.from({ length: 3 * rows }, (_, i) => `r${i}`);
+    await client.addIndexData('stalled-ids', base.subarray(0, 2 * rows * dim), null, { ids: ids.slice(0, 2 * rows) });
+    const impatient = await IndexClient.connect(cluster.discovery, { busyRetryMs: 0 });
+    try {
+      const err = await impatient.upsert('stalled-ids', ids.slice(2 * rows), base.subarray(2 * rows * dim)).then(() => null, (e: unknown) => e);
+      assert.ok(err instanceof ServerBusyError, `refused with ${String(err)}`);
+    } finally {
+      await impatient.close();
+    }
+    let stored = false;
+    const patient = client.upsert('stalled-ids', ids.slice(2 * rows), base.subarray(2 * rows * dim)).then(() => (stored = true));
+    await sleep(1500);
+    assert.equal(stored, false, 'still waiting for room');
+    await client.syncTrain('stalled-ids');
+    await patient;
+    const got = await client.get('stalled-ids', ['r0', `r${3 * rows - 1}`]);
+    assert.deepEqual(got.unknown, []);
+    assert.equal(got.records.length, 2);
+  });
+
   it('a per-shard training that cannot start under the bound: the index is refused when created, naming the field and the flag', async () => {
     // 20,000 x 32 floats = 2.5 MiB must be buffered before this shard trains: more than 1 MiB.
     const err = await client
