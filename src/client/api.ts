@@ -40,7 +40,8 @@ export interface IndexClientOptions extends ClientSecurityOptions {
   /**
    * How long an add is resent to a server that answers ServerBusyError (its buffer of
    * vectors waiting for a training is full: --max-buffered-mb), pausing 50 ms to 2 s between
-   * tries; past it the add fails with that error. 0 = fail at once. @default 3_600_000 (1 h)
+   * tries; past it the add fails with that error. A call's own `timeoutMs` bounds it too.
+   * 0 = fail at once. @default 3_600_000 (1 h)
    */
   busyRetryMs?: number;
   /** Name shown in server logs. */

@@ -31,8 +31,8 @@ export const DEFAULT_BUSY_RETRY_MS = 3_600_000;
 /**
  * One addIndexData request, resent while the server answers ServerBusyError (it stored
  * nothing: its buffer of vectors waiting for training is full) after pauses growing from
- * 50 ms to 2 s, for at most `busyRetryMs` (then the ServerBusyError is thrown); the abort
- * signal ends the wait at once.
+ * 50 ms to 2 s, for at most `busyRetryMs`, or the call's own `timeoutMs` when it sets a
+ * shorter one (then the ServerBusyError is thrown); the abort signal ends the wait at once.
  */
 export async function sendAdd(
   server: ShardOperation,
@@ -42,6 +42,7 @@ export async function sendAdd(
   busyRetryMs: number,
 ): Promise<AddReply> {
   const since = Date.now();
+  if (control.timeoutMs !== undefined && control.timeoutMs > 0) busyRetryMs = Math.min(busyRetryMs, control.timeoutMs);
   for (let pause = 50; ; pause = Math.min(2000, pause * 2)) {
     try {
       return (await server.call('bulk', 'addIndexData', args as never, attachments, control)).result as AddReply;

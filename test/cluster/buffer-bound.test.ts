@@ -83,6 +83,11 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     } finally {
       await impatient.close();
     }
+    // A call's own deadline bounds the resending too.
+    const t1 = Date.now();
+    const late = await client.addIndexData('stalled', batch(2), null, { timeoutMs: 2500 }).then(() => null, (e: unknown) => e);
+    assert.ok(late instanceof ServerBusyError, `refused with ${String(late)}`);
+    assert.ok(Date.now() - t1 < 6000, `gave up near its 2.5 s deadline (${Date.now() - t1} ms)`);
     let stored = false;
     const patient = client.addIndexData('stalled', batch(3)).then(() => (stored = true));
     await sleep(2500); // past the server's 1 s wait: busy replies, resent
