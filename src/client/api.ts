@@ -41,6 +41,7 @@ export interface IndexClientOptions extends ClientSecurityOptions {
    * How long an add is resent to a server that answers ServerBusyError (its buffer of
    * vectors waiting for a training is full: --max-buffered-mb), pausing 50 ms to 2 s between
    * tries; past it the add fails with that error. A call's own `timeoutMs` bounds it too.
+   * Each busy reply is a `serverBusy` event; `log` gets one line per 30 s while it lasts.
    * 0 = fail at once. @default 3_600_000 (1 h)
    */
   busyRetryMs?: number;
@@ -143,4 +144,6 @@ export interface IndexClientEvents {
   serverDown: [{ server: string; error: Error }];
   /** A server that was down answers again. */
   serverUp: [{ server: string }];
+  /** A server answered an add with ServerBusyError (its buffer is full while it trains); the client resends the add. */
+  serverBusy: [{ server: string; error: Error }];
 }

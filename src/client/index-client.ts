@@ -13,7 +13,7 @@ import { checkK, toMatrix, type VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
-import { readDiscovery, type ServerAddress } from '../discovery/discovery-file.js';
+import { readDiscovery, stderrLog, type ServerAddress } from '../discovery/discovery-file.js';
 import { mergeReplies } from './merge.js';
 import { checkFilter, type Filter } from '../filter/schema.js';
 import * as rec from './records.js';
@@ -41,7 +41,7 @@ import { fanOutSearch, readEverywhere } from './fan-out.js';
 import { SharedQuantizer } from './quantize-once.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
-import { DEFAULT_BUSY_RETRY_MS, batchMatrix, checkIdMode, placeBatch, placeRecords } from './placement.js';
+import { DEFAULT_BUSY_RETRY_MS, batchMatrix, checkIdMode, placeBatch, placeRecords, type BusyPolicy } from './placement.js';
 import { TrainingTrigger } from './training-trigger.js';
 import { IndexHandle } from './index-handle.js';
 
@@ -54,7 +54,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly indexes = new Map<string, IndexMeta>();
   private readonly revocations: Revocations;
   private readonly slots: AddSlots;
-  private readonly busyRetryMs: number;
+  private readonly busy: BusyPolicy;
   private readonly training: TrainingTrigger;
   private readonly quantizer: SharedQuantizer;
 
@@ -71,8 +71,20 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     }
     const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
-    this.busyRetryMs = opts.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS;
-    if (!Number.isSafeInteger(this.busyRetryMs) || this.busyRetryMs < 0) throw new ValidationError('busyRetryMs', 'a non-negative integer of milliseconds', opts.busyRetryMs);
+    const busyRetryMs = opts.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS;
+    if (!Number.isSafeInteger(busyRetryMs) || busyRetryMs < 0) throw new ValidationError('busyRetryMs', 'a non-negative integer of milliseconds', opts.busyRetryMs);
+    const log = opts.log ?? stderrLog;
+    let loggedAt = -Infinity;
+    this.busy = {
+      retryMs: busyRetryMs,
+      onBusy: (server, error) => {
+        this.emit('serverBusy', { server, error });
+        // One line per 30 s: a load that stalls on a training says why.
+        if (Date.now() - loggedAt < 30_000) return;
+        loggedAt = Date.now();
+        log(`dfaiss: ${server} is busy, resending adds until it has room (busyRetryMs ${busyRetryMs}): ${error.message}`);
+      },
+    };
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
     this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {
@@ -161,7 +173,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     const { blob, offsets } = encodeMetadata(metadata, n);
     const attachments = [data, blob, offsetsBytes(offsets)];
     const trainAsync = opts.trainAsync ?? true;
-    const placed = await this.slots.with(() => placeBatch(this.servers, this.revocations, { indexId, meta, n, trainAsync, attachments }, control, this.busyRetryMs), control.signal);
+    const placed = await this.slots.with(() => placeBatch(this.servers, this.revocations, { indexId, meta, n, trainAsync, attachments }, control, this.busy), control.signal);
     const training = this.training.afterAdd(indexId, meta, placed.server, placed.reply);
     if (training && !trainAsync) await untilAborted(training, control.signal);
   }
@@ -485,7 +497,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
       { indexId, dim: meta.dim, data, n, ids: list, metadata, upsert, trainAsync },
       (i, reply) => this.training.afterAdd(indexId, meta, i, reply),
       control,
-      this.busyRetryMs,
+      this.busy,
     );
     if (!trainAsync) await untilAborted(Promise.all(trainings.map((t) => t ?? Promise.resolve())), control.signal);
   }

@@ -28,6 +28,12 @@ export function batchMatrix(vectors: VectorsInput | Uint16Array, dim: number): {
 /** How long adds are resent to a busy server (ServerBusyError) by default: 1 h, a research-scale shared training. */
 export const DEFAULT_BUSY_RETRY_MS = 3_600_000;
 
+/** How adds treat busy servers: resend for up to `retryMs`, telling `onBusy` of each busy reply. */
+export interface BusyPolicy {
+  retryMs: number;
+  onBusy?: (server: string, err: ServerBusyError) => void;
+}
+
 /**
  * One addIndexData request, resent while the server answers ServerBusyError (it stored
  * nothing: its buffer of vectors waiting for training is full) after pauses growing from
@@ -39,8 +45,9 @@ export async function sendAdd(
   args: Record<string, unknown>,
   attachments: Parameters<ShardOperation['call']>[3],
   control: CallControl,
-  busyRetryMs: number,
+  busy: BusyPolicy,
 ): Promise<AddReply> {
+  let busyRetryMs = busy.retryMs;
   const since = Date.now();
   if (control.timeoutMs !== undefined && control.timeoutMs > 0) busyRetryMs = Math.min(busyRetryMs, control.timeoutMs);
   for (let pause = 50; ; pause = Math.min(2000, pause * 2)) {
@@ -48,6 +55,7 @@ export async function sendAdd(
       return (await server.call('bulk', 'addIndexData', args as never, attachments, control)).result as AddReply;
     } catch (err) {
       if (!(err instanceof ServerBusyError) || Date.now() - since + pause > busyRetryMs) throw err;
+      busy.onBusy?.(server.name, err);
     }
     await sleepUnlessAborted(pause, control.signal);
   }
@@ -78,7 +86,7 @@ export async function placeBatch(
   revocations: Revocations,
   batch: { indexId: string; meta: IndexMeta; n: number; trainAsync: boolean; attachments: Parameters<ShardOperation['call']>[3] },
   control: CallControl = {},
-  busyRetryMs = DEFAULT_BUSY_RETRY_MS,
+  busy: BusyPolicy = { retryMs: DEFAULT_BUSY_RETRY_MS },
 ): Promise<{ server: number; reply: AddReply }> {
   const { indexId, meta, n, trainAsync, attachments } = batch;
   const failures: string[] = [];
@@ -100,7 +108,7 @@ export async function placeBatch(
     let reply: AddReply;
     try {
       const args = { indexId, n, trainAsync, key, ...(movedFrom.length > 0 ? { movedFrom } : {}) };
-      reply = await sendAdd(server, args, attachments, control, busyRetryMs);
+      reply = await sendAdd(server, args, attachments, control, busy);
       if (reply?.revoked) throw new ConnectionError(`${server.name} refused batch key ${key} as revoked`); // fresh keys: not expected
     } catch (err) {
       if (control.signal?.aborted) {
@@ -139,14 +147,14 @@ export async function placeRecords(
   batch: { indexId: string; dim: number; data: Float32Array | Uint16Array; n: number; ids: RecordId[]; metadata: readonly unknown[] | null | undefined; upsert: boolean; trainAsync: boolean },
   stored: (server: number, reply: AddReply) => Promise<void> | null,
   control: CallControl = {},
-  busyRetryMs = DEFAULT_BUSY_RETRY_MS,
+  busy: BusyPolicy = { retryMs: DEFAULT_BUSY_RETRY_MS },
 ): Promise<Array<void | null>> {
   const { indexId, trainAsync } = batch;
   return rec.sendByHome(
     {
       servers,
       send: async (i, args, attachments) => {
-        const reply = await slots.with(() => sendAdd(servers[i]!, { indexId, trainAsync, key: randomUUID(), ...args }, attachments, control, busyRetryMs), control.signal);
+        const reply = await slots.with(() => sendAdd(servers[i]!, { indexId, trainAsync, key: randomUUID(), ...args }, attachments, control, busy), control.signal);
         return stored(i, reply);
       },
     },

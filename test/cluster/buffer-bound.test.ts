@@ -72,7 +72,8 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     const batch = (b: number): Float32Array => base.subarray(b * rows * dim, (b + 1) * rows * dim);
     await client.addIndexData('stalled', batch(0));
     await client.addIndexData('stalled', batch(1));
-    const impatient = await IndexClient.connect(cluster.discovery, { busyRetryMs: 0 });
+    const lines: string[] = [];
+    const impatient = await IndexClient.connect(cluster.discovery, { busyRetryMs: 0, log: (m) => lines.push(m) });
     try {
       const t0 = Date.now();
       const err = await impatient.addIndexData('stalled', batch(2)).then(() => null, (e: unknown) => e);
@@ -89,9 +90,17 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     assert.ok(late instanceof ServerBusyError, `refused with ${String(late)}`);
     assert.ok(Date.now() - t1 < 6000, `gave up near its 2.5 s deadline (${Date.now() - t1} ms)`);
     let stored = false;
-    const patient = client.addIndexData('stalled', batch(3)).then(() => (stored = true));
+    const busyEvents: string[] = [];
+    const patientLines: string[] = [];
+    const patientClient = await IndexClient.connect(cluster.discovery, { log: (m) => patientLines.push(m) });
+    patientClient.on('serverBusy', ({ server }) => busyEvents.push(server));
+    const patient = patientClient.addIndexData('stalled', batch(3)).then(() => (stored = true));
     await sleep(2500); // past the server's 1 s wait: busy replies, resent
     assert.equal(stored, false, 'still waiting for room');
+    assert.ok(busyEvents.length >= 1, 'each busy reply is a serverBusy event');
+    assert.equal(patientLines.length, 1, `one log line per 30 s while busy: ${patientLines.join(' | ')}`);
+    assert.match(patientLines[0]!, /is busy, resending adds until it has room .*--max-buffered-mb/);
+    assert.equal(lines.length, 0, 'a client that does not resend logs nothing');
     const trainer = await IndexClient.connect(cluster.discovery);
     try {
       await trainer.syncTrain('stalled');
@@ -99,6 +108,7 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
       await trainer.close();
     }
     await patient;
+    await patientClient.close();
     while ((await client.getNtotal('stalled')) < 3 * rows) await sleep(20);
     assert.equal(await client.getNtotal('stalled'), 3 * rows, 'the refused batch was not stored, the resent one once');
     const q = batch(3).subarray(5 * dim, 6 * dim);
