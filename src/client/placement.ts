@@ -13,6 +13,7 @@ import type { IndexMeta } from './index-meta.js';
 import * as rec from './records.js';
 import type { RecordId } from './records.js';
 import type { Revocations } from './revocations.js';
+import type { ArgsOf } from '../contract.js';
 import type { ShardOperation } from '../shard-operation.js';
 import type { AddReply } from './training-trigger.js';
 
@@ -42,7 +43,7 @@ export interface BusyPolicy {
  */
 export async function sendAdd(
   server: ShardOperation,
-  args: Record<string, unknown>,
+  args: ArgsOf<'addIndexData'>,
   attachments: Parameters<ShardOperation['call']>[3],
   control: CallControl,
   busy: BusyPolicy,
@@ -52,7 +53,7 @@ export async function sendAdd(
   if (control.timeoutMs !== undefined && control.timeoutMs > 0) busyRetryMs = Math.min(busyRetryMs, control.timeoutMs);
   for (let pause = 50; ; pause = Math.min(2000, pause * 2)) {
     try {
-      return (await server.call('bulk', 'addIndexData', args as never, attachments, control)).result as AddReply;
+      return (await server.call('bulk', 'addIndexData', args, attachments, control)).result;
     } catch (err) {
       if (!(err instanceof ServerBusyError) || Date.now() - since + pause > busyRetryMs) throw err;
       busy.onBusy?.(server.name, err);
