@@ -4,6 +4,7 @@
  * to revoke its copy). Records with ids: each on its home server (records.ts), never moved.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ConnectionError, ServerBusyError, ServerUnavailableError, TimeoutError, ValidationError } from '../errors.js';
 import { toMatrix, type VectorsInput } from '../vectors.js';
 import type { AddSlots } from './add-slots.js';
@@ -48,33 +49,21 @@ export async function sendAdd(
   control: CallControl,
   busy: BusyPolicy,
 ): Promise<AddReply> {
-  let busyRetryMs = busy.retryMs;
+  // timeoutMs 0 means no deadline of the call's own.
+  const retryMs = control.timeoutMs ? Math.min(busy.retryMs, control.timeoutMs) : busy.retryMs;
   const since = Date.now();
-  if (control.timeoutMs !== undefined && control.timeoutMs > 0) busyRetryMs = Math.min(busyRetryMs, control.timeoutMs);
   for (let pause = 50; ; pause = Math.min(2000, pause * 2)) {
     try {
       return (await server.call('bulk', 'addIndexData', args, attachments, control)).result;
     } catch (err) {
-      if (!(err instanceof ServerBusyError) || Date.now() - since + pause > busyRetryMs) throw err;
+      if (!(err instanceof ServerBusyError) || Date.now() - since + pause > retryMs) throw err;
       busy.onBusy?.(server.name, err);
     }
-    await sleepUnlessAborted(pause, control.signal);
+    // Aborted: reject with the signal's reason, as every other client wait does.
+    await sleep(pause, undefined, { signal: control.signal }).catch(() => {
+      throw control.signal?.reason;
+    });
   }
-}
-
-function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**

@@ -21,6 +21,9 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 512 * 2 ** 20;
 /** Bytes as MiB with one decimal, for the messages. */
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
 
+/** What a per-shard training buffers (as float32) before it can start. */
+const trainBytes = (cfg: IndexCfg): number => cfg.trainNum * cfg.dim * 4;
+
 export interface BufferBoundOptions {
   /** Bytes per index; 0 = no bound. undefined = DEFAULT_MAX_BUFFERED_BYTES, raised per index to what a per-shard training must gather. */
   maxBufferedBytes: number | undefined;
@@ -50,12 +53,12 @@ export class BufferBound {
    */
   async checkCreate(cfg: IndexCfg): Promise<void> {
     const limit = this.limit;
-    if (!this.set || limit <= 0 || cfg.trainNum * cfg.dim * 4 <= limit) return;
+    if (!this.set || limit <= 0 || trainBytes(cfg) <= limit) return;
     const standIn = await createStandInIndex(cfg);
     if (standIn.isTrained || (cfg.trainMode === 'shared' && standIn.trainedLayout !== null)) return;
     throw new ValidationError(
       'trainNum',
-      `at most ${Math.floor(limit / (cfg.dim * 4))} for a per-shard training at dim ${cfg.dim}: trainNum ${cfg.trainNum} needs ${mib(cfg.trainNum * cfg.dim * 4)} MiB buffered per shard and server ${this.opts.rank} may buffer ${mib(limit)} MiB per index (--max-buffered-mb); lower trainNum, use trainMode 'shared', or raise --max-buffered-mb`,
+      `at most ${Math.floor(limit / (cfg.dim * 4))} for a per-shard training at dim ${cfg.dim}: trainNum ${cfg.trainNum} needs ${mib(trainBytes(cfg))} MiB buffered per shard and server ${this.opts.rank} may buffer ${mib(limit)} MiB per index (--max-buffered-mb); lower trainNum, use trainMode 'shared', or raise --max-buffered-mb`,
       cfg.trainNum,
     );
   }
@@ -70,11 +73,10 @@ export class BufferBound {
     const since = Date.now();
     for (let waited = 0; ; waited++) {
       const shard = shardOf();
-      const { trainNum, dim } = shard.cfg;
-      const trainBytes = trainNum * dim * 4;
+      const gather = trainBytes(shard.cfg);
       const perShardTraining = !shard.sharedTraining && shard.state === IndexState.NOT_TRAINED;
       // The default bound never stops a per-shard training from gathering its trainNum.
-      const limit = !this.set && perShardTraining ? Math.max(this.limit, trainBytes) : this.limit;
+      const limit = !this.set && perShardTraining ? Math.max(this.limit, gather) : this.limit;
       const reserved = this.reserved.get(indexId) ?? 0;
       const held = shard.bufferedBytes + reserved;
       if (held === 0 || held + bytes <= limit) {
@@ -90,8 +92,8 @@ export class BufferBound {
         };
       }
       const what = `index '${indexId}' on server ${this.opts.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
-      if (perShardTraining && trainBytes > limit) {
-        throw new IndexStateError(`${what}: its training starts at trainNum ${trainNum} vectors (${mib(trainBytes)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
+      if (perShardTraining && gather > limit) {
+        throw new IndexStateError(`${what}: its training starts at trainNum ${shard.cfg.trainNum} vectors (${mib(gather)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
       }
       if (Date.now() - since >= this.opts.waitMs) {
         const until = shard.state === IndexState.NOT_TRAINED ? 'its training (syncTrain starts it)' : 'its background adds';

@@ -89,6 +89,12 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     const late = await client.addIndexData('stalled', batch(2), null, { timeoutMs: 2500 }).then(() => null, (e: unknown) => e);
     assert.ok(late instanceof ServerBusyError, `refused with ${String(late)}`);
     assert.ok(Date.now() - t1 < 6000, `gave up near its 2.5 s deadline (${Date.now() - t1} ms)`);
+    // An abort ends the resending at once, with the signal's reason.
+    const ac = new AbortController();
+    const reason = new Error('stop resending');
+    setTimeout(() => ac.abort(reason), 1500);
+    const aborted = await client.addIndexData('stalled', batch(2), null, { signal: ac.signal }).then(() => null, (e: unknown) => e);
+    assert.equal(aborted, reason);
     let stored = false;
     const busyEvents: string[] = [];
     const patientLines: string[] = [];
