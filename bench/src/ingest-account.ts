@@ -21,6 +21,7 @@ import { IndexClient } from '../../dist/client/index-client.js';
 import type { Durability } from '../../dist/config/index.js';
 import { prng } from '../../dist/util/random.js';
 import { startCluster } from './cluster.js';
+import { cfgFor, waitSearchable } from './original.js';
 import { threadCpuSeconds } from './proc.js';
 import { monoUs, nowMs } from './stats.js';
 
@@ -53,24 +54,18 @@ const base = Float32Array.from({ length: n * dim }, () => r());
 const meta = Array.from({ length: n }, (_, i) => String(i));
 const batches = Array.from({ length: n / batch }, (_, b) => ({ v: base.subarray(b * batch * dim, (b + 1) * batch * dim), m: meta.slice(b * batch, (b + 1) * batch) }));
 
-/** Polls every 50 ms until all rows are searchable; prints when each server started and ended training. */
+/** Waits until all rows are searchable; prints when each server started and ended training. */
 async function traceTraining(client: IndexClient, t0: number): Promise<void> {
   const seen = new Map<number, { training?: number; trained?: number }>();
-  for (;;) {
-    const st = await client.status();
+  await waitSearchable(client, 'acct', n, (infos) => {
     const now = (nowMs() - t0) / 1000;
-    let total = 0;
-    st.forEach((s, i) => {
-      const info = (s.indexes as Record<string, { state: string; ntotal: number }>)['acct']!;
+    infos.forEach((info, i) => {
       const e = seen.get(i) ?? {};
-      if (info.state === 'TRAINING' && e.training === undefined) e.training = now;
-      if ((info.state === 'TRAINED' || info.state === 'ADD') && e.trained === undefined) e.trained = now;
+      if (info.state === 'TRAINING') e.training ??= now;
+      if (info.state === 'TRAINED' || info.state === 'ADD') e.trained ??= now;
       seen.set(i, e);
-      total += info.state === 'TRAINED' ? info.ntotal : 0;
     });
-    if (total === n) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  }, 50);
   console.log(`  training per server (s after the first add): ${[...seen].map(([i, e]) => `${i}: ${e.training?.toFixed(1) ?? '?'}-${e.trained?.toFixed(1) ?? '?'}`).join(', ')}; searchable at ${((nowMs() - t0) / 1000).toFixed(1)}`);
 }
 
@@ -78,12 +73,7 @@ for (const durability of modes) {
   const cluster = await startCluster(4, { threads: 1, ...(nodeArgs ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', nodeArgs] } : {}) });
   try {
     const client = await IndexClient.connect(cluster.discovery);
-    await client.createIndex(
-      'acct',
-      kind === 'flat'
-        ? { indexBuilderType: 'flat', dim, metric: 'dot', durability }
-        : { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 1024, nprobe: 16, trainNum: 100_000, trainMode: 'per-shard', durability },
-    );
+    await client.createIndex('acct', cfgFor(kind, dim, 100_000, durability));
     const s0 = cluster.servers.map((s) => threadCpuSeconds(s.pid));
     const f0 = cluster.servers.map((s) => minflt(s.pid));
     const c0 = own();

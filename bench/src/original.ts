@@ -108,7 +108,7 @@ function uniform(rows: number, dim: number, seed: number): Float32Array {
  * Flat by inner product: the original's flat index is always IndexFlatIP. IVF by L2: on
  * uniform data an inner-product IVF reaches recall@10 ~0.14, which would say nothing.
  */
-function cfgFor(kind: Kind, dim: number, trainNum: number, durability: Durability): Partial<IndexCfg> {
+export function cfgFor(kind: Kind, dim: number, trainNum: number, durability: Durability): Partial<IndexCfg> {
   return kind === 'flat'
     ? { indexBuilderType: 'flat', dim, metric: 'dot', durability }
     : { indexBuilderType: 'ivf_simple', dim, metric: 'l2', centroids: 1024, nprobe: 16, trainNum, trainMode: 'per-shard', durability };
@@ -126,15 +126,19 @@ const ownCpu = (): number => {
   return (u.user + u.system) / 1e6;
 };
 
-/** Polls until every shard is TRAINED and holds its share; returns when every shard had trained (ms, nowMs clock). */
-async function waitSearchable(client: IndexClient, id: string, n: number): Promise<number> {
+/**
+ * Polls until every shard is TRAINED and holds its share; returns when every shard had
+ * trained (ms, nowMs clock). `onPoll` sees each poll's per-server states; polls every `pollMs`.
+ */
+export async function waitSearchable(client: IndexClient, id: string, n: number, onPoll?: (infos: Array<{ state: string; ntotal: number }>) => void, pollMs = 10): Promise<number> {
   let trainedAt = NaN;
   for (;;) {
     const st = await client.status();
     const infos = st.map((s) => (s.indexes as Record<string, { state: string; ntotal: number }>)[id]!);
+    onPoll?.(infos);
     if (Number.isNaN(trainedAt) && infos.every((i) => i.state === 'TRAINED' || i.state === 'ADD')) trainedAt = nowMs();
     if (infos.every((i) => i.state === 'TRAINED') && infos.reduce((a, i) => a + i.ntotal, 0) === n) return trainedAt;
-    await sleep(10);
+    await sleep(pollMs);
   }
 }
 
