@@ -41,7 +41,7 @@ import { fanOutSearch, readEverywhere } from './fan-out.js';
 import { SharedQuantizer } from './quantize-once.js';
 import { filterPredicate, searchFiltered } from './filter.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
-import { DEFAULT_BUSY_RETRY_MS, batchMatrix, checkIdMode, placeBatch, placeRecords, type BusyPolicy } from './placement.js';
+import { batchMatrix, busyPolicy, checkIdMode, placeBatch, placeRecords, type BusyPolicy } from './placement.js';
 import { TrainingTrigger } from './training-trigger.js';
 import { IndexHandle } from './index-handle.js';
 
@@ -71,20 +71,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     }
     const reconnectIntervalMs = opts.reconnectIntervalMs ?? 1000;
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
-    const busyRetryMs = opts.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS;
-    if (!Number.isSafeInteger(busyRetryMs) || busyRetryMs < 0) throw new ValidationError('busyRetryMs', 'a non-negative integer of milliseconds', opts.busyRetryMs);
-    const log = opts.log ?? stderrLog;
-    let loggedAt = -Infinity;
-    this.busy = {
-      retryMs: busyRetryMs,
-      onBusy: (server, error) => {
-        this.emit('serverBusy', { server, error });
-        // One line per 30 s: a load that stalls on a training says why.
-        if (Date.now() - loggedAt < 30_000) return;
-        loggedAt = Date.now();
-        log(`dfaiss: ${server} is busy, resending adds until it has room (busyRetryMs ${busyRetryMs}): ${error.message}`);
-      },
-    };
+    this.busy = busyPolicy(opts.busyRetryMs, opts.log ?? stderrLog, (server, error) => this.emit('serverBusy', { server, error }));
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
     this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {

@@ -37,6 +37,26 @@ export interface BusyPolicy {
 }
 
 /**
+ * The client's busy policy from its options: `retryMs` (checked; default
+ * DEFAULT_BUSY_RETRY_MS), each busy reply told to `emit` (the serverBusy event), and one
+ * `log` line per 30 s while it lasts, so a load that stalls on a training says why.
+ */
+export function busyPolicy(retryMs: number | undefined, log: (message: string) => void, emit: (server: string, err: ServerBusyError) => void): BusyPolicy {
+  const ms = retryMs ?? DEFAULT_BUSY_RETRY_MS;
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new ValidationError('busyRetryMs', 'a non-negative integer of milliseconds', retryMs);
+  let loggedAt = -Infinity;
+  return {
+    retryMs: ms,
+    onBusy: (server, err) => {
+      emit(server, err);
+      if (Date.now() - loggedAt < 30_000) return;
+      loggedAt = Date.now();
+      log(`dfaiss: ${server} is busy, resending adds until it has room (busyRetryMs ${ms}): ${err.message}`);
+    },
+  };
+}
+
+/**
  * One addIndexData request, resent while the server answers ServerBusyError (it stored
  * nothing: its buffer of vectors waiting for training is full) after pauses growing from
  * 50 ms to 2 s, for at most `busyRetryMs`, or the call's own `timeoutMs` when it sets a
