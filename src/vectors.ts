@@ -33,8 +33,8 @@ declare const checkedMatrix: unique symbol;
  */
 export type CheckedMatrix = Float32Array & { readonly [checkedMatrix]: true };
 
-/** Checked matrices and the dim they were checked for (weak: no memory is kept alive). */
-const checkedDims = new WeakMap<Float32Array, number>();
+/** Checked matrices (float32, or float16 bit patterns) and the dim they were checked for (weak: no memory is kept alive). */
+const checkedDims = new WeakMap<Float32Array | Uint16Array, number>();
 
 /** True when `x` was checked by toMatrix (or derived from checked rows) for `dim`. */
 export function isChecked(x: unknown, dim: number): x is CheckedMatrix {
@@ -45,9 +45,27 @@ export function isChecked(x: unknown, dim: number): x is CheckedMatrix {
  * Marks `m` checked when every matrix it was made of (a row range of one, or the rows of
  * several copied together) was: their values are its values. Returns `m`.
  */
-export function deriveChecked(m: Float32Array, dim: number, from: readonly Float32Array[]): Float32Array {
-  if (m.length > 0 && m.length % dim === 0 && from.every((f) => isChecked(f, dim))) checkedDims.set(m, dim);
+export function deriveChecked<T extends Float32Array | Uint16Array>(m: T, dim: number, from: readonly (Float32Array | Uint16Array)[]): T {
+  if (m.length > 0 && m.length % dim === 0 && from.every((f) => checkedDims.get(f) === dim)) checkedDims.set(m, dim);
   return m;
+}
+
+/**
+ * Checks a row-major float16 matrix (IEEE half bit patterns) once, as toMatrix does float32:
+ * shape, and no NaN or Infinity (exponent bits all ones). Servers keep float16 input as it
+ * arrived while it waits for FAISS, and widen it to float32 only for FAISS's calls.
+ */
+export function checkHalfMatrix(x: Uint16Array, dim: number, field: string): Uint16Array {
+  if (checkedDims.get(x) === dim) return x;
+  if (x.length === 0) throw new ValidationError(field, 'at least one vector', 'an empty array');
+  if (x.length % dim !== 0) throw new ValidationError(field, `a float16 matrix whose length is a multiple of dim=${dim}`, `length ${x.length}`);
+  for (let i = 0; i < x.length; i++) {
+    if ((x[i]! & 0x7c00) === 0x7c00) {
+      throw new ValidationError(`${field}[${Math.floor(i / dim)}][${i % dim}]`, 'a finite number (no NaN or Infinity)', halfToFloat32(x.subarray(i, i + 1))[0]);
+    }
+  }
+  checkedDims.set(x, dim);
+  return x;
 }
 
 /** Index of the first NaN or +-Infinity in `x`, -1 when every value is finite. */

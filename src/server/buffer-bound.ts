@@ -78,8 +78,10 @@ export class BufferBound {
       // The default bound never stops a per-shard training from gathering its trainNum.
       const limit = !this.set && perShardTraining ? Math.max(this.limit, gather) : this.limit;
       const reserved = this.reserved.get(indexId) ?? 0;
-      const held = shard.bufferedBytes + reserved;
-      if (held === 0 || held + bytes <= limit) {
+      // A training sample held here is memory as much as the buffer is (the trainer holds both).
+      const sample = shard.sampleBytes;
+      const held = shard.bufferedBytes + reserved + sample;
+      if (held === sample || held + bytes <= limit) {
         if (waited > 0) this.opts.log.debug({ indexId, waitedMs: Date.now() - since }, 'add waited for buffer room');
         this.reserved.set(indexId, reserved + bytes);
         let done = false;
@@ -91,13 +93,14 @@ export class BufferBound {
           else this.reserved.delete(indexId);
         };
       }
-      const what = `index '${indexId}' on server ${this.opts.rank} holds ${mib(held)} MiB of vectors not yet in FAISS and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
+      const of = sample > 0 ? ` (${mib(sample)} MiB of them its training sample)` : '';
+      const what = `index '${indexId}' on server ${this.opts.rank} holds ${mib(held)} MiB of vectors not yet in FAISS${of} and may hold ${mib(limit)} MiB (--max-buffered-mb)`;
       if (perShardTraining && gather > limit) {
         throw new IndexStateError(`${what}: its training starts at trainNum ${shard.cfg.trainNum} vectors (${mib(gather)} MiB), more than that; raise --max-buffered-mb or lower trainNum`);
       }
       if (Date.now() - since >= this.opts.waitMs) {
-        const until = shard.state === IndexState.NOT_TRAINED ? 'its training (syncTrain starts it)' : 'its background adds';
-        throw new ServerBusyError(`${what}: the batch was not stored; resend it once ${until} free room (clients do so by themselves), or raise --max-buffered-mb`);
+        const until = shard.state === IndexState.NOT_TRAINED ? 'its training (syncTrain starts it) frees' : shard.state === IndexState.TRAINING ? 'its training frees' : 'its background adds free';
+        throw new ServerBusyError(`${what}: the batch was not stored; resend it once ${until} room (clients do so by themselves), or raise --max-buffered-mb`);
       }
       await sleep(20);
     }

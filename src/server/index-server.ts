@@ -321,7 +321,7 @@ export class IndexServer {
    * A batch that arrives while the index is being reloaded goes to the reloaded shard; one
    * that is refused (unknown or dropped index, wrong shape) leaves nothing behind.
    */
-  async addBatch(indexId: string, vectors: CheckedMatrix, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions): Promise<number> {
+  async addBatch(indexId: string, vectors: CheckedMatrix | Uint16Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions): Promise<number> {
     let handed = false;
     try {
       // Outside the index lock: a drop or reload must not wait behind a full buffer.

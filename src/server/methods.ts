@@ -6,6 +6,7 @@
 import { checkCallSearchParams, parseIndexCfg, type CallSearchParams } from '../config/index.js';
 import { type ShardInfoReply, type ParsedArgsOf, type ResultOf } from '../contract.js';
 import { ValidationError } from '../errors.js';
+import { checkHalfMatrix } from '../vectors.js';
 import { checkProbeLists, faissBuild, fp16ToFp32Async, toMatrix } from '../native/index.js';
 import type { Attachment } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
@@ -38,24 +39,26 @@ export function buildMethods(server: IndexServer): ServerMethods {
         // addBatch, under the index's lock (a reload may change the configuration).
         const { cfg } = server.getShard(indexId);
         checkBatch(cfg, raw, n);
-        // fp16 is widened natively into a new array; f32 vectors stay in this request's
-        // receive buffer, kept past the reply until FAISS has them (no copy).
-        const widened = raw instanceof Uint16Array ? await fp16ToFp32Async(raw) : raw;
+        // The vectors stay in this request's receive buffer, kept past the reply until FAISS
+        // has them (no copy); float16 waits as it arrived (half the memory) and is widened
+        // chunk by chunk for FAISS. Only cosine widens it now, to normalise in float32.
+        const widen = raw instanceof Uint16Array && cfg.metric === 'cosine';
         // Checked once here (shape, NaN / Infinity): the shard and FAISS's binding take it as it is.
-        const vectors = toMatrix(widened, cfg.dim, 'vectors').data;
+        const vectors =
+          raw instanceof Float32Array ? toMatrix(raw, cfg.dim, 'vectors').data : widen ? toMatrix(await fp16ToFp32Async(raw), cfg.dim, 'vectors').data : checkHalfMatrix(raw, cfg.dim, 'vectors');
         if (upsert && !rawIds) throw new ValidationError('ids', 'one id per vector (upsert replaces records by id)', rawIds);
         const ids = rawIds ? batchIds(rawIds, n) : undefined;
         if (ids) checkHome(ids, servers, server.rank);
-        prepareVectors(cfg.metric, cfg.dim, vectors);
-        const release = raw instanceof Float32Array ? ctx.retainAttachments() : undefined;
+        if (vectors instanceof Float32Array) prepareVectors(cfg.metric, cfg.dim, vectors);
+        const release = widen ? undefined : ctx.retainAttachments();
         const first = await server.addBatch(indexId, vectors, blob.slice(), offsets.slice(), {
           trainAsync: trainAsync ?? true,
           key,
           release,
           movedFrom,
           ...(ids ? { ids, upsert: upsert ?? false } : {}),
-          // float16 is logged as it arrived; the request's memory outlives the log write (this handler awaits it).
-          ...(raw instanceof Uint16Array ? { arrived: raw } : {}),
+          // Widened float16 is logged as it arrived; the request's memory outlives the log write (this handler awaits it).
+          ...(widen ? { arrived: raw as Uint16Array } : {}),
         });
         // An upsert resolves once the new versions are searchable (the old ones hidden in the same tick).
         if (upsert && first >= 0) await server.getShard(indexId).whenIndexed(first + n);

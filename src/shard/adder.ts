@@ -4,12 +4,13 @@
  * compactions (betweenChunks) run between two chunks while the adder parks.
  */
 import type { FaissIndex } from '../native/index.js';
-import type { PendingBuffer } from './pending-buffer.js';
+import { toFloat32, type PendingBuffer } from './pending-buffer.js';
 import { idRange } from './shard-records.js';
 
 export interface AdderTarget {
   readonly index: FaissIndex;
   readonly buffer: PendingBuffer;
+  readonly dim: number;
   /** Largest chunk handed to FAISS at once. */
   readonly chunkRows: number;
   /** Internal ids below this are in FAISS. */
@@ -23,6 +24,11 @@ export class Adder {
   private paused = 0;
   private parked: (() => void) | null = null;
   private chunkInFlight: Promise<void> | null = null;
+  /**
+   * Where float16 chunks are widened for FAISS: reused, since fresh memory costs a page fault
+   * per 4 KiB here, and one chunk is in FAISS's hands at a time.
+   */
+  private widened = new Float32Array(0);
 
   /**
    * Runs `cut` synchronously at a moment when FAISS, the buffer and the metadata agree:
@@ -67,7 +73,7 @@ export class Adder {
   async run(t: AdderTarget): Promise<void> {
     const { index, buffer } = t;
     const ivf = index.isIvf;
-    if (ivf) await preassign(index, buffer);
+    if (ivf) await preassign(index, buffer, t.dim);
     while (buffer.batches.length > 0) {
       if (this.paused > 0) {
         await this.park();
@@ -76,13 +82,15 @@ export class Adder {
       // Only the adder takes from the head of the buffer, so the chunk stays valid while
       // its lists are computed (under the shared lock: searches go on) or while parked.
       const chunk = buffer.takeChunk(t.chunkRows);
-      const assign = ivf ? (chunk.assign ?? (await index.assign(chunk.vectors))) : undefined;
+      if (chunk.vectors instanceof Uint16Array && this.widened.length < chunk.vectors.length) this.widened = new Float32Array(chunk.vectors.length);
+      const vectors = await toFloat32(chunk.vectors, t.dim, this.widened);
+      const assign = ivf ? (chunk.assign ?? (await index.assign(vectors))) : undefined;
       while (this.paused > 0) await this.park();
       // After a compaction an IVF index holds fewer vectors than ids handed out: FAISS
       // would number new vectors from its ntotal, so they get their internal ids explicitly.
       const from = t.indexedUpTo();
       const explicit = ivf && index.ntotal !== from ? idRange(from, chunk.rows) : null;
-      const add = explicit ? index.addWithIds(chunk.vectors, explicit) : assign ? index.addPreassigned(chunk.vectors, assign) : index.add(chunk.vectors);
+      const add = explicit ? index.addWithIds(vectors, explicit) : assign ? index.addPreassigned(vectors, assign) : index.add(vectors);
       const job = add.then(() => {
         // FAISS, the buffer and the records change together, in the same tick.
         const at = t.indexedUpTo();
@@ -99,6 +107,7 @@ export class Adder {
         this.chunkInFlight = null;
       }
     }
+    this.widened = new Float32Array(0); // an idle shard holds no scratch
   }
 
   private park(): Promise<void> {
@@ -121,10 +130,10 @@ export class Adder {
  * before the adds. Appending batch by batch grows each list by doubling, which left ~40 MiB
  * of slack and freed blocks per 125k x 128 shard (measured).
  */
-async function preassign(index: FaissIndex, buffer: PendingBuffer): Promise<void> {
+async function preassign(index: FaissIndex, buffer: PendingBuffer, dim: number): Promise<void> {
   const counts = new Uint32Array(index.nlist);
   for (const b of buffer.batches.slice()) {
-    b.assign ??= await index.assign(b.vectors);
+    b.assign ??= await index.assign(await toFloat32(b.vectors, dim));
     for (let i = 0; i < b.assign.length; i++) counts[Number(b.assign[i])]!++;
   }
   await index.reserveLists(counts);

@@ -32,6 +32,7 @@ import {
 } from './snapshot.js';
 import { WriteAheadLog, type Durability, type WalObserver } from './wal.js';
 import type { RecordId } from './records.js';
+import type { PendingVectors } from './pending-buffer.js';
 import { scheduleCompaction } from './shard-records.js';
 
 export type { RevokeResult } from './batch-keys.js';
@@ -57,7 +58,7 @@ export interface AddBatchOptions {
   release?: () => void;
   /** [rank, key] of this batch's attempts on servers that failed while holding it: held here until delivered. */
   movedFrom?: Array<[number, string]>;
-  /** The vectors as they arrived when that was float16: logged as they are (half the bytes of the widened copy). */
+  /** The vectors as they arrived, when that was float16 and the shard gets them widened (cosine): logged as they arrived. */
   arrived?: Uint16Array;
   /** One record id per vector (records with ids); logged with the batch. */
   ids?: RecordId[];
@@ -225,7 +226,7 @@ export class DurableShard {
    * A batch whose idempotency key was stored already is not stored again (a client retry).
    * `release` is called once the vectors' memory is no longer needed (see Shard.add).
    */
-  add(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions = {}): Promise<number> {
+  add(vectors: PendingVectors, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions = {}): Promise<number> {
     const release = opts.release ?? (() => {});
     if (this.closed) {
       release();
@@ -242,7 +243,7 @@ export class DurableShard {
     return p;
   }
 
-  private addOnce(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, release: () => void): Promise<number> {
+  private addOnce(vectors: PendingVectors, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, release: () => void): Promise<number> {
     const key = opts.key ?? '';
     if (!key) return this.addLogged(vectors, blob, offsets, opts, '', release);
     // A revoked key answers -1: the client has stored this batch elsewhere.
@@ -297,7 +298,7 @@ export class DurableShard {
     );
   }
 
-  private addLogged(vectors: Float32Array, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, key: string, release: () => void): Promise<number> {
+  private addLogged(vectors: PendingVectors, blob: Uint8Array, offsets: Uint32Array, opts: AddBatchOptions, key: string, release: () => void): Promise<number> {
     // apply() returns the shard's promise unawaited; its synchronous part (ids, buffering)
     // has run in log order by the time the WAL resolves.
     let handed = false;

@@ -2,16 +2,38 @@
  * The pending buffer: vectors received and not yet in FAISS, oldest first. Batches may live
  * in a request's receive buffer (handed to FAISS without a copy) and are released once FAISS
  * has them; snapshots pin the buffer so no memory goes back to its pool while they read it.
+ * float16 input waits as it arrived (half the bytes of float32) and is widened only for
+ * FAISS's calls, one chunk at a time (toFloat32).
  */
+import { fp16ToFp32, fp16ToFp32Async } from '../native/index.js';
 import { prng } from '../util/random.js';
 import { deriveChecked } from '../vectors.js';
+
+/** Buffered vectors: float32, or float16 bit patterns as they arrived. */
+export type PendingVectors = Float32Array | Uint16Array;
+
+/**
+ * `v` as float32 for FAISS: float16 is widened on a worker thread (checked stays checked),
+ * into `into` when given (at least v.length values; the caller reuses it).
+ */
+export async function toFloat32(v: PendingVectors, dim: number, into?: Float32Array): Promise<Float32Array> {
+  if (v instanceof Float32Array) return v;
+  return deriveChecked(await fp16ToFp32Async(v, into?.subarray(0, v.length)), dim, [v]);
+}
+
+/** Copies row `row` of `v` into `out` at `at`, widening float16. */
+export function copyRow(v: PendingVectors, row: number, dim: number, out: Float32Array, at: number): void {
+  const src = v.subarray(row * dim, (row + 1) * dim);
+  if (src instanceof Float32Array) out.set(src, at);
+  else fp16ToFp32(src, out.subarray(at, at + dim));
+}
 
 /** Batches at least this large go to FAISS as they are (no concatenation copy). */
 const SOLO_ROWS = 1024;
 
 /** Vectors received and not yet in FAISS. */
 export interface PendingBatch {
-  vectors: Float32Array;
+  vectors: PendingVectors;
   /** Returns their memory (a request's receive buffer) once FAISS has them. */
   release?: () => void;
   /** IVF: each vector's inverted list, computed ahead (see the adder's preassign). */
@@ -20,9 +42,12 @@ export interface PendingBatch {
 
 /** Up to `rows` of the oldest buffered rows as one matrix (see PendingBuffer.takeChunk). */
 export interface Chunk {
-  vectors: Float32Array;
+  /** float16 when every batch it covers is (the adder widens it: toFloat32). */
+  vectors: PendingVectors;
   assign?: BigInt64Array;
   rows: number;
+  /** Buffer bytes the chunk frees once FAISS holds it. */
+  bytes: number;
   /** Batches the chunk covers (the last one only in part when `rest` is set). */
   batches: number;
   /** What is left of the first batch when the chunk took only part of it. */
@@ -34,6 +59,8 @@ export class PendingBuffer {
   batches: PendingBatch[] = [];
   /** Rows buffered. */
   count = 0;
+  /** Bytes those rows take (2 per value for float16 kept as it arrived, else 4). */
+  bytes = 0;
   /** Snapshots reading pending batches; releases wait until they are done. */
   private pins = 0;
   private deferredReleases: Array<() => void> = [];
@@ -43,15 +70,16 @@ export class PendingBuffer {
   push(batch: PendingBatch): void {
     this.batches.push(batch);
     this.count += batch.vectors.length / this.dim;
+    this.bytes += batch.vectors.byteLength;
   }
 
   /** The buffered matrices, oldest first (for snapshots: pin them while they are read). */
-  vectors(): Float32Array[] {
+  vectors(): PendingVectors[] {
     return this.batches.map((b) => b.vectors);
   }
 
   /** The buffered batches with the internal id of each one's first row, the oldest being `first`. */
-  withIds(first: number): Array<{ first: number; vectors: Float32Array }> {
+  withIds(first: number): Array<{ first: number; vectors: PendingVectors }> {
     return this.batches.map((b) => {
       const out = { first, vectors: b.vectors };
       first += b.vectors.length / this.dim;
@@ -91,7 +119,7 @@ export class PendingBuffer {
         firstRows > rows ? { vectors: deriveChecked(first.vectors.subarray(rows * dim), dim, [first.vectors]), release: first.release, assign: first.assign?.subarray(rows) } : null;
       // Row ranges of a checked batch are checked: FAISS's binding does not scan them again.
       const vectors = firstRows > rows ? deriveChecked(first.vectors.subarray(0, rows * dim), dim, [first.vectors]) : first.vectors;
-      return { vectors, assign: first.assign?.subarray(0, rows), rows, batches: 1, rest };
+      return { vectors, assign: first.assign?.subarray(0, rows), rows, bytes: rows * dim * first.vectors.BYTES_PER_ELEMENT, batches: 1, rest };
     }
     let taken = 0;
     let batches = 0;
@@ -103,21 +131,25 @@ export class PendingBuffer {
       taken += r;
       batches++;
     }
-    if (parts.length === 1) return { vectors: parts[0]!.vectors, assign: parts[0]!.assign, rows: taken, batches, rest: null };
-    const vectors = new Float32Array(taken * dim);
+    const bytes = parts.reduce((s, p) => s + p.vectors.byteLength, 0);
+    if (parts.length === 1) return { vectors: parts[0]!.vectors, assign: parts[0]!.assign, rows: taken, bytes, batches, rest: null };
+    // Small batches are joined; float16 stays float16 unless float32 batches are among them.
+    const vectors = parts.every((p) => p.vectors instanceof Uint16Array) ? new Uint16Array(taken * dim) : new Float32Array(taken * dim);
     const assign = parts.every((p) => p.assign) ? new BigInt64Array(taken) : undefined;
     let off = 0;
     for (const p of parts) {
-      vectors.set(p.vectors, off);
+      if (vectors instanceof Float32Array && p.vectors instanceof Uint16Array) fp16ToFp32(p.vectors, vectors.subarray(off, off + p.vectors.length));
+      else vectors.set(p.vectors, off);
       assign?.set(p.assign!, off / dim);
       off += p.vectors.length;
     }
-    return { vectors: deriveChecked(vectors, dim, parts.map((p) => p.vectors)), assign, rows: taken, batches, rest: null };
+    return { vectors: deriveChecked(vectors, dim, parts.map((p) => p.vectors)), assign, rows: taken, bytes, batches, rest: null };
   }
 
   /** FAISS holds `chunk`: drops it from the buffer and releases the batches it used up. */
   commit(chunk: Chunk): void {
     this.count -= chunk.rows;
+    this.bytes -= chunk.bytes;
     const done = this.batches.splice(0, chunk.batches);
     if (chunk.rest) {
       // The rest still lives in the first batch's memory.
@@ -164,8 +196,7 @@ export class PendingBuffer {
         if (starts[mid]! <= r) lo = mid;
         else hi = mid - 1;
       }
-      const off = (r - starts[lo]!) * dim;
-      out.set(this.batches[lo]!.vectors.subarray(off, off + dim), i * dim);
+      copyRow(this.batches[lo]!.vectors, r - starts[lo]!, dim, out, i * dim);
     }
     return out;
   }

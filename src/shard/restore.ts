@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import type { IndexCfg } from '../config/index.js';
 import { StorageError } from '../errors.js';
+import { checkHalfMatrix } from '../vectors.js';
 import { fp16ToFp32, normalizeL2 } from '../native/index.js';
 import { HeldRevocations } from './held-revocations.js';
 import { Shard, type ShardOptions } from './shard.js';
@@ -85,8 +86,11 @@ export async function restoreShard(dir: string, cfg: IndexCfg, opts: ShardOption
     if (rec.dim !== cfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${cfg.dim}`);
     if (rec.key) keys.push([rec.key, into.metadata.size, rec.rows]);
     held.hold(rec.movedFrom);
-    const vectors = rec.vectors instanceof Uint16Array ? fp16ToFp32(rec.vectors) : rec.vectors;
-    if (cfg.metric === 'cosine' && rec.vectors instanceof Uint16Array) normalizeL2(vectors, cfg.dim); // float16 is logged as it arrived
+    // float16 is logged as it arrived, and waits as float16 again (as it did live), except for
+    // cosine, whose vectors are normalised in float32.
+    let vectors = rec.vectors;
+    if (vectors instanceof Uint16Array && cfg.metric === 'cosine') normalizeL2((vectors = fp16ToFp32(vectors)), cfg.dim);
+    else if (vectors instanceof Uint16Array) checkHalfMatrix(vectors, cfg.dim, 'vectors');
     void into.add(vectors, rec.blob, rec.offsets, { replay: true, ...(rec.ids ? { ids: rec.ids } : {}) });
   });
   skipped.push(...report.skipped);

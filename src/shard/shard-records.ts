@@ -15,6 +15,7 @@ import { FaissError, ValidationError } from '../errors.js';
 import { scheduleMemoryTrim, type RangeSearchResult } from '../native/index.js';
 import type { RecordId } from './records.js';
 import type { Shard } from './shard.js';
+import { copyRow } from './pending-buffer.js';
 
 /** Compaction starts once dead vectors in FAISS reach this share of them... */
 const COMPACT_FRACTION = 1 / 64;
@@ -133,7 +134,7 @@ export async function readRecords(shard: Shard, ats: readonly number[], withVect
         else hi = mid - 1;
       }
       const b = pending[lo];
-      if (b) vectors.set(b.vectors.subarray((at - b.first) * dim, (at - b.first + 1) * dim), slot * dim);
+      if (b) copyRow(b.vectors, at - b.first, dim, vectors, slot * dim);
     });
     const index = shard.faissIndex;
     if (index && labels.length > 0) {

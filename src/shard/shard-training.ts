@@ -87,6 +87,11 @@ export class StagedSample {
 
   constructor(private readonly dim: number) {}
 
+  /** Bytes of the sample being staged (0 when none is). */
+  get bytes(): number {
+    return this.staged?.data.byteLength ?? 0;
+  }
+
   /** Copies rows [offset, offset + n) of the `total`-row sample `sampleId` into place. */
   stage(sampleId: string, offset: number, total: number, rows: Float32Array): void {
     const { dim } = this;

@@ -25,7 +25,7 @@ import { FaissError, IndexStateError, ValidationError } from '../errors.js';
 import { scheduleMemoryTrim, type FaissIndex } from '../native/index.js';
 import { Adder } from './adder.js';
 import { InMemoryMetadataStore, type MetadataStore } from './metadata-store.js';
-import { PendingBuffer } from './pending-buffer.js';
+import { PendingBuffer, type PendingVectors } from './pending-buffer.js';
 import { Records, type RecordId } from './records.js';
 import * as recordOps from './shard-records.js';
 import { noHits, searchIndex, type HiddenView, type SharedProbes, type ShardSearchResult } from './shard-search.js';
@@ -104,6 +104,8 @@ export class Shard {
   private sharedJob: Promise<SharedTrained> | null = null;
   /** The cluster's training sample being staged here in chunks (this shard is the trainer). */
   private readonly staged: StagedSample;
+  /** Bytes of the sample a running training holds (see sampleBytes). */
+  private trainingSampleBytes = 0;
   private index: FaissIndex | null = null;
   /** FAISS threads of this shard's index (0: the process-wide count); see setThreads. */
   private threads = 0;
@@ -192,9 +194,17 @@ export class Shard {
     return true;
   }
 
-  /** Bytes of float32 vectors held outside FAISS (buffered for training, or not yet added). */
+  /** Bytes of vectors held outside FAISS (buffered for training, or not yet added; float16 kept as it arrived counts 2 per value). */
   get bufferedBytes(): number {
-    return this.pending.count * this.cfg.dim * 4;
+    return this.pending.bytes;
+  }
+
+  /**
+   * Bytes of training sample held here: staged for a shared training, or being trained on.
+   * The buffer bound counts them (a trainer holds its sample and its buffer at once).
+   */
+  get sampleBytes(): number {
+    return this.staged.bytes + this.trainingSampleBytes;
   }
 
   /** info.ntotal without building the rest of info (every search reply carries it). */
@@ -260,7 +270,7 @@ export class Shard {
   }
 
   /** Vectors not yet in FAISS, oldest first (for snapshots: pin them while they are read). */
-  pendingVectors(): Float32Array[] {
+  pendingVectors(): PendingVectors[] {
     return this.pending.vectors();
   }
 
@@ -277,10 +287,11 @@ export class Shard {
    * metadata. Returns the internal id of the first vector. Training or a background add
    * starts as the original's rules say; `trainAsync: false` awaits a triggered training.
    * `release` (owned by the shard from now on) is called once FAISS holds the vectors:
-   * they may live in a request's receive buffer, handed to FAISS without a copy.
+   * they may live in a request's receive buffer, handed to FAISS without a copy. float16
+   * (checked: checkHalfMatrix) waits as it is and is widened chunk by chunk for FAISS.
    */
   async add(
-    vectors: Float32Array,
+    vectors: PendingVectors,
     blob: Uint8Array,
     offsets: Uint32Array,
     opts: { trainAsync?: boolean; replay?: boolean; release?: () => void; ids?: readonly RecordId[] } = {},
@@ -410,6 +421,7 @@ export class Shard {
     if (sample.length === 0 && this.pending.count === 0) throw new IndexStateError('no vectors to train on: add data before training');
     const rows = sample.length > 0 ? sample : this.pending.sampleRows(wantedTrainRows(this.cfg, this.pending.count), this.pending.count);
     this.stateValue = IndexState.TRAINING;
+    this.trainingSampleBytes = rows.byteLength;
     try {
       const { index, state } = await trainSharedIndex(this.cfg, rows, this.params, opts);
       this.install(index, state);
@@ -418,6 +430,8 @@ export class Shard {
       if (!this.index) this.stateValue = IndexState.NOT_TRAINED;
       this.lastError = err as Error;
       throw err;
+    } finally {
+      this.trainingSampleBytes = 0;
     }
   }
 
@@ -500,7 +514,7 @@ export class Shard {
   }
 
   /** Buffered vectors (not yet in FAISS), oldest first, with the internal id of each batch's first row. */
-  pendingBatches(): Array<{ first: number; vectors: Float32Array }> {
+  pendingBatches(): Array<{ first: number; vectors: PendingVectors }> {
     return this.pending.withIds(this.indexedUpTo);
   }
 
@@ -584,7 +598,12 @@ export class Shard {
   private async train(total: number): Promise<void> {
     const wanted = wantedTrainRows(this.cfg, total);
     const sample = this.pending.sampleRows(wanted, total);
-    this.adopt(await trainOwnIndex(this.cfg, sample, wanted, total, this.params));
+    this.trainingSampleBytes = sample.byteLength;
+    try {
+      this.adopt(await trainOwnIndex(this.cfg, sample, wanted, total, this.params));
+    } finally {
+      this.trainingSampleBytes = 0;
+    }
   }
 
   /** Moves buffered vectors into FAISS in arrival order, in chunks, in the background. */
@@ -594,6 +613,7 @@ export class Shard {
     const run = this.adder.run({
       index: this.index,
       buffer: this.pending,
+      dim: this.cfg.dim,
       chunkRows: Math.max(1, Math.min(this.cfg.bufferBsz, MAX_ADD_CHUNK)),
       indexedUpTo: () => this.indexedUpTo,
       indexed: (at, rows) => {

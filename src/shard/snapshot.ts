@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { crc32Update } from './crc.js';
 import { indexCfgToJSON, parseIndexCfg, type IndexCfg } from '../config/index.js';
 import { StorageError } from '../errors.js';
-import { FaissIndex, type TrainedLayout } from '../native/index.js';
+import { FaissIndex, fp16ToFp32Async, type TrainedLayout } from '../native/index.js';
+import type { PendingVectors } from './pending-buffer.js';
 import type { MetadataStore } from './metadata-store.js';
 import { Shard, type SharedTrained, type ShardOptions } from './shard.js';
 import { readdirIfExists, syncDir, writeAll } from './wal-files.js';
@@ -118,6 +119,45 @@ async function writeParts(path: string, parts: readonly Uint8Array[]): Promise<{
   return { bytes, crc32: crc };
 }
 
+/**
+ * buffer.bin: the header, then the pending rows as float32 whatever the buffer holds. Float16
+ * batches are widened one at a time into one reused buffer, so a snapshot of a large float16
+ * buffer never holds a float32 copy of all of it.
+ */
+async function writeBufferFile(path: string, dim: number, pending: readonly PendingVectors[]): Promise<{ bytes: number; crc32: number }> {
+  const rows = pending.reduce((s, v) => s + v.length, 0) / dim;
+  const asBytes = (v: Float32Array): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (pending.every((v) => v instanceof Float32Array)) return writeParts(path, [header(BUF_MAGIC, rows, dim), ...pending.map(asBytes)]);
+  const fh = await open(path, 'w');
+  let crc = 0;
+  let pos = 0;
+  const put = async (parts: Uint8Array[]): Promise<void> => {
+    for (const p of parts) crc = crc32Update(crc, p);
+    await writeAll(fh, parts, pos);
+    pos += parts.reduce((s, p) => s + p.byteLength, 0);
+  };
+  try {
+    await put([header(BUF_MAGIC, rows, dim)]);
+    let widened = new Float32Array(0);
+    let run: Uint8Array[] = [];
+    for (const v of pending) {
+      if (v instanceof Float32Array) {
+        run.push(asBytes(v));
+        continue;
+      }
+      await put(run);
+      run = [];
+      if (widened.length < v.length) widened = new Float32Array(v.length);
+      await put([asBytes(await fp16ToFp32Async(v, widened.subarray(0, v.length)))]);
+    }
+    await put(run);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return { bytes: pos, crc32: crc };
+}
+
 async function fileCrc(path: string): Promise<{ bytes: number; crc32: number }> {
   // One reused buffer: a read stream allocates a fresh chunk each time, and a 1 GiB
   // index.faiss would leave 1 GiB of dead buffers waiting for a GC.
@@ -159,7 +199,7 @@ export interface SnapshotCut {
   indexWrite: Promise<void> | null;
   indexTmpPath: string | null;
   metaCount: number;
-  pending: Float32Array[];
+  pending: PendingVectors[];
   walSeq: number;
   recentKeys: Array<[string, number, number]>;
   tombstones: Array<[number, number]>;
@@ -177,10 +217,7 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
   try {
     const files: SnapshotManifest['files'] = {};
     const pendingRows = cut.pending.reduce((s, v) => s + v.length, 0) / shard.cfg.dim;
-    files['buffer.bin'] = await writeParts(join(tmp, 'buffer.bin'), [
-      header(BUF_MAGIC, pendingRows, shard.cfg.dim),
-      ...cut.pending.map((v) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength)),
-    ]);
+    files['buffer.bin'] = await writeBufferFile(join(tmp, 'buffer.bin'), shard.cfg.dim, cut.pending);
     files['meta.bin'] = await writeParts(join(tmp, 'meta.bin'), metadataParts(shard.metadata, cut.metaCount));
     const withRecords = cut.records.mode === 'ids' || cut.records.remap !== null || cut.records.dead.some((b) => b !== 0);
     if (withRecords) {

@@ -117,7 +117,7 @@ describe('vectors and queries', () => {
     await rejectsWith(client.searchWithFilter(HEALTHY, bad(Number.NaN), 1, { where: () => true }), ValidationError, 'queries[0][3]');
     await rejectsWith(rawAdd(raw[1]!, HEALTHY, 1, [bad(Number.NaN), ...nilMeta(1)]), ValidationError, 'vectors[0][3]');
     await rejectsWith(rawAdd(raw[1]!, HEALTHY, 1, [bad(Infinity), ...nilMeta(1)]), ValidationError, 'vectors[0][3]');
-    // float16 NaN (0x7e00) and +Infinity (0x7c00) are caught after widening.
+    // float16 NaN (0x7e00) and +Infinity (0x7c00) are caught in float16 (it waits as it arrived).
     await rejectsWith(rawAdd(raw[1]!, HEALTHY, 1, [Uint16Array.from({ length: dim }, (_, i) => (i === 2 ? 0x7e00 : 0x3c00)), ...nilMeta(1)]), ValidationError, 'vectors[0][2]');
     await rejectsWith(rawAdd(raw[1]!, HEALTHY, 1, [Uint16Array.from({ length: dim }, (_, i) => (i === 2 ? 0x7c00 : 0x3c00)), ...nilMeta(1)]), ValidationError, 'vectors[0][2]');
     await rejectsWith(raw[1]!.call('search', { indexId: HEALTHY, k: 1 }, [bad(Infinity)]), ValidationError, 'queries[0][3]');

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { IndexClient, IndexState, ServerBusyError, ValidationError } from '../../src/index.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
+import { halfToFloat32 } from '../../src/vectors.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 
 const dim = 32;
@@ -119,6 +120,27 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     assert.equal(await client.getNtotal('stalled'), 3 * rows, 'the refused batch was not stored, the resent one once');
     const q = batch(3).subarray(5 * dim, 6 * dim);
     assert.equal((await client.search('stalled', q, 1)).scores[0]![0], 0, 'the resent batch is searchable');
+  });
+
+  it('float16 input waits at its own size (2 bytes a value): the bound holds twice the rows it would as float32', async () => {
+    await client.createIndex('stalled16', { indexBuilderType: 'ivf_simple', dim, centroids: 16, trainNum: 1_000_000, trainMode: 'shared', metric: 'l2' });
+    const rows = 8000; // 512,000 B as float16: two such batches fit a server's 1 MiB bound, as float32 one does
+    const half = Uint16Array.from({ length: rows * 5 * dim }, (_, i) => 0x3000 + ((i * 7919) % 0x0fff)); // finite halves in [0.125, 0.5)
+    const batch = (b: number): Uint16Array => half.subarray(b * rows * dim, (b + 1) * rows * dim);
+    const impatient = await IndexClient.connect(cluster.discovery, { busyRetryMs: 0 });
+    try {
+      for (let b = 0; b < 4; b++) await impatient.addIndexData('stalled16', batch(b)); // round-robin: two per server
+      for (const s of await client.status()) assert.equal((s.indexes as Record<string, { buffered: number }>).stalled16!.buffered, 2 * rows);
+      const err = await impatient.addIndexData('stalled16', batch(4)).then(() => null, (e: unknown) => e);
+      assert.ok(err instanceof ServerBusyError, `the fifth is refused: ${String(err)}`);
+      assert.match(err.message, /holds 1\.0 MiB of vectors not yet in FAISS/);
+      await impatient.syncTrain('stalled16');
+    } finally {
+      await impatient.close();
+    }
+    while ((await client.getNtotal('stalled16')) < 4 * rows) await sleep(20);
+    const q = halfToFloat32(batch(3).subarray(7 * dim, 8 * dim));
+    assert.equal((await client.search('stalled16', q, 1)).scores[0]![0], 0, 'a float16 vector finds itself after its widening');
   });
 
   it('records with ids are resent on busy too: an upsert into a full buffer waits for room, then lands', async () => {

@@ -12,6 +12,7 @@ import { IndexState } from '../../src/shard/state.js';
 import { encodeMetadata, decodeMetadataItem } from '../../src/protocol/metadata.js';
 import { SyntheticDataset } from '../../src/datasets/synthetic.js';
 import { StorageError } from '../../src/errors.js';
+import { readRecords } from '../../src/shard/shard-records.js';
 
 const dim = 16;
 const data = new SyntheticDataset({ dim, seed: 21 });
@@ -370,6 +371,53 @@ function toHalf(v: number): number {
   const m = Math.round((v / 2 ** e - 1) * 1024);
   return ((e + 15) << 10) | m;
 }
+
+test('float16 waits for training as float16 (2 bytes a value): a crash, a snapshot and a mix with float32 restore and train exactly as the widened float32 would', async () => {
+  const rows = 100;
+  // Values exact in half precision (k / 64 in [0, 2)), so float16 and float32 input are the same vectors.
+  const batch = (b: number): { half: Uint16Array; wide: Float32Array } => {
+    const wide = data.base(rows, b * rows).map((v) => Math.min(127, Math.max(1, Math.round(Math.abs(v) * 64))) / 64);
+    return { wide, half: Uint16Array.from(wide, toHalf) };
+  };
+  const meta = (b: number) => encodeMetadata(Array.from({ length: rows }, (_, i) => [b, i]), rows);
+  const build = async (dir: string, f16: boolean): Promise<DurableShard> => {
+    let s = await DurableShard.create(dir, cfg);
+    for (let b = 0; b < 2; b++) await s.add(f16 ? batch(b).half : batch(b).wide, meta(b).blob, meta(b).offsets);
+    assert.equal(s.shard.bufferedBytes, 2 * rows * dim * (f16 ? 2 : 4), 'waiting vectors take their input size');
+    // A crash: the WAL replay buffers float16 as float16 again.
+    ({ shard: s } = await DurableShard.open(dir, null));
+    assert.equal(s.shard.bufferedBytes, 2 * rows * dim * (f16 ? 2 : 4), 'replayed vectors take their input size');
+    const { blob, offsets } = meta(2);
+    await s.add(f16 ? batch(2).half : batch(2).wide, blob, offsets);
+    // Records read from the buffer come back widened.
+    const got = await readRecords(s.shard, [5, 2 * rows + 7], true);
+    assert.deepEqual([...got.vectors!.subarray(0, dim)], [...batch(0).wide.subarray(5 * dim, 6 * dim)]);
+    assert.deepEqual([...got.vectors!.subarray(dim)], [...batch(2).wide.subarray(7 * dim, 8 * dim)]);
+    // A snapshot of a float16 buffer is written as float32 (the on-disk format) and restores.
+    await s.snapshot();
+    await s.close();
+    ({ shard: s } = await DurableShard.open(dir, null));
+    assert.equal(s.shard.bufferedBytes, 3 * rows * dim * 4, 'a snapshot buffer comes back as float32');
+    // float16 after float32 in the buffer: small batches are joined into chunks of either kind.
+    for (let b = 3; b < 8; b++) {
+      const { blob: bl, offsets: of } = meta(b);
+      await s.add(f16 && b !== 5 ? batch(b).half : batch(b).wide, bl, of);
+    }
+    await s.shard.idle();
+    assert.equal(s.shard.state, IndexState.TRAINED);
+    assert.equal(s.shard.info.ntotal, 8 * rows);
+    return s;
+  };
+  const half = await build(join(tmp(), 'shard'), true);
+  const wide = await build(join(tmp(), 'shard'), false);
+  const q = data.queries(5);
+  const [a, b] = [await half.shard.search(q, 10, false), await wide.shard.search(q, 10, false)];
+  assert.deepEqual(a.labels, b.labels, 'same training, same lists, same hits');
+  assert.deepEqual(a.distances, b.distances);
+  assert.deepEqual([...(await half.shard.faissIndex!.reconstruct([6 * rows + 3]))], [...batch(6).wide.subarray(3 * dim, 4 * dim)]);
+  await half.close();
+  await wide.close();
+});
 
 test('WAL segments a snapshot covers are deleted, the segment being written included; restore and later adds still work', async () => {
   const dir = join(tmp(), 'shard');
