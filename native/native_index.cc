@@ -32,6 +32,8 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <random>
+#include <typeinfo>
 #include <mutex>
 #include <shared_mutex>
 
@@ -137,6 +139,44 @@ static void SortRowsInPlace(float* x, idx_t n, int d) {
       std::memcpy(x + static_cast<size_t>(j) * dd, x + static_cast<size_t>(k) * dd, bytes);
       j = k;
     }
+  }
+}
+
+// Rows of an n-row training set that FAISS's training of `idx` reads. An IVF's k-means
+// trains on at most nlist * cp.max_points_per_centroid rows and an IVF-PQ's product
+// quantizer on at most pq.cp.max_points_per_centroid * ksub, each on a random subsample
+// copy of its own (for 100k x 768 into IVF256,PQ64: two 192 MiB copies beside the sample).
+// Only these two exact types are capped: other stages (SQ, refinement, transforms) read
+// every row.
+static idx_t RowsFaissTrainsOn(faiss::Index* idx, idx_t n) {
+  auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+  if (!ivf || ivf->quantizer_trains_alone != 0 || (ivf->quantizer->is_trained && ivf->quantizer->ntotal == static_cast<idx_t>(ivf->nlist))) return n;
+  idx_t cap = static_cast<idx_t>(ivf->nlist) * ivf->cp.max_points_per_centroid;
+  if (typeid(*ivf) == typeid(faiss::IndexIVFPQ)) {
+    const auto* pq = static_cast<faiss::IndexIVFPQ*>(ivf);
+    cap = std::max<idx_t>(cap, static_cast<idx_t>(pq->pq.cp.max_points_per_centroid) * static_cast<idx_t>(pq->pq.ksub));
+  } else if (typeid(*ivf) != typeid(faiss::IndexIVFFlat)) {
+    return n;
+  }
+  return std::min(n, cap);
+}
+
+// Moves a seeded random `keep` of the n rows of x to its front, in place (a partial
+// Fisher-Yates over rows through one spare row): FAISS then trains on those rows without
+// subsampling copies. The same rows in (sorted) give the same subset out.
+static void SubsampleRowsInPlace(float* x, idx_t n, int d, idx_t keep) {
+  const size_t dd = static_cast<size_t>(d);
+  const size_t bytes = dd * sizeof(float);
+  std::vector<float> spare(dd);
+  std::mt19937_64 rng(0x5eed);
+  for (idx_t i = 0; i < keep; i++) {
+    idx_t j = i + static_cast<idx_t>(rng() % static_cast<uint64_t>(n - i));
+    if (j == i) continue;
+    float* a = x + static_cast<size_t>(i) * dd;
+    float* b = x + static_cast<size_t>(j) * dd;
+    std::memcpy(spare.data(), a, bytes);
+    std::memcpy(a, b, bytes);
+    std::memcpy(b, spare.data(), bytes);
   }
 }
 
@@ -304,7 +344,8 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
   // every core. BLAS's pool is process-wide, hence restored afterwards.
   // sortRows reorders x in place (lexicographically) first, on the worker thread: FAISS's
   // k-means picks its initial centroids by position, so without it the trained state depends
-  // on the order shards and clients delivered the same rows.
+  // on the order shards and clients delivered the same rows. Rows FAISS would subsample
+  // away are dropped first, in place, too (RowsFaissTrainsOn): x comes back reordered.
   Napi::Value Train(const Napi::CallbackInfo& info) {
     auto x = ArgArray<float>(info, 0, napi_float32_array, "x");
     idx_t n = ArgInt(info, 1, "n");
@@ -313,15 +354,18 @@ class NativeIndex : public Napi::ObjectWrap<NativeIndex> {
     float* px = x.Data();
     auto* w = Job(info.Env(), true, [n, px, threads, sortRows](faiss::Index* idx) {
       if (sortRows) SortRowsInPlace(px, n, idx->d);
+      // The subsample FAISS would take, taken here in place: no copies of it (see RowsFaissTrainsOn).
+      idx_t used = RowsFaissTrainsOn(idx, n);
+      if (used < n) SubsampleRowsInPlace(px, n, idx->d, used);
       if (threads <= 0) {
-        idx->train(n, px);
+        idx->train(used, px);
         return;
       }
       int before = g_num_threads.load();
       omp_set_num_threads(threads);
       openblas_set_num_threads(threads);
       try {
-        idx->train(n, px);
+        idx->train(used, px);
       } catch (...) {
         openblas_set_num_threads(before > 0 ? before : threads);
         throw;

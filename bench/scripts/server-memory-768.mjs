@@ -15,7 +15,7 @@ const cluster = new LocalCluster({ numServers: S, saveDir: join(dir, 'data'), di
   serverArgs: bound === undefined ? [] : ['--max-buffered-mb', bound] });
 const servers = await cluster.start();
 const kb = (pid, file, key) => { const m = readFileSync(`/proc/${pid}/${file}`, 'utf8').match(new RegExp(`^${key}:\\s+(\\d+)`, 'm')); return m ? Number(m[1]) / 1024 : NaN; };
-const peak = servers.map(() => ({ rss: 0, anon: 0, bufferedMiB: 0, atPeakBuffered: 0 }));
+const peak = servers.map(() => ({ rss: 0, anon: 0, bufferedMiB: 0, atPeakBuffered: 0, rows: 0 }));
 const client = await IndexClient.connect(join(dir, 'disc'));
 const cfg = type === 'knnlm' ? { indexBuilderType: 'knnlm', dim, centroids: 256, codeSize: 64, trainNum, trainMode: 'shared', metric: 'l2' }
   : { indexBuilderType: type, dim, centroids: 256, trainNum, trainMode: 'shared', metric: 'l2' };
@@ -26,10 +26,11 @@ const sampler = (async () => {
     const st = await client.status().catch(() => []);
     servers.forEach((s, i) => {
       const rss = kb(s.pid, 'status', 'VmRSS'), anon = kb(s.pid, 'status', 'RssAnon');
-      const buf = ((st[i]?.indexes?.m?.buffered ?? 0) * dim * 4) / 2 ** 20;
+      const buffered = st[i]?.indexes?.m?.buffered ?? 0;
+      const buf = (buffered * dim * 4) / 2 ** 20;
       const p = peak[i];
       if (rss > p.rss) { p.rss = rss; p.atPeakBuffered = buf; }
-      p.anon = Math.max(p.anon, anon); p.bufferedMiB = Math.max(p.bufferedMiB, buf);
+      p.anon = Math.max(p.anon, anon); p.bufferedMiB = Math.max(p.bufferedMiB, buf); p.rows = Math.max(p.rows, buffered);
     });
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -51,5 +52,5 @@ await new Promise((r) => setTimeout(r, 600));
 const after = servers.map((s) => ({ rss: kb(s.pid, 'status', 'VmRSS'), anon: kb(s.pid, 'status', 'RssAnon') }));
 done = true; await sampler;
 console.log(JSON.stringify({ rows, S, type, trainNum, bound: bound ?? 'default', sentS: sent, searchableS: total, ntotal: await client.getNtotal('m'),
-  perServer: peak.map((p, i) => ({ peakRssMiB: +p.rss.toFixed(0), peakAnonMiB: +p.anon.toFixed(0), maxBufferedF32MiB: +p.bufferedMiB.toFixed(0), bufferedAtPeakMiB: +p.atPeakBuffered.toFixed(0), endRssMiB: +after[i].rss.toFixed(0) })) }));
+  perServer: peak.map((p, i) => ({ peakRssMiB: +p.rss.toFixed(0), peakAnonMiB: +p.anon.toFixed(0), maxBufferedRows: p.rows, maxBufferedF32MiB: +p.bufferedMiB.toFixed(0), bufferedAtPeakMiB: +p.atPeakBuffered.toFixed(0), endRssMiB: +after[i].rss.toFixed(0) })) }));
 await client.close(); await cluster.stop(); rmSync(dir, { recursive: true, force: true });

@@ -167,7 +167,8 @@ export class FaissIndex {
 
   /**
    * Trains the index (k-means for IVF, codebooks for PQ/SQ); a no-op for Flat.
-   * See TrainOptions for `threads` and `sortRows`.
+   * See TrainOptions for `threads` and `sortRows`. An IVF-Flat or IVF-PQ trains on the rows
+   * FAISS would subsample to (nlist or ksub x 256), picked in place: `x` comes back reordered.
    */
   async train(x: VectorsInput, opts: TrainOptions = {}): Promise<void> {
     const { data, n } = toMatrix(x, this.dim, 'x');

@@ -166,11 +166,11 @@ export class PendingBuffer {
 
   /**
    * `count` buffered vectors picked uniformly at random among the first `total` (seeded:
-   * retrains are reproducible), starting at position `offset` of that random order.
+   * retrains are reproducible), starting at position `offset` of that random order; written
+   * into `out` when given (at least count * dim values), e.g. a trainer's share of a staged sample.
    */
-  sampleRows(count: number, total: number, offset = 0): Float32Array {
+  sampleRows(count: number, total: number, offset = 0, out: Float32Array = new Float32Array(count * this.dim)): Float32Array {
     const { dim } = this;
-    const out = new Float32Array(count * dim);
     // Partial Fisher-Yates over row numbers; the batches are addressed through a prefix table.
     const rows = new Uint32Array(total);
     for (let i = 0; i < total; i++) rows[i] = i;

@@ -106,17 +106,17 @@ export class StagedSample {
 
   /**
    * The staged sample `sampleId` (no longer staged), or a new one when the whole sample is
-   * the trainer's own share; `ownRows()` is that share, written into place.
+   * the trainer's own share; `ownRows(into)` writes that share into place.
    */
-  take(sampleId: string, total: number, own: { offset: number; count: number }, ownRows: () => Float32Array): Float32Array {
+  take(sampleId: string, total: number, own: { offset: number; count: number }, ownRows: (into: Float32Array) => Float32Array): Float32Array {
     let data: Float32Array;
     if (this.staged?.id === sampleId) data = this.staged.data;
     else if (own.count === total && own.offset === 0 && total * this.dim <= MAX_SAMPLE_VALUES) data = new Float32Array(total * this.dim); // the whole sample is this shard's
     else throw new IndexStateError(`no training sample '${sampleId}' is staged here (another client's training replaced it, or the server restarted): train again`);
     this.staged = null;
-    const mine = ownRows();
-    if (own.offset * this.dim + mine.length > data.length) throw new ValidationError('own.offset', 'a share inside the staged sample', own.offset);
-    data.set(mine, own.offset * this.dim);
+    if (!Number.isSafeInteger(own.offset) || own.offset < 0 || (own.offset + own.count) * this.dim > data.length) throw new ValidationError('own.offset', 'a share inside the staged sample', own.offset);
+    // Written in place: a separate copy of the share would be garbage as large as itself.
+    ownRows(data.subarray(own.offset * this.dim));
     return data;
   }
 }

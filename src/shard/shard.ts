@@ -368,15 +368,16 @@ export class Shard {
     this.startTraining().catch(() => {});
   }
 
-  /** Up to `count` buffered vectors picked at random (seeded): this shard's part of a shared training sample. */
-  sample(count: number, offset = 0, of = this.pending.count): Float32Array {
+  /** Up to `count` buffered vectors picked at random (seeded): this shard's part of a shared training sample (into `into` when given). */
+  sample(count: number, offset = 0, of = this.pending.count, into?: Float32Array): Float32Array {
     this.checkOpen();
     if (!Number.isSafeInteger(count) || count < 0) throw new ValidationError('count', 'a non-negative integer', count);
     // The sample order is over the first `of` rows (fixed by the caller across chunked
     // calls; an untrained buffer only grows), so chunks never repeat or skip a row.
     const total = Math.min(of, this.pending.count);
     const from = Math.min(offset, total);
-    return this.pending.sampleRows(Math.min(count, total - from), total, from);
+    const n = Math.min(count, total - from);
+    return this.pending.sampleRows(n, total, from, into?.subarray(0, n * this.cfg.dim));
   }
 
   /**
@@ -392,7 +393,7 @@ export class Shard {
   /** The staged sample `sampleId`, with this shard's own share filled in, for trainShared (and no longer staged). */
   stagedSample(sampleId: string, total: number, own: { offset: number; count: number; of: number }): Float32Array {
     this.checkOpen();
-    return this.staged.take(sampleId, total, own, () => this.sample(own.count, 0, own.of));
+    return this.staged.take(sampleId, total, own, (into) => this.sample(own.count, 0, own.of, into));
   }
 
   /**
