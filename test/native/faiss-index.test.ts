@@ -455,6 +455,37 @@ test('train({ sortRows }): the same rows in any order train the same state; the 
   }
 });
 
+test('train: an IVF-Flat or IVF-PQ given more rows than FAISS trains on gets a seeded subset of that size, moved to the front in place (FAISS copies nothing); others read every row', async () => {
+  const dim = 8;
+  const rowsOf = (x: Float32Array): string[] => Array.from({ length: x.length / dim }, (_, i) => x.subarray(i * dim, (i + 1) * dim).join(',')).sort();
+  setOmpNumThreads(1);
+  try {
+    // IVF4: k-means on at most 4 x 256 rows; PQ2x4: codebooks on at most 256 x 16.
+    for (const [factory, cap] of [['IVF4,Flat', 1024], ['IVF4,PQ2x4', 4096]] as const) {
+      const x = new SyntheticDataset({ dim, seed: 5 }).base(cap * 3);
+      const before = rowsOf(x);
+      const ix = FaissIndex.fromFactory(dim, factory, 'l2');
+      await ix.train(x, { sortRows: true });
+      assert.deepEqual(rowsOf(x), before, `${factory}: the same rows, reordered`);
+      // At exactly the cap FAISS takes every row as given: the same state means the first cap rows were the training set.
+      const again = FaissIndex.fromFactory(dim, factory, 'l2');
+      await again.train(x.slice(0, cap * dim));
+      assert.deepEqual((await again.exportTrained()).data, (await ix.exportTrained()).data, `${factory} trained on the first ${cap} rows`);
+    }
+    // SQ trains on every row: the rows are only sorted.
+    const x = new SyntheticDataset({ dim, seed: 6 }).base(3000);
+    await FaissIndex.fromFactory(dim, 'IVF4,SQ8', 'l2').train(x, { sortRows: true });
+    for (let i = 1; i < 3000; i++) {
+      const a = x.subarray((i - 1) * dim, i * dim);
+      const b = x.subarray(i * dim, (i + 1) * dim);
+      const j = a.findIndex((v, k) => v !== b[k]);
+      assert.ok(j < 0 || a[j]! < b[j]!, `IVF4,SQ8: row ${i - 1} sorts before row ${i}`);
+    }
+  } finally {
+    setOmpNumThreads(0);
+  }
+});
+
 test('assign + reserveLists + addPreassigned: the same index as add(); bad list numbers refused; IVF only', async () => {
   const dim = 16;
   const data = new SyntheticDataset({ dim, seed: 12 });
