@@ -18,111 +18,23 @@
  *   storage (with extra arguments), for tests and operators; the discovery file follows it.
  *
  * The one launcher of local servers: `dfaiss launch local`, the benchmark and the tests use it.
+ * Its public types are in local-api.ts; option checks, defaults and each server's command line in local-options.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { availableParallelism, hostname } from 'node:os';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseDiscovery } from '../discovery/discovery-file.js';
 import { DfaissError, TimeoutError, ValidationError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { serverEnv, serverNodeArgs } from './server-process.js';
+import type { LocalClusterEvents, LocalClusterOptions, LocalServerInfo } from './local-api.js';
+import { checkLocalClusterOptions, defaultCliPath, defaultThreadsPerServer, serverCommand, type SpawnRequest } from './local-options.js';
+import { serverNodeArgs } from './server-process.js';
 
-export interface LocalClusterOptions {
-  /** How many server processes. */
-  numServers: number;
-  /** Storage root of every server ({saveDir}/{index}/{rank}). Created when missing. */
-  saveDir: string;
-  /** Discovery file to write (count line, then one `host,port` line per server). */
-  discoveryConfig: string;
-  /** Server i listens on basePort + i; undefined = ports picked by the OS. */
-  basePort?: number;
-  /** Interface the servers bind. @default '127.0.0.1' */
-  host?: string;
-  /**
-   * Serve each server's Prometheus metrics, /healthz and /readyz over HTTP: server i on
-   * metricsPort + i, or on a free port each when 0 (see LocalServerInfo.metricsPort).
-   * Off when undefined.
-   */
-  metricsPort?: number;
-  /** Servers load their saved indexes before serving. @default false */
-  loadIndex?: boolean;
-  /** FAISS (OpenMP/BLAS) threads per server. @default max(1, floor(cores / numServers)) */
-  threadsPerServer?: number;
-  /**
-   * Servers (ranks) per Node process: each process is one `dfaiss server --ranks-per-process K`
-   * serving K consecutive ranks, each on its own port; a crash (and a restart) takes all K.
-   * @default 1
-   */
-  ranksPerProcess?: number;
-  /** Restart a server that exits on its own (with --load-index). @default false */
-  restartOnCrash?: boolean;
-  /** Restarts allowed per server within restartWindowMs before giving up on it. @default 5 */
-  maxRestarts?: number;
-  /** @default 60_000 */
-  restartWindowMs?: number;
-  /** Delay before the first restart; doubles with each recent restart (max 10 s). @default 500 */
-  restartDelayMs?: number;
-  /** Time a server may take to listen (loading big indexes takes a while). @default 300_000 */
-  startTimeoutMs?: number;
-  /** Time a server gets to shut down (and save) after SIGTERM before SIGKILL. @default 60_000 */
-  stopTimeoutMs?: number;
-  /** Where the servers' JSON log lines go: our stderr, or kept in memory (logTail()). @default 'inherit' */
-  serverLogs?: 'inherit' | 'capture';
-  /** DFAISS_LOG_LEVEL for the servers. @default the environment's, else 'info' */
-  serverLogLevel?: string;
-  /** Extra environment variables for the servers (DFAISS_SECRET is inherited from ours). */
-  env?: Record<string, string>;
-  /** Extra `dfaiss server` arguments for every server, e.g. ['--secret-file', f, '--tls-key', k, '--tls-cert', c]. */
-  serverArgs?: string[];
-  /** The launcher's own logger. @default silent */
-  logger?: Logger;
-  /** Path of the `dfaiss` CLI script (dist/cli/main.js). @default found next to this module */
-  cliPath?: string;
-  /** Extra node flags for every server, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
-  nodeArgs?: string[];
-}
-
-export type ServerStatus = 'starting' | 'up' | 'restarting' | 'down' | 'stopped';
-
-export interface LocalServerInfo {
-  rank: number;
-  /** The address clients use (as written to the discovery file). */
-  host: string;
-  /** 0 until the server listens. */
-  port: number;
-  /** PID of the current process (0 when none). */
-  pid: number;
-  status: ServerStatus;
-  /** Restarts so far. */
-  restarts: number;
-  /** HTTP port of the server's /metrics, /healthz, /readyz (LocalClusterOptions.metricsPort; 0 until it listens). */
-  metricsPort?: number;
-}
-
-export interface ServerExitEvent {
-  rank: number;
-  pid: number;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** A restart is scheduled. */
-  willRestart: boolean;
-}
-
-export interface LocalClusterEvents {
-  /** A server listens (first start or restart). */
-  up: [LocalServerInfo];
-  /** A server exited while the cluster was not stopping. */
-  exit: [ServerExitEvent];
-  /** A server crashed too often; it stays down. */
-  giveUp: [{ rank: number; restarts: number }];
-  /** Every server is down and none will be restarted. */
-  allDown: [];
-}
+export type { LocalClusterEvents, LocalClusterOptions, LocalServerInfo, ServerExitEvent, ServerStatus } from './local-api.js';
+export { defaultCliPath, defaultThreadsPerServer } from './local-options.js';
 
 interface Slot {
   info: LocalServerInfo;
@@ -136,19 +48,6 @@ interface Slot {
 }
 
 const TAIL_LINES = 50;
-
-/** dist/cli/main.js, whether this module runs from dist/ or (under tsx) from src/. */
-export function defaultCliPath(): string {
-  const beside = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-  if (existsSync(beside)) return beside;
-  const dist = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
-  if (existsSync(dist)) return dist;
-  throw new DfaissError(`cannot find the dfaiss CLI (looked for ${beside} and ${dist}): build it with 'npm run build'`);
-}
-
-export function defaultThreadsPerServer(numServers: number): number {
-  return Math.max(1, Math.floor(availableParallelism() / numServers));
-}
 
 export class LocalCluster extends EventEmitter<LocalClusterEvents> {
   readonly numServers: number;
@@ -166,38 +65,8 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
 
   constructor(opts: LocalClusterOptions) {
     super();
+    checkLocalClusterOptions(opts);
     const { numServers } = opts;
-    if (!Number.isSafeInteger(numServers) || numServers < 1 || numServers > 4096) {
-      throw new ValidationError('numServers', 'an integer from 1 to 4096', numServers);
-    }
-    if (typeof opts.saveDir !== 'string' || opts.saveDir === '') throw new ValidationError('saveDir', 'a folder path', opts.saveDir);
-    if (typeof opts.discoveryConfig !== 'string' || opts.discoveryConfig === '') {
-      throw new ValidationError('discoveryConfig', 'a file path', opts.discoveryConfig);
-    }
-    if (opts.basePort !== undefined) {
-      if (!Number.isSafeInteger(opts.basePort) || opts.basePort < 1 || opts.basePort + numServers - 1 > 65535) {
-        throw new ValidationError('basePort', `an integer from 1 to ${65536 - numServers} (base port + ${numServers} servers must fit in 65535)`, opts.basePort);
-      }
-    }
-    if (opts.metricsPort !== undefined) {
-      if (!Number.isSafeInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort + numServers - 1 > 65535) {
-        throw new ValidationError('metricsPort', `0 (free ports) or an integer from 1 to ${65536 - numServers} (metrics port + ${numServers} servers must fit in 65535)`, opts.metricsPort);
-      }
-      const base = opts.basePort;
-      if (opts.metricsPort > 0 && base !== undefined && opts.metricsPort < base + numServers && base < opts.metricsPort + numServers) {
-        throw new ValidationError('metricsPort', `a range apart from the server ports ${base}-${base + numServers - 1}`, opts.metricsPort);
-      }
-    }
-    if (opts.ranksPerProcess !== undefined && (!Number.isSafeInteger(opts.ranksPerProcess) || opts.ranksPerProcess < 1 || opts.ranksPerProcess > numServers)) {
-      throw new ValidationError('ranksPerProcess', `an integer from 1 to numServers (${numServers})`, opts.ranksPerProcess);
-    }
-    if (opts.threadsPerServer !== undefined && (!Number.isSafeInteger(opts.threadsPerServer) || opts.threadsPerServer < 1 || opts.threadsPerServer > 1024)) {
-      throw new ValidationError('threadsPerServer', 'an integer from 1 to 1024', opts.threadsPerServer);
-    }
-    for (const key of ['maxRestarts', 'restartWindowMs', 'restartDelayMs', 'startTimeoutMs', 'stopTimeoutMs'] as const) {
-      const v = opts[key];
-      if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new ValidationError(key, 'a non-negative number', v);
-    }
     this.opts = opts;
     this.numServers = numServers;
     this.saveDir = resolve(opts.saveDir);
@@ -371,37 +240,15 @@ export class LocalCluster extends EventEmitter<LocalClusterEvents> {
     return this.opts.basePort === undefined ? 0 : this.opts.basePort + rank;
   }
 
-  /**
-   * Starts one server process for the ranks of `group` and resolves once all of them listen.
-   * A restart loads what the servers saved unless told otherwise; `args` and `env` come last
-   * (later flags win).
-   */
-  private spawnServer(group: Slot[], ports: number[], spawnOpts: { first: boolean; loadIndex?: boolean; args?: string[]; env?: Record<string, string> }): Promise<void> {
+  /** Starts one server process for the ranks of `group` (see serverCommand) and resolves once all of them listen. */
+  private spawnServer(group: Slot[], ports: number[], spawnOpts: SpawnRequest): Promise<void> {
     const { first } = spawnOpts;
     const lead = group[0]!;
     const { rank } = lead.info;
     const label = group.length === 1 ? `server ${rank}` : `servers ${rank}-${rank + group.length - 1}`;
-    const multi = this.ranksPerProcess === 1 ? [] : ['--ranks-per-process', String(group.length)];
-    const args = [...(this.opts.nodeArgs ?? []), this.cli, 'server', '--rank', String(rank), ...multi, '--port', ports.join(','), '--host', this.host, '--save-dir', this.saveDir];
-    args.push('--threads', String(this.threadsPerServer), '--stop-on-stdin-close');
-    if (this.opts.metricsPort !== undefined) {
-      // A restart keeps the metrics ports it had, so Prometheus's targets stay valid.
-      const metricsPorts = group.map((slot) => slot.info.metricsPort || (this.opts.metricsPort === 0 ? 0 : this.opts.metricsPort! + slot.info.rank));
-      args.push('--metrics-port', String(metricsPorts.every((p) => p === 0) ? 0 : metricsPorts[0]));
-      if (metricsPorts.some((p, i) => p !== 0 && p !== metricsPorts[0]! + i)) this.log.warn({ rank, metricsPorts }, 'metrics ports are not consecutive: they follow the first');
-    }
-    // A restart loads what the crashed server saved; first starts load only when asked.
-    if (spawnOpts.loadIndex ?? (!first || this.opts.loadIndex)) args.push('--load-index');
-    if (first) args.push('--discovery-config', this.discoveryConfig);
-    args.push(...(this.opts.serverArgs ?? []), ...(spawnOpts.args ?? []));
+    const cluster = { opts: this.opts, cli: this.cli, host: this.host, saveDir: this.saveDir, discoveryConfig: this.discoveryConfig, threadsPerServer: this.threadsPerServer, ranksPerProcess: this.ranksPerProcess, log: this.log };
+    const { args, env } = serverCommand(cluster, group.map((slot) => slot.info), ports, spawnOpts);
     const capture = this.opts.serverLogs === 'capture';
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      ...serverEnv(this.threadsPerServer),
-      ...(this.opts.serverLogLevel ? { DFAISS_LOG_LEVEL: this.opts.serverLogLevel } : {}),
-      ...this.opts.env,
-      ...spawnOpts.env,
-    };
     const proc = spawn(process.execPath, [...serverNodeArgs(), ...args], {
       stdio: ['pipe', 'pipe', capture ? 'pipe' : 'inherit'],
       detached: true, // own process group: the terminal's Ctrl-C reaches only the launcher
