@@ -1,27 +1,25 @@
 /**
  * IndexClient: all coordination lives in the client, and this class is its facade. The
  * parts: connections.ts (the servers, two connections each: bulk and query), placement.ts
- * (where a batch goes), fan-out.ts + merge.ts (search on every server, heap merge), filter.ts
- * (the client-side filter loop), training-trigger.ts + training.ts (shared training),
- * revocations.ts (batches moved off a failed server), records.ts (records with ids).
+ * (where a batch goes), search-ops.ts (the searches) over fan-out.ts + merge.ts (search on
+ * every server, heap merge) and filter.ts (the client-side filter loop), training-trigger.ts +
+ * training.ts (shared training), revocations.ts (batches moved off a failed server),
+ * record-ops.ts + records.ts (records with ids).
  */
 import { defaultIndexCfg, type IndexCfg } from '../config/index-cfg.js';
-import { checkCallSearchParams, checkSearchParameter } from '../config/search-params.js';
+import { checkSearchParameter } from '../config/search-params.js';
 import { EventEmitter } from 'node:events';
 import { ConnectionError, ServerUnavailableError, ValidationError } from '../errors.js';
-import { checkK, toMatrix, type VectorsInput } from '../vectors.js';
+import type { VectorsInput } from '../vectors.js';
 import type { RpcClientOptions } from '../protocol/index.js';
 import { encodeMetadata, offsetsBytes } from '../protocol/metadata.js';
 import { aggregateStates, IndexState } from '../shard/state.js';
 import { readDiscovery, stderrLog, type ServerAddress } from '../discovery/discovery-file.js';
-import { mergeReplies } from './merge.js';
-import { checkFilter, type Filter } from '../filter/schema.js';
-import * as rec from './records.js';
 import type { DeleteResult, GetResult, IteratePage, RangeSearchResults, RecordId } from './records.js';
 import type { ShardOperation } from '../shard-operation.js';
 import { Revocations, type PendingRevocation } from './revocations.js';
 import { clusterState } from './training.js';
-import type { ArgsOf, ShardInfoReply, StatusReply } from '../contract.js';
+import type { ShardInfoReply, StatusReply } from '../contract.js';
 import { rpcClientSecurityOptions } from './security-options.js';
 import type {
   AddOptions,
@@ -37,11 +35,11 @@ import type {
 import { AddSlots } from './add-slots.js';
 import { callControl, untilAborted, type CallControl } from './call-control.js';
 import { Connections } from './connections.js';
-import { fanOutSearch, readEverywhere } from './fan-out.js';
-import { SharedQuantizer } from './quantize-once.js';
-import { filterPredicate, searchFiltered } from './filter.js';
+import { readEverywhere } from './fan-out.js';
 import { metaFromInfo, newMeta, type IndexMeta } from './index-meta.js';
-import { batchMatrix, busyPolicy, checkIdMode, placeBatch, placeRecords, type BusyPolicy } from './placement.js';
+import { batchMatrix, busyPolicy, checkIdMode, placeBatch, type BusyPolicy } from './placement.js';
+import { RecordOps } from './record-ops.js';
+import { SearchOps } from './search-ops.js';
 import { TrainingTrigger } from './training-trigger.js';
 import { IndexHandle } from './index-handle.js';
 
@@ -56,7 +54,8 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   private readonly slots: AddSlots;
   private readonly busy: BusyPolicy;
   private readonly training: TrainingTrigger;
-  private readonly quantizer: SharedQuantizer;
+  private readonly searches: SearchOps;
+  private readonly records: RecordOps;
 
   private constructor(conns: Connections, opts: IndexClientOptions) {
     super();
@@ -73,12 +72,13 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
     this.slots = new AddSlots(Math.max(1, opts.maxAddsInFlight ?? 2 * this.servers.length));
     this.busy = busyPolicy(opts.busyRetryMs, opts.log ?? stderrLog, (server, error) => this.emit('serverBusy', { server, error }));
     this.revocations = new Revocations(this.servers, reconnectIntervalMs);
-    this.quantizer = new SharedQuantizer(this.servers, opts.sharedQuantize ?? 'auto');
     this.training = new TrainingTrigger(conns, {
       trainTimeoutMs: opts.trainTimeoutMs ?? 3_600_000,
       reconnectIntervalMs,
       closeTimeoutMs: opts.closeTimeoutMs ?? 120_000,
     });
+    this.searches = new SearchOps(this.servers, this.revocations, this.training, this.indexes, opts.sharedQuantize ?? 'auto');
+    this.records = new RecordOps(conns, this.revocations, this.slots, this.busy, this.training, (indexId, control) => this.indexMeta(indexId, control));
   }
 
   /** Reads the discovery file (waiting until every server is listed) and connects to all servers. */
@@ -153,7 +153,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    */
   async addIndexData(indexId: string, vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[] | null, opts: AddOptions = {}): Promise<void> {
     const control = callControl(opts);
-    if (opts.ids !== undefined) return this.putRecords(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true, control);
+    if (opts.ids !== undefined) return this.records.put(indexId, opts.ids, vectors, metadata, false, opts.trainAsync ?? true, control);
     const meta = await this.indexMeta(indexId, control);
     await checkIdMode(this.conns, indexId, meta, false, control);
     const { data, n } = batchMatrix(vectors, meta.dim);
@@ -172,7 +172,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * dies midway, every record is the old or the new version, never both, never neither.
    */
   async upsert(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata?: readonly unknown[], opts: CallControl = {}): Promise<void> {
-    await this.putRecords(indexId, ids, vectors, metadata, true, true, callControl(opts));
+    await this.records.put(indexId, ids, vectors, metadata, true, true, callControl(opts));
   }
 
   /**
@@ -180,26 +180,12 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * ({ filter }, docs/filters.md); durable when it resolves. Unknown ids are reported.
    */
   async delete(indexId: string, selector: DeleteSelector, opts: CallControl = {}): Promise<DeleteResult> {
-    const control = callControl(opts);
-    if (!Array.isArray(selector)) {
-      if (selector && typeof selector === 'object' && 'filter' in selector) {
-        const filter = checkFilter(selector.filter);
-        await this.indexMeta(indexId, control);
-        return rec.deleteByFilter(this.recordCall(indexId, control), this.servers.length, indexId, filter);
-      }
-      throw new ValidationError('ids', 'an array of record ids', selector);
-    }
-    const ids = rec.checkIdList(selector);
-    await this.indexMeta(indexId, control);
-    return rec.deleteEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, ids);
+    return this.records.delete(indexId, selector, callControl(opts));
   }
 
   /** Records by id, from whichever server holds them; ids nobody holds are listed in `unknown`. */
   async get(indexId: string, ids: readonly RecordId[], opts: GetOptions = {}): Promise<GetResult> {
-    const control = callControl(opts);
-    const list = rec.checkIdList(ids);
-    const meta = await this.indexMeta(indexId, control);
-    return rec.getEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, list, opts.returnEmbeddings ?? false, meta.dim);
+    return this.records.get(indexId, ids, opts, callControl(opts));
   }
 
   /**
@@ -208,16 +194,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    * seen if they land after the cursor). Deleted and replaced records are skipped.
    */
   async *iterate(indexId: string, opts: IterateOptions = {}): AsyncGenerator<IteratePage> {
-    const control = callControl(opts);
-    const batchSize = opts.batchSize ?? 1000;
-    if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 65536) throw new ValidationError('batchSize', 'an integer from 1 to 65536', batchSize);
-    const c = opts.cursor;
-    if (c != null && (!Number.isSafeInteger(c.server) || c.server < 0 || !Number.isSafeInteger(c.after) || c.after < 0)) {
-      throw new ValidationError('cursor', 'a cursor returned by iterate ({ server, after })', c);
-    }
-    const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
-    const meta = await this.indexMeta(indexId, control);
-    yield* rec.iterateEverywhere(this.recordCall(indexId, control), this.servers.length, indexId, { batchSize, returnEmbeddings: opts.returnEmbeddings ?? true, cursor: c ?? null, dim: meta.dim, filter });
+    yield* this.records.iterate(indexId, opts, callControl(opts));
   }
 
   /**
@@ -228,16 +205,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    */
   async rangeSearch(indexId: string, queries: VectorsInput, radius: number, opts: CallControl = {}): Promise<RangeSearchResults> {
     const control = callControl(opts);
-    const meta = await this.indexMeta(indexId, control);
-    const { data, n } = toMatrix(queries, meta.dim, 'queries');
-    if (typeof radius !== 'number' || !Number.isFinite(radius)) throw new ValidationError('radius', 'a finite number', radius);
-    const replies = await Promise.all(
-      this.servers.map(async (s, i) => {
-        await untilAborted(this.revocations.readyToRead(i, indexId), control.signal);
-        return s.call('query', 'rangeSearch', { indexId, radius }, [data], control);
-      }),
-    );
-    return rec.mergeRange(replies, n, replies[0]?.result.metric ?? meta.metric);
+    return this.searches.rangeSearch(indexId, await this.indexMeta(indexId, control), queries, radius, control);
   }
 
   /** Removes deleted vectors from FAISS on every server now (it also happens in the background); returns how many. */
@@ -387,18 +355,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    */
   async search(indexId: string, queries: VectorsInput, k: number, opts: SearchOptions = {}): Promise<SearchResults> {
     const control = callControl(opts);
-    const meta = await this.indexMeta(indexId, control);
-    const { data, n } = toMatrix(queries, meta.dim, 'queries');
-    checkK(k);
-    const params = this.callParams(meta, opts.params);
-    const returnEmbeddings = opts.returnEmbeddings ?? false;
-    // A declarative filter runs on the servers (shard/filtered-search.ts): only admitted records are searched.
-    const filter = opts.filter === undefined ? undefined : checkFilter(opts.filter);
-    const replies = await this.fanOut(indexId, meta, data, k, returnEmbeddings, opts.allowPartial ?? false, params, control, filter);
-    const out = mergeReplies(replies.shards, n, k, meta, returnEmbeddings);
-    if (opts.allowPartial) out.missing = replies.missing;
-    if (filter) out.matches = replies.matches;
-    return out;
+    return this.searches.search(indexId, await this.indexMeta(indexId, control), queries, k, opts, control);
   }
 
   /**
@@ -408,17 +365,7 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
    */
   async searchWithFilter(indexId: string, queries: VectorsInput, k: number, filter: SearchFilter, opts: SearchOptions = {}): Promise<SearchResults> {
     const control = callControl(opts);
-    const meta = await this.indexMeta(indexId, control);
-    const { data, n } = toMatrix(queries, meta.dim, 'queries');
-    checkK(k);
-    const keep = filterPredicate(filter);
-    const params = this.callParams(meta, opts.params);
-    const returnEmbeddings = opts.returnEmbeddings ?? false;
-    const allowPartial = opts.allowPartial ?? false;
-    return searchFiltered(n, k, keep, { returnEmbeddings, allowPartial }, async (fetchK) => {
-      const replies = await this.fanOut(indexId, meta, data, fetchK, returnEmbeddings, allowPartial, params, control);
-      return { merged: mergeReplies(replies.shards, n, fetchK, meta, returnEmbeddings), ntotal: replies.ntotal, missing: replies.missing };
-    });
+    return this.searches.searchWithFilter(indexId, await this.indexMeta(indexId, control), queries, k, filter, opts, control);
   }
 
   /**
@@ -440,62 +387,6 @@ export class IndexClient extends EventEmitter<IndexClientEvents> {
   }
 
   // ---- internals ----
-
-  /** The fan-out search; an untrained shard of a shared-training index makes this client check for a training left to finish. */
-  private async fanOut(indexId: string, meta: IndexMeta, queries: Float32Array, k: number, returnEmbeddings: boolean, allowPartial: boolean, params: Record<string, number> | undefined, control: ReturnType<typeof callControl>, filter?: Filter) {
-    // Filtered searches probe on each shard (the filter may widen nprobe there).
-    const probes = returnEmbeddings || filter ? null : await this.quantizer.probes(indexId, queries, meta.dim, params, control);
-    const replies = await fanOutSearch(this.servers, this.revocations, {
-      indexId,
-      queries,
-      k,
-      returnEmbeddings,
-      allowPartial,
-      ...(params ? { params } : {}),
-      ...(filter ? { filter } : {}),
-      probes,
-      control,
-      onUntrained: () => {
-        const known = this.indexes.get(indexId);
-        if (known) this.training.check(indexId, known);
-      },
-    });
-    if (replies.untrained) this.training.check(indexId, meta);
-    return replies;
-  }
-
-  private recordCall(indexId: string, control: CallControl) {
-    return async <M extends 'deleteRecords' | 'getRecords' | 'iterateRecords'>(i: number, method: M, args: ArgsOf<M>) => {
-      this.conns.checkOpen();
-      await untilAborted(this.revocations.readyToRead(i, indexId), control.signal);
-      return this.servers[i]!.call<M>(method === 'deleteRecords' ? 'bulk' : 'query', method, args, [], control);
-    };
-  }
-
-  /** Stores records with ids: each on its home server, in parallel; upsert replaces older versions. */
-  private async putRecords(indexId: string, ids: readonly RecordId[], vectors: VectorsInput | Uint16Array, metadata: readonly unknown[] | null | undefined, upsert: boolean, trainAsync: boolean, control: CallControl): Promise<void> {
-    const meta = await this.indexMeta(indexId, control);
-    const { data, n } = batchMatrix(vectors, meta.dim);
-    const list = rec.checkBatchIds(ids, n);
-    await checkIdMode(this.conns, indexId, meta, true, control);
-    const trainings = await placeRecords(
-      this.servers,
-      this.slots,
-      { indexId, dim: meta.dim, data, n, ids: list, metadata, upsert, trainAsync },
-      (i, reply) => this.training.afterAdd(indexId, meta, i, reply),
-      control,
-      this.busy,
-    );
-    if (!trainAsync) await untilAborted(Promise.all(trainings.map((t) => t ?? Promise.resolve())), control.signal);
-  }
-
-  /** Per-call search parameters, checked for the index type before anything is sent (the servers check again). */
-  private callParams(meta: IndexMeta, params: Record<string, number> | undefined): Record<string, number> | undefined {
-    if (params === undefined) return undefined;
-    if (meta.type) checkCallSearchParams(meta.type, params);
-    else if (typeof params !== 'object' || params === null) throw new ValidationError('params', 'an object of search parameters, e.g. { nprobe: 32 }', params);
-    return Object.keys(params).length > 0 ? params : undefined;
-  }
 
   /** Dimension and metric of an index: known from createIndex, else asked from a server. */
   private async indexMeta(indexId: string, control: CallControl = {}): Promise<IndexMeta> {
