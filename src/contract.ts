@@ -44,6 +44,9 @@ export interface ShardInfoReply {
   sharedTraining: boolean;
   trainNum: number;
   trainRatio: number;
+  /** Bytes of the buffered vectors (float16 kept as float16) and of a training sample held here: what the server's --max-buffered-mb bound counts. */
+  bufferedBytes?: number;
+  sampleBytes?: number;
   /** Revocations this shard holds for other servers (see client/revocations.ts). */
   heldRevocations?: number;
   /** The shard stores records with ids (true), vectors without (false), or nothing yet (null). */

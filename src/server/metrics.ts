@@ -68,6 +68,7 @@ export class ServerMetrics {
     };
     perIndex('dfaiss_index_ntotal', 'vectors searchable in FAISS, per index', (i) => i.ntotal);
     perIndex('dfaiss_index_buffered', 'vectors received but not yet in FAISS, per index', (i) => i.buffered);
+    perIndex('dfaiss_index_buffered_bytes', 'bytes held outside FAISS per index: buffered vectors (float16 as float16) plus a training sample held here, what --max-buffered-mb bounds', (i) => i.bufferedBytes + i.sampleBytes);
     perIndex('dfaiss_index_tombstoned', 'vectors of revoked batches (stored, never returned), per index', (i) => i.tombstoned);
     new Gauge({
       name: 'dfaiss_index_state', help: '1 for the state each index is in (NOT_TRAINED, TRAINING, TRAINED, ADD), else 0', labelNames: ['index', 'state'], registers,

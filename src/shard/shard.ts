@@ -78,6 +78,9 @@ export interface ShardInfo {
   trainNum: number;
   /** Share of the buffer trained on when trainNum is 0. */
   trainRatio: number;
+  /** Bytes the buffered vectors take (float16 kept as it arrived: 2 a value) and bytes of a training sample held here: what --max-buffered-mb counts. */
+  bufferedBytes: number;
+  sampleBytes: number;
 }
 
 export interface ShardOptions {
@@ -236,6 +239,8 @@ export class Shard {
       sharedTraining: this.sharedTraining,
       trainNum: this.cfg.trainNum,
       trainRatio: this.cfg.trainRatio,
+      bufferedBytes: this.pending.bytes,
+      sampleBytes: this.sampleBytes,
     };
   }
 

@@ -130,7 +130,11 @@ describe('buffered vectors are bounded (--max-buffered-mb)', () => {
     const impatient = await IndexClient.connect(cluster.discovery, { busyRetryMs: 0 });
     try {
       for (let b = 0; b < 4; b++) await impatient.addIndexData('stalled16', batch(b)); // round-robin: two per server
-      for (const s of await client.status()) assert.equal((s.indexes as Record<string, { buffered: number }>).stalled16!.buffered, 2 * rows);
+      for (const s of await client.status()) {
+        const info = (s.indexes as Record<string, { buffered: number; bufferedBytes: number }>).stalled16!;
+        assert.equal(info.buffered, 2 * rows);
+        assert.equal(info.bufferedBytes, 2 * rows * dim * 2, 'status reports the bytes the bound counts');
+      }
       const err = await impatient.addIndexData('stalled16', batch(4)).then(() => null, (e: unknown) => e);
       assert.ok(err instanceof ServerBusyError, `the fifth is refused: ${String(err)}`);
       assert.match(err.message, /holds 1\.0 MiB of vectors not yet in FAISS/);

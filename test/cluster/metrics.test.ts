@@ -108,6 +108,7 @@ test('every server serves Prometheus metrics on its own port: requests, errors, 
     assert.equal(value(samples, 'dfaiss_index_ntotal', { index: 'm' }), info.ntotal);
     assert.equal(info.ntotal, 50);
     assert.equal(value(samples, 'dfaiss_index_buffered', { index: 'm' }), 0);
+    assert.equal(value(samples, 'dfaiss_index_buffered_bytes', { index: 'm' }), 0);
     assert.equal(value(samples, 'dfaiss_index_tombstoned', { index: 'm' }), 0);
     assert.equal(value(samples, 'dfaiss_index_state', { index: 'm', state: 'TRAINED' }), 1);
     assert.equal(value(samples, 'dfaiss_index_state', { index: 'm', state: 'NOT_TRAINED' }), 0);
