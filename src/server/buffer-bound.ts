@@ -78,10 +78,12 @@ export class BufferBound {
       // The default bound never stops a per-shard training from gathering its trainNum.
       const limit = !this.set && perShardTraining ? Math.max(this.limit, gather) : this.limit;
       const reserved = this.reserved.get(indexId) ?? 0;
+      const buffered = shard.bufferedBytes + reserved;
       // A training sample held here is memory as much as the buffer is (the trainer holds both).
       const sample = shard.sampleBytes;
-      const held = shard.bufferedBytes + reserved + sample;
-      if (held === sample || held + bytes <= limit) {
+      const held = buffered + sample;
+      // An empty buffer always takes a batch, so a large sample alone never stops adds.
+      if (buffered === 0 || held + bytes <= limit) {
         if (waited > 0) this.opts.log.debug({ indexId, waitedMs: Date.now() - since }, 'add waited for buffer room');
         this.reserved.set(indexId, reserved + bytes);
         let done = false;

@@ -12,6 +12,7 @@ import type { Attachment } from '../protocol/index.js';
 import { concatBytes, decodeMetadataItem, offsetsBytes, offsetsView, validateMetadata } from '../protocol/metadata.js';
 import type { SharedProbes } from '../shard/shard-search.js';
 import { checkBatch, type Shard } from '../shard/shard.js';
+import { waitsAsFloat16 } from '../shard/pending-buffer.js';
 import { implement, type ServerMethods } from './implement.js';
 import type { IndexServer } from './index-server.js';
 import { parseFilter } from '../filter/index.js';
@@ -41,8 +42,8 @@ export function buildMethods(server: IndexServer): ServerMethods {
         checkBatch(cfg, raw, n);
         // The vectors stay in this request's receive buffer, kept past the reply until FAISS
         // has them (no copy); float16 waits as it arrived (half the memory) and is widened
-        // chunk by chunk for FAISS. Only cosine widens it now, to normalise in float32.
-        const widen = raw instanceof Uint16Array && cfg.metric === 'cosine';
+        // chunk by chunk for FAISS, except where it is widened now (waitsAsFloat16).
+        const widen = raw instanceof Uint16Array && !waitsAsFloat16(cfg.metric);
         // Checked once here (shape, NaN / Infinity): the shard and FAISS's binding take it as it is.
         const vectors =
           raw instanceof Float32Array ? toMatrix(raw, cfg.dim, 'vectors').data : widen ? toMatrix(await fp16ToFp32Async(raw), cfg.dim, 'vectors').data : checkHalfMatrix(raw, cfg.dim, 'vectors');

@@ -4,7 +4,7 @@
  * compactions (betweenChunks) run between two chunks while the adder parks.
  */
 import type { FaissIndex } from '../native/index.js';
-import { toFloat32, type PendingBuffer } from './pending-buffer.js';
+import { Widener, type PendingBuffer } from './pending-buffer.js';
 import { idRange } from './shard-records.js';
 
 export interface AdderTarget {
@@ -24,11 +24,6 @@ export class Adder {
   private paused = 0;
   private parked: (() => void) | null = null;
   private chunkInFlight: Promise<void> | null = null;
-  /**
-   * Where float16 chunks are widened for FAISS: reused, since fresh memory costs a page fault
-   * per 4 KiB here, and one chunk is in FAISS's hands at a time.
-   */
-  private widened = new Float32Array(0);
 
   /**
    * Runs `cut` synchronously at a moment when FAISS, the buffer and the metadata agree:
@@ -73,7 +68,10 @@ export class Adder {
   async run(t: AdderTarget): Promise<void> {
     const { index, buffer } = t;
     const ivf = index.isIvf;
-    if (ivf) await preassign(index, buffer, t.dim);
+    // One chunk is in FAISS's hands at a time, so float16 chunks share one widening buffer,
+    // held while this run lasts (an idle shard holds none).
+    const widener = new Widener(t.dim);
+    if (ivf) await preassign(index, buffer, widener);
     while (buffer.batches.length > 0) {
       if (this.paused > 0) {
         await this.park();
@@ -82,8 +80,7 @@ export class Adder {
       // Only the adder takes from the head of the buffer, so the chunk stays valid while
       // its lists are computed (under the shared lock: searches go on) or while parked.
       const chunk = buffer.takeChunk(t.chunkRows);
-      if (chunk.vectors instanceof Uint16Array && this.widened.length < chunk.vectors.length) this.widened = new Float32Array(chunk.vectors.length);
-      const vectors = await toFloat32(chunk.vectors, t.dim, this.widened);
+      const vectors = await widener.widen(chunk.vectors);
       const assign = ivf ? (chunk.assign ?? (await index.assign(vectors))) : undefined;
       while (this.paused > 0) await this.park();
       // After a compaction an IVF index holds fewer vectors than ids handed out: FAISS
@@ -107,7 +104,6 @@ export class Adder {
         this.chunkInFlight = null;
       }
     }
-    this.widened = new Float32Array(0); // an idle shard holds no scratch
   }
 
   private park(): Promise<void> {
@@ -130,10 +126,10 @@ export class Adder {
  * before the adds. Appending batch by batch grows each list by doubling, which left ~40 MiB
  * of slack and freed blocks per 125k x 128 shard (measured).
  */
-async function preassign(index: FaissIndex, buffer: PendingBuffer, dim: number): Promise<void> {
+async function preassign(index: FaissIndex, buffer: PendingBuffer, widener: Widener): Promise<void> {
   const counts = new Uint32Array(index.nlist);
   for (const b of buffer.batches.slice()) {
-    b.assign ??= await index.assign(await toFloat32(b.vectors, dim));
+    b.assign ??= await index.assign(await widener.widen(b.vectors));
     for (let i = 0; i < b.assign.length; i++) counts[Number(b.assign[i])]!++;
   }
   await index.reserveLists(counts);

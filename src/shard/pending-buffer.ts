@@ -3,8 +3,9 @@
  * in a request's receive buffer (handed to FAISS without a copy) and are released once FAISS
  * has them; snapshots pin the buffer so no memory goes back to its pool while they read it.
  * float16 input waits as it arrived (half the bytes of float32) and is widened only for
- * FAISS's calls, one chunk at a time (toFloat32).
+ * FAISS's calls, one chunk at a time (Widener).
  */
+import type { IndexCfg } from '../config/index.js';
 import { fp16ToFp32, fp16ToFp32Async } from '../native/index.js';
 import { prng } from '../util/random.js';
 import { deriveChecked } from '../vectors.js';
@@ -12,13 +13,24 @@ import { deriveChecked } from '../vectors.js';
 /** Buffered vectors: float32, or float16 bit patterns as they arrived. */
 export type PendingVectors = Float32Array | Uint16Array;
 
+/** float16 input waits as it arrived, except for cosine, whose vectors are normalised in float32 as they arrive (and on replay). */
+export const waitsAsFloat16 = (metric: IndexCfg['metric']): boolean => metric !== 'cosine';
+
 /**
- * `v` as float32 for FAISS: float16 is widened on a worker thread (checked stays checked),
- * into `into` when given (at least v.length values; the caller reuses it).
+ * Widens float16 batches to float32 for FAISS, into one buffer it reuses (fresh memory costs
+ * a page fault per 4 KiB here): each result is valid until the next widen(). Checked rows
+ * stay checked; float32 passes through as it is.
  */
-export async function toFloat32(v: PendingVectors, dim: number, into?: Float32Array): Promise<Float32Array> {
-  if (v instanceof Float32Array) return v;
-  return deriveChecked(await fp16ToFp32Async(v, into?.subarray(0, v.length)), dim, [v]);
+export class Widener {
+  private scratch = new Float32Array(0);
+
+  constructor(private readonly dim: number) {}
+
+  async widen(v: PendingVectors): Promise<Float32Array> {
+    if (v instanceof Float32Array) return v;
+    if (this.scratch.length < v.length) this.scratch = new Float32Array(v.length);
+    return deriveChecked(await fp16ToFp32Async(v, this.scratch.subarray(0, v.length)), this.dim, [v]);
+  }
 }
 
 /** Copies row `row` of `v` into `out` at `at`, widening float16. */
@@ -42,7 +54,7 @@ export interface PendingBatch {
 
 /** Up to `rows` of the oldest buffered rows as one matrix (see PendingBuffer.takeChunk). */
 export interface Chunk {
-  /** float16 when every batch it covers is (the adder widens it: toFloat32). */
+  /** float16 when every batch it covers is (the adder widens it: Widener). */
   vectors: PendingVectors;
   assign?: BigInt64Array;
   rows: number;

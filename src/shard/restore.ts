@@ -10,6 +10,7 @@ import { checkHalfMatrix } from '../vectors.js';
 import { fp16ToFp32, normalizeL2 } from '../native/index.js';
 import { HeldRevocations } from './held-revocations.js';
 import { Shard, type ShardOptions } from './shard.js';
+import { waitsAsFloat16 } from './pending-buffer.js';
 import { listSnapshots, readSnapshot } from './snapshot.js';
 import { replayWal } from './wal.js';
 
@@ -86,10 +87,9 @@ export async function restoreShard(dir: string, cfg: IndexCfg, opts: ShardOption
     if (rec.dim !== cfg.dim) throw new StorageError(`WAL record ${rec.seq} has dim ${rec.dim}, the index has ${cfg.dim}`);
     if (rec.key) keys.push([rec.key, into.metadata.size, rec.rows]);
     held.hold(rec.movedFrom);
-    // float16 is logged as it arrived, and waits as float16 again (as it did live), except for
-    // cosine, whose vectors are normalised in float32.
+    // float16 is logged as it arrived, and waits as it did live (see waitsAsFloat16).
     let vectors = rec.vectors;
-    if (vectors instanceof Uint16Array && cfg.metric === 'cosine') normalizeL2((vectors = fp16ToFp32(vectors)), cfg.dim);
+    if (vectors instanceof Uint16Array && !waitsAsFloat16(cfg.metric)) normalizeL2((vectors = fp16ToFp32(vectors)), cfg.dim);
     else if (vectors instanceof Uint16Array) checkHalfMatrix(vectors, cfg.dim, 'vectors');
     void into.add(vectors, rec.blob, rec.offsets, { replay: true, ...(rec.ids ? { ids: rec.ids } : {}) });
   });

@@ -427,15 +427,22 @@ export class Shard {
     if (sample.length === 0 && this.pending.count === 0) throw new IndexStateError('no vectors to train on: add data before training');
     const rows = sample.length > 0 ? sample : this.pending.sampleRows(wantedTrainRows(this.cfg, this.pending.count), this.pending.count);
     this.stateValue = IndexState.TRAINING;
-    this.trainingSampleBytes = rows.byteLength;
     try {
-      const { index, state } = await trainSharedIndex(this.cfg, rows, this.params, opts);
+      const { index, state } = await this.holdingSample(rows, () => trainSharedIndex(this.cfg, rows, this.params, opts));
       this.install(index, state);
       return state;
     } catch (err) {
       if (!this.index) this.stateValue = IndexState.NOT_TRAINED;
       this.lastError = err as Error;
       throw err;
+    }
+  }
+
+  /** Runs a training on `sample`, whose bytes count in sampleBytes while it runs. */
+  private async holdingSample<T>(sample: Float32Array, train: () => Promise<T>): Promise<T> {
+    this.trainingSampleBytes = sample.byteLength;
+    try {
+      return await train();
     } finally {
       this.trainingSampleBytes = 0;
     }
@@ -604,12 +611,7 @@ export class Shard {
   private async train(total: number): Promise<void> {
     const wanted = wantedTrainRows(this.cfg, total);
     const sample = this.pending.sampleRows(wanted, total);
-    this.trainingSampleBytes = sample.byteLength;
-    try {
-      this.adopt(await trainOwnIndex(this.cfg, sample, wanted, total, this.params));
-    } finally {
-      this.trainingSampleBytes = 0;
-    }
+    this.adopt(await this.holdingSample(sample, () => trainOwnIndex(this.cfg, sample, wanted, total, this.params)));
   }
 
   /** Moves buffered vectors into FAISS in arrival order, in chunks, in the background. */

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { crc32Update } from './crc.js';
 import { indexCfgToJSON, parseIndexCfg, type IndexCfg } from '../config/index.js';
 import { StorageError } from '../errors.js';
-import { FaissIndex, fp16ToFp32Async, type TrainedLayout } from '../native/index.js';
-import type { PendingVectors } from './pending-buffer.js';
+import { FaissIndex, type TrainedLayout } from '../native/index.js';
+import { Widener, type PendingVectors } from './pending-buffer.js';
 import type { MetadataStore } from './metadata-store.js';
 import { Shard, type SharedTrained, type ShardOptions } from './shard.js';
 import { readdirIfExists, syncDir, writeAll } from './wal-files.js';
@@ -101,17 +101,22 @@ async function writeFileAtomic(path: string, parts: readonly Uint8Array[]): Prom
   await rename(tmp, path);
 }
 
-async function writeParts(path: string, parts: readonly Uint8Array[]): Promise<{ bytes: number; crc32: number }> {
+/**
+ * Writes `parts` to `path` and fsyncs it; returns its size and CRC. `parts` may also come in
+ * groups produced one after another (buffer.bin widens each float16 batch into one reused
+ * buffer only once the group before it is written).
+ */
+async function writeParts(path: string, parts: readonly Uint8Array[] | AsyncIterable<readonly Uint8Array[]>): Promise<{ bytes: number; crc32: number }> {
   const fh = await open(path, 'w');
   let crc = 0;
   let bytes = 0;
-  for (const p of parts) {
-    crc = crc32Update(crc, p);
-    bytes += p.byteLength;
-  }
   try {
-    // meta.bin has one part per vector: gathered writes, not one awaited write each.
-    await writeAll(fh, parts, 0);
+    for await (const group of Array.isArray(parts) ? [parts] : (parts as AsyncIterable<readonly Uint8Array[]>)) {
+      for (const p of group) crc = crc32Update(crc, p);
+      // meta.bin has one part per vector: gathered writes, not one awaited write each.
+      await writeAll(fh, group, bytes);
+      for (const p of group) bytes += p.byteLength;
+    }
     await fh.sync();
   } finally {
     await fh.close();
@@ -120,42 +125,24 @@ async function writeParts(path: string, parts: readonly Uint8Array[]): Promise<{
 }
 
 /**
- * buffer.bin: the header, then the pending rows as float32 whatever the buffer holds. Float16
- * batches are widened one at a time into one reused buffer, so a snapshot of a large float16
- * buffer never holds a float32 copy of all of it.
+ * buffer.bin's parts: the header, then the pending rows as float32 whatever the buffer
+ * holds. Float16 batches are widened one at a time into one reused buffer, so a snapshot of
+ * a large float16 buffer never holds a float32 copy of all of it.
  */
-async function writeBufferFile(path: string, dim: number, pending: readonly PendingVectors[]): Promise<{ bytes: number; crc32: number }> {
-  const rows = pending.reduce((s, v) => s + v.length, 0) / dim;
+async function* bufferParts(dim: number, pending: readonly PendingVectors[]): AsyncGenerator<readonly Uint8Array[]> {
   const asBytes = (v: Float32Array): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-  if (pending.every((v) => v instanceof Float32Array)) return writeParts(path, [header(BUF_MAGIC, rows, dim), ...pending.map(asBytes)]);
-  const fh = await open(path, 'w');
-  let crc = 0;
-  let pos = 0;
-  const put = async (parts: Uint8Array[]): Promise<void> => {
-    for (const p of parts) crc = crc32Update(crc, p);
-    await writeAll(fh, parts, pos);
-    pos += parts.reduce((s, p) => s + p.byteLength, 0);
-  };
-  try {
-    await put([header(BUF_MAGIC, rows, dim)]);
-    let widened = new Float32Array(0);
-    let run: Uint8Array[] = [];
-    for (const v of pending) {
-      if (v instanceof Float32Array) {
-        run.push(asBytes(v));
-        continue;
-      }
-      await put(run);
-      run = [];
-      if (widened.length < v.length) widened = new Float32Array(v.length);
-      await put([asBytes(await fp16ToFp32Async(v, widened.subarray(0, v.length)))]);
+  const widener = new Widener(dim);
+  let run: Uint8Array[] = [header(BUF_MAGIC, pending.reduce((s, v) => s + v.length, 0) / dim, dim)];
+  for (const v of pending) {
+    if (v instanceof Float32Array) {
+      run.push(asBytes(v));
+      continue;
     }
-    await put(run);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    yield run;
+    run = [];
+    yield [asBytes(await widener.widen(v))];
   }
-  return { bytes: pos, crc32: crc };
+  yield run;
 }
 
 async function fileCrc(path: string): Promise<{ bytes: number; crc32: number }> {
@@ -217,7 +204,7 @@ export async function writeSnapshot(shardDir: string, shard: Shard, generation: 
   try {
     const files: SnapshotManifest['files'] = {};
     const pendingRows = cut.pending.reduce((s, v) => s + v.length, 0) / shard.cfg.dim;
-    files['buffer.bin'] = await writeBufferFile(join(tmp, 'buffer.bin'), shard.cfg.dim, cut.pending);
+    files['buffer.bin'] = await writeParts(join(tmp, 'buffer.bin'), bufferParts(shard.cfg.dim, cut.pending));
     files['meta.bin'] = await writeParts(join(tmp, 'meta.bin'), metadataParts(shard.metadata, cut.metaCount));
     const withRecords = cut.records.mode === 'ids' || cut.records.remap !== null || cut.records.dead.some((b) => b !== 0);
     if (withRecords) {

@@ -3,7 +3,7 @@
 // are among them, and the byte count follows what is held.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PendingBuffer, toFloat32 } from '../../src/shard/pending-buffer.js';
+import { PendingBuffer, Widener } from '../../src/shard/pending-buffer.js';
 import { checkHalfMatrix, isChecked, toMatrix } from '../../src/vectors.js';
 import { ValidationError } from '../../src/errors.js';
 
@@ -34,7 +34,7 @@ test('float16 batches are held at 2 bytes a value; joined chunks stay float16 un
   const first = buf.takeChunk(5);
   assert.ok(first.vectors instanceof Uint16Array, 'two float16 batches join as float16');
   assert.equal(first.rows, 5);
-  const widened = await toFloat32(first.vectors, dim);
+  const widened = await new Widener(dim).widen(first.vectors);
   assert.deepEqual([...widened], [...a.wide, ...b.wide]);
   assert.ok(isChecked(widened, dim), 'widened checked rows stay checked (FAISS does not scan them again)');
   buf.commit(first);
@@ -60,12 +60,12 @@ test('a float16 batch taken in part leaves its rest float16, counted at 2 bytes 
   }
   const part = buf.takeChunk(1500);
   assert.equal(part.rows, 1500);
-  assert.deepEqual([...(await toFloat32(part.vectors, dim))], [...big.wide.subarray(0, 1500 * dim)]);
+  assert.deepEqual([...(await new Widener(dim).widen(part.vectors))], [...big.wide.subarray(0, 1500 * dim)]);
   buf.commit(part);
   assert.equal(buf.bytes, 500 * dim * 2);
   const rest = buf.takeChunk(1500);
   assert.ok(rest.vectors instanceof Uint16Array);
-  assert.deepEqual([...(await toFloat32(rest.vectors, dim))], [...big.wide.subarray(1500 * dim)]);
+  assert.deepEqual([...(await new Widener(dim).widen(rest.vectors))], [...big.wide.subarray(1500 * dim)]);
 });
 
 test('float16 input is checked as it is: NaN and Infinity are refused naming the value, shape against the dim', () => {
